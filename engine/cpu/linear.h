@@ -1,0 +1,23 @@
+#ifndef MOESERVE_ENGINE_CPU_LINEAR_H_
+#define MOESERVE_ENGINE_CPU_LINEAR_H_
+
+#include <cstdint>
+
+#include "common/thread_pool.h"
+#include "engine/weights.h"
+
+namespace moeserve::engine::cpu {
+
+// y[m, w.rows] = x[m, w.cols] * w^T  (a Linear layer without bias), float32 accumulation.
+// x and y are row-major float32 with row strides ldx and ldy (in elements). Works for any m
+// (1 = decode matrix-vector, large = prefill GEMM) and any weight dtype Matrix allows.
+// Runs on `pool` (may be null: single-threaded). y must not alias x.
+void Linear(const float* x, int64_t m, int64_t ldx, const Matrix& w, float* y, int64_t ldy,
+            ThreadPool* pool);
+
+// Which SIMD path Linear uses on this CPU ("avx512bf16", "avx512", "avx2", "scalar").
+const char* LinearKernelName();
+
+}  // namespace moeserve::engine::cpu
+
+#endif  // MOESERVE_ENGINE_CPU_LINEAR_H_
