@@ -76,6 +76,15 @@ class Checkpoint {
   // All tensor names the checkpoint declares (every shard, mapped or not).
   virtual std::vector<std::string> Names() const = 0;
   virtual const std::string& dir() const = 0;
+
+  // The file that declares `name` (full path; also for tensors in unmapped shards), or "" when
+  // no file declares it. For error messages.
+  virtual std::string FileOf(absl::string_view name) const {
+    const TensorInfo* t = Find(name);
+    return t ? t->file : std::string();
+  }
+  // Full paths of the files that are memory-mapped, sorted (tests check shard filtering).
+  virtual std::vector<std::string> MappedFiles() const { return {}; }
 };
 
 // Checks the checkpoint against the config: every wanted expected tensor is present with its

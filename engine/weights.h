@@ -14,6 +14,8 @@ namespace moeserve::engine {
 // A weight matrix ready for compute: row-major [rows, cols] (Hugging Face's [out, in]) in kF32
 // or kBf16. Either points into the checkpoint's mapping (stored type == compute type: no copy),
 // or owns a converted copy (widened, or FP8 dequantised with its 128x128 block scales).
+// Lifetime: when `owned` is null, `data` borrows from the Checkpoint's memory mapping, so the
+// Checkpoint must outlive the Matrix. Copies of a Matrix share `owned`.
 struct Matrix {
   DType dtype = DType::kF32;  // kF32 or kBf16 only
   int64_t rows = 0;
