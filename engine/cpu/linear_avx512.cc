@@ -1,0 +1,158 @@
+// AVX-512 (F, BW, VL) micro-kernels for Linear: 16 float32 lanes per accumulator. bf16 weights
+// are widened to float32 exactly (a 16-bit shift) and multiplied with f32 FMA, so the bf16 and
+// f32 paths give identical results for identical (widened) weights.
+
+#include "engine/cpu/linear_kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+
+// GCC 12's avx512fintrin.h builds _mm512_undefined_* from a self-initialised variable, which
+// -Wmaybe-uninitialized reports wherever _mm512_cvtepu16_epi32 or _mm512_slli_epi32 inline.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <utility>
+
+#define MOESERVE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+namespace moeserve::engine::cpu::internal {
+namespace {
+
+constexpr int kLanes = 16;
+
+template <bool kBf16>
+MOESERVE_AVX512 inline __m512 LoadW(const void* w, int64_t i) {
+  if constexpr (kBf16) {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm512_loadu_ps(static_cast<const float*>(w) + i);
+  }
+}
+
+template <bool kBf16>
+MOESERVE_AVX512 inline __m512 LoadWMasked(const void* w, int64_t i, __mmask16 mask) {
+  if constexpr (kBf16) {
+    __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(w) + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(w) + i);
+  }
+}
+
+// The one reduction tree: halves 512 -> 256 -> 128 -> 64 -> 32.
+MOESERVE_AVX512 inline float Reduce(__m512 v) {
+  __m256 lo = _mm512_castps512_ps256(v);
+  __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  __m256 s8 = _mm256_add_ps(lo, hi);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+  return _mm_cvtss_f32(s1);
+}
+
+template <int MR, int NR, bool kBf16>
+MOESERVE_AVX512 void Tile(const TileArgs& a) {
+  __m512 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      acc[i][j] = a.first ? _mm512_setzero_ps() : _mm512_loadu_ps(a.acc + (i * NR + j) * kLanes);
+    }
+  }
+  const float* x = a.x;
+  const int64_t ldx = a.ldx;
+  const int64_t ldw = a.ldw;
+  int64_t k = 0;
+  for (; k + kLanes <= a.kn; k += kLanes) {
+    __m512 wv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW<kBf16>(a.w, j * ldw + k);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      __m512 xv = _mm512_loadu_ps(x + i * ldx + k);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+  if (k < a.kn) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (a.kn - k)) - 1u);
+    __m512 wv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = LoadWMasked<kBf16>(a.w, j * ldw + k, mask);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      __m512 xv = _mm512_maskz_loadu_ps(mask, x + i * ldx + k);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      if (a.last) {
+        a.y[i * a.ldy + j] = Reduce(acc[i][j]);
+      } else {
+        _mm512_storeu_ps(a.acc + (i * NR + j) * kLanes, acc[i][j]);
+      }
+    }
+  }
+}
+
+MOESERVE_AVX512 void WidenBf16(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) _mm512_storeu_ps(dst + i, LoadW<true>(src, i));
+  if (i < n) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    _mm512_mask_storeu_ps(dst + i, mask, LoadWMasked<true>(src, i, mask));
+  }
+}
+
+template <bool kBf16, size_t... I>
+void FillTiles(KernelSet& ks, std::index_sequence<I...>) {
+  ((ks.tile[kBf16][I / kMaxTileCols][I % kMaxTileCols] =
+        &Tile<static_cast<int>(I / kMaxTileCols) + 1, static_cast<int>(I % kMaxTileCols) + 1, kBf16>),
+   ...);
+}
+
+KernelSet MakeKernelSet() {
+  KernelSet ks{};
+  ks.name = "avx512";
+  ks.lanes = kLanes;
+  ks.tile_rows = 6;
+  ks.tile_cols = 4;
+  FillTiles<false>(ks, std::make_index_sequence<kMaxTileRows * kMaxTileCols>());
+  FillTiles<true>(ks, std::make_index_sequence<kMaxTileRows * kMaxTileCols>());
+  ks.widen_bf16 = &WidenBf16;
+  return ks;
+}
+
+}  // namespace
+
+const KernelSet* Avx512Kernels() {
+  static const KernelSet* const kernels = []() -> const KernelSet* {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl")) {
+      return nullptr;
+    }
+    static const KernelSet ks = MakeKernelSet();
+    return &ks;
+  }();
+  return kernels;
+}
+
+}  // namespace moeserve::engine::cpu::internal
+
+#else  // not x86
+
+namespace moeserve::engine::cpu::internal {
+const KernelSet* Avx512Kernels() { return nullptr; }
+}  // namespace moeserve::engine::cpu::internal
+
+#endif
