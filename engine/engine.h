@@ -1,0 +1,81 @@
+#ifndef MOESERVE_ENGINE_ENGINE_H_
+#define MOESERVE_ENGINE_ENGINE_H_
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+
+namespace moeserve::engine {
+
+struct EngineOptions {
+  int64_t block_tokens = 64;
+  // KV pool size: kv_cache_tokens when > 0, else kv_cache_bytes.
+  int64_t kv_cache_tokens = 0;
+  int64_t kv_cache_bytes = int64_t{256} << 20;
+  // Chunked prefill: at most this many tokens go through one forward step.
+  int64_t max_step_tokens = 512;
+};
+
+using SeqId = int64_t;
+
+struct StepOutput {
+  SeqId seq;
+  std::vector<float> logits;  // next-token logits after the sequence's last token
+};
+
+// The continuous-batching building block over one Model: sequences are added with their prompt,
+// stepped together (every step runs the pending tokens of as many sequences as the token budget
+// and the KV pool allow, splitting long prompts into chunks), extended one token at a time,
+// forked at a prefix (sharing its cache blocks) and freed.
+//
+// Not thread-safe: one thread (the engine thread) owns an Engine and its cache.
+// Errors: InvalidArgument for bad token ids, empty prompts, lengths beyond the model's context,
+// unknown sequence ids; ResourceExhausted when the KV pool cannot hold a sequence even alone, or
+// when no pending sequence can get blocks this step (they wait while others hold the pool).
+class Engine {
+ public:
+  Engine(const Model* model, const EngineOptions& options);
+  ~Engine();
+
+  absl::StatusOr<SeqId> Add(const std::vector<int32_t>& prompt);
+  // A new sequence holding the first `prefix_len` tokens of `seq`, which must already be in the
+  // cache; full blocks are shared, the partial last one is copied.
+  absl::StatusOr<SeqId> Fork(SeqId seq, int64_t prefix_len);
+  absl::Status Append(SeqId seq, int32_t token);
+  absl::Status Free(SeqId seq);
+
+  // One forward step. Returns the logits of every sequence whose pending tokens were all
+  // consumed by this step. `experts` null: the model's local experts.
+  absl::StatusOr<std::vector<StepOutput>> Step(ExpertExecutor* experts = nullptr);
+
+  bool HasPending() const;
+  absl::StatusOr<int64_t> Length(SeqId seq) const;  // tokens in the sequence
+  const KvCache& cache() const { return cache_; }
+  const Model& model() const { return *model_; }
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> tokens;
+    int64_t cached = 0;  // tokens whose latents are in the cache
+    std::vector<int32_t> blocks;
+  };
+  absl::Status CheckTokens(const std::vector<int32_t>& tokens) const;
+  absl::StatusOr<Sequence*> Find(SeqId seq);
+  // Makes sure `s` has blocks for `tokens` positions; false when the pool ran out (the blocks
+  // taken so far stay with the sequence).
+  bool Reserve(Sequence* s, int64_t tokens);
+
+  const Model* model_;
+  EngineOptions options_;
+  KvCache cache_;
+  std::map<SeqId, Sequence> seqs_;
+  SeqId next_id_ = 1;
+};
+
+}  // namespace moeserve::engine
+
+#endif  // MOESERVE_ENGINE_ENGINE_H_

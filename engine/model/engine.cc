@@ -1,0 +1,192 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace moeserve::engine {
+namespace {
+
+int64_t PoolBlocks(const ModelConfig& config, const EngineOptions& o) {
+  int64_t bt = std::max<int64_t>(1, o.block_tokens);
+  if (o.kv_cache_tokens > 0) return (o.kv_cache_tokens + bt - 1) / bt;
+  return KvCache::BlocksForBytes(config, bt, o.kv_cache_bytes);
+}
+
+}  // namespace
+
+Engine::Engine(const Model* model, const EngineOptions& options)
+    : model_(model),
+      options_(options),
+      cache_(model->config(), options.block_tokens, PoolBlocks(model->config(), options)) {}
+
+Engine::~Engine() {
+  for (auto& [id, s] : seqs_) {
+    for (int32_t b : s.blocks) cache_.Release(b);
+  }
+}
+
+absl::Status Engine::CheckTokens(const std::vector<int32_t>& tokens) const {
+  const ModelConfig& c = model_->config();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at position ", i,
+                                                     " is outside the vocabulary [0, ",
+                                                     c.vocab_size, ")"));
+    }
+  }
+  if (static_cast<int64_t>(tokens.size()) > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence of ", tokens.size(),
+                                                   " tokens exceeds the model's context of ",
+                                                   c.max_position_embeddings));
+  }
+  const int64_t capacity = cache_.num_blocks() * cache_.block_tokens();
+  if (static_cast<int64_t>(tokens.size()) > capacity) {
+    return absl::ResourceExhaustedError(absl::StrCat("sequence of ", tokens.size(),
+                                                     " tokens exceeds the KV cache capacity of ",
+                                                     capacity, " tokens"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Engine::Sequence*> Engine::Find(SeqId seq) {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return absl::InvalidArgumentError(absl::StrCat("no sequence ", seq));
+  return &it->second;
+}
+
+absl::StatusOr<SeqId> Engine::Add(const std::vector<int32_t>& prompt) {
+  if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
+  MOESERVE_RETURN_IF_ERROR(CheckTokens(prompt));
+  SeqId id = next_id_++;
+  seqs_[id].tokens = prompt;
+  return id;
+}
+
+absl::StatusOr<SeqId> Engine::Fork(SeqId seq, int64_t prefix_len) {
+  MOESERVE_ASSIGN_OR_RETURN(Sequence * src, Find(seq));
+  if (prefix_len <= 0 || prefix_len > src->cached) {
+    return absl::InvalidArgumentError(absl::StrCat("fork prefix ", prefix_len,
+                                                   " must be in [1, ", src->cached,
+                                                   "] (the cached length)"));
+  }
+  const int64_t bt = cache_.block_tokens();
+  Sequence fork;
+  fork.tokens.assign(src->tokens.begin(), src->tokens.begin() + prefix_len);
+  fork.cached = prefix_len;
+  const int64_t full = prefix_len / bt;
+  for (int64_t b = 0; b < full; ++b) {
+    cache_.Retain(src->blocks[b]);
+    fork.blocks.push_back(src->blocks[b]);
+  }
+  if (prefix_len % bt != 0) {
+    absl::StatusOr<int32_t> copy = cache_.Allocate();
+    if (!copy.ok()) {
+      for (int32_t b : fork.blocks) cache_.Release(b);
+      return copy.status();
+    }
+    cache_.CopyBlock(src->blocks[full], *copy, prefix_len % bt);
+    fork.blocks.push_back(*copy);
+  }
+  SeqId id = next_id_++;
+  seqs_[id] = std::move(fork);
+  return id;
+}
+
+absl::Status Engine::Append(SeqId seq, int32_t token) {
+  MOESERVE_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  std::vector<int32_t> one = {token};
+  MOESERVE_RETURN_IF_ERROR(CheckTokens(one));
+  if (static_cast<int64_t>(s->tokens.size()) + 1 > model_->config().max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("sequence reached the model's context of ",
+                                                   model_->config().max_position_embeddings,
+                                                   " tokens"));
+  }
+  s->tokens.push_back(token);
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Free(SeqId seq) {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return absl::InvalidArgumentError(absl::StrCat("no sequence ", seq));
+  for (int32_t b : it->second.blocks) cache_.Release(b);
+  seqs_.erase(it);
+  return absl::OkStatus();
+}
+
+bool Engine::HasPending() const {
+  for (const auto& [id, s] : seqs_) {
+    if (s.cached < static_cast<int64_t>(s.tokens.size())) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<int64_t> Engine::Length(SeqId seq) const {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return absl::InvalidArgumentError(absl::StrCat("no sequence ", seq));
+  return static_cast<int64_t>(it->second.tokens.size());
+}
+
+bool Engine::Reserve(Sequence* s, int64_t tokens) {
+  const int64_t bt = cache_.block_tokens();
+  while (static_cast<int64_t>(s->blocks.size()) * bt < tokens) {
+    absl::StatusOr<int32_t> b = cache_.Allocate();
+    if (!b.ok()) return false;
+    s->blocks.push_back(*b);
+  }
+  return true;
+}
+
+absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
+  std::vector<SequenceChunk> chunks;
+  std::vector<SeqId> chunk_seq;
+  std::vector<bool> completes;
+  int64_t budget = std::max<int64_t>(1, options_.max_step_tokens);
+  bool any_pending = false;
+  // Decode-phase sequences (one pending token) go first so a long prompt never stalls them;
+  // then prompts in id (arrival) order.
+  for (int pass = 0; pass < 2 && budget > 0; ++pass) {
+    for (auto& [id, s] : seqs_) {
+      const int64_t pending = static_cast<int64_t>(s.tokens.size()) - s.cached;
+      if (pending <= 0 || (pass == 0) != (pending == 1)) continue;
+      any_pending = true;
+      if (budget <= 0) break;
+      int64_t take = std::min(pending, budget);
+      if (!Reserve(&s, s.cached + take)) {
+        // Take what fits in the blocks already held; otherwise the sequence waits.
+        take = std::min(take, static_cast<int64_t>(s.blocks.size()) * cache_.block_tokens() -
+                                  s.cached);
+        if (take <= 0) continue;
+      }
+      SequenceChunk ch;
+      ch.tokens = absl::MakeConstSpan(s.tokens).subspan(s.cached, take);
+      ch.start_pos = s.cached;
+      ch.block_table = absl::MakeConstSpan(s.blocks);
+      ch.want_logits = take == pending;
+      chunks.push_back(ch);
+      chunk_seq.push_back(id);
+      completes.push_back(ch.want_logits);
+      budget -= take;
+    }
+  }
+  std::vector<StepOutput> outputs;
+  if (chunks.empty()) {
+    if (any_pending) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "KV cache full: no waiting sequence can get a block (", cache_.num_blocks(),
+          " blocks of ", cache_.block_tokens(), " tokens all held); free or finish sequences"));
+    }
+    return outputs;
+  }
+  std::vector<std::vector<float>> logits;
+  MOESERVE_RETURN_IF_ERROR(model_->Forward(chunks, &cache_, experts, &logits));
+  size_t next_logits = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    seqs_[chunk_seq[i]].cached += static_cast<int64_t>(chunks[i].tokens.size());
+    if (completes[i]) outputs.push_back({chunk_seq[i], std::move(logits[next_logits++])});
+  }
+  return outputs;
+}
+
+}  // namespace moeserve::engine

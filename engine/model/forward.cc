@@ -1,0 +1,222 @@
+// Model::Forward: one batched step of the DeepSeek-V2/V3 decoder over a paged latent cache.
+//
+// Attention uses MLA's weight-absorbed form for every token (prefill chunks and decode alike):
+// queries are mapped into the latent space with kv_b's key rows, scored against the cached
+// normalised latents plus the rotated rope keys, and the attention-weighted latent is mapped to
+// values with kv_b's value rows. The cache therefore only ever holds the compressed latent.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/cpu/linear.h"
+#include "engine/model.h"
+#include "engine/model/ops.h"
+
+namespace moeserve::engine {
+namespace {
+
+// Dot product with a fixed summation order that depends only on n (16 partial sums).
+inline float Dot(const float* a, const float* b, int64_t n) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+  }
+  for (; i < n; ++i) acc[i & 15] += a[i] * b[i];
+  float s = 0;
+  for (int j = 0; j < 16; ++j) s += acc[j];
+  return s;
+}
+
+inline void Axpy(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void CopyRow(const Matrix& m, int64_t row, float* out) {
+  if (m.dtype == DType::kF32) {
+    std::memcpy(out, m.f32() + row * m.cols, sizeof(float) * m.cols);
+  } else {
+    const uint16_t* src = m.bf16() + row * m.cols;
+    for (int64_t c = 0; c < m.cols; ++c) out[c] = Bf16ToF32(src[c]);
+  }
+}
+
+struct TokenRef {
+  int64_t chunk;
+  int64_t pos;
+};
+
+}  // namespace
+
+absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
+                            ExpertExecutor* experts, std::vector<std::vector<float>>* logits) const {
+  const ModelConfig& c = config_;
+  if (!options_.filter.attention_side) {
+    return absl::FailedPreconditionError("this process loaded no attention-side weights");
+  }
+  if (experts == nullptr) experts = local_experts_.get();
+  const int64_t hidden = c.hidden_size;
+  const int64_t heads = c.num_attention_heads;
+  const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vdim = c.v_head_dim;
+  const int64_t qhd = c.q_head_dim();
+  const int64_t kvr = c.kv_lora_rank;
+  const int64_t lat = c.latent_dim();
+  const int64_t bt = cache->block_tokens();
+
+  // Flatten the chunks into tokens, validating ids, positions and block tables.
+  std::vector<TokenRef> refs;
+  std::vector<int32_t> ids;
+  for (size_t ci = 0; ci < chunks.size(); ++ci) {
+    const SequenceChunk& ch = chunks[ci];
+    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+    if (ch.tokens.empty()) return absl::InvalidArgumentError("empty sequence chunk");
+    if (end > c.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence length ", end,
+                                                     " exceeds max_position_embeddings ",
+                                                     c.max_position_embeddings));
+    }
+    if ((end + bt - 1) / bt > static_cast<int64_t>(ch.block_table.size())) {
+      return absl::InvalidArgumentError("block table too short for the chunk");
+    }
+    for (size_t i = 0; i < ch.tokens.size(); ++i) {
+      int32_t t = ch.tokens[i];
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+      refs.push_back({static_cast<int64_t>(ci), ch.start_pos + static_cast<int64_t>(i)});
+      ids.push_back(t);
+    }
+  }
+  const int64_t n = static_cast<int64_t>(refs.size());
+  ThreadPool* pool = pool_.get();
+
+  std::vector<float> x(n * hidden), xn(n * hidden), cos_sin(n * rope);
+  for (int64_t t = 0; t < n; ++t) {
+    CopyRow(embed_, ids[t], &x[t * hidden]);
+    ops::RopeAngles(inv_freq_, rope_mscale_, refs[t].pos, &cos_sin[t * rope]);
+  }
+  auto cache_row = [&](int64_t t, int64_t layer, int64_t pos) {
+    const SequenceChunk& ch = chunks[refs[t].chunk];
+    return cache->Row(ch.block_table[pos / bt], layer, pos % bt);
+  };
+
+  std::vector<float> qa(c.q_lora_rank ? n * *c.q_lora_rank : 0), q(n * heads * qhd);
+  std::vector<float> kva(n * lat), qlat(n * heads * kvr), olat(n * heads * kvr);
+  std::vector<float> attn(n * heads * vdim), tmp(n * hidden), mlp(n * hidden);
+  const float scale = static_cast<float>(c.SoftmaxScale());
+
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    for (int64_t t = 0; t < n; ++t) {
+      ops::RmsNorm(&x[t * hidden], w.input_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
+    }
+    if (c.q_lora_rank) {
+      const int64_t qr = *c.q_lora_rank;
+      cpu::Linear(xn.data(), n, hidden, w.q_a, qa.data(), qr, pool);
+      for (int64_t t = 0; t < n; ++t) {
+        ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
+      }
+      cpu::Linear(qa.data(), n, qr, w.q_b, q.data(), heads * qhd, pool);
+    } else {
+      cpu::Linear(xn.data(), n, hidden, w.q, q.data(), heads * qhd, pool);
+    }
+    cpu::Linear(xn.data(), n, hidden, w.kv_a, kva.data(), lat, pool);
+    for (int64_t t = 0; t < n; ++t) {
+      float* row = cache_row(t, l, refs[t].pos);
+      ops::RmsNorm(&kva[t * lat], w.kv_a_norm.data(), kvr, c.rms_norm_eps, row);
+      std::memcpy(row + kvr, &kva[t * lat + kvr], sizeof(float) * rope);
+      ops::ApplyRope(row + kvr, rope, &cos_sin[t * rope]);
+      for (int64_t h = 0; h < heads; ++h) {
+        ops::ApplyRope(&q[(t * heads + h) * qhd + nope], rope, &cos_sin[t * rope]);
+      }
+    }
+    // Absorb kv_b's key part into the queries: qlat[t, h] = q_nope[t, h] * W_UK[h].
+    for (int64_t h = 0; h < heads; ++h) {
+      cpu::Linear(&q[h * qhd], n, heads * qhd, w.uk_t[h], &qlat[h * kvr], heads * kvr, pool);
+    }
+    // Scores over every cached position of the token's sequence, causal.
+    pool->ParallelFor(n * heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scores;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t t = item / heads, h = item % heads;
+        const int64_t len = refs[t].pos + 1;
+        const float* ql = &qlat[(t * heads + h) * kvr];
+        const float* qpe = &q[(t * heads + h) * qhd + nope];
+        scores.resize(len);
+        for (int64_t s = 0; s < len; ++s) {
+          const float* row = cache_row(t, l, s);
+          scores[s] = (Dot(ql, row, kvr) + Dot(qpe, row + kvr, rope)) * scale;
+        }
+        ops::Softmax(scores.data(), len);
+        float* out = &olat[(t * heads + h) * kvr];
+        std::memset(out, 0, sizeof(float) * kvr);
+        for (int64_t s = 0; s < len; ++s) Axpy(scores[s], cache_row(t, l, s), out, kvr);
+      }
+    });
+    for (int64_t h = 0; h < heads; ++h) {
+      cpu::Linear(&olat[h * kvr], n, heads * kvr, w.uv[h], &attn[h * vdim], heads * vdim, pool);
+    }
+    cpu::Linear(attn.data(), n, heads * vdim, w.o, tmp.data(), hidden, pool);
+    for (int64_t i = 0; i < n * hidden; ++i) x[i] += tmp[i];
+
+    for (int64_t t = 0; t < n; ++t) {
+      ops::RmsNorm(&x[t * hidden], w.post_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
+    }
+    if (!w.moe) {
+      const int64_t inter = w.gate.rows;
+      std::vector<float> g(n * inter), u(n * inter);
+      cpu::Linear(xn.data(), n, hidden, w.gate, g.data(), inter, pool);
+      cpu::Linear(xn.data(), n, hidden, w.up, u.data(), inter, pool);
+      ops::SiluMul(g.data(), u.data(), n * inter, g.data());
+      cpu::Linear(g.data(), n, inter, w.down, mlp.data(), hidden, pool);
+    } else {
+      const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
+      std::vector<float> gate_logits(n * e), weights(n * k);
+      std::vector<int32_t> chosen(n * k);
+      cpu::Linear(xn.data(), n, hidden, w.router, gate_logits.data(), e, pool);
+      const float* bias = w.router_bias.empty() ? nullptr : w.router_bias.data();
+      for (int64_t t = 0; t < n; ++t) {
+        ops::RouteToken(c, &gate_logits[t * e], bias, &chosen[t * k], &weights[t * k]);
+      }
+      MOESERVE_RETURN_IF_ERROR(
+          experts->Run(l, xn.data(), n, k, chosen.data(), weights.data(), mlp.data()));
+      if (w.has_shared) {
+        const int64_t inter = w.gate.rows;
+        std::vector<float> g(n * inter), u(n * inter);
+        cpu::Linear(xn.data(), n, hidden, w.gate, g.data(), inter, pool);
+        cpu::Linear(xn.data(), n, hidden, w.up, u.data(), inter, pool);
+        ops::SiluMul(g.data(), u.data(), n * inter, g.data());
+        cpu::Linear(g.data(), n, inter, w.down, tmp.data(), hidden, pool);
+        for (int64_t i = 0; i < n * hidden; ++i) mlp[i] += tmp[i];
+      }
+    }
+    for (int64_t i = 0; i < n * hidden; ++i) x[i] += mlp[i];
+  }
+
+  // Final norm and LM head for the last token of every chunk that wants logits.
+  std::vector<int64_t> rows;
+  int64_t t0 = 0;
+  for (const SequenceChunk& ch : chunks) {
+    t0 += static_cast<int64_t>(ch.tokens.size());
+    if (ch.want_logits) rows.push_back(t0 - 1);
+  }
+  logits->clear();
+  if (rows.empty()) return absl::OkStatus();
+  const int64_t r = static_cast<int64_t>(rows.size());
+  std::vector<float> normed(r * hidden), out(r * c.vocab_size);
+  for (int64_t i = 0; i < r; ++i) {
+    ops::RmsNorm(&x[rows[i] * hidden], final_norm_.data(), hidden, c.rms_norm_eps,
+                 &normed[i * hidden]);
+  }
+  cpu::Linear(normed.data(), r, hidden, lm_head_, out.data(), c.vocab_size, pool);
+  for (int64_t i = 0; i < r; ++i) {
+    logits->emplace_back(out.begin() + i * c.vocab_size, out.begin() + (i + 1) * c.vocab_size);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moeserve::engine

@@ -1,0 +1,151 @@
+#include "engine/model/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace moeserve::engine::ops {
+
+void RmsNorm(const float* x, const float* w, int64_t dim, double eps, float* out) {
+  double sum = 0;
+  for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(x[i]) * x[i];
+  float inv = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(dim) + eps));
+  for (int64_t i = 0; i < dim; ++i) out[i] = x[i] * inv * w[i];
+}
+
+namespace {
+double CorrectionDim(double rotations, int64_t dim, double base, int64_t max_pos) {
+  return (static_cast<double>(dim) * std::log(static_cast<double>(max_pos) / (rotations * 2 * M_PI))) /
+         (2 * std::log(base));
+}
+}  // namespace
+
+void RopeFrequencies(const ModelConfig& config, std::vector<float>* inv_freq, double* mscale) {
+  const int64_t dim = config.qk_rope_head_dim;
+  const int64_t half = dim / 2;
+  const double base = config.rope_theta;
+  inv_freq->assign(half, 0.0f);
+  *mscale = 1.0;
+  for (int64_t i = 0; i < half; ++i) {
+    (*inv_freq)[i] = static_cast<float>(1.0 / std::pow(base, static_cast<double>(2 * i) / dim));
+  }
+  if (!config.rope_scaling) return;
+  const YarnScaling& y = *config.rope_scaling;
+  double low = std::floor(CorrectionDim(y.beta_fast, dim, base, y.original_max_position_embeddings));
+  double high = std::ceil(CorrectionDim(y.beta_slow, dim, base, y.original_max_position_embeddings));
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(dim - 1));
+  if (low == high) high += 0.001;
+  for (int64_t i = 0; i < half; ++i) {
+    double extra = 1.0 / std::pow(base, static_cast<double>(2 * i) / dim);
+    double inter = extra / y.factor;
+    double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+    double extra_weight = 1.0 - ramp;
+    (*inv_freq)[i] = static_cast<float>(inter * (1.0 - extra_weight) + extra * extra_weight);
+  }
+  *mscale = YarnGetMscale(y.factor, y.mscale) / YarnGetMscale(y.factor, y.mscale_all_dim);
+}
+
+void RopeAngles(const std::vector<float>& inv_freq, double mscale, int64_t pos, float* cos_sin) {
+  const size_t half = inv_freq.size();
+  for (size_t i = 0; i < half; ++i) {
+    double angle = static_cast<double>(pos) * static_cast<double>(inv_freq[i]);
+    cos_sin[i] = static_cast<float>(std::cos(angle) * mscale);
+    cos_sin[half + i] = static_cast<float>(std::sin(angle) * mscale);
+  }
+}
+
+void ApplyRope(float* x, int64_t dim, const float* cos_sin) {
+  const int64_t half = dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    float c = cos_sin[i], s = cos_sin[half + i];
+    float a = x[2 * i], b = x[2 * i + 1];
+    x[2 * i] = a * c - b * s;
+    x[2 * i + 1] = b * c + a * s;
+  }
+}
+
+void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void Softmax(float* x, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+namespace {
+// Indices of the k largest values (descending; ties to the lower index).
+void TopK(const float* v, int64_t n, int64_t k, int32_t* out) {
+  std::vector<int32_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+    return v[a] > v[b] || (v[a] == v[b] && a < b);
+  });
+  std::copy(idx.begin(), idx.begin() + k, out);
+}
+}  // namespace
+
+void RouteToken(const ModelConfig& config, const float* logits, const float* bias, int32_t* ids,
+                float* weights) {
+  const int64_t e = config.n_routed_experts;
+  const int64_t k = config.num_experts_per_tok;
+  std::vector<float> scores(logits, logits + e);
+  if (config.scoring_func == ScoringFunc::kSoftmax) {
+    Softmax(scores.data(), e);
+  } else {
+    for (float& s : scores) s = 1.0f / (1.0f + std::exp(-s));
+  }
+  std::vector<float> choice = scores;
+  if (config.topk_method == TopkMethod::kNoauxTc && bias != nullptr) {
+    for (int64_t i = 0; i < e; ++i) choice[i] += bias[i];
+  }
+  if (config.topk_method != TopkMethod::kGreedy && config.n_group > 1) {
+    const int64_t groups = config.n_group;
+    const int64_t per = e / groups;
+    std::vector<float> group_score(groups);
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* s = choice.data() + g * per;
+      if (config.topk_method == TopkMethod::kNoauxTc) {
+        int32_t top2[2];
+        TopK(s, per, 2, top2);
+        group_score[g] = s[top2[0]] + s[top2[1]];
+      } else {
+        group_score[g] = *std::max_element(s, s + per);
+      }
+    }
+    std::vector<int32_t> kept(config.topk_group);
+    TopK(group_score.data(), groups, config.topk_group, kept.data());
+    std::vector<bool> keep(groups, false);
+    for (int32_t g : kept) keep[g] = true;
+    for (int64_t i = 0; i < e; ++i) {
+      if (!keep[i / per]) choice[i] = -std::numeric_limits<float>::infinity();
+    }
+  }
+  TopK(choice.data(), e, k, ids);
+  double sum = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    weights[j] = scores[ids[j]];
+    sum += weights[j];
+  }
+  if (k > 1 && config.norm_topk_prob) {
+    float denom = static_cast<float>(sum) + 1e-20f;
+    for (int64_t j = 0; j < k; ++j) weights[j] /= denom;
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    weights[j] = static_cast<float>(weights[j] * config.routed_scaling_factor);
+  }
+}
+
+}  // namespace moeserve::engine::ops

@@ -1,0 +1,32 @@
+// moeserve: the command-line tool (make a model, generate, tokenize, ...).
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "tools/moeserve/commands.h"
+
+namespace {
+constexpr char kUsage[] =
+    "usage: moeserve <command> [flags]\n"
+    "commands:\n"
+    "  mkmodel   --out DIR [--preset tiny|small|v2-lite|v3] [--seed N] [--dtype bf16|fp8]\n"
+    "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"
+    "            [--temperature T] [--seed N] [--compute-dtype bf16|f32] [--json] [--all-logits]\n";
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "mkmodel") return moeserve::cli::RunMkmodel(args);
+  if (cmd == "generate") return moeserve::cli::RunGenerate(args);
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    std::cout << kUsage;
+    return 0;
+  }
+  std::cerr << "unknown command '" << cmd << "'\n" << kUsage;
+  return 2;
+}
