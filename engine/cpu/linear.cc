@@ -25,7 +25,7 @@ constexpr KernelSet kScalar = {"scalar", 1, 1, 1, {}, nullptr};
 // (rows x kKBlock floats) stays in L1 while it meets every weight tile of a panel.
 constexpr int64_t kKBlock = 512;
 // Weight panel budget (rows x all of k), sized to stay in a 1 MiB L2 next to the x tiles.
-constexpr int64_t kPanelBytes = 384 * 1024;
+constexpr int64_t kPanelBytes = 512 * 1024;
 // Less work than this (multiply-adds) per thread is not worth waking the pool.
 constexpr int64_t kMinMacsPerThread = int64_t{1} << 18;
 
@@ -80,49 +80,105 @@ void ScalarRange(const float* x, int64_t m, int64_t ldx, const Matrix& w, float*
   }
 }
 
+// Copies rows [0, rows) x columns [k0, k0 + kn) of row-major `src` (f32, or bf16 widened) into
+// `dst` as [step][row][lanes], zero-filling the columns past kn in the last step.
+void Pack(const void* src, bool bf16, int64_t ld, int64_t rows, int64_t k0, int64_t kn, int lanes,
+          float* dst) {
+  const int64_t steps = (kn + lanes - 1) / lanes;
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t c0 = k0 + s * lanes;
+    const int64_t n = std::min<int64_t>(lanes, k0 + kn - c0);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* d = dst + (s * rows + r) * lanes;
+      if (bf16) {
+        const uint16_t* p = static_cast<const uint16_t*>(src) + r * ld + c0;
+        for (int64_t l = 0; l < n; ++l) d[l] = Bf16ToF32(p[l]);
+      } else {
+        const float* p = static_cast<const float*>(src) + r * ld + c0;
+        if (n == 16) {
+          std::memcpy(d, p, 16 * sizeof(float));
+        } else if (n == 8) {
+          std::memcpy(d, p, 8 * sizeof(float));
+        } else {
+          std::memcpy(d, p, static_cast<size_t>(n) * sizeof(float));
+        }
+      }
+      for (int64_t l = n; l < lanes; ++l) d[l] = 0.0f;
+    }
+  }
+}
+
 // Output columns [n0, n1) for all m rows with one ISA's tiles.
-//   for each panel of weight rows (nc rows x all of k; bf16 widened once when rows reuse it)
+//
+// One group of <= MR activation rows (decode): nothing to reuse, so every NR-row weight tile
+// streams straight from memory, once, each tile running the whole of k in registers.
+//
+// Several groups (batches, prefill):
+//   x is packed once per call (x_packed, see PackActivations) in the order the loops read it, so
+//   it streams sequentially from L3 once per panel;
+//   for each panel of nc weight rows: pack it (all of k, widened to f32, step-interleaved) so
+//   it sits contiguously in L2
 //     for each group of <= MR activation rows
-//       for each k block
-//         for each NR-row tile of the panel: Tile (MR x NR outputs)
-// With one row group there is nothing to reuse: the weights stream straight from memory, once,
-// with each tile running the whole of k in registers.
-void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, const Matrix& w,
-                float* y, int64_t ldy, int64_t n0, int64_t n1) {
+//       for each k block of kKBlock (the x block, MR x kKBlock, stays in L1)
+//         for each NR-row tile of the panel: Tile (MR x NR outputs), lane sums parked between
+//         k blocks in a small buffer
+void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, const float* x_packed,
+                const Matrix& w, float* y, int64_t ldy, int64_t n0, int64_t n1) {
   const int64_t k_size = w.cols;
   const bool bf16 = w.dtype == DType::kBf16;
+  const int lanes = ks.lanes;
   const int64_t mr_max = ks.tile_rows;
   const int64_t nr_max = ks.tile_cols;
   const int64_t groups = (m + mr_max - 1) / mr_max;
-  const bool pack = bf16 && groups > 1;
-  const bool tile_bf16 = bf16 && !pack;
-  const int64_t elem = tile_bf16 ? 2 : 4;
-  const int64_t kc = groups > 1 ? kKBlock : k_size;
-  int64_t nc = n1 - n0;
-  if (groups > 1) {
-    nc = std::max(nr_max, kPanelBytes / std::max<int64_t>(1, k_size * 4) / nr_max * nr_max);
-    nc = std::min(nc, n1 - n0);
+
+  if (groups == 1) {
+    const int64_t elem = bf16 ? 2 : 4;
+    internal::TileFn const* tiles = ks.tile[bf16 ? 1 : 0][m - 1];
+    for (int64_t j = n0; j < n1; j += nr_max) {
+      const int64_t nr = std::min(nr_max, n1 - j);
+      TileArgs args;
+      args.x = x;
+      args.x_row = ldx;
+      args.x_step = lanes;
+      args.w = static_cast<const char*>(w.data) + j * k_size * elem;
+      args.w_row = k_size;
+      args.w_step = lanes;
+      args.kn = k_size;
+      args.acc = nullptr;
+      args.first = true;
+      args.last = true;
+      args.y = y + j;
+      args.ldy = ldy;
+      tiles[nr - 1](args);
+    }
+    return;
   }
+
+  const int64_t k_pad = (k_size + lanes - 1) / lanes * lanes;
+  (void)x;
+  (void)ldx;
+  int64_t nc = std::max(nr_max, kPanelBytes / (k_pad * 4) / nr_max * nr_max);
+  nc = std::min(nc, n1 - n0);
+  const int64_t kc = std::min(kKBlock, k_pad);
+  const int64_t acc_per_tile = mr_max * nr_max * lanes;
 
   thread_local std::vector<float> panel;
   thread_local std::vector<float> acc;
-  if (pack) panel.resize(static_cast<size_t>(nc * k_size));
-  const int64_t acc_per_tile = mr_max * nr_max * ks.lanes;
-  if (kc < k_size) acc.resize(static_cast<size_t>((nc + nr_max - 1) / nr_max * acc_per_tile));
+  panel.resize(static_cast<size_t>((nc + nr_max - 1) / nr_max * nr_max * k_pad));
+  acc.resize(static_cast<size_t>((nc + nr_max - 1) / nr_max * acc_per_tile));
+  internal::TileFn const(*tiles)[internal::kMaxTileCols] = ks.tile[0];
 
   for (int64_t jc = n0; jc < n1; jc += nc) {
     const int64_t ncur = std::min(nc, n1 - jc);
-    const char* wbase;
-    if (pack) {
-      ks.widen_bf16(w.bf16() + jc * k_size, panel.data(), ncur * k_size);
-      wbase = reinterpret_cast<const char*>(panel.data());
-    } else {
-      wbase = static_cast<const char*>(w.data) + jc * k_size * elem;
+    const int64_t elem = bf16 ? 2 : 4;
+    for (int64_t jr = 0; jr < ncur; jr += nr_max) {
+      const int64_t nr = std::min(nr_max, ncur - jr);
+      Pack(static_cast<const char*>(w.data) + (jc + jr) * k_size * elem, bf16, k_size, nr, 0,
+           k_size, lanes, panel.data() + jr * k_pad);
     }
-    internal::TileFn const(*tiles)[internal::kMaxTileCols] = ks.tile[tile_bf16 ? 1 : 0];
     int64_t i0 = 0;
     for (int64_t g = 0; g < groups; ++g) {
-      // Balanced group sizes (m = 16 with MR 6 gives 6, 5, 5), all <= MR.
+      // Balanced group sizes (m = 16 with MR 6 gives 5, 5, 6), all <= MR.
       const int64_t i1 = m * (g + 1) / groups;
       const int64_t mr = i1 - i0;
       for (int64_t pc = 0; pc < k_size; pc += kc) {
@@ -130,12 +186,14 @@ void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, con
         for (int64_t jr = 0; jr < ncur; jr += nr_max) {
           const int64_t nr = std::min(nr_max, ncur - jr);
           TileArgs args;
-          args.x = x + i0 * ldx + pc;
-          args.ldx = ldx;
-          args.w = wbase + (jr * k_size + pc) * elem;
-          args.ldw = k_size;
+          args.x = x_packed + i0 * k_pad + pc * mr;
+          args.x_row = lanes;
+          args.x_step = mr * lanes;
+          args.w = panel.data() + jr * k_pad + pc * nr;
+          args.w_row = lanes;
+          args.w_step = nr * lanes;
           args.kn = kn;
-          args.acc = kc < k_size ? acc.data() + jr / nr_max * acc_per_tile : nullptr;
+          args.acc = acc.data() + jr / nr_max * acc_per_tile;
           args.first = pc == 0;
           args.last = pc + kn >= k_size;
           args.y = y + i0 * ldy + jc + jr;
@@ -168,13 +226,27 @@ void Linear(const float* x, int64_t m, int64_t ldx, const Matrix& w, float* y, i
   // Threads split the output columns in units of whole tiles; any split gives the same bits.
   const int64_t unit = scalar ? 16 : ks.tile_cols * 4;
   const int64_t units = (n_size + unit - 1) / unit;
+  // Batches: pack x once, group by group ([group][step][row][lanes]), shared by all threads.
+  const int64_t groups = scalar ? 1 : (m + ks.tile_rows - 1) / ks.tile_rows;
+  const int64_t k_pad = scalar ? k_size : (k_size + ks.lanes - 1) / ks.lanes * ks.lanes;
+  thread_local std::vector<float> x_packed;
+  if (groups > 1) {
+    x_packed.resize(static_cast<size_t>(m * k_pad));
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t i0 = m * g / groups;
+      const int64_t i1 = m * (g + 1) / groups;
+      Pack(x + i0 * ldx, false, ldx, i1 - i0, 0, k_size, ks.lanes, x_packed.data() + i0 * k_pad);
+    }
+  }
+  // (A thread_local named inside the lambda would be the worker's own; pass the caller's.)
+  const float* xp = x_packed.data();
   auto run = [&](int64_t u0, int64_t u1) {
     const int64_t n0 = u0 * unit;
     const int64_t n1 = std::min(n_size, u1 * unit);
     if (scalar) {
       ScalarRange(x, m, ldx, w, y, ldy, n0, n1);
     } else {
-      TiledRange(ks, x, m, ldx, w, y, ldy, n0, n1);
+      TiledRange(ks, x, m, ldx, xp, w, y, ldy, n0, n1);
     }
   };
   const int64_t macs_per_unit = unit * k_size * m;

@@ -64,16 +64,18 @@ MOESERVE_AVX2 void Tile(const TileArgs& a) {
     }
   }
   const float* x = a.x;
-  const int64_t ldx = a.ldx;
-  const int64_t ldw = a.ldw;
+  const int64_t x_row = a.x_row;
+  const int64_t w_row = a.w_row;
+  int64_t xo = 0;
+  int64_t wo = 0;
   int64_t k = 0;
-  for (; k + kLanes <= a.kn; k += kLanes) {
+  for (; k + kLanes <= a.kn; k += kLanes, xo += a.x_step, wo += a.w_step) {
     __m256 wv[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = LoadW<kBf16>(a.w, j * ldw + k);
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW<kBf16>(a.w, j * w_row + wo);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      __m256 xv = _mm256_loadu_ps(x + i * ldx + k);
+      __m256 xv = _mm256_loadu_ps(x + i * x_row + xo);
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
     }
@@ -84,10 +86,10 @@ MOESERVE_AVX2 void Tile(const TileArgs& a) {
                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256 wv[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = LoadWPartial<kBf16>(a.w, j * ldw + k, n, mask);
+    for (int j = 0; j < NR; ++j) wv[j] = LoadWPartial<kBf16>(a.w, j * w_row + wo, n, mask);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      __m256 xv = _mm256_maskload_ps(x + i * ldx + k, mask);
+      __m256 xv = _mm256_maskload_ps(x + i * x_row + xo, mask);
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
     }

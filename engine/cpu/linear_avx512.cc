@@ -65,16 +65,18 @@ MOESERVE_AVX512 void Tile(const TileArgs& a) {
     }
   }
   const float* x = a.x;
-  const int64_t ldx = a.ldx;
-  const int64_t ldw = a.ldw;
+  const int64_t x_row = a.x_row;
+  const int64_t w_row = a.w_row;
+  int64_t xo = 0;
+  int64_t wo = 0;
   int64_t k = 0;
-  for (; k + kLanes <= a.kn; k += kLanes) {
+  for (; k + kLanes <= a.kn; k += kLanes, xo += a.x_step, wo += a.w_step) {
     __m512 wv[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = LoadW<kBf16>(a.w, j * ldw + k);
+    for (int j = 0; j < NR; ++j) wv[j] = LoadW<kBf16>(a.w, j * w_row + wo);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      __m512 xv = _mm512_loadu_ps(x + i * ldx + k);
+      __m512 xv = _mm512_loadu_ps(x + i * x_row + xo);
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
     }
@@ -83,10 +85,10 @@ MOESERVE_AVX512 void Tile(const TileArgs& a) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (a.kn - k)) - 1u);
     __m512 wv[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = LoadWMasked<kBf16>(a.w, j * ldw + k, mask);
+    for (int j = 0; j < NR; ++j) wv[j] = LoadWMasked<kBf16>(a.w, j * w_row + wo, mask);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-      __m512 xv = _mm512_maskz_loadu_ps(mask, x + i * ldx + k);
+      __m512 xv = _mm512_maskz_loadu_ps(mask, x + i * x_row + xo);
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
     }

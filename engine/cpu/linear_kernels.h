@@ -17,12 +17,18 @@ namespace moeserve::engine::cpu::internal {
 inline constexpr int kMaxTileRows = 6;  // MR
 inline constexpr int kMaxTileCols = 4;  // NR
 
+// Operands are addressed per step of `lanes` columns: element (row r, column s * lanes + l) is at
+// base + r * row_stride + s * step_stride + l. Row-major data has step_stride = lanes; packed
+// panels interleave rows per step (row_stride = lanes, step_stride = rows * lanes). Columns past
+// the row end are never read from row-major data; packed panels hold zeros there.
 struct TileArgs {
   const float* x;  // x tile origin (row 0, column k0)
-  int64_t ldx;
+  int64_t x_row;
+  int64_t x_step;
   const void* w;  // weight tile origin (row 0, column k0): float or uint16_t (bf16 bits)
-  int64_t ldw;    // in elements
-  int64_t kn;     // columns in this k block; a multiple of lanes unless the block ends the row
+  int64_t w_row;
+  int64_t w_step;
+  int64_t kn;  // columns in this k block; a multiple of lanes unless the block ends the row
   float* acc;     // MR * NR * lanes partial sums: read unless `first`, written unless `last`
   bool first;
   bool last;
