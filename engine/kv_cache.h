@@ -2,6 +2,7 @@
 #define MOESERVE_ENGINE_KV_CACHE_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,7 +29,7 @@ class KvCache {
   int64_t num_blocks() const { return num_blocks_; }
   int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
   int64_t latent_dim() const { return latent_dim_; }
-  int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
+  int64_t bytes() const { return num_blocks_ * num_layers_ * block_tokens_ * latent_dim_ * 4; }
 
   // Takes a free block (refcount 1). ResourceExhausted when none is free.
   absl::StatusOr<int32_t> Allocate();
@@ -40,7 +41,7 @@ class KvCache {
 
   // The latent row of (block, layer, slot).
   float* Row(int32_t block, int64_t layer, int64_t slot) {
-    return data_.data() + ((static_cast<int64_t>(block) * num_layers_ + layer) * block_tokens_ +
+    return data_.get() + ((static_cast<int64_t>(block) * num_layers_ + layer) * block_tokens_ +
                            slot) * latent_dim_;
   }
   const float* Row(int32_t block, int64_t layer, int64_t slot) const {
@@ -54,7 +55,8 @@ class KvCache {
   int64_t latent_dim_;
   int64_t block_tokens_;
   int64_t num_blocks_;
-  std::vector<float> data_;
+  // Not zero-filled: pages become resident only as blocks are used.
+  std::unique_ptr<float[]> data_;
   std::vector<int32_t> refs_;
   std::vector<int32_t> free_;
 };

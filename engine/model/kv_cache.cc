@@ -13,7 +13,7 @@ KvCache::KvCache(const ModelConfig& config, int64_t block_tokens, int64_t num_bl
       latent_dim_(config.latent_dim()),
       block_tokens_(std::max<int64_t>(1, block_tokens)),
       num_blocks_(std::max<int64_t>(1, num_blocks)),
-      data_(static_cast<size_t>(num_blocks_ * num_layers_ * block_tokens_ * latent_dim_)),
+      data_(new float[static_cast<size_t>(num_blocks_ * num_layers_ * block_tokens_ * latent_dim_)]),
       refs_(num_blocks_, 0) {
   free_.reserve(num_blocks_);
   // Hand out low block ids first (pop from the back).

