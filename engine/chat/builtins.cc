@@ -235,7 +235,7 @@ absl::StatusOr<Value> GetMember(const Value& object, const Value& property) {
   }
   if (object.kind == Kind::kArray || object.kind == Kind::kString) {
     if (property.kind == Kind::kInt) {
-      const auto index = static_cast<int64_t>(property.number);
+      const auto index = ToInt64(property.number);
       if (object.kind == Kind::kString) {
         std::optional<std::string> ch = Utf16At(object.str, index);
         return Value::String(ch ? *ch : "undefined");  // the reference's StringValue(undefined)

@@ -36,6 +36,7 @@ absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& c
   if (!context.is_object() && !context.is_null()) {
     return absl::InvalidArgumentError("chat template context must be a JSON object");
   }
+  chat::ObjectCycleBreaker cycle_breaker;  // declared first: runs after everything else is gone
   chat::Environment globals;
   chat::SetupGlobals(globals);
   if (context.is_object()) {

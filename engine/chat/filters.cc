@@ -208,7 +208,7 @@ absl::StatusOr<Value> Interpreter::ApplyCallFilter(const Value& operand, const N
     if (indent != nullptr && indent->kind != Kind::kInt && indent->kind != Kind::kNull) {
       return RuntimeError("If set, indent must be a number");
     }
-    const int width = indent != nullptr && indent->kind == Kind::kInt ? static_cast<int>(indent->number) : 0;
+    const int width = indent != nullptr && indent->kind == Kind::kInt ? static_cast<int>(std::clamp<int64_t>(ToInt64(indent->number), 0, 64)) : 0;
     MOESERVE_ASSIGN_OR_RETURN(std::string json, ToJson(operand, std::clamp(width, 0, 64)));
     return Value::String(std::move(json));
   }
@@ -254,7 +254,7 @@ absl::StatusOr<Value> Interpreter::ApplyCallFilter(const Value& operand, const N
   if (name == "round" && operand.IsNumber()) {  // extension
     const Value* precision = arg0 != nullptr ? arg0 : kwarg("precision");
     const Value* method = args.positional.size() > 1 ? &args.positional[1] : kwarg("method");
-    return Round(operand.number, precision != nullptr && precision->IsNumber() ? static_cast<int>(precision->number) : 0,
+    return Round(operand.number, precision != nullptr && precision->IsNumber() ? static_cast<int>(std::clamp<int64_t>(ToInt64(precision->number), -300, 300)) : 0,
                  method != nullptr && method->kind == Kind::kString ? method->str : "common");
   }
   if (operand.kind == Kind::kArray && name == "map") {
@@ -275,7 +275,7 @@ absl::StatusOr<Value> Interpreter::ApplyCallFilter(const Value& operand, const N
     if (width != nullptr && width->kind != Kind::kInt) return RuntimeError("width must be a number");
     const Value* first = args.positional.size() > 1 ? &args.positional[1] : kwarg("first");
     const Value* blank = args.positional.size() > 2 ? &args.positional[2] : kwarg("blank");
-    const int n = width != nullptr ? std::clamp(static_cast<int>(width->number), 0, 4096) : 4;
+    const int n = width != nullptr ? static_cast<int>(std::clamp<int64_t>(ToInt64(width->number), 0, 4096)) : 4;
     return Value::String(Indent(operand.str, std::string(n, ' '), first != nullptr && first->JsTruthy(),
                                 blank != nullptr && blank->JsTruthy()));
   }

@@ -37,11 +37,11 @@ class DepthGuard {
 // utils.ts slice(): Python-style slicing of `size` elements; returns the chosen indices.
 std::vector<int64_t> SliceIndices(int64_t size, const Value& start_v, const Value& stop_v,
                                   const Value& step_v) {
-  const int64_t step = step_v.kind == Kind::kUndefined ? 1 : static_cast<int64_t>(step_v.number);
+  const int64_t step = step_v.kind == Kind::kUndefined ? 1 : ToInt64(step_v.number);
   const bool has_start = start_v.kind != Kind::kUndefined;
   const bool has_stop = stop_v.kind != Kind::kUndefined;
-  int64_t start = has_start ? static_cast<int64_t>(start_v.number) : 0;
-  int64_t stop = has_stop ? static_cast<int64_t>(stop_v.number) : 0;
+  int64_t start = has_start ? ToInt64(start_v.number) : 0;
+  int64_t stop = has_stop ? ToInt64(stop_v.number) : 0;
   const int direction = step > 0 ? 1 : (step < 0 ? -1 : 0);
   if (direction >= 0) {
     if (!has_start) start = 0;

@@ -25,6 +25,31 @@ void Object::Set(const std::string& key, Value value) {
   entries_.emplace_back(key, std::move(value));
 }
 
+void Object::Clear() {
+  std::vector<std::pair<std::string, Value>> entries;
+  entries.swap(entries_);  // destroyed after the object is consistent again
+  index_.clear();
+}
+
+namespace {
+thread_local std::vector<std::weak_ptr<Object>>* tracked_objects = nullptr;
+}  // namespace
+
+ObjectCycleBreaker::ObjectCycleBreaker() : previous_(tracked_objects) { tracked_objects = &objects_; }
+
+ObjectCycleBreaker::~ObjectCycleBreaker() {
+  tracked_objects = previous_;
+  for (const std::weak_ptr<Object>& weak : objects_) {
+    if (std::shared_ptr<Object> object = weak.lock()) object->Clear();
+  }
+}
+
+int64_t ToInt64(double v) {
+  constexpr double kLimit = 9007199254740992.0;  // 2^53
+  if (std::isnan(v)) return 0;
+  return static_cast<int64_t>(std::clamp(v, -kLimit, kLimit));
+}
+
 Value Value::Null() {
   Value v;
   v.kind = Kind::kNull;
@@ -77,6 +102,7 @@ Value Value::MakeObject(std::shared_ptr<Object> object, bool kwargs) {
   v.kind = Kind::kObject;
   v.flag = kwargs;
   v.object = std::move(object);
+  if (tracked_objects != nullptr) tracked_objects->push_back(v.object);
   return v;
 }
 

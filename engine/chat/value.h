@@ -6,6 +6,7 @@
 // (the reference mutates them in place), strings are UTF-8.
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,6 +31,7 @@ class Object {
   const Value* Find(absl::string_view key) const;
   void Set(const std::string& key, Value value);
   size_t size() const { return entries_.size(); }
+  void Clear();
   const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
 
  private:
@@ -72,6 +74,23 @@ struct Value {
   bool Truthy() const;
   // JavaScript truthiness of the underlying value (!!value): arrays and objects are true.
   bool JsTruthy() const;
+};
+
+// A number as an integer index or count, saturated to +-2^53 (NaN becomes 0).
+int64_t ToInt64(double v);
+
+// While alive, records every object made on this thread and, on destruction, empties the ones
+// still alive, breaking reference cycles that templates can build (`{% set d.self = d %}`).
+class ObjectCycleBreaker {
+ public:
+  ObjectCycleBreaker();
+  ~ObjectCycleBreaker();
+  ObjectCycleBreaker(const ObjectCycleBreaker&) = delete;
+  ObjectCycleBreaker& operator=(const ObjectCycleBreaker&) = delete;
+
+ private:
+  std::vector<std::weak_ptr<Object>>* previous_;
+  std::vector<std::weak_ptr<Object>> objects_;
 };
 
 // RuntimeValue.toString(): how a value prints in template output.

@@ -130,6 +130,11 @@ TEST(ChatTemplateTest, RuntimeErrorsAreStatuses) {
   EXPECT_TRUE(absl::StrContains(Render("{{ range(100000000) | length }}"), "ERROR"));
   const std::string deep = std::string(5000, '(') + "1" + std::string(5000, ')');
   EXPECT_TRUE(absl::StrContains(Render("{{ " + deep + " }}"), "nested too deeply"));
+  // Self-referencing objects render (and are freed: the asan build checks for leaks).
+  EXPECT_EQ(Render("{% set d = {'a': 1} %}{% set d.me = d %}{% set d.get2 = d.get %}{{ d.me.me.a }}"), "1");
+  EXPECT_TRUE(absl::StrContains(Render("{% set d = {} %}{% set d.me = d %}{{ d | tojson }}"), "too deeply"));
+  EXPECT_EQ(Render("{{ 'abc'[100000000000000000000] }}{{ [1][-99999999999999999999] }}|{{ [1, 2][::100000000000000000000] | join }}"),
+            "undefined|1");
   // The context must be an object and must not redeclare globals.
   EXPECT_TRUE(absl::StrContains(Render("{{ 1 }}", {{"range", 1}}), "already declared"));
 }
