@@ -1,0 +1,250 @@
+// bench/engine: whole-model CPU speed, as fractions of this machine's limits measured in the same
+// run. Prints one JSON object.
+//
+//   moeserve-bench-engine [--presets tiny,small] [--models-dir DIR] [--threads N] [--steps N]
+//
+// Decode figures count the unique bytes one step touches (attention-side weights, the LM head,
+// the routed experts the step actually used, and the KV cache read) over the measured read
+// bandwidth. Prefill counts the multiply-adds of every matrix product and the attention over the
+// measured float32 FMA peak. Peak resident memory is reported next to the checkpoint size.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <string>
+
+#include "absl/strings/str_split.h"
+#include "bench/machine_limits.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "nlohmann/json.hpp"
+#include "tools/moeserve/flags.h"
+#include "tools/moeserve/mkmodel.h"
+
+namespace moeserve::bench {
+namespace {
+
+using engine::ComputeDType;
+using Json = nlohmann::json;
+
+int64_t ResidentBytes(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field, 0) == 0) return std::stoll(line.substr(std::strlen(field))) * 1024;
+  }
+  return 0;
+}
+
+int64_t DirBytes(const std::string& dir, const std::string& suffix) {
+  int64_t total = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().string().size() >= suffix.size() &&
+        e.path().string().compare(e.path().string().size() - suffix.size(), suffix.size(),
+                                  suffix) == 0) {
+      total += static_cast<int64_t>(e.file_size());
+    }
+  }
+  return total;
+}
+
+// Forwards to the model's experts and records which (layer, expert) pairs a step touched.
+class CountingExperts final : public engine::ExpertExecutor {
+ public:
+  explicit CountingExperts(engine::ExpertExecutor* inner) : inner_(inner) {}
+  absl::Status Run(int64_t layer, const float* x, int64_t n, int64_t k, const int32_t* ids,
+                   const float* weights, float* out) override {
+    for (int64_t i = 0; i < n * k; ++i) used_.insert({layer, ids[i]});
+    return inner_->Run(layer, x, n, k, ids, weights, out);
+  }
+  int64_t TakeCount() {
+    int64_t c = static_cast<int64_t>(used_.size());
+    used_.clear();
+    return c;
+  }
+
+ private:
+  engine::ExpertExecutor* inner_;
+  std::set<std::pair<int64_t, int32_t>> used_;
+};
+
+int64_t ExpertBytes(const engine::Model& m) {
+  for (int64_t l = 0; l < m.config().num_hidden_layers; ++l) {
+    if (m.config().IsMoeLayer(l)) {
+      const engine::ExpertWeights& e = m.expert(l, 0);
+      return e.gate.bytes() + e.up.bytes() + e.down.bytes();
+    }
+  }
+  return 0;
+}
+
+// Multiply-adds per token outside attention scores (every token through every layer; the LM
+// head only for the last).
+double LinearMacsPerToken(const engine::ModelConfig& c) {
+  const double h = c.hidden_size, heads = c.num_attention_heads;
+  double per_layer = 0;
+  if (c.q_lora_rank) {
+    per_layer += h * *c.q_lora_rank + *c.q_lora_rank * heads * c.q_head_dim();
+  } else {
+    per_layer += h * heads * c.q_head_dim();
+  }
+  per_layer += h * c.latent_dim();
+  per_layer += heads * c.qk_nope_head_dim * c.kv_lora_rank;  // absorb keys
+  per_layer += heads * c.v_head_dim * c.kv_lora_rank;        // values out of the latent
+  per_layer += heads * c.v_head_dim * h;                     // o_proj
+  double total = 0;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    total += per_layer;
+    if (!c.IsMoeLayer(l)) {
+      total += 3 * h * c.intermediate_size;
+    } else {
+      total += h * c.n_routed_experts;
+      total += 3 * h * c.moe_intermediate_size * (c.num_experts_per_tok + c.n_shared_experts);
+    }
+  }
+  return total;
+}
+
+struct Args {
+  std::vector<std::string> presets = {"tiny", "small"};
+  std::string models_dir = "build/bench-models";
+  int threads = 0;
+  int64_t steps = 32;
+};
+
+Json BenchPreset(const std::string& preset, const Args& a, double bandwidth_gbs, double peak) {
+  const std::string dir = a.models_dir + "/" + preset;
+  if (!std::filesystem::exists(dir + "/config.json")) {
+    cli::MkmodelOptions mk;
+    mk.out_dir = dir;
+    mk.preset = preset;
+    absl::Status st = cli::MakeModel(mk);
+    if (!st.ok()) return Json{{"error", st.ToString()}};
+  }
+  const int64_t rss_before = ResidentBytes("VmRSS:");
+  engine::ModelOptions mo;
+  mo.compute = ComputeDType::kBf16;
+  mo.threads = a.threads;
+  absl::StatusOr<std::unique_ptr<engine::Model>> loaded = engine::Model::Load(dir, mo);
+  if (!loaded.ok()) return Json{{"error", loaded.status().ToString()}};
+  engine::Model& m = **loaded;
+  const engine::ModelConfig& c = m.config();
+  const int64_t ckpt_bytes = DirBytes(dir, ".safetensors");
+  engine::EngineOptions eo;
+  eo.kv_cache_tokens = 16 * 1024;
+  eo.max_step_tokens = 512;
+  engine::Engine eng(&m, eo);
+  CountingExperts counting(m.local_experts());
+
+  // Attention-side bytes read by every decode step whatever the batch (router and shared experts
+  // included); routed experts are added per step from what the step used.
+  int64_t moe_layers = 0;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) moe_layers += c.IsMoeLayer(l) ? 1 : 0;
+  int64_t per_step_fixed = m.weight_bytes() - ExpertBytes(m) * c.n_routed_experts * moe_layers;
+  per_step_fixed -= c.vocab_size * c.hidden_size * 2;  // the embedding: one row per token
+  const int64_t kv_row = c.num_hidden_layers * c.latent_dim() * 4;
+
+  Json result = {{"preset", preset},
+                 {"checkpoint_bytes", ckpt_bytes},
+                 {"weight_bytes_in_compute_form", m.weight_bytes()}};
+
+  auto decode = [&](int batch) -> Json {
+    std::vector<engine::SeqId> seqs;
+    const int64_t prompt_len = 64;
+    for (int b = 0; b < batch; ++b) {
+      std::vector<int32_t> p;
+      for (int64_t i = 0; i < prompt_len; ++i) p.push_back(static_cast<int32_t>((i * 7919 + b * 104729) % 100000));
+      seqs.push_back(*eng.Add(p));
+    }
+    while (eng.HasPending()) (void)eng.Step(&counting);
+    counting.TakeCount();
+    double bytes = 0;
+    double t0 = NowSeconds();
+    for (int64_t s = 0; s < a.steps; ++s) {
+      for (engine::SeqId id : seqs) (void)eng.Append(id, static_cast<int32_t>((s * 31 + id) % 100000));
+      absl::StatusOr<std::vector<engine::StepOutput>> out = eng.Step(&counting);
+      if (!out.ok()) return Json{{"error", out.status().ToString()}};
+      const int64_t ctx = prompt_len + s + 1;
+      bytes += static_cast<double>(per_step_fixed + counting.TakeCount() * ExpertBytes(m)) +
+               static_cast<double>(batch) * (ctx * kv_row + c.hidden_size * 2);
+    }
+    double secs = NowSeconds() - t0;
+    for (engine::SeqId id : seqs) (void)eng.Free(id);
+    double gbs = bytes / secs / 1e9;
+    return Json{{"batch", batch},
+                {"tokens_per_s", batch * a.steps / secs},
+                {"bytes_per_step", bytes / a.steps},
+                {"effective_read_gbs", gbs},
+                {"fraction_of_read_bandwidth", gbs / bandwidth_gbs}};
+  };
+  result["decode_batch1"] = decode(1);
+  result["decode_batch16"] = decode(16);
+
+  {
+    const int64_t n = 512;
+    std::vector<int32_t> p;
+    for (int64_t i = 0; i < n; ++i) p.push_back(static_cast<int32_t>((i * 104729) % 100000));
+    // Warm once (page in the weights), then time a fresh sequence.
+    engine::SeqId warm = *eng.Add(p);
+    while (eng.HasPending()) (void)eng.Step();
+    (void)eng.Free(warm);
+    engine::SeqId s = *eng.Add(p);
+    double t0 = NowSeconds();
+    while (eng.HasPending()) (void)eng.Step();
+    double secs = NowSeconds() - t0;
+    (void)eng.Free(s);
+    const double heads = c.num_attention_heads;
+    double attn_macs = 0;
+    for (int64_t pos = 0; pos < n; ++pos) {
+      attn_macs += heads * (pos + 1) * (c.latent_dim() + c.kv_lora_rank);
+    }
+    attn_macs *= c.num_hidden_layers;
+    double flops = 2.0 * (LinearMacsPerToken(c) * n + attn_macs +
+                          static_cast<double>(c.hidden_size) * c.vocab_size);
+    double gflops = flops / secs / 1e9;
+    result["prefill_512"] = {{"tokens_per_s", n / secs},
+                             {"gflops", gflops},
+                             {"fraction_of_f32_fma_peak", gflops / peak}};
+  }
+  result["rss_after_load_bytes"] = ResidentBytes("VmRSS:") - rss_before;
+  result["kv_pool_bytes"] = eng.cache().bytes();
+  return result;
+}
+
+}  // namespace
+}  // namespace moeserve::bench
+
+int main(int argc, char** argv) {
+  using moeserve::cli::Flags;
+  absl::StatusOr<Flags> f =
+      Flags::Parse(std::vector<std::string>(argv + 1, argv + argc),
+                   {"presets", "models-dir", "threads", "steps"}, {});
+  if (!f.ok()) {
+    std::cerr << f.status() << "\n";
+    return 2;
+  }
+  moeserve::bench::Args a;
+  if (auto p = f->Get("presets")) a.presets = absl::StrSplit(*p, ',', absl::SkipEmpty());
+  a.models_dir = f->Get("models-dir").value_or(a.models_dir);
+  a.threads = static_cast<int>(f->GetInt("threads", 0).value_or(0));
+  a.steps = f->GetInt("steps", 32).value_or(32);
+  const int threads = a.threads > 0 ? a.threads : moeserve::DefaultThreadCount();
+  const double bw = moeserve::bench::MeasureReadBandwidthGBs(threads);
+  const double peak = moeserve::bench::MeasureFmaPeakGflops(threads);
+  nlohmann::json out = {{"threads", threads},
+                        {"measured_read_bandwidth_gbs", bw},
+                        {"measured_f32_fma_peak_gflops", peak},
+                        {"presets", nlohmann::json::array()}};
+  for (const std::string& p : a.presets) {
+    out["presets"].push_back(moeserve::bench::BenchPreset(p, a, bw, peak));
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  out["peak_rss_bytes"] = static_cast<int64_t>(ru.ru_maxrss) * 1024;
+  std::cout << out.dump(2) << "\n";
+  return 0;
+}
