@@ -8,10 +8,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer/added_tokens.h"
 #include "engine/tokenizer/byte_level.h"
 #include "engine/tokenizer/pre_tokenizer.h"
 #include "engine/tokenizer/utf8.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/unit/engine/tokenizer/corpus.h"
 
 namespace moeserve::engine {
@@ -138,6 +140,56 @@ TEST(PreTokenizerTest, SplitsLikeTheReference) {
   // Digits are isolated in groups of at most three.
   const auto digits = Pieces(V3(), Ids(V3(), "1234567"));
   EXPECT_EQ(digits, (std::vector<std::string>{"123", "456", "7"}));
+}
+
+std::vector<std::string> SplitWith(const std::string& behavior, bool invert,
+                                   absl::string_view text) {
+  const nlohmann::json node = {{"type", "Split"},
+                               {"pattern", {{"String", "-"}}},
+                               {"behavior", behavior},
+                               {"invert", invert}};
+  auto pre = tokenizer_internal::PreTokenizer::FromJson(node);
+  EXPECT_TRUE(pre.ok()) << pre.status();
+  tokenizer_internal::PreTokenizerScratch scratch;
+  std::vector<tokenizer_internal::Span> spans;
+  EXPECT_TRUE(pre->Split(text, &scratch, &spans).ok());
+  std::vector<std::string> pieces;
+  for (const auto& s : spans) pieces.emplace_back(text.substr(s.begin, s.size));
+  return pieces;
+}
+
+TEST(PreTokenizerTest, SplitBehaviorsFollowHuggingFace) {
+  using V = std::vector<std::string>;
+  const char* text = "the-final--countdown";
+  EXPECT_EQ(SplitWith("Removed", false, text), (V{"the", "final", "countdown"}));
+  EXPECT_EQ(SplitWith("Isolated", false, text), (V{"the", "-", "final", "-", "-", "countdown"}));
+  EXPECT_EQ(SplitWith("MergedWithPrevious", false, text),
+            (V{"the-", "final-", "-", "countdown"}));
+  EXPECT_EQ(SplitWith("MergedWithNext", false, text), (V{"the", "-final", "-", "-countdown"}));
+  EXPECT_EQ(SplitWith("Contiguous", false, text), (V{"the", "-", "final", "--", "countdown"}));
+  EXPECT_EQ(SplitWith("Removed", true, text), (V{"-", "-", "-"}));
+}
+
+TEST(AddedTokensTest, StripFlagsSwallowNeighbouringWhitespace) {
+  tokenizer_internal::AddedToken mask;
+  mask.id = 7;
+  mask.content = "<mask>";
+  mask.lstrip = true;
+  mask.rstrip = true;
+  tokenizer_internal::AddedToken word;
+  word.id = 8;
+  word.content = "cat";
+  word.single_word = true;
+  const tokenizer_internal::AddedTokenMatcher matcher({mask, word});
+  const std::string text = "a \u3000<mask>\t b cat concat";
+  std::vector<tokenizer_internal::Segment> segments;
+  matcher.Split(text, true, &segments);
+  std::vector<std::string> pieces;
+  for (const auto& s : segments) {
+    pieces.push_back(s.token_id >= 0 ? absl::StrCat("#", s.token_id)
+                                     : text.substr(s.begin, s.size));
+  }
+  EXPECT_EQ(pieces, (std::vector<std::string>{"a", "#7", "b ", "#8", " concat"}));
 }
 
 // --- BPE merges ----------------------------------------------------------------------------
