@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
   const std::string dir = moeserve::engine::testing::kDeepSeekV3TokenizerDir;
   const nlohmann::json root =
       nlohmann::json::parse(ReadAll(dir + "/tokenizer.json"), nullptr, false);
-  if (root.is_discarded()) return Fail("cannot parse " + dir + "/tokenizer.json (run from repo root)");
+  if (root.is_discarded())
+    return Fail("cannot parse " + dir + "/tokenizer.json (run from repo root)");
   std::vector<std::string> specials;
   for (const auto& t : root["added_tokens"]) specials.push_back(t["content"].get<std::string>());
   const std::vector<std::string> docs = moeserve::engine::testing::GenerateCorpus(
@@ -69,7 +70,10 @@ int main(int argc, char** argv) {
       ours[d] = *std::move(ids);
     }
     const double s = std::chrono::duration<double>(Clock::now() - start).count();
-    if (r == 0) cold_s = s; else warm_s = std::min(warm_s, s);
+    if (r == 0)
+      cold_s = s;
+    else
+      warm_s = std::min(warm_s, s);
   }
   for (const auto& ids : ours) tokens += ids.size();
 

@@ -107,15 +107,6 @@ MOESERVE_AVX2 void Tile(const TileArgs& a) {
   }
 }
 
-MOESERVE_AVX2 void WidenBf16(const uint16_t* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) _mm256_storeu_ps(dst + i, LoadW<true>(src, i));
-  for (; i < n; ++i) {
-    const uint32_t bits = static_cast<uint32_t>(src[i]) << 16;
-    std::memcpy(dst + i, &bits, sizeof(bits));
-  }
-}
-
 template <bool kBf16, size_t... I>
 void FillTiles(KernelSet& ks, std::index_sequence<I...>) {
   ((ks.tile[kBf16][I / kCols][I % kCols] =
@@ -132,7 +123,6 @@ KernelSet MakeKernelSet() {
   ks.tile_cols = kCols;
   FillTiles<false>(ks, std::make_index_sequence<kRows * kCols>());
   FillTiles<true>(ks, std::make_index_sequence<kRows * kCols>());
-  ks.widen_bf16 = &WidenBf16;
   return ks;
 }
 

@@ -106,15 +106,6 @@ MOESERVE_AVX512 void Tile(const TileArgs& a) {
   }
 }
 
-MOESERVE_AVX512 void WidenBf16(const uint16_t* src, float* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) _mm512_storeu_ps(dst + i, LoadW<true>(src, i));
-  if (i < n) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
-    _mm512_mask_storeu_ps(dst + i, mask, LoadWMasked<true>(src, i, mask));
-  }
-}
-
 template <bool kBf16, size_t... I>
 void FillTiles(KernelSet& ks, std::index_sequence<I...>) {
   ((ks.tile[kBf16][I / kMaxTileCols][I % kMaxTileCols] =
@@ -130,7 +121,6 @@ KernelSet MakeKernelSet() {
   ks.tile_cols = 4;
   FillTiles<false>(ks, std::make_index_sequence<kMaxTileRows * kMaxTileCols>());
   FillTiles<true>(ks, std::make_index_sequence<kMaxTileRows * kMaxTileCols>());
-  ks.widen_bf16 = &WidenBf16;
   return ks;
 }
 

@@ -19,8 +19,8 @@ inline constexpr int kMaxTileCols = 4;  // NR
 
 // Operands are addressed per step of `lanes` columns: element (row r, column s * lanes + l) is at
 // base + r * row_stride + s * step_stride + l. Row-major data has step_stride = lanes; packed
-// panels interleave rows per step (row_stride = lanes, step_stride = rows * lanes). Columns past
-// the row end are never read from row-major data; packed panels hold zeros there.
+// activations interleave rows per step (row_stride = lanes, step_stride = rows * lanes). Columns past
+// the row end are never read from row-major data (masked loads); packed data holds zeros there.
 struct TileArgs {
   const float* x;  // x tile origin (row 0, column k0)
   int64_t x_row;
@@ -39,13 +39,11 @@ using TileFn = void (*)(const TileArgs&);
 
 struct KernelSet {
   const char* name;
-  int lanes;     // float32 lanes per accumulator
+  int lanes;      // float32 lanes per accumulator (1: the scalar path, no tiles)
   int tile_rows;  // MR used for batches (<= kMaxTileRows)
   int tile_cols;  // NR (<= kMaxTileCols)
   // tile[bf16][mr - 1][nr - 1] for mr <= tile_rows, nr <= tile_cols.
   TileFn tile[2][kMaxTileRows][kMaxTileCols];
-  // dst[i] = widened src[i].
-  void (*widen_bf16)(const uint16_t* src, float* dst, int64_t n);
 };
 
 // Null when the CPU (or the compiler target) lacks the instructions.
