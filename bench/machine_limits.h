@@ -7,13 +7,13 @@
 namespace moeserve::bench {
 
 // Sustained memory read bandwidth in GB/s (1e9 bytes per second) with `threads` threads, each
-// summing its share of a 1 GiB buffer (far larger than the caches) with SIMD loads. Best of a few
-// runs.
+// summing its share of 128 MiB slices of a 1 GiB buffer (far larger than the caches) with SIMD
+// loads. Best of many runs.
 double MeasureReadBandwidthGBs(int threads);
 
 // Peak float32 multiply-add throughput in GFLOP/s (an FMA counts 2 flops per lane) with
 // `threads` threads, each running independent FMA chains in registers with the widest SIMD the
-// CPU has (AVX-512, AVX2+FMA, else scalar). Best of a few runs.
+// CPU has (AVX-512, AVX2+FMA, else scalar). Best of many short runs.
 double MeasureFmaPeakGflops(int threads);
 
 // Seconds on a monotonic clock, for timing.
