@@ -1,0 +1,399 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace moeserve::engine {
+namespace {
+
+using Ids = std::vector<int32_t>;
+
+// log_softmax in double, as the reference for reported logprobs.
+std::vector<double> LogSoftmax(const std::vector<double>& x) {
+  const double max = *std::max_element(x.begin(), x.end());
+  double sum = 0.0;
+  for (double v : x) sum += std::exp(v - max);
+  std::vector<double> out;
+  for (double v : x) out.push_back(v - max - std::log(sum));
+  return out;
+}
+
+std::vector<float> LogitsFromProbs(const std::vector<double>& p) {
+  std::vector<float> out;
+  for (double v : p) out.push_back(static_cast<float>(std::log(v)));
+  return out;
+}
+
+// The full reported distribution (vocab <= 20), indexed by id.
+std::vector<double> ReportedLogprobs(SamplingParams p, const std::vector<float>& logits,
+                                     const Ids& prompt, const Ids& generated) {
+  p.logprobs = true;
+  p.top_logprobs = static_cast<int32_t>(logits.size());
+  Sampler sampler(p, 0);
+  SampleResult r = sampler.Sample(logits, prompt, generated);
+  std::vector<double> out(logits.size(), 0.0);
+  for (const TokenLogprob& t : r.top_logprobs) out[t.token] = t.logprob;
+  return out;
+}
+
+void ExpectLogprobsOf(const std::vector<double>& processed, const std::vector<double>& got) {
+  std::vector<double> want = LogSoftmax(processed);
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "id " << i;
+}
+
+// Every token drawn in `draws` samples.
+std::set<int32_t> Support(const SamplingParams& p, const std::vector<float>& logits,
+                          int draws) {
+  Sampler sampler(p, 7);
+  std::set<int32_t> seen;
+  for (int i = 0; i < draws; ++i) seen.insert(sampler.Sample(logits, {}, {}).token);
+  return seen;
+}
+
+TEST(SamplerTest, GreedyPicksLowestIdOnExactTies) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  Sampler sampler(p, 0);
+  std::vector<float> logits = {1.0f, 3.0f, 3.0f, 2.0f, 3.0f};
+  SampleResult r = sampler.Sample(logits, {}, {});
+  EXPECT_EQ(r.token, 1);
+  EXPECT_NEAR(r.logprob, LogSoftmax({1, 3, 3, 2, 3})[1], 1e-6);
+  EXPECT_TRUE(r.top_logprobs.empty());
+}
+
+TEST(SamplerTest, GreedyIgnoresTruncationButAppliesPenalties) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.top_k = 1;
+  p.top_p = 0.1;
+  p.min_p = 0.9;
+  p.presence_penalty = 0.5;
+  Sampler sampler(p, 0);
+  std::vector<float> logits = {0.0f, 3.0f, 2.9f};
+  EXPECT_EQ(sampler.Sample(logits, {}, {}).token, 1);
+  EXPECT_EQ(sampler.Sample(logits, {}, {1}).token, 2);  // 3.0 - 0.5 < 2.9
+}
+
+TEST(SamplerTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeOnce) {
+  SamplingParams p;
+  p.repetition_penalty = 2.0;
+  std::vector<float> logits = {2.0f, -1.0f, 0.5f, 3.0f};
+  // 0 from the prompt, 1 generated twice (penalised once), 2 and 3 unseen; 99 is out of vocab.
+  std::vector<double> got = ReportedLogprobs(p, logits, {0, 99}, {1, 1});
+  ExpectLogprobsOf({1.0, -2.0, 0.5, 3.0}, got);
+}
+
+TEST(SamplerTest, PresenceAndFrequencyPenaltiesCountGeneratedTokensOnly) {
+  SamplingParams p;
+  p.presence_penalty = 0.5;
+  p.frequency_penalty = 0.25;
+  std::vector<float> logits(5, 0.0f);
+  // Token 3 is only in the prompt: untouched. 1 twice: -0.5 - 0.5; 2 once: -0.5 - 0.25.
+  std::vector<double> got = ReportedLogprobs(p, logits, {3}, {1, 2, 1, -4});
+  ExpectLogprobsOf({0.0, -1.0, -0.75, 0.0, 0.0}, got);
+}
+
+TEST(SamplerTest, NegativePenaltiesRaiseLogits) {
+  SamplingParams p;
+  p.presence_penalty = -1.0;
+  p.frequency_penalty = -0.5;
+  std::vector<double> got = ReportedLogprobs(p, {0.0f, 0.0f, 0.0f}, {}, {2, 2});
+  ExpectLogprobsOf({0.0, 0.0, 2.0}, got);
+}
+
+TEST(SamplerTest, RepetitionAppliesBeforeFrequency) {
+  SamplingParams p;
+  p.repetition_penalty = 2.0;
+  p.frequency_penalty = 1.0;
+  // Token 0: 4 / 2 - 1 = 1 (the other order would give 1.5).
+  std::vector<double> got = ReportedLogprobs(p, {4.0f, 0.0f}, {}, {0});
+  ExpectLogprobsOf({1.0, 0.0}, got);
+}
+
+TEST(SamplerTest, LogprobsReportTemperatureScaledDistributionBeforeTruncation) {
+  SamplingParams p;
+  p.temperature = 0.5;
+  p.top_k = 1;
+  std::vector<double> got = ReportedLogprobs(p, {0.0f, 1.0f, 2.0f}, {}, {});
+  ExpectLogprobsOf({0.0, 2.0, 4.0}, got);
+}
+
+TEST(SamplerTest, TopLogprobsAreOrderedWithTiesByLowerId) {
+  SamplingParams p;
+  p.temperature = 0.0;
+  p.logprobs = true;
+  p.top_logprobs = 3;
+  Sampler sampler(p, 0);
+  SampleResult r = sampler.Sample(std::vector<float>{0.0f, 2.0f, 1.0f, 2.0f, 1.0f}, {}, {});
+  ASSERT_EQ(r.top_logprobs.size(), 3u);
+  EXPECT_EQ(r.top_logprobs[0].token, 1);
+  EXPECT_EQ(r.top_logprobs[1].token, 3);
+  EXPECT_EQ(r.top_logprobs[2].token, 2);
+  std::vector<double> want = LogSoftmax({0, 2, 1, 2, 1});
+  EXPECT_NEAR(r.top_logprobs[2].logprob, want[2], 1e-6);
+  EXPECT_EQ(r.logprob, r.top_logprobs[0].logprob);
+}
+
+TEST(SamplerTest, TopKKeepsExactlyKWithTiesByLowerId) {
+  SamplingParams p;
+  p.top_k = 3;
+  std::vector<float> logits = {0.0f, 1.0f, 2.0f, 1.5f, 1.9f, -3.0f, 0.5f, 1.2f};
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{2, 3, 4}));
+  p.top_k = 2;
+  EXPECT_EQ(Support(p, {1.0f, 2.0f, 2.0f, 2.0f}, 3000), (std::set<int32_t>{1, 2}));
+  p.top_k = 100;  // larger than the vocabulary: off
+  EXPECT_EQ(Support(p, {1.0f, 1.0f, 1.0f}, 3000), (std::set<int32_t>{0, 1, 2}));
+}
+
+TEST(SamplerTest, TopPKeepsSmallestPrefixReachingP) {
+  SamplingParams p;
+  std::vector<float> logits = LogitsFromProbs({0.1, 0.4, 0.2, 0.3});
+  p.top_p = 0.3;
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{1}));
+  p.top_p = 0.65;  // 0.4 < 0.65 <= 0.7
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{1, 3}));
+  p.top_p = 0.75;
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{1, 2, 3}));
+}
+
+TEST(SamplerTest, TopPUsesDistributionRenormalisedAfterTopK) {
+  SamplingParams p;
+  std::vector<float> logits = LogitsFromProbs({0.4, 0.3, 0.2, 0.1});
+  p.top_p = 0.75;
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{0, 1, 2}));
+  // After top-3: 0.444, 0.333, 0.222; the first two already reach 0.75.
+  p.top_k = 3;
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{0, 1}));
+}
+
+TEST(SamplerTest, MinPKeepsTokensAboveFractionOfMax) {
+  SamplingParams p;
+  std::vector<float> logits = LogitsFromProbs({0.1, 0.4, 0.2, 0.3});
+  p.min_p = 0.6;  // threshold 0.24
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{1, 3}));
+  p.min_p = 0.3;  // threshold 0.12
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{1, 2, 3}));
+  p.top_k = 2;    // composes: top-2 then min-p
+  EXPECT_EQ(Support(p, logits, 3000), (std::set<int32_t>{1, 3}));
+}
+
+TEST(SamplerTest, MaskedTokensAreNeverDrawn) {
+  SamplingParams p;
+  const float ninf = -INFINITY;
+  EXPECT_EQ(Support(p, {ninf, 0.0f, ninf, 0.0f}, 2000), (std::set<int32_t>{1, 3}));
+}
+
+std::vector<float> RandomLogits(int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> logits(vocab);
+  for (float& v : logits) v = normal(rng);
+  return logits;
+}
+
+// Brute-force reference of the kept set for a full vocabulary.
+std::set<int32_t> ReferenceKeep(const std::vector<float>& logits, int64_t top_k, double top_p) {
+  std::vector<int32_t> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::stable_sort(ids.begin(), ids.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  if (top_k > 0) ids.resize(top_k);
+  const float max = logits[ids[0]];
+  double total = 0.0;
+  for (int32_t id : ids) total += std::exp(logits[id] - max);
+  std::set<int32_t> keep;
+  double cum = 0.0;
+  for (int32_t id : ids) {
+    if (cum >= top_p * total) break;
+    cum += std::exp(logits[id] - max);
+    keep.insert(id);
+  }
+  return keep;
+}
+
+TEST(SamplerTest, LargeVocabTruncationMatchesFullSortReference) {
+  const int64_t vocab = 129280;
+  std::vector<float> logits = RandomLogits(vocab, 3);
+  for (auto [top_k, top_p] : {std::pair<int64_t, double>{50, 1.0}, {0, 0.9}, {0, 0.2},
+                              {2000, 0.95}}) {
+    SamplingParams p;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    std::set<int32_t> keep = ReferenceKeep(logits, top_k, top_p);
+    Sampler sampler(p, 11);
+    for (int i = 0; i < 200; ++i) {
+      int32_t t = sampler.Sample(logits, {}, {}).token;
+      ASSERT_TRUE(keep.count(t)) << "top_k " << top_k << " top_p " << top_p << " token " << t;
+    }
+    // Dense nuclei exercise more than one progressive window.
+    if (top_p == 0.9) {
+      EXPECT_GT(keep.size(), 1024u);
+    }
+  }
+}
+
+std::vector<int32_t> Draw(Sampler& sampler, const std::vector<float>& logits, int n) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) out.push_back(sampler.Sample(logits, {}, out).token);
+  return out;
+}
+
+TEST(SamplerTest, SameSeedSameTokensAndDefaultSeedWhenUnset) {
+  std::vector<float> logits = RandomLogits(1000, 5);
+  SamplingParams p;
+  p.top_p = 0.95;
+  p.seed = 42;
+  Sampler a(p, 1), b(p, 2);
+  std::vector<int32_t> seq = Draw(a, logits, 64);
+  EXPECT_EQ(seq, Draw(b, logits, 64));
+  p.seed = 43;
+  Sampler c(p, 1);
+  EXPECT_NE(seq, Draw(c, logits, 64));
+  p.seed.reset();
+  Sampler d(p, 42), e(p, 42);
+  EXPECT_EQ(Draw(d, logits, 64), Draw(e, logits, 64));
+}
+
+TEST(SamplerTest, DrawsDoNotDependOnOtherRequestsInTheBatch) {
+  std::vector<float> la = RandomLogits(500, 8), lb = RandomLogits(700, 9);
+  SamplingParams pa, pb;
+  pa.seed = 1;
+  pb.seed = 2;
+  pb.temperature = 0.8;
+  pb.top_k = 40;
+  Sampler a_alone(pa, 0), b_alone(pb, 0);
+  std::vector<int32_t> want_a = Draw(a_alone, la, 50), want_b = Draw(b_alone, lb, 50);
+
+  Sampler a(pa, 0), b(pb, 0);
+  std::vector<int32_t> got_a, got_b;
+  for (int i = 0; i < 50; ++i) {  // interleaved, b sometimes first
+    if (i % 3 == 0) got_b.push_back(b.Sample(lb, {}, got_b).token);
+    got_a.push_back(a.Sample(la, {}, got_a).token);
+    if (i % 3 != 0) got_b.push_back(b.Sample(lb, {}, got_b).token);
+  }
+  EXPECT_EQ(got_a, want_a);
+  EXPECT_EQ(got_b, want_b);
+}
+
+// 200k draws at T = 0.7 from an 8-token distribution. Each frequency must be within 5 standard
+// errors, sqrt(p(1-p)/N), of the softmax probability, and Pearson's chi-square (7 degrees of
+// freedom) below 24.32, its 99.9th percentile.
+TEST(SamplerTest, EmpiricalFrequenciesMatchSoftmax) {
+  const std::vector<double> raw = {1.0, 0.5, 0.0, -0.5, 2.0, 1.5, -1.0, 0.2};
+  const double temperature = 0.7;
+  std::vector<double> scaled;
+  for (double v : raw) scaled.push_back(v / temperature);
+  std::vector<double> prob;
+  for (double lp : LogSoftmax(scaled)) prob.push_back(std::exp(lp));
+  std::vector<float> logits(raw.begin(), raw.end());
+
+  SamplingParams p;
+  p.temperature = temperature;
+  p.seed = 20240611;
+  Sampler sampler(p, 0);
+  const int n = 200000;
+  std::vector<int64_t> counts(raw.size(), 0);
+  for (int i = 0; i < n; ++i) ++counts[sampler.Sample(logits, {}, {}).token];
+
+  double chi2 = 0.0;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const double f = static_cast<double>(counts[i]) / n;
+    const double se = std::sqrt(prob[i] * (1.0 - prob[i]) / n);
+    EXPECT_LT(std::abs(f - prob[i]), 5.0 * se) << "token " << i;
+    const double expected = prob[i] * n;
+    chi2 += (counts[i] - expected) * (counts[i] - expected) / expected;
+  }
+  EXPECT_LT(chi2, 24.32);
+}
+
+TEST(SamplerTest, TopPEmpiricalSupportAndRenormalisedFrequencies) {
+  // p = 0.35 0.25 0.2 0.1 0.05 0.05; top_p 0.7 keeps {0, 1, 2} (0.6 < 0.7 <= 0.8).
+  std::vector<double> prob = {0.35, 0.25, 0.2, 0.1, 0.05, 0.05};
+  SamplingParams p;
+  p.top_p = 0.7;
+  p.seed = 99;
+  Sampler sampler(p, 0);
+  std::vector<float> logits = LogitsFromProbs(prob);
+  const int n = 200000;
+  std::vector<int64_t> counts(prob.size(), 0);
+  for (int i = 0; i < n; ++i) ++counts[sampler.Sample(logits, {}, {}).token];
+  EXPECT_GT(counts[0], 0);
+  EXPECT_GT(counts[1], 0);
+  EXPECT_GT(counts[2], 0);
+  EXPECT_EQ(counts[3] + counts[4] + counts[5], 0);
+  for (int i = 0; i < 3; ++i) {
+    const double q = prob[i] / 0.8;
+    const double se = std::sqrt(q * (1.0 - q) / n);
+    EXPECT_LT(std::abs(static_cast<double>(counts[i]) / n - q), 5.0 * se) << "token " << i;
+  }
+}
+
+TEST(SamplerTest, IsStop) {
+  SamplingParams p;
+  p.stop_token_ids = {5, 9};
+  Sampler sampler(p, 0);
+  EXPECT_TRUE(sampler.IsStop(5));
+  EXPECT_TRUE(sampler.IsStop(9));
+  EXPECT_FALSE(sampler.IsStop(6));
+}
+
+void ExpectInvalid(const SamplingParams& p, const std::string& needle) {
+  absl::Status s = ValidateSamplingParams(p, 100);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << needle;
+  EXPECT_NE(std::string(s.message()).find(needle), std::string::npos) << s.message();
+}
+
+TEST(ValidateSamplingParamsTest, AcceptsDefaultsAndBounds) {
+  SamplingParams p;
+  EXPECT_TRUE(ValidateSamplingParams(p, 100).ok());
+  p.temperature = 2.0;
+  p.top_p = 1.0;
+  p.min_p = 1.0;
+  p.presence_penalty = -2.0;
+  p.frequency_penalty = 2.0;
+  p.repetition_penalty = 1.3;
+  p.logprobs = true;
+  p.top_logprobs = 20;
+  p.stop_token_ids = {0, 99};
+  EXPECT_TRUE(ValidateSamplingParams(p, 100).ok());
+}
+
+TEST(ValidateSamplingParamsTest, RejectsEachOutOfRangeField) {
+  auto with = [](auto edit) {
+    SamplingParams p;
+    edit(p);
+    return p;
+  };
+  ExpectInvalid(with([](SamplingParams& p) { p.temperature = -0.1; }), "temperature");
+  ExpectInvalid(with([](SamplingParams& p) { p.temperature = 2.5; }), "temperature");
+  ExpectInvalid(with([](SamplingParams& p) { p.temperature = NAN; }), "temperature");
+  ExpectInvalid(with([](SamplingParams& p) { p.top_k = -1; }), "top_k");
+  ExpectInvalid(with([](SamplingParams& p) { p.top_p = 0.0; }), "top_p");
+  ExpectInvalid(with([](SamplingParams& p) { p.top_p = 1.01; }), "top_p");
+  ExpectInvalid(with([](SamplingParams& p) { p.min_p = -0.1; }), "min_p");
+  ExpectInvalid(with([](SamplingParams& p) { p.min_p = 1.1; }), "min_p");
+  ExpectInvalid(with([](SamplingParams& p) { p.presence_penalty = 2.1; }), "presence_penalty");
+  ExpectInvalid(with([](SamplingParams& p) { p.frequency_penalty = -3; }), "frequency_penalty");
+  ExpectInvalid(with([](SamplingParams& p) { p.repetition_penalty = 0; }), "repetition_penalty");
+  ExpectInvalid(with([](SamplingParams& p) { p.repetition_penalty = -1; }), "repetition_penalty");
+  ExpectInvalid(with([](SamplingParams& p) {
+                  p.logprobs = true;
+                  p.top_logprobs = 21;
+                }),
+                "top_logprobs");
+  ExpectInvalid(with([](SamplingParams& p) { p.top_logprobs = 2; }), "requires logprobs");
+  ExpectInvalid(with([](SamplingParams& p) { p.stop_token_ids = {3, 100}; }), "stop token id 100");
+  ExpectInvalid(with([](SamplingParams& p) { p.stop_token_ids = {-1}; }), "stop token id -1");
+}
+
+}  // namespace
+}  // namespace moeserve::engine
