@@ -33,7 +33,8 @@ size_t WhitespaceLengthBefore(absl::string_view text, size_t end) {
 bool IsWordByte(absl::string_view text, size_t i) {
   const auto c = static_cast<unsigned char>(text[i]);
   // Any non-ASCII character counts as part of a word (letters of other scripts).
-  return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+  return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') ||
+         ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
 }
 
 }  // namespace
@@ -109,8 +110,8 @@ void AddedTokenMatcher::Split(absl::string_view text, bool match_special,
       out->push_back(Segment{static_cast<uint32_t>(text_begin),
                              static_cast<uint32_t>(text_end - text_begin), -1});
     }
-    out->push_back(Segment{static_cast<uint32_t>(i), static_cast<uint32_t>(token.content.size()),
-                           token.id});
+    out->push_back(
+        Segment{static_cast<uint32_t>(i), static_cast<uint32_t>(token.content.size()), token.id});
     i += token.content.size();
     if (token.rstrip) {
       while (i < n) {

@@ -44,8 +44,7 @@ class AddedTokenMatcher {
  private:
   // Index into tokens_ of the longest token matching at `text[at]`, or -1.
   int32_t LongestMatch(absl::string_view text, size_t at, bool match_special) const;
-  bool Acceptable(const AddedToken& token, absl::string_view text, size_t begin,
-                  size_t end) const;
+  bool Acceptable(const AddedToken& token, absl::string_view text, size_t begin, size_t end) const;
 
   std::vector<AddedToken> tokens_;
   // Byte trie: key (node << 8 | byte) -> child node; terminal[node] = token index or -1.

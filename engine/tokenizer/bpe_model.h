@@ -43,8 +43,7 @@ class BpeModel {
   void Encode(absl::string_view word, BpeScratch* scratch, std::vector<int32_t>* out) const;
 
   // Same without the cache (exposed for tests and for the cache-miss path).
-  void EncodeUncached(absl::string_view word, BpeScratch* scratch,
-                      std::vector<int32_t>* out) const;
+  void EncodeUncached(absl::string_view word, BpeScratch* scratch, std::vector<int32_t>* out) const;
 
   // Raw bytes of a vocab entry (the byte-level decoding), or nullptr when `id` is not in the
   // model vocab. `ok_bytes` is false when the entry was not in the byte alphabet (then the

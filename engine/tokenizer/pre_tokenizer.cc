@@ -150,8 +150,7 @@ std::string TranslateRegex(absl::string_view pattern) {
   return out;
 }
 
-PreTokenizerScratch::PreTokenizerScratch()
-    : match_data_(pcre2_match_data_create(16, nullptr)) {}
+PreTokenizerScratch::PreTokenizerScratch() : match_data_(pcre2_match_data_create(16, nullptr)) {}
 
 PreTokenizerScratch::~PreTokenizerScratch() {
   pcre2_match_data_free(static_cast<pcre2_match_data*>(match_data_));
@@ -214,8 +213,8 @@ absl::Status PreTokenizer::ApplyStep(const SplitStep& step, absl::string_view te
     if (rc < 0) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(rc, message, sizeof(message));
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "pre-tokenizer regex failed: ", reinterpret_cast<const char*>(message)));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("pre-tokenizer regex failed: ", reinterpret_cast<const char*>(message)));
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     const size_t b = ov[0], e = ov[1];

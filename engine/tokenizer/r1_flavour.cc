@@ -12,8 +12,7 @@
 namespace moeserve::engine {
 namespace {
 
-constexpr std::pair<int64_t, const char*> kR1Tokens[] = {{128798, "<think>"},
-                                                         {128799, "</think>"}};
+constexpr std::pair<int64_t, const char*> kR1Tokens[] = {{128798, "<think>"}, {128799, "</think>"}};
 
 // A minimal scanner over already-validated JSON, to find byte ranges of values.
 class JsonScanner {

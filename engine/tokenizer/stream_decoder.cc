@@ -13,9 +13,8 @@ absl::StatusOr<std::string> StreamDecoder::Add(int32_t id) {
   const std::optional<absl::string_view> bytes =
       tokenizer_.TokenBytes(id, options_.skip_special_tokens);
   if (!bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("token id ", id,
-                                                   " is outside the vocabulary (size ",
-                                                   tokenizer_.vocab_size(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "token id ", id, " is outside the vocabulary (size ", tokenizer_.vocab_size(), ")"));
   }
   std::string delta;
   if (pending_.empty()) {

@@ -150,9 +150,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   if (!bpe.ok()) return bpe.status();
   tokenizer->bpe_ = *std::move(bpe);
 
-  absl::StatusOr<PreTokenizer> pre =
-      PreTokenizer::FromJson(root.contains("pre_tokenizer") ? root["pre_tokenizer"]
-                                                            : nlohmann::json());
+  absl::StatusOr<PreTokenizer> pre = PreTokenizer::FromJson(
+      root.contains("pre_tokenizer") ? root["pre_tokenizer"] : nlohmann::json());
   if (!pre.ok()) return pre.status();
   tokenizer->pre_tokenizer_ = std::make_unique<PreTokenizer>(*std::move(pre));
 
@@ -189,8 +188,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
       if (!content) continue;
       *target = tokenizer->TokenToId(*content);
       if (!*target) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tokenizer_config.json: ", key, " '", *content, "' is not in the vocabulary"));
+        return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json: ", key, " '",
+                                                       *content, "' is not in the vocabulary"));
       }
     }
     if ((tokenizer->add_bos_ && !tokenizer->bos_id_) ||
@@ -218,8 +217,7 @@ absl::Status Tokenizer::EncodeTo(absl::string_view text, const EncodeOptions& op
   }
   if (const size_t bad = tokenizer_internal::FindInvalidUtf8(text);
       bad != absl::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("text is not valid UTF-8 at byte offset ", bad));
+    return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 at byte offset ", bad));
   }
   if (options.add_special_tokens && add_bos_) ids->push_back(*bos_id_);
   EncodeScratch& scratch = ThreadScratch();

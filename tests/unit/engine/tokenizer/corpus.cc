@@ -12,7 +12,9 @@ class Rng {
  public:
   explicit Rng(uint64_t seed) : engine_(seed) {}
   uint64_t Below(uint64_t n) { return engine_() % n; }
-  uint32_t Range(uint32_t lo, uint32_t hi) { return lo + static_cast<uint32_t>(Below(hi - lo + 1)); }
+  uint32_t Range(uint32_t lo, uint32_t hi) {
+    return lo + static_cast<uint32_t>(Below(hi - lo + 1));
+  }
   bool Chance(int percent) { return Below(100) < static_cast<uint64_t>(percent); }
   template <typename T, size_t N>
   const T& Pick(const std::array<T, N>& items) {
@@ -41,28 +43,115 @@ void AppendCodePoint(uint32_t cp, std::string* out) {
   }
 }
 
-constexpr std::array<const char*, 64> kEnglish = {
-    "the", "of", "and", "to", "in", "is", "that", "it", "was", "for", "on", "are", "as",
-    "with", "his", "they", "at", "be", "this", "from", "I", "have", "or", "by", "one", "had",
-    "not", "but", "what", "all", "were", "when", "we", "there", "can", "an", "your", "which",
-    "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then",
-    "tokenizer", "inference", "mixture-of-experts", "attention", "DeepSeek", "GPU", "latency",
-    "don't", "it's", "we're", "they've", "I'm", "you'll", "She'd"};
-constexpr std::array<const char*, 16> kPunct = {".", ",", "!", "?", ";", ":", "...", " -",
-                                                " (", ")", "\"", "'", " —", "…", "/", " &"};
+constexpr std::array<const char*, 64> kEnglish = {"the",
+                                                  "of",
+                                                  "and",
+                                                  "to",
+                                                  "in",
+                                                  "is",
+                                                  "that",
+                                                  "it",
+                                                  "was",
+                                                  "for",
+                                                  "on",
+                                                  "are",
+                                                  "as",
+                                                  "with",
+                                                  "his",
+                                                  "they",
+                                                  "at",
+                                                  "be",
+                                                  "this",
+                                                  "from",
+                                                  "I",
+                                                  "have",
+                                                  "or",
+                                                  "by",
+                                                  "one",
+                                                  "had",
+                                                  "not",
+                                                  "but",
+                                                  "what",
+                                                  "all",
+                                                  "were",
+                                                  "when",
+                                                  "we",
+                                                  "there",
+                                                  "can",
+                                                  "an",
+                                                  "your",
+                                                  "which",
+                                                  "their",
+                                                  "said",
+                                                  "if",
+                                                  "do",
+                                                  "will",
+                                                  "each",
+                                                  "about",
+                                                  "how",
+                                                  "up",
+                                                  "out",
+                                                  "them",
+                                                  "then",
+                                                  "tokenizer",
+                                                  "inference",
+                                                  "mixture-of-experts",
+                                                  "attention",
+                                                  "DeepSeek",
+                                                  "GPU",
+                                                  "latency",
+                                                  "don't",
+                                                  "it's",
+                                                  "we're",
+                                                  "they've",
+                                                  "I'm",
+                                                  "you'll",
+                                                  "She'd"};
+constexpr std::array<const char*, 16> kPunct = {".",  ",", "!",  "?", ";",  ":", "...", " -",
+                                                " (", ")", "\"", "'", " —", "…", "/",   " &"};
 constexpr std::array<const char*, 24> kChinese = {
-    "我们", "模型", "推理", "的", "是", "在", "专家", "混合", "中国", "人工智能", "服务器",
-    "你好", "世界", "数据", "计算", "语言", "学习", "深度", "。", "，", "！", "？", "“", "”"};
+    "我们", "模型",     "推理",   "的",   "是",   "在",   "专家", "混合",
+    "中国", "人工智能", "服务器", "你好", "世界", "数据", "计算", "语言",
+    "学习", "深度",     "。",     "，",   "！",   "？",   "“",    "”"};
 constexpr std::array<const char*, 16> kJapanese = {
-    "こんにちは", "世界", "です", "ます", "トークナイザー", "東京", "日本語", "の", "を",
-    "は", "が", "カタカナ", "ひらがな", "。", "、", "ー"};
-constexpr std::array<const char*, 12> kOtherScripts = {
-    "Привет, мир", "Γειά σου Κόσμε", "مرحبا بالعالم", "שלום עולם", "สวัสดีชาวโลก",
-    "नमस्ते दुनिया", "Ça va très bien", "naïve café", "Zürich Straße", "ｆｕｌｌｗｉｄｔｈ",
-    "e\xCC\x81\xCC\x80 combining", "Tiếng Việt có dấu"};
-constexpr std::array<const char*, 24> kEmoji = {
-    "😀", "😂", "🥲", "👍", "👍🏽", "❤️", "🔥", "🚀", "🇺🇸", "🇯🇵", "👨‍👩‍👧‍👦", "🏳️‍🌈",
-    "👩🏽‍💻", "🧑‍🚀", "🐦‍⬛", "1️⃣", "#️⃣", "☕", "✅", "🤖", "🫠", "🙏🏿", "👁️‍🗨️", "™"};
+    "こんにちは", "世界", "です", "ます",     "トークナイザー", "東京", "日本語", "の",
+    "を",         "は",   "が",   "カタカナ", "ひらがな",       "。",   "、",     "ー"};
+constexpr std::array<const char*, 12> kOtherScripts = {"Привет, мир",
+                                                       "Γειά σου Κόσμε",
+                                                       "مرحبا بالعالم",
+                                                       "שלום עולם",
+                                                       "สวัสดีชาวโลก",
+                                                       "नमस्ते दुनिया",
+                                                       "Ça va très bien",
+                                                       "naïve café",
+                                                       "Zürich Straße",
+                                                       "ｆｕｌｌｗｉｄｔｈ",
+                                                       "e\xCC\x81\xCC\x80 combining",
+                                                       "Tiếng Việt có dấu"};
+constexpr std::array<const char*, 24> kEmoji = {"😀",
+                                                "😂",
+                                                "🥲",
+                                                "👍",
+                                                "👍🏽",
+                                                "❤️",
+                                                "🔥",
+                                                "🚀",
+                                                "🇺🇸",
+                                                "🇯🇵",
+                                                "👨‍👩‍👧‍👦",
+                                                "🏳️‍🌈",
+                                                "👩🏽‍💻",
+                                                "🧑‍🚀",
+                                                "🐦‍⬛",
+                                                "1️⃣",
+                                                "#️⃣",
+                                                "☕",
+                                                "✅",
+                                                "🤖",
+                                                "🫠",
+                                                "🙏🏿",
+                                                "👁️‍🗨️",
+                                                "™"};
 constexpr std::array<const char*, 12> kCode = {
     "int main(int argc, char** argv) {\n  return 0;\n}\n",
     "def f(x):\n\tif x > 0:\n\t\treturn x ** 2\n\treturn -x\n",
@@ -76,9 +165,10 @@ constexpr std::array<const char*, 12> kCode = {
     "<div class=\"row\"><span>&nbsp;&lt;tag&gt;</span></div>",
     "$ ./moeserve tokenize --model /models/v3 --text 'hi' | jq .ids",
     "fn main() { let v: Vec<u8> = vec![0x7f, 0xff]; println!(\"{:?}\", v); }"};
-constexpr std::array<const char*, 14> kSpaces = {
-    " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n", "\n ", "\t\t", "        ",
-    " \t \n  \n\n\n", "\u3000", "\u00a0"};
+constexpr std::array<const char*, 14> kSpaces = {" ",      "  ",    "   ",      "\t",
+                                                 "\n",     "\n\n",  "\r\n",     " \n",
+                                                 "\n ",    "\t\t",  "        ", " \t \n  \n\n\n",
+                                                 "\u3000", "\u00a0"};
 
 void AppendNumber(Rng& rng, std::string* out) {
   switch (rng.Below(6)) {
@@ -186,7 +276,8 @@ void AppendFragment(Rng& rng, const std::vector<std::string>& specials, std::str
       *out += rng.Pick(kSpaces);
       break;
     case 13: {  // an added token, sometimes cut short or doubled
-      const std::string& token = specials.empty() ? std::string("<") : specials[rng.Below(specials.size())];
+      const std::string& token =
+          specials.empty() ? std::string("<") : specials[rng.Below(specials.size())];
       const uint64_t mode = rng.Below(10);
       if (mode == 0) {
         size_t cut = rng.Below(token.size());
@@ -258,7 +349,8 @@ std::vector<std::string> GenerateCorpus(size_t min_bytes, uint64_t seed,
   docs.push_back(std::string(2000, '\n'));
   docs.push_back(std::string(5000, 'a'));
   std::string long_cjk;
-  for (int i = 0; i < 3000; ++i) AppendCodePoint(0x4E00 + static_cast<uint32_t>(i * 7 % 20000), &long_cjk);
+  for (int i = 0; i < 3000; ++i)
+    AppendCodePoint(0x4E00 + static_cast<uint32_t>(i * 7 % 20000), &long_cjk);
   docs.push_back(long_cjk);
   docs.push_back(std::string(4000, '7'));
   return docs;

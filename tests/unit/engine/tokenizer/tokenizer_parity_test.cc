@@ -36,8 +36,8 @@ std::vector<std::string> AddedTokenContents() {
 std::string Describe(const Tokenizer& tok, const std::vector<int32_t>& ids, size_t at) {
   std::string out;
   for (size_t i = at >= 5 ? at - 5 : 0; i < ids.size() && i < at + 5; ++i) {
-    absl::StrAppend(&out, i == at ? ">>" : "", ids[i], ":",
-                    tok.IdToToken(ids[i]).value_or("?"), " ");
+    absl::StrAppend(&out, i == at ? ">>" : "", ids[i], ":", tok.IdToToken(ids[i]).value_or("?"),
+                    " ");
   }
   return out;
 }
@@ -81,9 +81,9 @@ TEST(TokenizerParityTest, MatchesNpmReferenceOnGeneratedCorpus) {
       size_t at = 0;
       while (at < ours->size() && at < theirs.size() && (*ours)[at] == theirs[at]) ++at;
       if (++mismatched_docs <= 5) {
-        ADD_FAILURE() << "document " << d << " differs at id " << at << "\n ours:   "
-                      << Describe(**tok, *ours, at) << "\n theirs: "
-                      << Describe(**tok, theirs, at);
+        ADD_FAILURE() << "document " << d << " differs at id " << at
+                      << "\n ours:   " << Describe(**tok, *ours, at)
+                      << "\n theirs: " << Describe(**tok, theirs, at);
       }
     }
     const auto text = tok.value()->Decode(*ours);
@@ -92,9 +92,10 @@ TEST(TokenizerParityTest, MatchesNpmReferenceOnGeneratedCorpus) {
       ADD_FAILURE() << "document " << d << " does not round-trip";
     }
   }
-  std::printf("corpus: %zu documents, %zu bytes, %zu ids; mismatched documents: %zu; "
-              "round-trip failures: %zu\n",
-              docs.size(), total_bytes, total_ids, mismatched_docs, round_trip_failures);
+  std::printf(
+      "corpus: %zu documents, %zu bytes, %zu ids; mismatched documents: %zu; "
+      "round-trip failures: %zu\n",
+      docs.size(), total_bytes, total_ids, mismatched_docs, round_trip_failures);
   EXPECT_EQ(mismatched_docs, 0u);
   EXPECT_EQ(round_trip_failures, 0u);
 }

@@ -100,10 +100,10 @@ TEST(Utf8Test, FindsTheFirstInvalidByte) {
             absl::string_view::npos);
   EXPECT_EQ(FindInvalidUtf8("中文😀é"), absl::string_view::npos);
   EXPECT_EQ(FindInvalidUtf8("abc\xFF"), 3u);
-  EXPECT_EQ(FindInvalidUtf8("ab\xC3"), 2u);               // truncated
-  EXPECT_EQ(FindInvalidUtf8("\xC0\xAF"), 0u);             // overlong
-  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);        // surrogate
-  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);     // > U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("ab\xC3"), 2u);            // truncated
+  EXPECT_EQ(FindInvalidUtf8("\xC0\xAF"), 0u);          // overlong
+  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);     // surrogate
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);  // > U+10FFFF
   EXPECT_EQ(FindInvalidUtf8("12345678\x80"), 8u);
 }
 
@@ -127,8 +127,9 @@ TEST(PreTokenizerTest, TranslatesWhitespaceClasses) {
   EXPECT_EQ(t.find("\\S"), std::string::npos);
   EXPECT_NE(t.find("[^\\x{9}-\\x{d}"), std::string::npos);
   EXPECT_EQ(tokenizer_internal::TranslateRegex("[\\]\\s]"),
-            absl::StrCat("[\\]", "\\x{9}-\\x{d}\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}"
-                                 "\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]"));
+            absl::StrCat("[\\]",
+                         "\\x{9}-\\x{d}\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}"
+                         "\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]"));
 }
 
 TEST(PreTokenizerTest, SplitsLikeTheReference) {
@@ -163,8 +164,7 @@ TEST(PreTokenizerTest, SplitBehaviorsFollowHuggingFace) {
   const char* text = "the-final--countdown";
   EXPECT_EQ(SplitWith("Removed", false, text), (V{"the", "final", "countdown"}));
   EXPECT_EQ(SplitWith("Isolated", false, text), (V{"the", "-", "final", "-", "-", "countdown"}));
-  EXPECT_EQ(SplitWith("MergedWithPrevious", false, text),
-            (V{"the-", "final-", "-", "countdown"}));
+  EXPECT_EQ(SplitWith("MergedWithPrevious", false, text), (V{"the-", "final-", "-", "countdown"}));
   EXPECT_EQ(SplitWith("MergedWithNext", false, text), (V{"the", "-final", "-", "-countdown"}));
   EXPECT_EQ(SplitWith("Contiguous", false, text), (V{"the", "-", "final", "--", "countdown"}));
   EXPECT_EQ(SplitWith("Removed", true, text), (V{"-", "-", "-"}));
@@ -246,8 +246,8 @@ TEST(AddedTokensTest, MatchedInRawTextBeforePreTokenization) {
 }
 
 TEST(AddedTokensTest, UntrustedTextCanOptOutOfSpecialTokens) {
-  auto ids = V3().Encode("<｜User｜>hi", {.add_special_tokens = false,
-                                            .parse_special_tokens = false});
+  auto ids =
+      V3().Encode("<｜User｜>hi", {.add_special_tokens = false, .parse_special_tokens = false});
   ASSERT_TRUE(ids.ok());
   for (int32_t id : *ids) EXPECT_FALSE(V3().IsSpecial(id));
   EXPECT_EQ(*V3().Decode(*ids), "<｜User｜>hi");
@@ -270,7 +270,8 @@ TEST(DecodeTest, RoundTripsAndSkipsSpecialTokens) {
   const std::string text = "<｜begin▁of▁sentence｜>Hi 你好 👨‍👩‍👧‍👦\n\t x";
   const auto ids = Ids(V3(), text);
   EXPECT_EQ(*V3().Decode(ids), text);
-  EXPECT_EQ(*V3().Decode(ids, {.skip_special_tokens = true}), "Hi 你好 👨‍👩‍👧‍👦\n\t x");
+  EXPECT_EQ(*V3().Decode(ids, {.skip_special_tokens = true}),
+            "Hi 你好 👨‍👩‍👧‍👦\n\t x");
 }
 
 TEST(DecodeTest, RejectsOutOfRangeIds) {
@@ -285,8 +286,7 @@ TEST(DecodeTest, RejectsOutOfRangeIds) {
 TEST(EncodeTest, InvalidUtf8IsAnErrorWithTheOffset) {
   auto ids = V3().Encode("abc\xC3(def");
   EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(ids.status().message().find("byte offset 3"), absl::string_view::npos)
-      << ids.status();
+  EXPECT_NE(ids.status().message().find("byte offset 3"), absl::string_view::npos) << ids.status();
 }
 
 // --- streaming -----------------------------------------------------------------------------
@@ -310,8 +310,7 @@ std::string StreamAll(const Tokenizer& tok, const std::vector<int32_t>& ids,
 std::vector<int32_t> ByteTokens(const Tokenizer& tok, absl::string_view bytes) {
   std::vector<int32_t> ids;
   for (char b : bytes) {
-    ids.push_back(*tok.TokenToId(
-        tokenizer_internal::ByteToUnicodeString(static_cast<uint8_t>(b))));
+    ids.push_back(*tok.TokenToId(tokenizer_internal::ByteToUnicodeString(static_cast<uint8_t>(b))));
   }
   return ids;
 }
@@ -337,7 +336,7 @@ TEST(StreamDecoderTest, HoldsBackCharactersSplitAcrossTokens) {
 
 TEST(StreamDecoderTest, MatchesDecodeOnInvalidSequencesAndSpecialTokens) {
   std::vector<int32_t> ids = ByteTokens(V3(), "a\xE4\xB8");  // truncated 中
-  ids.push_back(0);                                         // BOS between
+  ids.push_back(0);                                          // BOS between
   const auto tail = ByteTokens(V3(), "\xFF\x80z");
   ids.insert(ids.end(), tail.begin(), tail.end());
   for (bool skip : {false, true}) {
@@ -373,7 +372,8 @@ TEST(R1FlavourTest, RewritesOnlyTheTwoEntries) {
   size_t prefix = 0;
   while (prefix < v3.size() && v3[prefix] == (*r1)[prefix]) ++prefix;
   size_t suffix = 0;
-  while (suffix < v3.size() - prefix && v3[v3.size() - 1 - suffix] == (*r1)[r1->size() - 1 - suffix]) {
+  while (suffix < v3.size() - prefix &&
+         v3[v3.size() - 1 - suffix] == (*r1)[r1->size() - 1 - suffix]) {
     ++suffix;
   }
   const std::string changed = v3.substr(prefix, v3.size() - prefix - suffix);
@@ -409,7 +409,8 @@ TEST(LoadTest, ErrorsNameTheFile) {
   EXPECT_NE(malformed.status().message().find(dir + "/tokenizer.json"), absl::string_view::npos);
 
   std::ofstream(dir + "/tokenizer.json", std::ios::trunc) << V3Json();
-  std::ofstream(dir + "/tokenizer_config.json") << "{\"add_bos_token\": true, \"bos_token\": \"<nope>\"}";
+  std::ofstream(dir + "/tokenizer_config.json")
+      << "{\"add_bos_token\": true, \"bos_token\": \"<nope>\"}";
   auto bad_config = Tokenizer::Load(dir);
   EXPECT_EQ(bad_config.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad_config.status().message().find(dir + "/tokenizer_config.json"),
