@@ -32,7 +32,7 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   // Unset: the Sampler's default_seed is used.
   std::optional<uint64_t> seed;
-  // Return the chosen token's logprob and, if top_logprobs > 0, the top-N alternatives.
+  // Fill the chosen token's logprob and, if top_logprobs > 0, the top-N alternatives.
   bool logprobs = false;
   int32_t top_logprobs = 0;  // 0..20; > 0 requires logprobs
 };
@@ -47,7 +47,8 @@ struct TokenLogprob {
 
 struct SampleResult {
   int32_t token = 0;
-  // log p(token) in the reported distribution (see Sampler). Always filled.
+  // log p(token) in the reported distribution (see Sampler). Filled when params.logprobs,
+  // else 0 (greedy then skips the softmax pass entirely).
   float logprob = 0.0f;
   // The top_logprobs most likely tokens of the reported distribution, most likely first (ties:
   // lower id first). Empty unless params.logprobs && params.top_logprobs > 0.
@@ -61,6 +62,10 @@ struct SampleResult {
 //      order. Ids outside [0, vocab) in the histories are ignored.
 //   2. temperature: logits / T (skipped when T == 0).
 //   3. top-k, 4. top-p (over the distribution renormalised after top-k), 5. min-p, 6. draw.
+// Cost per call is a few O(vocab) passes: top-k uses a bounded heap (k <= 4096) or
+// nth_element; top-p a weighted quickselect (no full sort); min-p a threshold; draw a scan.
+// Candidates are left unordered, so which token a given uniform maps to depends on that
+// internal order — deterministic, but not "the i-th most likely".
 // Greedy (T == 0) applies step 1 and picks the largest logit, lowest id on exact ties; it
 // skips 3-5 (they never remove the argmax) and draws nothing.
 //

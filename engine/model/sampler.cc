@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <numeric>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -99,30 +101,69 @@ std::vector<int32_t> TopN(const std::vector<float>& x, int32_t n) {
   return top;
 }
 
-// Keeps the smallest prefix of `ids` (ordered by ByLogitDesc) whose weight reaches
-// top_p * total: id j stays iff the weight before it is < top_p * total. The first `sorted`
-// entries are already in order; the rest is ordered progressively (nth_element + sort of a
-// growing window), so a peaked distribution touches only a few hundred entries.
-void TruncateTopP(double top_p, double total, const std::vector<float>& x,
-                  const std::vector<float>& w, size_t sorted, std::vector<int32_t>& ids) {
+// The k best ids by ByLogitDesc, unordered. A bounded heap for small k (one pass, rare
+// pushes), nth_element otherwise.
+void SelectTopK(const std::vector<float>& x, size_t k, std::vector<int32_t>& ids) {
   const ByLogitDesc better{x.data()};
-  const double limit = top_p * total;
-  double cum = 0.0;
-  size_t j = 0;
-  while (j < ids.size()) {
-    if (j == sorted) {
-      const size_t want = std::min(ids.size(), std::max<size_t>(256, 2 * sorted));
-      if (want < ids.size()) {
-        std::nth_element(ids.begin() + sorted, ids.begin() + want, ids.end(), better);
+  const auto vocab = static_cast<int32_t>(x.size());
+  ids.clear();
+  if (k <= 4096) {
+    // Heap ordered so the front is the worst kept id.
+    for (int32_t i = 0; i < vocab; ++i) {
+      if (ids.size() < k) {
+        ids.push_back(i);
+        std::push_heap(ids.begin(), ids.end(), better);
+      } else if (better(i, ids.front())) {
+        std::pop_heap(ids.begin(), ids.end(), better);
+        ids.back() = i;
+        std::push_heap(ids.begin(), ids.end(), better);
       }
-      std::sort(ids.begin() + sorted, ids.begin() + want, better);
-      sorted = want;
     }
-    if (cum >= limit) break;
-    cum += w[ids[j]];
-    ++j;
+    return;
   }
-  ids.resize(std::max<size_t>(j, 1));
+  ids.resize(x.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::nth_element(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(), better);
+  ids.resize(k);
+}
+
+// Keeps the smallest prefix of `ids` in ByLogitDesc order whose weight reaches
+// limit = top_p * (weight of ids): id j stays iff the weight before it is < limit. Weighted
+// quickselect, O(n) expected, no full sort; the kept ids are left unordered.
+void TruncateTopP(double top_p, const std::vector<float>& x, const std::vector<float>& w,
+                  std::vector<int32_t>& ids) {
+  const ByLogitDesc better{x.data()};
+  double total = 0.0;
+  for (int32_t id : ids) total += w[id];
+  const double limit = top_p * total;
+  auto lo = ids.begin();  // [begin, lo) is kept, with weight `cum`
+  auto hi = ids.end();    // the boundary lies in [lo, hi)
+  double cum = 0.0;
+  while (hi - lo > 32) {
+    // Median-of-three pivot, moved to the end of the range.
+    auto mid = lo + (hi - lo) / 2;
+    int32_t a = *lo, b = *mid, c = *(hi - 1);
+    int32_t pivot = better(a, b) ? (better(b, c) ? b : (better(a, c) ? c : a))
+                                 : (better(a, c) ? a : (better(b, c) ? c : b));
+    std::iter_swap(std::find(lo, hi, pivot), hi - 1);
+    auto split = std::partition(lo, hi - 1, [&](int32_t id) { return better(id, pivot); });
+    std::iter_swap(split, hi - 1);  // pivot now at `split`, better ids before it
+    double upper = 0.0;
+    for (auto it = lo; it != split; ++it) upper += w[*it];
+    if (cum + upper >= limit) {
+      hi = split;
+      continue;
+    }
+    cum += upper + w[pivot];
+    lo = split + 1;
+    if (cum >= limit) {
+      hi = lo;
+      break;
+    }
+  }
+  std::sort(lo, hi, better);
+  while (lo != hi && cum < limit) cum += w[*lo++];
+  ids.resize(std::max<size_t>(static_cast<size_t>(lo - ids.begin()), 1));
 }
 
 }  // namespace
@@ -193,19 +234,22 @@ SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const in
     if (x[i] > x[best]) best = i;
   }
   const float max = x[best];
+  // exp(x - max): the draw weights and the log-normaliser; greedy needs them only for logprobs.
   std::vector<float>& w = s.w;
-  w.resize(x.size());
   double total = 0.0;
-  if (std::isfinite(max)) {
+  if (greedy && !params_.logprobs) {
+    w.clear();
+  } else if (std::isfinite(max)) {
+    w.resize(x.size());
     for (int32_t i = 0; i < vocab; ++i) {
       w[i] = std::exp(x[i] - max);
       total += w[i];
     }
   } else {  // every token masked: report token 0 with -inf
-    std::fill(w.begin(), w.end(), 0.0f);
+    w.assign(x.size(), 0.0f);
   }
   // With every token masked, log_z = 0 makes every reported logprob -inf.
-  const double log_z = std::isfinite(max) ? max + std::log(total) : 0.0;
+  const double log_z = std::isfinite(max) && total > 0.0 ? max + std::log(total) : 0.0;
 
   int32_t token = best;
   if (!greedy && std::isfinite(max)) {
@@ -220,23 +264,13 @@ SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const in
         if (w[i] > 0.0f && (!min_p || w[i] >= params_.min_p)) ids.push_back(i);
       }
     } else {
-      ids.resize(x.size());
-      for (int32_t i = 0; i < vocab; ++i) ids[i] = i;
-      const ByLogitDesc better{x.data()};
-      size_t sorted = 0;
-      double kept = total;
       if (top_k) {
-        const auto k = static_cast<size_t>(params_.top_k);
-        std::nth_element(ids.begin(), ids.begin() + k, ids.end(), better);
-        ids.resize(k);
-        kept = 0.0;
-        for (int32_t id : ids) kept += w[id];
-        if (top_p) {
-          std::sort(ids.begin(), ids.end(), better);
-          sorted = k;
-        }
+        SelectTopK(x, static_cast<size_t>(params_.top_k), ids);
+      } else {
+        ids.resize(x.size());
+        std::iota(ids.begin(), ids.end(), 0);
       }
-      if (top_p) TruncateTopP(params_.top_p, kept, x, w, sorted, ids);
+      if (top_p) TruncateTopP(params_.top_p, x, w, ids);
       // p_max is w == 1 (the argmax survives every truncation), so min-p is w >= min_p.
       ids.erase(std::remove_if(ids.begin(), ids.end(),
                                [&](int32_t id) {
@@ -260,7 +294,7 @@ SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const in
 
   SampleResult result;
   result.token = token;
-  result.logprob = static_cast<float>(x[token] - log_z);
+  if (params_.logprobs) result.logprob = static_cast<float>(x[token] - log_z);
   if (params_.logprobs && params_.top_logprobs > 0) {
     for (int32_t id : TopN(x, std::min(params_.top_logprobs, vocab))) {
       result.top_logprobs.push_back({id, static_cast<float>(x[id] - log_z)});

@@ -62,12 +62,16 @@ std::set<int32_t> Support(const SamplingParams& p, const std::vector<float>& log
 TEST(SamplerTest, GreedyPicksLowestIdOnExactTies) {
   SamplingParams p;
   p.temperature = 0.0;
+  p.logprobs = true;
   Sampler sampler(p, 0);
   std::vector<float> logits = {1.0f, 3.0f, 3.0f, 2.0f, 3.0f};
   SampleResult r = sampler.Sample(logits, {}, {});
   EXPECT_EQ(r.token, 1);
   EXPECT_NEAR(r.logprob, LogSoftmax({1, 3, 3, 2, 3})[1], 1e-6);
   EXPECT_TRUE(r.top_logprobs.empty());
+  p.logprobs = false;  // no softmax pass: logprob stays 0
+  Sampler quiet(p, 0);
+  EXPECT_EQ(quiet.Sample(logits, {}, {}).logprob, 0.0f);
 }
 
 TEST(SamplerTest, GreedyIgnoresTruncationButAppliesPenalties) {
@@ -223,21 +227,41 @@ std::set<int32_t> ReferenceKeep(const std::vector<float>& logits, int64_t top_k,
 TEST(SamplerTest, LargeVocabTruncationMatchesFullSortReference) {
   const int64_t vocab = 129280;
   std::vector<float> logits = RandomLogits(vocab, 3);
+  std::vector<float> quantized = logits;  // many exact ties
+  for (float& v : quantized) v = std::round(v * 2.0f) / 2.0f;
   for (auto [top_k, top_p] : {std::pair<int64_t, double>{50, 1.0}, {0, 0.9}, {0, 0.2},
-                              {2000, 0.95}}) {
+                              {2000, 0.95}, {6000, 0.5}, {0, 0.999}}) {
     SamplingParams p;
     p.top_k = top_k;
     p.top_p = top_p;
     std::set<int32_t> keep = ReferenceKeep(logits, top_k, top_p);
     Sampler sampler(p, 11);
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 50; ++i) {
       int32_t t = sampler.Sample(logits, {}, {}).token;
       ASSERT_TRUE(keep.count(t)) << "top_k " << top_k << " top_p " << top_p << " token " << t;
     }
-    // Dense nuclei exercise more than one progressive window.
     if (top_p == 0.9) {
-      EXPECT_GT(keep.size(), 1024u);
+      EXPECT_GT(keep.size(), 1024u);  // a dense nucleus
     }
+    std::set<int32_t> keep_q = ReferenceKeep(quantized, top_k, top_p);
+    for (int i = 0; i < 50; ++i) {
+      int32_t t = sampler.Sample(quantized, {}, {}).token;
+      ASSERT_TRUE(keep_q.count(t)) << "quantized top_k " << top_k << " top_p " << top_p;
+    }
+  }
+}
+
+// Ten heavy tokens scattered in a 129280-token vocabulary over a light tail; the nucleus
+// boundary falls among the heavy tokens, so enough draws see the whole kept set.
+TEST(SamplerTest, LargeVocabTopPKeepsExactlyTheReferenceSet) {
+  std::vector<float> logits = RandomLogits(129280, 4);
+  for (int i = 0; i < 10; ++i) logits[1000 + 12345 * i] = 13.0f + 0.1f * static_cast<float>(i);
+  for (double top_p : {0.2, 0.4, 0.55}) {
+    std::set<int32_t> keep = ReferenceKeep(logits, 0, top_p);
+    ASSERT_LT(keep.size(), 10u);
+    SamplingParams p;
+    p.top_p = top_p;
+    EXPECT_EQ(Support(p, logits, 150), keep) << "top_p " << top_p;
   }
 }
 
