@@ -10,6 +10,8 @@ namespace moeserve::cli {
 
 int RunMkmodel(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
+int RunTokenize(const std::vector<std::string>& args);
+int RunDetokenize(const std::vector<std::string>& args);
 
 }  // namespace moeserve::cli
 

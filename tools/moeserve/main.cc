@@ -11,7 +11,9 @@ constexpr char kUsage[] =
     "commands:\n"
     "  mkmodel   --out DIR [--preset tiny|small|v2-lite|v3] [--seed N] [--dtype bf16|fp8]\n"
     "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"
-    "            [--temperature T] [--seed N] [--compute-dtype bf16|f32] [--json] [--all-logits]\n";
+    "            [--temperature T] [--seed N] [--compute-dtype bf16|f32] [--json] [--all-logits]\n"
+    "  tokenize  --model DIR (--text TEXT | --file F) [--json]\n"
+    "  detokenize --model DIR --ids 1,2,3\n";
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -23,6 +25,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "mkmodel") return moeserve::cli::RunMkmodel(args);
   if (cmd == "generate") return moeserve::cli::RunGenerate(args);
+  if (cmd == "tokenize") return moeserve::cli::RunTokenize(args);
+  if (cmd == "detokenize") return moeserve::cli::RunDetokenize(args);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     std::cout << kUsage;
     return 0;

@@ -13,9 +13,11 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
+#include "engine/chat_template.h"
 #include "engine/checkpoint.h"
 #include "engine/config.h"
 #include "engine/dtype.h"
+#include "engine/tokenizer.h"
 
 #ifndef MOESERVE_SOURCE_DIR
 #define MOESERVE_SOURCE_DIR "."
@@ -145,7 +147,10 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
   return ss.str();
 }
 
-// Copies the tokenizer files when every token id fits in the model's vocabulary.
+// Writes the tokenizer files, in DeepSeek-R1's flavour, when every token id fits in the model's
+// vocabulary: V3's tokenizer with ids 128798/128799 renamed to the non-special added tokens
+// <think> and </think>, and the R1 chat template (generation prompt ends "<think>\n"; earlier
+// assistant turns keep only their answer).
 absl::Status WriteTokenizer(const std::string& dir, const std::string& out_dir,
                             int64_t vocab_size) {
   MOESERVE_ASSIGN_OR_RETURN(std::string tok, ReadText(dir + "/tokenizer.json"));
@@ -166,8 +171,14 @@ absl::Status WriteTokenizer(const std::string& dir, const std::string& out_dir,
     }
   }
   if (max_id >= vocab_size) return absl::OkStatus();  // a vocabulary of another tokenizer
-  MOESERVE_RETURN_IF_ERROR(WriteText(out_dir + "/tokenizer.json", tok));
-  return WriteText(out_dir + "/tokenizer_config.json", cfg);
+  MOESERVE_ASSIGN_OR_RETURN(std::string r1_tok, engine::MakeR1TokenizerJson(tok));
+  Json tc = Json::parse(cfg, nullptr, false);
+  if (tc.is_discarded() || !tc.is_object()) {
+    return absl::InvalidArgumentError(dir + "/tokenizer_config.json is not a JSON object");
+  }
+  tc["chat_template"] = std::string(engine::DeepseekR1ChatTemplate());
+  MOESERVE_RETURN_IF_ERROR(WriteText(out_dir + "/tokenizer.json", r1_tok));
+  return WriteText(out_dir + "/tokenizer_config.json", tc.dump(2) + "\n");
 }
 
 }  // namespace

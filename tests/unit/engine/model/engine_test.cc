@@ -213,6 +213,67 @@ TEST(EngineLimitsTest, BadInputsAreInvalidArgument) {
   EXPECT_EQ(e.Free(12345).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Forwards to another model's experts and counts calls: stands in for the expert-shard client.
+class ForwardingExperts final : public ExpertExecutor {
+ public:
+  explicit ForwardingExperts(ExpertExecutor* inner) : inner_(inner) {}
+  absl::Status Run(int64_t layer, const float* x, int64_t n, int64_t k, const int32_t* ids,
+                   const float* weights, float* out) override {
+    ++calls;
+    return inner_->Run(layer, x, n, k, ids, weights, out);
+  }
+  int calls = 0;
+
+ private:
+  ExpertExecutor* inner_;
+};
+
+TEST(SplitLoadingTest, AttentionSideAndExpertSideTogetherEqualTheWholeModel) {
+  std::string dir = testing::TempDir("split");
+  ASSERT_TRUE(cli::WriteRandomCheckpoint(testing::SmallConfig(), dir, 11, false).ok());
+  ModelOptions whole_opts;
+  whole_opts.compute = ComputeDType::kF32;
+  std::unique_ptr<Model> whole = std::move(*Model::Load(dir, whole_opts));
+
+  ModelOptions attn_opts = whole_opts;
+  attn_opts.filter.want_expert = [](int64_t, int64_t) { return false; };
+  absl::StatusOr<std::unique_ptr<Model>> attn = Model::Load(dir, attn_opts);
+  ASSERT_TRUE(attn.ok()) << attn.status();
+  ModelOptions expert_opts = whole_opts;
+  expert_opts.filter.attention_side = false;
+  absl::StatusOr<std::unique_ptr<Model>> experts = Model::Load(dir, expert_opts);
+  ASSERT_TRUE(experts.ok()) << experts.status();
+  // Each side holds only its part.
+  EXPECT_LT((*attn)->weight_bytes(), whole->weight_bytes());
+  EXPECT_LT((*experts)->weight_bytes(), whole->weight_bytes());
+  EXPECT_NEAR((*attn)->weight_bytes() + (*experts)->weight_bytes(), whole->weight_bytes(),
+              0.01 * whole->weight_bytes());
+
+  std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+  EngineOptions eo;
+  eo.kv_cache_tokens = 256;
+  {
+    // Without experts the attention side cannot run a MoE layer by itself.
+    Engine e(attn->get(), eo);
+    ASSERT_TRUE(e.Add(prompt).ok());
+    absl::StatusOr<std::vector<StepOutput>> out = e.Step();
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition) << out.status();
+  }
+  Engine e(attn->get(), eo);
+  SeqId s = *e.Add(prompt);
+  ForwardingExperts remote((*experts)->local_experts());
+  absl::StatusOr<std::vector<StepOutput>> out = e.Step(&remote);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 1u);
+  EXPECT_EQ((*out)[0].seq, s);
+  EXPECT_EQ(remote.calls, 2);  // two MoE layers
+  EXPECT_EQ((*out)[0].logits, Recompute(*whole, prompt));
+  // The expert side alone has no attention weights.
+  Engine e2(experts->get(), eo);
+  ASSERT_TRUE(e2.Add(prompt).ok());
+  EXPECT_EQ(e2.Step().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 // FP8 block-scaled weights must compute exactly what their dequantised values compute.
 TEST(Fp8Test, Fp8CheckpointEqualsItsDequantisedEquivalent) {
   // hidden 160 and widths that are not multiples of 128: partial edge blocks.
