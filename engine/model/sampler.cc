@@ -216,6 +216,10 @@ double Sampler::Uniform() const {
 
 SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const int32_t> prompt,
                              absl::Span<const int32_t> generated) {
+  if (logits.empty()) {  // contract violation; nothing to pick from
+    ++step_;
+    return SampleResult{};
+  }
   Scratch& s = ThreadScratch();
   std::vector<float>& x = s.x;
   x.assign(logits.begin(), logits.end());
