@@ -86,22 +86,27 @@ class Sampler {
 
   // `logits` has one entry per vocab id (non-empty). `prompt` and `generated` are the
   // request's token history, used only by the penalties.
+  // The random draw is number generated.size() of this request's stream.
   SampleResult Sample(absl::Span<const float> logits, absl::Span<const int32_t> prompt,
-                      absl::Span<const int32_t> generated);
+                      absl::Span<const int32_t> generated) {
+    return Sample(logits, prompt, generated, generated.size());
+  }
+  // As above with an explicit draw index (tests drawing many samples from one distribution).
+  SampleResult Sample(absl::Span<const float> logits, absl::Span<const int32_t> prompt,
+                      absl::Span<const int32_t> generated, uint64_t draw_index);
 
   bool IsStop(int32_t token) const;
 
   const SamplingParams& params() const { return params_; }
-  // Sample() calls so far (the counter the next draw uses).
-  uint64_t step() const { return step_; }
 
  private:
-  // Uniform in [0, 1) for the current step.
-  double Uniform() const;
+  // Uniform in [0, 1) for the draw of token number `index` of the generation. The draw depends
+  // only on the seed and how many tokens were generated before it, so a request that is
+  // recomputed or migrated to another worker with its generated tokens draws the same values.
+  double Uniform(uint64_t index) const;
 
   SamplingParams params_;
   uint64_t key_;  // mixed seed
-  uint64_t step_ = 0;
 };
 
 }  // namespace moeserve::engine

@@ -209,17 +209,14 @@ bool Sampler::IsStop(int32_t token) const {
          params_.stop_token_ids.end();
 }
 
-double Sampler::Uniform() const {
-  const uint64_t z = Mix(key_ + (step_ + 1) * kGolden);
+double Sampler::Uniform(uint64_t index) const {
+  const uint64_t z = Mix(key_ + (index + 1) * kGolden);
   return static_cast<double>(z >> 11) * 0x1.0p-53;
 }
 
 SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const int32_t> prompt,
-                             absl::Span<const int32_t> generated) {
-  if (logits.empty()) {  // contract violation; nothing to pick from
-    ++step_;
-    return SampleResult{};
-  }
+                             absl::Span<const int32_t> generated, uint64_t draw_index) {
+  if (logits.empty()) return SampleResult{};  // contract violation; nothing to pick from
   Scratch& s = ThreadScratch();
   std::vector<float>& x = s.x;
   x.assign(logits.begin(), logits.end());
@@ -257,7 +254,7 @@ SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const in
 
   int32_t token = best;
   if (!greedy && std::isfinite(max)) {
-    const double u = Uniform();
+    const double u = Uniform(draw_index);
     std::vector<int32_t>& ids = s.ids;
     const bool top_k = params_.top_k > 0 && params_.top_k < vocab;
     const bool top_p = params_.top_p < 1.0;
@@ -304,7 +301,6 @@ SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const in
       result.top_logprobs.push_back({id, static_cast<float>(x[id] - log_z)});
     }
   }
-  ++step_;
   return result;
 }
 

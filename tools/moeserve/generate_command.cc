@@ -1,16 +1,20 @@
-#include <cmath>
+// moeserve generate: run the engine on a prompt of token ids (raw mode, a stable contract for
+// outside tools) or of text (plain, or --chat through the model's own chat template, with the
+// reasoning printed apart from the answer).
 #include <fstream>
+#include <iostream>
 #include <optional>
 #include <sstream>
-#include <iostream>
-#include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "engine/chat_template.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/reasoning.h"
+#include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tools/moeserve/commands.h"
@@ -23,56 +27,43 @@ using Json = nlohmann::json;
 
 struct GenerateRequest {
   std::string model_dir;
-  std::vector<int32_t> prompt;
-  std::optional<std::string> text;  // --prompt: text mode
+  std::vector<int32_t> prompt;      // --prompt-ids
+  std::optional<std::string> text;  // --prompt
   bool chat = false;
   std::string system;
+  std::optional<std::string> reasoning_effort;
   int64_t max_new_tokens = 16;
-  double temperature = 0;
-  uint64_t seed = 0;
+  engine::SamplingParams sampling;
   bool json = false;
   bool all_logits = false;
   engine::ModelOptions model_options;
   engine::EngineOptions engine_options;
 };
 
-// Greedy (lowest id on exact ties) at temperature 0, else a draw from softmax(logits / T).
-int32_t Choose(const std::vector<float>& logits, double temperature, std::mt19937_64* rng) {
-  if (temperature <= 0) {
-    int32_t best = 0;
-    for (size_t i = 1; i < logits.size(); ++i) {
-      if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
-    }
-    return best;
-  }
-  double mx = *std::max_element(logits.begin(), logits.end());
-  std::vector<double> p(logits.size());
-  double sum = 0;
-  for (size_t i = 0; i < logits.size(); ++i) sum += p[i] = std::exp((logits[i] - mx) / temperature);
-  double u = std::uniform_real_distribution<double>(0, sum)(*rng);
-  for (size_t i = 0; i < p.size(); ++i) {
-    if ((u -= p[i]) <= 0) return static_cast<int32_t>(i);
-  }
-  return static_cast<int32_t>(p.size() - 1);
-}
-
 absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& args) {
   MOESERVE_ASSIGN_OR_RETURN(
       Flags f, Flags::Parse(args,
-                            {"model", "prompt-ids", "prompt", "system", "max-new-tokens",
-                             "temperature",
-                             "seed", "compute-dtype", "threads", "kv-cache-tokens",
-                             "kv-cache-mb", "block-tokens", "max-step-tokens"},
+                            {"model", "prompt-ids", "prompt", "system", "reasoning-effort",
+                             "max-new-tokens", "temperature", "top-k", "top-p", "min-p",
+                             "presence-penalty", "frequency-penalty", "repetition-penalty",
+                             "seed", "compute-dtype", "threads", "kv-cache-tokens", "kv-cache-mb",
+                             "block-tokens", "max-step-tokens"},
                             {"json", "all-logits", "chat"}));
   GenerateRequest r;
   MOESERVE_ASSIGN_OR_RETURN(r.model_dir, f.Required("model"));
   r.text = f.Get("prompt");
   r.chat = f.Has("chat");
   r.system = f.Get("system").value_or("");
+  r.reasoning_effort = f.Get("reasoning-effort");
   if (r.text.has_value() == f.Has("prompt-ids")) {
     return absl::InvalidArgumentError("give exactly one of --prompt TEXT and --prompt-ids IDS");
   }
-  if (r.chat && !r.text) return absl::InvalidArgumentError("--chat needs --prompt TEXT");
+  if ((r.chat || r.reasoning_effort) && !r.text) {
+    return absl::InvalidArgumentError("--chat and --reasoning-effort need --prompt TEXT");
+  }
+  if (r.reasoning_effort && !r.chat) {
+    return absl::InvalidArgumentError("--reasoning-effort needs --chat");
+  }
   MOESERVE_ASSIGN_OR_RETURN(std::vector<int64_t> ids, f.GetIntList("prompt-ids"));
   if (!r.text && ids.empty()) {
     return absl::InvalidArgumentError("--prompt-ids needs at least one id");
@@ -85,12 +76,16 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
   }
   MOESERVE_ASSIGN_OR_RETURN(r.max_new_tokens, f.GetInt("max-new-tokens", 16));
   if (r.max_new_tokens < 0) return absl::InvalidArgumentError("--max-new-tokens must be >= 0");
-  MOESERVE_ASSIGN_OR_RETURN(r.temperature, f.GetDouble("temperature", 0));
-  if (r.temperature < 0 || !std::isfinite(r.temperature)) {
-    return absl::InvalidArgumentError("--temperature must be a finite number >= 0");
-  }
+  engine::SamplingParams& s = r.sampling;
+  MOESERVE_ASSIGN_OR_RETURN(s.temperature, f.GetDouble("temperature", r.text ? 0.6 : 0.0));
+  MOESERVE_ASSIGN_OR_RETURN(s.top_k, f.GetInt("top-k", 0));
+  MOESERVE_ASSIGN_OR_RETURN(s.top_p, f.GetDouble("top-p", 1.0));
+  MOESERVE_ASSIGN_OR_RETURN(s.min_p, f.GetDouble("min-p", 0.0));
+  MOESERVE_ASSIGN_OR_RETURN(s.presence_penalty, f.GetDouble("presence-penalty", 0.0));
+  MOESERVE_ASSIGN_OR_RETURN(s.frequency_penalty, f.GetDouble("frequency-penalty", 0.0));
+  MOESERVE_ASSIGN_OR_RETURN(s.repetition_penalty, f.GetDouble("repetition-penalty", 1.0));
   MOESERVE_ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed", 0));
-  r.seed = static_cast<uint64_t>(seed);
+  s.seed = static_cast<uint64_t>(seed);
   MOESERVE_ASSIGN_OR_RETURN(r.model_options.compute,
                             engine::ParseComputeDType(f.Get("compute-dtype").value_or("bf16")));
   MOESERVE_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 0));
@@ -100,46 +95,14 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
   r.engine_options.kv_cache_bytes = kv_mb << 20;
   MOESERVE_ASSIGN_OR_RETURN(r.engine_options.block_tokens, f.GetInt("block-tokens", 64));
   MOESERVE_ASSIGN_OR_RETURN(r.engine_options.max_step_tokens, f.GetInt("max-step-tokens", 512));
-  if (r.engine_options.block_tokens <= 0 || r.engine_options.max_step_tokens <= 0) {
-    return absl::InvalidArgumentError("--block-tokens and --max-step-tokens must be positive");
+  if (r.engine_options.block_tokens <= 0 || r.engine_options.max_step_tokens <= 0 ||
+      kv_mb <= 0) {
+    return absl::InvalidArgumentError(
+        "--block-tokens, --max-step-tokens and --kv-cache-mb must be positive");
   }
   r.json = f.Has("json");
   r.all_logits = f.Has("all-logits");
   return r;
-}
-
-absl::Status Generate(const GenerateRequest& r) {
-  MOESERVE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Model> model,
-                            engine::Model::Load(r.model_dir, r.model_options));
-  engine::Engine eng(model.get(), r.engine_options);
-  MOESERVE_ASSIGN_OR_RETURN(engine::SeqId seq, eng.Add(r.prompt));
-  std::mt19937_64 rng(r.seed);
-  std::vector<int32_t> generated;
-  std::vector<std::vector<float>> step_logits;
-  std::vector<float> first_logits;
-  // Raw token mode generates exactly max_new_tokens (no stop at EOS), so outside tools and the
-  // reference comparison see a fixed-length continuation.
-  while (true) {
-    MOESERVE_ASSIGN_OR_RETURN(std::vector<engine::StepOutput> out, eng.Step());
-    if (out.empty()) continue;  // a prompt chunk that did not finish the prompt
-    std::vector<float>& logits = out[0].logits;
-    if (first_logits.empty()) first_logits = logits;
-    if (static_cast<int64_t>(generated.size()) >= r.max_new_tokens) break;
-    int32_t next = Choose(logits, r.temperature, &rng);
-    generated.push_back(next);
-    if (r.all_logits) step_logits.push_back(std::move(logits));
-    if (static_cast<int64_t>(generated.size()) >= r.max_new_tokens) break;
-    MOESERVE_RETURN_IF_ERROR(eng.Append(seq, next));
-  }
-  if (r.json) {
-    Json j = {{"tokens", generated}, {"logits", first_logits}};
-    if (r.all_logits) j["step_logits"] = step_logits;
-    std::cout << j.dump() << "\n";
-  } else {
-    for (size_t i = 0; i < generated.size(); ++i) std::cout << (i ? "," : "") << generated[i];
-    std::cout << "\n";
-  }
-  return absl::OkStatus();
 }
 
 // The string form of a tokenizer_config.json special token ("..." or {"content": "..."}).
@@ -153,11 +116,8 @@ std::string SpecialTokenText(const Json& config, const char* field) {
   return "";
 }
 
-// The prompt ids of a text request: the chat template's rendering (which writes BOS itself) or
-// the plain text with BOS as tokenizer_config.json asks.
-absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerateRequest& r,
-                                               const engine::Tokenizer& tok) {
-  if (!r.chat) return tok.Encode(*r.text, engine::EncodeOptions{});
+// The text of a chat prompt rendered by the model's own template (which writes BOS itself).
+absl::StatusOr<std::string> RenderChat(const GenerateRequest& r) {
   MOESERVE_ASSIGN_OR_RETURN(std::string source, engine::LoadChatTemplate(r.model_dir));
   MOESERVE_ASSIGN_OR_RETURN(engine::ChatTemplate tmpl, engine::ChatTemplate::Parse(source));
   std::ifstream in(r.model_dir + "/tokenizer_config.json");
@@ -172,44 +132,182 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const GenerateRequest& r,
   if (!r.system.empty()) inputs.messages.push_back({{"role", "system"}, {"content", r.system}});
   inputs.messages.push_back({{"role", "user"}, {"content", *r.text}});
   inputs.add_generation_prompt = true;
-  MOESERVE_ASSIGN_OR_RETURN(std::string rendered, engine::ApplyChatTemplate(tmpl, inputs));
-  engine::EncodeOptions opts;
-  opts.add_special_tokens = false;  // the template wrote BOS
-  return tok.Encode(rendered, opts);
+  return engine::ApplyChatTemplate(tmpl, inputs);
 }
+
+// Where generated tokens go as they are produced.
+class TokenSink {
+ public:
+  virtual ~TokenSink() = default;
+  virtual absl::Status OnToken(int32_t token) = 0;
+};
+
+struct Generation {
+  std::vector<int32_t> tokens;
+  std::vector<float> first_logits;
+  std::vector<std::vector<float>> step_logits;
+  std::string finish_reason = "length";
+};
+
+// The decode loop shared by both modes. `stop_at_eos` ends at the model's EOS or a stop id;
+// `budget` (may be null) closes the reasoning when its token budget is spent.
+absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model& model,
+                                   const std::vector<int32_t>& prompt, bool stop_at_eos,
+                                   engine::ThinkingBudgetEnforcer* budget, TokenSink* sink) {
+  MOESERVE_RETURN_IF_ERROR(engine::ValidateSamplingParams(r.sampling, model.config().vocab_size));
+  engine::Engine eng(&model, r.engine_options);
+  MOESERVE_ASSIGN_OR_RETURN(engine::SeqId seq, eng.Add(prompt));
+  engine::Sampler sampler(r.sampling, 0);
+  const std::optional<int64_t> eos = model.config().eos_token_id;
+  Generation g;
+  auto emit = [&](int32_t t) -> absl::Status {
+    g.tokens.push_back(t);
+    if (sink != nullptr) MOESERVE_RETURN_IF_ERROR(sink->OnToken(t));
+    return eng.Append(seq, t);
+  };
+  if (budget != nullptr) {
+    for (int32_t t : budget->AtStart()) MOESERVE_RETURN_IF_ERROR(emit(t));
+  }
+  while (static_cast<int64_t>(g.tokens.size()) < r.max_new_tokens) {
+    MOESERVE_ASSIGN_OR_RETURN(std::vector<engine::StepOutput> out, eng.Step());
+    if (out.empty()) continue;  // a prompt chunk that did not finish the prompt
+    std::vector<float>& logits = out[0].logits;
+    if (g.first_logits.empty()) g.first_logits = logits;
+    int32_t next = sampler.Sample(logits, prompt, g.tokens).token;
+    if (r.all_logits) g.step_logits.push_back(std::move(logits));
+    if (stop_at_eos && ((eos && next == *eos) || sampler.IsStop(next))) {
+      g.finish_reason = "stop";
+      break;
+    }
+    MOESERVE_RETURN_IF_ERROR(emit(next));
+    if (budget != nullptr && !budget->done()) {
+      for (int32_t t : budget->OnReasoningToken(next)) MOESERVE_RETURN_IF_ERROR(emit(t));
+    }
+  }
+  if (g.first_logits.empty() && r.max_new_tokens == 0) {
+    // Still report the prompt's logits.
+    while (g.first_logits.empty()) {
+      MOESERVE_ASSIGN_OR_RETURN(std::vector<engine::StepOutput> out, eng.Step());
+      if (!out.empty()) g.first_logits = std::move(out[0].logits);
+    }
+  }
+  return g;
+}
+
+absl::Status GenerateIds(const GenerateRequest& r) {
+  MOESERVE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Model> model,
+                            engine::Model::Load(r.model_dir, r.model_options));
+  // Raw token mode generates exactly max_new_tokens (no stop at EOS), so outside tools and the
+  // reference comparison see a fixed-length continuation.
+  MOESERVE_ASSIGN_OR_RETURN(Generation g,
+                            RunLoop(r, *model, r.prompt, /*stop_at_eos=*/false, nullptr, nullptr));
+  if (r.json) {
+    Json j = {{"tokens", g.tokens}, {"logits", g.first_logits}};
+    if (r.all_logits) j["step_logits"] = g.step_logits;
+    std::cout << j.dump() << "\n";
+  } else {
+    for (size_t i = 0; i < g.tokens.size(); ++i) std::cout << (i ? "," : "") << g.tokens[i];
+    std::cout << "\n";
+  }
+  return absl::OkStatus();
+}
+
+// Streams text to stdout, splitting reasoning from the answer in chat mode.
+class TextSink final : public TokenSink {
+ public:
+  TextSink(const engine::Tokenizer& tok, bool chat, bool starts_in_reasoning, bool quiet)
+      : decoder_(tok), chat_(chat), splitter_(starts_in_reasoning), quiet_(quiet) {}
+
+  absl::Status OnToken(int32_t token) override {
+    MOESERVE_ASSIGN_OR_RETURN(std::string delta, decoder_.Add(token));
+    Write(delta);
+    return absl::OkStatus();
+  }
+  void Finish() {
+    Write(decoder_.Flush());
+    if (chat_) Print(splitter_.Flush());
+    if (!quiet_) std::cout << "\n";
+  }
+  const std::string& text() const { return text_; }
+  const std::string& reasoning() const { return reasoning_; }
+  const std::string& content() const { return content_; }
+
+ private:
+  void Write(const std::string& delta) {
+    text_ += delta;
+    if (!chat_) {
+      content_ += delta;
+      if (!quiet_) std::cout << delta << std::flush;
+      return;
+    }
+    Print(splitter_.Add(delta));
+  }
+  void Print(const engine::ReasoningSplitter::Delta& d) {
+    reasoning_ += d.reasoning;
+    content_ += d.content;
+    if (quiet_) return;
+    if (!d.reasoning.empty()) {
+      if (!in_reasoning_header_) std::cout << "[reasoning]\n";
+      in_reasoning_header_ = true;
+      std::cout << d.reasoning;
+    }
+    if (!d.content.empty()) {
+      if (!in_answer_header_) std::cout << (in_reasoning_header_ ? "\n[answer]\n" : "");
+      in_answer_header_ = true;
+      std::cout << d.content;
+    }
+    std::cout << std::flush;
+  }
+
+  engine::StreamDecoder decoder_;
+  bool chat_;
+  engine::ReasoningSplitter splitter_;
+  bool quiet_;
+  bool in_reasoning_header_ = false;
+  bool in_answer_header_ = false;
+  std::string text_, reasoning_, content_;
+};
 
 absl::Status GenerateText(const GenerateRequest& r) {
   MOESERVE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Tokenizer> tok,
                             engine::Tokenizer::Load(r.model_dir));
-  MOESERVE_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptIds(r, *tok));
+  std::vector<int32_t> prompt;
+  bool starts_in_reasoning = false;
+  if (r.chat) {
+    MOESERVE_ASSIGN_OR_RETURN(std::string rendered, RenderChat(r));
+    starts_in_reasoning = absl::EndsWith(rendered, "<think>\n");
+    engine::EncodeOptions opts;
+    opts.add_special_tokens = false;  // the template wrote BOS
+    MOESERVE_ASSIGN_OR_RETURN(prompt, tok->Encode(rendered, opts));
+  } else {
+    MOESERVE_ASSIGN_OR_RETURN(prompt, tok->Encode(*r.text, engine::EncodeOptions{}));
+  }
+  std::optional<engine::ThinkingBudgetEnforcer> budget;
+  if (r.reasoning_effort && starts_in_reasoning) {
+    MOESERVE_ASSIGN_OR_RETURN(int64_t tokens,
+                              engine::ThinkingBudget{}.ForEffort(*r.reasoning_effort));
+    engine::EncodeOptions opts;
+    opts.add_special_tokens = false;
+    MOESERVE_ASSIGN_OR_RETURN(std::vector<int32_t> close, tok->Encode("</think>\n\n", opts));
+    budget.emplace(tokens, std::move(close));
+  } else if (r.reasoning_effort) {
+    MOESERVE_RETURN_IF_ERROR(engine::ThinkingBudget{}.ForEffort(*r.reasoning_effort).status());
+  }
   MOESERVE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Model> model,
                             engine::Model::Load(r.model_dir, r.model_options));
-  const std::optional<int64_t> eos = model->config().eos_token_id;
-  engine::Engine eng(model.get(), r.engine_options);
-  MOESERVE_ASSIGN_OR_RETURN(engine::SeqId seq, eng.Add(prompt));
-  std::mt19937_64 rng(r.seed);
-  engine::StreamDecoder decoder(*tok);
-  std::vector<int32_t> generated;
-  std::string text;
-  while (static_cast<int64_t>(generated.size()) < r.max_new_tokens) {
-    MOESERVE_ASSIGN_OR_RETURN(std::vector<engine::StepOutput> out, eng.Step());
-    if (out.empty()) continue;
-    int32_t next = Choose(out[0].logits, r.temperature, &rng);
-    if (eos && next == *eos) break;
-    generated.push_back(next);
-    MOESERVE_ASSIGN_OR_RETURN(std::string delta, decoder.Add(next));
-    text += delta;
-    if (!r.json) std::cout << delta << std::flush;
-    if (static_cast<int64_t>(generated.size()) >= r.max_new_tokens) break;
-    MOESERVE_RETURN_IF_ERROR(eng.Append(seq, next));
-  }
-  std::string rest = decoder.Flush();
-  text += rest;
+  TextSink sink(*tok, r.chat, starts_in_reasoning, /*quiet=*/r.json);
+  MOESERVE_ASSIGN_OR_RETURN(Generation g,
+                            RunLoop(r, *model, prompt, /*stop_at_eos=*/true,
+                                    budget ? &*budget : nullptr, &sink));
+  sink.Finish();
   if (r.json) {
-    Json j = {{"prompt_tokens", prompt.size()}, {"tokens", generated}, {"text", text}};
+    Json j = {{"prompt_tokens", prompt.size()}, {"tokens", g.tokens},
+              {"text", sink.text()}, {"finish_reason", g.finish_reason}};
+    if (r.chat) {
+      j["reasoning_content"] = sink.reasoning();
+      j["content"] = sink.content();
+    }
     std::cout << j.dump() << "\n";
-  } else {
-    std::cout << rest << "\n";
   }
   return absl::OkStatus();
 }
@@ -222,7 +320,7 @@ int RunGenerate(const std::vector<std::string>& args) {
     LogError(r.status());
     return 2;
   }
-  absl::Status st = r->text ? GenerateText(*r) : Generate(*r);
+  absl::Status st = r->text ? GenerateText(*r) : GenerateIds(*r);
   if (!st.ok()) {
     LogError(st);
     return st.code() == absl::StatusCode::kInvalidArgument ||

@@ -55,7 +55,7 @@ std::set<int32_t> Support(const SamplingParams& p, const std::vector<float>& log
                           int draws) {
   Sampler sampler(p, 7);
   std::set<int32_t> seen;
-  for (int i = 0; i < draws; ++i) seen.insert(sampler.Sample(logits, {}, {}).token);
+  for (int i = 0; i < draws; ++i) seen.insert(sampler.Sample(logits, {}, {}, i).token);
   return seen;
 }
 
@@ -237,7 +237,7 @@ TEST(SamplerTest, LargeVocabTruncationMatchesFullSortReference) {
     std::set<int32_t> keep = ReferenceKeep(logits, top_k, top_p);
     Sampler sampler(p, 11);
     for (int i = 0; i < 20; ++i) {
-      int32_t t = sampler.Sample(logits, {}, {}).token;
+      int32_t t = sampler.Sample(logits, {}, {}, i).token;
       ASSERT_TRUE(keep.count(t)) << "top_k " << top_k << " top_p " << top_p << " token " << t;
     }
     if (top_p == 0.9) {
@@ -245,7 +245,7 @@ TEST(SamplerTest, LargeVocabTruncationMatchesFullSortReference) {
     }
     std::set<int32_t> keep_q = ReferenceKeep(quantized, top_k, top_p);
     for (int i = 0; i < 20; ++i) {
-      int32_t t = sampler.Sample(quantized, {}, {}).token;
+      int32_t t = sampler.Sample(quantized, {}, {}, i).token;
       ASSERT_TRUE(keep_q.count(t)) << "quantized top_k " << top_k << " top_p " << top_p;
     }
   }
@@ -326,7 +326,7 @@ TEST(SamplerTest, EmpiricalFrequenciesMatchSoftmax) {
   Sampler sampler(p, 0);
   const int n = 200000;
   std::vector<int64_t> counts(raw.size(), 0);
-  for (int i = 0; i < n; ++i) ++counts[sampler.Sample(logits, {}, {}).token];
+  for (int i = 0; i < n; ++i) ++counts[sampler.Sample(logits, {}, {}, i).token];
 
   double chi2 = 0.0;
   for (size_t i = 0; i < raw.size(); ++i) {
@@ -349,7 +349,7 @@ TEST(SamplerTest, TopPEmpiricalSupportAndRenormalisedFrequencies) {
   std::vector<float> logits = LogitsFromProbs(prob);
   const int n = 200000;
   std::vector<int64_t> counts(prob.size(), 0);
-  for (int i = 0; i < n; ++i) ++counts[sampler.Sample(logits, {}, {}).token];
+  for (int i = 0; i < n; ++i) ++counts[sampler.Sample(logits, {}, {}, i).token];
   EXPECT_GT(counts[0], 0);
   EXPECT_GT(counts[1], 0);
   EXPECT_GT(counts[2], 0);
@@ -417,6 +417,32 @@ TEST(ValidateSamplingParamsTest, RejectsEachOutOfRangeField) {
   ExpectInvalid(with([](SamplingParams& p) { p.top_logprobs = 2; }), "requires logprobs");
   ExpectInvalid(with([](SamplingParams& p) { p.stop_token_ids = {3, 100}; }), "stop token id 100");
   ExpectInvalid(with([](SamplingParams& p) { p.stop_token_ids = {-1}; }), "stop token id -1");
+}
+
+}  // namespace
+}  // namespace moeserve::engine
+
+namespace moeserve::engine {
+namespace {
+
+// A request moved to another worker (a fresh Sampler with the tokens generated so far) must
+// continue with exactly the draws the original would have made.
+TEST(SamplerTest, FreshSamplerWithTheSameHistoryContinuesTheSameStream) {
+  std::vector<float> logits(64);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>((i * 37) % 11) * 0.3f;
+  SamplingParams p;
+  p.temperature = 1.0;
+  p.seed = 1234;
+  Sampler original(p, 0);
+  std::vector<int32_t> generated;
+  for (int i = 0; i < 12; ++i) generated.push_back(original.Sample(logits, {}, generated).token);
+  for (size_t cut = 0; cut < generated.size(); ++cut) {
+    Sampler moved(p, 0);
+    std::vector<int32_t> history(generated.begin(), generated.begin() + cut);
+    EXPECT_EQ(moved.Sample(logits, {}, history).token, generated[cut]) << "after " << cut;
+  }
+  // And the draws really vary along the stream (the check above is not vacuous).
+  EXPECT_GT(std::set<int32_t>(generated.begin(), generated.end()).size(), 3u);
 }
 
 }  // namespace
