@@ -3,6 +3,8 @@
 #include <array>
 #include <random>
 
+#include "absl/strings/str_cat.h"
+
 namespace moeserve::engine::testing {
 namespace {
 
@@ -184,8 +186,8 @@ void AppendNumber(Rng& rng, std::string* out) {
       *out += std::to_string(rng.Below(1000));
       break;
     case 3:  // grouped
-      *out += "-" + std::to_string(rng.Below(999)) + "," + std::to_string(100 + rng.Below(900)) +
-              "," + std::to_string(100 + rng.Below(900));
+      absl::StrAppend(out, "-", rng.Below(999), ",", 100 + rng.Below(900), ",",
+                      100 + rng.Below(900));
       break;
     case 4: {  // non-ASCII digits: full-width, Arabic-Indic, Devanagari
       constexpr std::array<uint32_t, 3> kZero = {0xFF10, 0x0660, 0x0966};
@@ -195,9 +197,9 @@ void AppendNumber(Rng& rng, std::string* out) {
       break;
     }
     default:  // version strings, dates, hex
-      *out += "v" + std::to_string(rng.Below(20)) + "." + std::to_string(rng.Below(100)) + "." +
-              std::to_string(rng.Below(1000)) + " 2025-0" + std::to_string(1 + rng.Below(9)) +
-              "-1" + std::to_string(rng.Below(10)) + " 0x" + std::to_string(rng.Below(1 << 20));
+      absl::StrAppend(out, "v", rng.Below(20), ".", rng.Below(100), ".", rng.Below(1000),
+                      " 2025-0", 1 + rng.Below(9), "-1", rng.Below(10), " 0x",
+                      rng.Below(1 << 20));
   }
 }
 
