@@ -150,10 +150,14 @@ struct Generation {
 };
 
 // The decode loop shared by both modes. `stop_at_eos` ends at the model's EOS or a stop id;
-// `budget` (may be null) closes the reasoning when its token budget is spent.
+// `budget` (may be null) closes the reasoning when its token budget is spent. `sample_vocab` > 0
+// restricts sampling to ids below it: the ids a tokenizer can decode (DeepSeek-V3's embedding
+// has 129280 rows for 128815 tokens; a trained model never emits the padding rows, a random
+// one would).
 absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model& model,
                                    const std::vector<int32_t>& prompt, bool stop_at_eos,
-                                   engine::ThinkingBudgetEnforcer* budget, TokenSink* sink) {
+                                   int64_t sample_vocab, engine::ThinkingBudgetEnforcer* budget,
+                                   TokenSink* sink) {
   MOESERVE_RETURN_IF_ERROR(engine::ValidateSamplingParams(r.sampling, model.config().vocab_size));
   engine::Engine eng(&model, r.engine_options);
   MOESERVE_ASSIGN_OR_RETURN(engine::SeqId seq, eng.Add(prompt));
@@ -173,7 +177,11 @@ absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model
     if (out.empty()) continue;  // a prompt chunk that did not finish the prompt
     std::vector<float>& logits = out[0].logits;
     if (g.first_logits.empty()) g.first_logits = logits;
-    int32_t next = sampler.Sample(logits, prompt, g.tokens).token;
+    absl::Span<const float> choices = logits;
+    if (sample_vocab > 0 && sample_vocab < static_cast<int64_t>(logits.size())) {
+      choices = choices.subspan(0, sample_vocab);
+    }
+    int32_t next = sampler.Sample(choices, prompt, g.tokens).token;
     if (r.all_logits) g.step_logits.push_back(std::move(logits));
     if (stop_at_eos && ((eos && next == *eos) || sampler.IsStop(next))) {
       g.finish_reason = "stop";
@@ -200,7 +208,8 @@ absl::Status GenerateIds(const GenerateRequest& r) {
   // Raw token mode generates exactly max_new_tokens (no stop at EOS), so outside tools and the
   // reference comparison see a fixed-length continuation.
   MOESERVE_ASSIGN_OR_RETURN(Generation g,
-                            RunLoop(r, *model, r.prompt, /*stop_at_eos=*/false, nullptr, nullptr));
+                            RunLoop(r, *model, r.prompt, /*stop_at_eos=*/false, 0, nullptr,
+                                    nullptr));
   if (r.json) {
     Json j = {{"tokens", g.tokens}, {"logits", g.first_logits}};
     if (r.all_logits) j["step_logits"] = g.step_logits;
@@ -297,7 +306,7 @@ absl::Status GenerateText(const GenerateRequest& r) {
                             engine::Model::Load(r.model_dir, r.model_options));
   TextSink sink(*tok, r.chat, starts_in_reasoning, /*quiet=*/r.json);
   MOESERVE_ASSIGN_OR_RETURN(Generation g,
-                            RunLoop(r, *model, prompt, /*stop_at_eos=*/true,
+                            RunLoop(r, *model, prompt, /*stop_at_eos=*/true, tok->vocab_size(),
                                     budget ? &*budget : nullptr, &sink));
   sink.Finish();
   if (r.json) {
