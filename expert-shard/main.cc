@@ -1,0 +1,33 @@
+// moeserve-expert-shard: serves a slice of a model's routed experts over gRPC.
+#include <csignal>
+#include <memory>
+
+#include "common/log.h"
+#include "expert-shard/expert_shard_server.h"
+#include "expert-shard/flags.h"
+
+int main(int argc, char** argv) {
+  absl::StatusOr<moeserve::expert_shard::ShardConfig> config =
+      moeserve::expert_shard::ParseFlags(argc, argv);
+  if (!config.ok()) {
+    moeserve::LogError(config.status());
+    return 2;
+  }
+  // Block the stop signals before gRPC starts its threads, so only sigwait below sees them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  absl::StatusOr<std::unique_ptr<moeserve::expert_shard::ExpertShardServer>> server =
+      moeserve::expert_shard::ExpertShardServer::Create(*config);
+  if (!server.ok()) {
+    moeserve::LogError(server.status());
+    return 1;
+  }
+  int signal = 0;
+  sigwait(&stop, &signal);
+  moeserve::LogInfo("expert shard stopping");
+  (*server)->Shutdown();
+  return 0;
+}
