@@ -1,0 +1,220 @@
+#include "expert-shard/remote_expert_executor.h"
+
+#include <memory>
+#include <vector>
+
+#include "expert-shard/shard_compute.h"
+#include "expert-shard/transport/loopback_transport.h"
+#include "gtest/gtest.h"
+#include "tests/unit/expert-shard/shard_test_util.h"
+
+namespace moeserve::expert_shard {
+namespace {
+
+using engine::ComputeDType;
+using engine::Model;
+using testing::LoadShard;
+using testing::LoadWorker;
+using testing::Prompts;
+using testing::RunBatch;
+
+constexpr int kDecodeSteps = 3;
+
+// The whole model, run in-process: the reference every split must equal exactly.
+std::vector<std::vector<float>> Reference(ComputeDType compute) {
+  absl::StatusOr<std::unique_ptr<Model>> whole = testing::LoadPart(compute, true, nullptr, 2);
+  EXPECT_TRUE(whole.ok()) << whole.status();
+  if (!whole.ok()) return {};
+  absl::StatusOr<std::vector<std::vector<float>>> ref =
+      RunBatch(**whole, nullptr, Prompts(), kDecodeSteps);
+  EXPECT_TRUE(ref.ok()) << ref.status();
+  return ref.ok() ? *ref : std::vector<std::vector<float>>{};
+}
+
+// A worker plus N loopback shards under one placement.
+struct Cluster {
+  std::unique_ptr<Placement> placement;
+  std::unique_ptr<Model> worker;
+  std::vector<std::unique_ptr<Model>> shard_models;
+  std::vector<std::unique_ptr<ShardCompute>> shards;
+  std::unique_ptr<LoopbackTransport> transport;
+};
+
+Cluster MakeCluster(ComputeDType compute, const std::string& spec, int num_shards) {
+  Cluster c;
+  absl::StatusOr<std::unique_ptr<Model>> worker = LoadWorker(compute);
+  EXPECT_TRUE(worker.ok()) << worker.status();
+  if (!worker.ok()) return c;
+  c.worker = std::move(*worker);
+  absl::StatusOr<Placement> p =
+      Placement::Parse(spec, num_shards, MoeShape::FromConfig(c.worker->config()));
+  EXPECT_TRUE(p.ok()) << p.status();
+  if (!p.ok()) return c;
+  c.placement = std::make_unique<Placement>(*std::move(p));
+  std::vector<ShardCompute*> computes;
+  for (int32_t s = 0; s < num_shards; ++s) {
+    absl::StatusOr<std::unique_ptr<Model>> m = LoadShard(compute, *c.placement, s);
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return c;
+    c.shard_models.push_back(std::move(*m));
+    c.shards.push_back(std::make_unique<ShardCompute>(c.shard_models.back().get()));
+    computes.push_back(c.shards.back().get());
+  }
+  c.transport = std::make_unique<LoopbackTransport>(computes);
+  return c;
+}
+
+class LoopbackParityTest : public ::testing::TestWithParam<ComputeDType> {};
+
+TEST_P(LoopbackParityTest, TwoShardsEqualTheWholeModelExactly) {
+  std::vector<std::vector<float>> ref = Reference(GetParam());
+  ASSERT_FALSE(ref.empty());
+  Cluster c = MakeCluster(GetParam(), "round_robin", 2);
+  ASSERT_NE(c.transport, nullptr);
+  // Each shard holds exactly its half of the routed experts.
+  for (int32_t s = 0; s < 2; ++s) {
+    for (int64_t layer : c.placement->shape().moe_layers) {
+      for (int64_t e = 0; e < 16; ++e) {
+        EXPECT_EQ(c.shard_models[s]->expert(layer, e).loaded, e % 2 == s) << s << " " << e;
+      }
+    }
+  }
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(),
+                              c.worker->config().hidden_size);
+  absl::StatusOr<std::vector<std::vector<float>>> got =
+      RunBatch(*c.worker, &remote, Prompts(), kDecodeSteps);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) EXPECT_EQ((*got)[i], ref[i]) << "logits " << i;
+  // One exchange per MoE layer per step, and each exchange sends each shard at most one batch;
+  // with 4 sequences x 4 experts per token, both shards are needed every time.
+  const int64_t moe_layers = static_cast<int64_t>(c.placement->shape().moe_layers.size());
+  EXPECT_EQ(c.transport->exchanges(), (1 + kDecodeSteps) * moe_layers);
+  EXPECT_EQ(c.transport->batches_sent(0), c.transport->exchanges());
+  EXPECT_EQ(c.transport->batches_sent(1), c.transport->exchanges());
+}
+
+TEST_P(LoopbackParityTest, RedundantCopiesGiveTheSameLogits) {
+  std::vector<std::vector<float>> ref = Reference(GetParam());
+  ASSERT_FALSE(ref.empty());
+  Cluster c = MakeCluster(GetParam(), "contiguous,replicas=2,L1:0-3@2", 3);
+  ASSERT_NE(c.transport, nullptr);
+  for (ReplicaChoice choice : {ReplicaChoice::kLowestShard, ReplicaChoice::kSpreadByToken}) {
+    RemoteExpertExecutor remote(c.placement.get(), c.transport.get(),
+                                c.worker->config().hidden_size, choice);
+    absl::StatusOr<std::vector<std::vector<float>>> got =
+        RunBatch(*c.worker, &remote, Prompts(), kDecodeSteps);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, ref) << "choice " << static_cast<int>(choice);
+  }
+  // With shard 1 marked unhealthy, its experts are served by their other copies.
+  const int64_t before = c.transport->batches_sent(1);
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(),
+                              c.worker->config().hidden_size, ReplicaChoice::kSpreadByToken);
+  remote.SetShardHealthy(1, false);
+  absl::StatusOr<std::vector<std::vector<float>>> got =
+      RunBatch(*c.worker, &remote, Prompts(), kDecodeSteps);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, ref);
+  EXPECT_EQ(c.transport->batches_sent(1), before);
+}
+
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, LoopbackParityTest,
+                         ::testing::Values(ComputeDType::kF32, ComputeDType::kBf16),
+                         [](const ::testing::TestParamInfo<ComputeDType>& p) {
+                           return p.param == ComputeDType::kF32 ? "F32" : "Bf16";
+                         });
+
+TEST(RemoteExpertExecutorTest, SpreadByTokenUsesEveryCopy) {
+  Cluster c = MakeCluster(ComputeDType::kF32, "round_robin,replicas=2", 2);
+  ASSERT_NE(c.transport, nullptr);
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(),
+                              c.worker->config().hidden_size, ReplicaChoice::kSpreadByToken);
+  const int64_t hidden = c.worker->config().hidden_size;
+  // Two tokens, both choosing expert 3: token 0 goes to shard 0, token 1 to shard 1.
+  std::vector<float> x(2 * hidden, 0.5f), out(2 * hidden);
+  std::vector<int32_t> ids = {3, 3};
+  std::vector<float> w = {1.0f, 1.0f};
+  ASSERT_TRUE(remote.Run(1, x.data(), 2, 1, ids.data(), w.data(), out.data()).ok());
+  EXPECT_EQ(c.transport->batches_sent(0), 1);
+  EXPECT_EQ(c.transport->batches_sent(1), 1);
+  // Equal inputs on either copy give equal outputs.
+  for (int64_t d = 0; d < hidden; ++d) EXPECT_EQ(out[d], out[hidden + d]);
+}
+
+TEST(RemoteExpertExecutorTest, ErrorsNameTheShard) {
+  Cluster c = MakeCluster(ComputeDType::kF32, "round_robin", 2);
+  ASSERT_NE(c.transport, nullptr);
+  const int64_t hidden = c.worker->config().hidden_size;
+  std::vector<float> x(hidden, 0.25f), out(hidden);
+  std::vector<int32_t> ids = {0, 1};
+  std::vector<float> w = {0.5f, 0.5f};
+  // The worker believes in a different placement than the shards loaded: shard 0 is asked for
+  // expert 1, which it does not hold.
+  absl::StatusOr<Placement> wrong =
+      Placement::Parse("explicit,0-15@0", 2, c.placement->shape());
+  ASSERT_TRUE(wrong.ok());
+  RemoteExpertExecutor confused(&*wrong, c.transport.get(), hidden);
+  absl::Status s = confused.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("loopback shard 0: expert 1 of layer 1 is not held"),
+            absl::string_view::npos)
+      << s;
+
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), hidden);
+  std::vector<int32_t> bad = {0, 16};
+  s = remote.Run(1, x.data(), 1, 2, bad.data(), w.data(), out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  s = remote.Run(0, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+
+  LoopbackTransport half_dead({c.shards[0].get(), nullptr});
+  RemoteExpertExecutor over_dead(c.placement.get(), &half_dead, hidden);
+  s = over_dead.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("loopback shard 1"), absl::string_view::npos) << s;
+  over_dead.SetShardHealthy(1, false);
+  s = over_dead.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("no healthy shard holds expert 1"), absl::string_view::npos) << s;
+}
+
+TEST(ShardComputeTest, ValidatesBatches) {
+  Cluster c = MakeCluster(ComputeDType::kF32, "round_robin", 2);
+  ASSERT_NE(c.transport, nullptr);
+  ShardCompute& shard0 = *c.shards[0];
+  const int64_t hidden = c.worker->config().hidden_size;
+  ShardResult r;
+  ShardBatch ok{0, 1, {0, 2}, {1, 2}, std::vector<float>(3 * hidden, 0.1f)};
+  ASSERT_TRUE(shard0.Run(ok, &r).ok());
+  EXPECT_EQ(r.outputs.size(), ok.rows.size());
+
+  ShardBatch b = ok;
+  b.rows.pop_back();  // rows one float short
+  EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kInvalidArgument);
+  b = ok;
+  b.counts = {1};
+  EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kInvalidArgument);
+  b = ok;
+  b.counts = {-1, 4};
+  EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kInvalidArgument);
+  b = ok;
+  b.experts = {2, 0};
+  EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kInvalidArgument);
+  b = ok;
+  b.experts = {0, 1};  // 1 lives on shard 1
+  absl::Status s = shard0.Run(b, &r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(), "expert 1 of layer 1 is not held by this shard");
+  b = ok;
+  b.experts = {0, 16};
+  EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kFailedPrecondition);
+  b = ok;
+  b.layer = 0;  // the dense layer
+  EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kFailedPrecondition);
+  b.layer = 99;
+  EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace moeserve::expert_shard
