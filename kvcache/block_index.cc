@@ -150,7 +150,9 @@ void BlockIndex::Unpin(const BlockHash& hash, uint64_t generation) {
 
 void BlockIndex::EndLease(absl::flat_hash_map<uint64_t, LeaseRecord>::iterator it) {
   lease_expiry_.erase({it->second.expires, it->first});
-  for (const auto& [hash, generation] : it->second.blocks) Unpin(hash, generation);
+  // Last to first, so the lease's first block ends up most recent (as in Lookup).
+  const auto& blocks = it->second.blocks;
+  for (auto b = blocks.rbegin(); b != blocks.rend(); ++b) Unpin(b->first, b->second);
   leases_.erase(it);
 }
 
