@@ -52,6 +52,22 @@ class Engine {
   // consumed by this step. `experts` null: the model's local experts.
   absl::StatusOr<std::vector<StepOutput>> Step(ExpertExecutor* experts = nullptr);
 
+  // Prefix caching across processes. A block's bytes are its latent rows for every layer
+  // (layers x block_tokens x latent_dim float32, as KvCache lays them out).
+  int64_t BlockBytes() const;
+  // Fills the first blocks of a just-added sequence (nothing computed yet) from `blocks`, so only
+  // the rest of its tokens is computed. At most (length - 1) / block_tokens blocks are taken (the
+  // last token always runs, to produce logits); returns how many tokens were imported.
+  // InvalidArgument for a wrong byte size or a sequence that already ran; ResourceExhausted when
+  // the pool has no room.
+  absl::StatusOr<int64_t> ImportPrefix(SeqId seq, absl::Span<const std::string> blocks);
+  // The bytes of full block `index` of `seq` (its tokens must be computed).
+  absl::StatusOr<std::string> ExportBlock(SeqId seq, int64_t index) const;
+  // Tokens of `seq` whose latents are in the cache.
+  absl::StatusOr<int64_t> CachedTokens(SeqId seq) const;
+  // Sequences held, and blocks free, for load reports.
+  int64_t num_sequences() const { return static_cast<int64_t>(seqs_.size()); }
+
   bool HasPending() const;
   absl::StatusOr<int64_t> Length(SeqId seq) const;  // tokens in the sequence
   const KvCache& cache() const { return cache_; }

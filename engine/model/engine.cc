@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -113,6 +114,64 @@ absl::Status Engine::Free(SeqId seq) {
   for (int32_t b : it->second.blocks) cache_.Release(b);
   seqs_.erase(it);
   return absl::OkStatus();
+}
+
+int64_t Engine::BlockBytes() const {
+  return model_->config().num_hidden_layers * cache_.block_tokens() * cache_.latent_dim() *
+         static_cast<int64_t>(sizeof(float));
+}
+
+absl::StatusOr<int64_t> Engine::ImportPrefix(SeqId seq, absl::Span<const std::string> blocks) {
+  MOESERVE_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (s->cached != 0 || !s->blocks.empty()) {
+    return absl::InvalidArgumentError("ImportPrefix needs a sequence that has not run yet");
+  }
+  const int64_t bt = cache_.block_tokens();
+  const int64_t usable = (static_cast<int64_t>(s->tokens.size()) - 1) / bt;
+  const int64_t n = std::min<int64_t>(usable, static_cast<int64_t>(blocks.size()));
+  const int64_t layers = model_->config().num_hidden_layers;
+  const size_t layer_bytes = static_cast<size_t>(bt * cache_.latent_dim()) * sizeof(float);
+  for (int64_t i = 0; i < n; ++i) {
+    if (static_cast<int64_t>(blocks[i].size()) != BlockBytes()) {
+      return absl::InvalidArgumentError(absl::StrCat("cached block ", i, " has ",
+                                                     blocks[i].size(), " bytes, expected ",
+                                                     BlockBytes()));
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    absl::StatusOr<int32_t> b = cache_.Allocate();
+    if (!b.ok()) return b.status();
+    s->blocks.push_back(*b);
+    for (int64_t l = 0; l < layers; ++l) {
+      std::memcpy(cache_.Row(*b, l, 0), blocks[i].data() + l * layer_bytes, layer_bytes);
+    }
+    s->cached += bt;
+  }
+  return s->cached;
+}
+
+absl::StatusOr<std::string> Engine::ExportBlock(SeqId seq, int64_t index) const {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return absl::InvalidArgumentError(absl::StrCat("no sequence ", seq));
+  const Sequence& s = it->second;
+  const int64_t bt = cache_.block_tokens();
+  if (index < 0 || (index + 1) * bt > s.cached) {
+    return absl::InvalidArgumentError(absl::StrCat("block ", index, " of sequence ", seq,
+                                                   " is not fully computed"));
+  }
+  const int64_t layers = model_->config().num_hidden_layers;
+  const size_t layer_bytes = static_cast<size_t>(bt * cache_.latent_dim()) * sizeof(float);
+  std::string out(static_cast<size_t>(BlockBytes()), '\0');
+  for (int64_t l = 0; l < layers; ++l) {
+    std::memcpy(out.data() + l * layer_bytes, cache_.Row(s.blocks[index], l, 0), layer_bytes);
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> Engine::CachedTokens(SeqId seq) const {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return absl::InvalidArgumentError(absl::StrCat("no sequence ", seq));
+  return it->second.cached;
 }
 
 bool Engine::HasPending() const {

@@ -382,3 +382,42 @@ TEST(Fp8Test, Fp8CheckpointEqualsItsDequantisedEquivalent) {
 
 }  // namespace
 }  // namespace moeserve::engine
+
+namespace moeserve::engine {
+namespace {
+
+TEST(PrefixImportTest, ImportedBlocksGiveTheSameLogitsAsComputingThem) {
+  std::unique_ptr<Model> m = LoadSmall("import", ComputeDType::kF32);
+  ASSERT_NE(m, nullptr);
+  EngineOptions o;
+  o.block_tokens = 4;
+  o.kv_cache_tokens = 256;
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 14; ++i) tokens.push_back(3 * i + 1);
+  // Producer: compute the sequence and export its full blocks.
+  Engine producer(m.get(), o);
+  SeqId p = *producer.Add(tokens);
+  std::vector<float> expected = StepUntil(&producer, p);
+  std::vector<std::string> blocks;
+  for (int64_t b = 0; b < 3; ++b) blocks.push_back(*producer.ExportBlock(p, b));
+  EXPECT_FALSE(producer.ExportBlock(p, 3).ok());  // the partial block
+  // Consumer: import them and compute only the rest.
+  Engine consumer(m.get(), o);
+  SeqId c = *consumer.Add(tokens);
+  absl::StatusOr<int64_t> imported = consumer.ImportPrefix(c, blocks);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(*imported, 12);
+  EXPECT_EQ(StepUntil(&consumer, c), expected);
+  // A sequence that is exactly the cached blocks still computes its last token.
+  std::vector<int32_t> twelve(tokens.begin(), tokens.begin() + 12);
+  SeqId d = *consumer.Add(twelve);
+  EXPECT_EQ(*consumer.ImportPrefix(d, blocks), 8);
+  EXPECT_EQ(StepUntil(&consumer, d), Recompute(*m, twelve));
+  // Wrong sizes are rejected.
+  SeqId e = *consumer.Add(tokens);
+  EXPECT_EQ(consumer.ImportPrefix(e, {std::string("short")}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace moeserve::engine
