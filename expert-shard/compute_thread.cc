@@ -25,9 +25,8 @@ void ComputeThread::Loop() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](ComputeThread* t) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return t->stop_ || !t->tasks_.empty();
-          },
+          +[](ComputeThread* t)
+               ABSL_NO_THREAD_SAFETY_ANALYSIS { return t->stop_ || !t->tasks_.empty(); },
           this));
       if (tasks_.empty()) return;  // stopping, and everything posted has run
       task = std::move(tasks_.front());

@@ -15,8 +15,8 @@ namespace moeserve::expert_shard {
 absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
     const ShardConfig& config) {
   if (config.num_shards < 1 || config.shard_id < 0 || config.shard_id >= config.num_shards) {
-    return absl::InvalidArgumentError(absl::StrCat("shard id ", config.shard_id, " outside [0, ",
-                                                   config.num_shards, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("shard id ", config.shard_id, " outside [0, ", config.num_shards, ")"));
   }
   absl::StatusOr<engine::ModelConfig> model_config = engine::LoadModelConfig(config.model_dir);
   if (!model_config.ok()) return model_config.status();
@@ -32,9 +32,7 @@ absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
   options.filter.attention_side = false;
   const Placement* p = s->placement_.get();
   const int32_t id = config.shard_id;
-  options.filter.want_expert = [p, id](int64_t layer, int64_t e) {
-    return p->Holds(id, layer, e);
-  };
+  options.filter.want_expert = [p, id](int64_t layer, int64_t e) { return p->Holds(id, layer, e); };
   absl::StatusOr<std::unique_ptr<engine::Model>> model =
       engine::Model::Load(config.model_dir, options);
   if (!model.ok()) return model.status();

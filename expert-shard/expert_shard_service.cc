@@ -45,9 +45,9 @@ grpc::ServerUnaryReactor* ExpertShardService::Info(grpc::CallbackServerContext* 
   return reactor;
 }
 
-grpc::ServerUnaryReactor* ExpertShardService::Exchange(
-    grpc::CallbackServerContext* context, const moeserve::v1::ExchangeRequest* request,
-    moeserve::v1::ExchangeResponse* response) {
+grpc::ServerUnaryReactor* ExpertShardService::Exchange(grpc::CallbackServerContext* context,
+                                                       const moeserve::v1::ExchangeRequest* request,
+                                                       moeserve::v1::ExchangeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const int64_t hidden = compute_->model().config().hidden_size;
   auto batch = std::make_shared<ShardBatch>();

@@ -23,7 +23,7 @@ absl::Status ParseInt(const std::string& flag, const std::string& text, int lo, 
 }  // namespace
 
 absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv) {
-  static const char* const kFlags[] = {"model",   "port",          "shard-id", "num-shards",
+  static const char* const kFlags[] = {"model",     "port",          "shard-id", "num-shards",
                                        "placement", "compute-dtype", "threads",  "host"};
   std::map<std::string, std::string> values;
   for (int i = 1; i < argc; ++i) {

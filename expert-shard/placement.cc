@@ -25,6 +25,62 @@ const std::vector<int32_t>& EmptyShards() {
   return *kEmpty;
 }
 
+// An extra copy: experts [first, last] of `layer` (-1: every MoE layer) on `shard`.
+struct Copy {
+  int64_t layer;
+  int64_t first, last;
+  int32_t shard;
+};
+
+// Parses "[L<layer>:]<e>[-<e2>]@<shard>".
+absl::StatusOr<Copy> ParseCopy(absl::string_view token, const Placement& p, int num_shards,
+                               int64_t n_experts) {
+  Copy c{-1, 0, 0, 0};
+  absl::string_view rest = token;
+  if (absl::ConsumePrefix(&rest, "L")) {
+    size_t colon = rest.find(':');
+    if (colon == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("placement token '", token, "': expected L<layer>:<experts>@<shard>"));
+    }
+    absl::StatusOr<int64_t> l = ParseIndex(rest.substr(0, colon), "layer", token);
+    if (!l.ok()) return l.status();
+    if (!p.IsMoeLayer(*l)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("placement token '", token, "': layer ", *l, " is not a MoE layer"));
+    }
+    c.layer = *l;
+    rest.remove_prefix(colon + 1);
+  }
+  size_t at = rest.find('@');
+  if (at == absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "placement token '", token, "': expected replicas=R or [L<layer>:]<e>[-<e2>]@<shard>"));
+  }
+  absl::string_view range = rest.substr(0, at);
+  absl::StatusOr<int64_t> shard = ParseIndex(rest.substr(at + 1), "shard", token);
+  if (!shard.ok()) return shard.status();
+  if (*shard >= num_shards) {
+    return absl::InvalidArgumentError(absl::StrCat("placement token '", token, "': shard ", *shard,
+                                                   " outside [0, ", num_shards, ")"));
+  }
+  c.shard = static_cast<int32_t>(*shard);
+  size_t dash = range.find('-');
+  absl::StatusOr<int64_t> first = ParseIndex(range.substr(0, dash), "expert", token);
+  if (!first.ok()) return first.status();
+  c.first = c.last = *first;
+  if (dash != absl::string_view::npos) {
+    absl::StatusOr<int64_t> last = ParseIndex(range.substr(dash + 1), "expert", token);
+    if (!last.ok()) return last.status();
+    c.last = *last;
+  }
+  if (c.first > c.last || c.last >= n_experts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("placement token '", token, "': experts outside [0, ", n_experts, ")"));
+  }
+  return c;
+}
+
 }  // namespace
 
 MoeShape MoeShape::FromConfig(const engine::ModelConfig& config) {
@@ -98,11 +154,6 @@ absl::StatusOr<Placement> Placement::Parse(absl::string_view spec, int num_shard
         "placement layout '", layout, "' is not one of round_robin, contiguous, explicit"));
   }
   int64_t replicas = 1;
-  struct Copy {
-    int64_t layer;  // -1: every MoE layer
-    int64_t first, last;
-    int32_t shard;
-  };
   std::vector<Copy> copies;
   for (size_t i = 1; i < tokens.size(); ++i) {
     const absl::string_view token = absl::StripAsciiWhitespace(tokens[i]);
@@ -111,56 +162,15 @@ absl::StatusOr<Placement> Placement::Parse(absl::string_view spec, int num_shard
       absl::StatusOr<int64_t> r = ParseIndex(rest, "replicas", token);
       if (!r.ok()) return r.status();
       if (*r < 1 || *r > num_shards) {
-        return absl::InvalidArgumentError(absl::StrCat("placement token '", token,
-                                                       "': replicas must be in [1, ", num_shards,
-                                                       "]"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "placement token '", token, "': replicas must be in [1, ", num_shards, "]"));
       }
       replicas = *r;
       continue;
     }
-    Copy c{-1, 0, 0, 0};
-    if (absl::ConsumePrefix(&rest, "L")) {
-      size_t colon = rest.find(':');
-      if (colon == absl::string_view::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("placement token '", token, "': expected L<layer>:<experts>@<shard>"));
-      }
-      absl::StatusOr<int64_t> l = ParseIndex(rest.substr(0, colon), "layer", token);
-      if (!l.ok()) return l.status();
-      if (!p.IsMoeLayer(*l)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("placement token '", token, "': layer ", *l, " is not a MoE layer"));
-      }
-      c.layer = *l;
-      rest.remove_prefix(colon + 1);
-    }
-    size_t at = rest.find('@');
-    if (at == absl::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "placement token '", token, "': expected replicas=R or [L<layer>:]<e>[-<e2>]@<shard>"));
-    }
-    absl::string_view range = rest.substr(0, at);
-    absl::StatusOr<int64_t> shard = ParseIndex(rest.substr(at + 1), "shard", token);
-    if (!shard.ok()) return shard.status();
-    if (*shard >= num_shards) {
-      return absl::InvalidArgumentError(absl::StrCat("placement token '", token, "': shard ",
-                                                     *shard, " outside [0, ", num_shards, ")"));
-    }
-    c.shard = static_cast<int32_t>(*shard);
-    size_t dash = range.find('-');
-    absl::StatusOr<int64_t> first = ParseIndex(range.substr(0, dash), "expert", token);
-    if (!first.ok()) return first.status();
-    c.first = c.last = *first;
-    if (dash != absl::string_view::npos) {
-      absl::StatusOr<int64_t> last = ParseIndex(range.substr(dash + 1), "expert", token);
-      if (!last.ok()) return last.status();
-      c.last = *last;
-    }
-    if (c.first > c.last || c.last >= n_experts) {
-      return absl::InvalidArgumentError(absl::StrCat("placement token '", token,
-                                                     "': experts outside [0, ", n_experts, ")"));
-    }
-    copies.push_back(c);
+    absl::StatusOr<Copy> c = ParseCopy(token, p, num_shards, n_experts);
+    if (!c.ok()) return c.status();
+    copies.push_back(*c);
   }
   if (layout == "explicit" && replicas != 1) {
     return absl::InvalidArgumentError("placement: replicas=R needs round_robin or contiguous");

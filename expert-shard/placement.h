@@ -13,8 +13,8 @@ namespace moeserve::expert_shard {
 
 // The MoE part of a model's shape: what a placement has to cover.
 struct MoeShape {
-  int64_t num_layers = 0;        // all transformer layers (dense ones included)
-  int64_t n_routed_experts = 0;  // routed experts per MoE layer
+  int64_t num_layers = 0;           // all transformer layers (dense ones included)
+  int64_t n_routed_experts = 0;     // routed experts per MoE layer
   std::vector<int64_t> moe_layers;  // ascending layer indices that are MoE layers
 
   static MoeShape FromConfig(const engine::ModelConfig& config);
@@ -60,7 +60,7 @@ class Placement {
   int num_shards_ = 0;
   MoeShape shape_;
   std::string spec_;
-  std::vector<int64_t> layer_index_;                   // [layer] -> index in replicas_, or -1
+  std::vector<int64_t> layer_index_;                         // [layer] -> index in replicas_, or -1
   std::vector<std::vector<std::vector<int32_t>>> replicas_;  // [moe layer][expert] -> shards
 };
 

@@ -6,6 +6,25 @@
 
 namespace moeserve::expert_shard {
 
+namespace {
+
+// out[t] = sum over j in order of weights[t, j] * slot_out[t * k + j]: the same float operations
+// in the same order as the engine's LocalExpertExecutor, so results match it bit for bit.
+void CombineInSlotOrder(const float* slot_out, const float* weights, int64_t n, int64_t k,
+                        int64_t hidden, float* out) {
+  for (int64_t t = 0; t < n; ++t) {
+    float* dst = out + t * hidden;
+    std::memset(dst, 0, sizeof(float) * hidden);
+    for (int64_t j = 0; j < k; ++j) {
+      const float* s = slot_out + (t * k + j) * hidden;
+      const float wt = weights[t * k + j];
+      for (int64_t d = 0; d < hidden; ++d) dst[d] += wt * s[d];
+    }
+  }
+}
+
+}  // namespace
+
 RemoteExpertExecutor::RemoteExpertExecutor(const Placement* placement,
                                            ActivationTransport* transport, int64_t hidden_size,
                                            ReplicaChoice choice)
@@ -82,9 +101,9 @@ absl::Status RemoteExpertExecutor::Run(int64_t layer, const float* x, int64_t n,
     const ShardBatch& batch = batches[b];
     const std::vector<float>& o = results[b].outputs;
     if (o.size() != batch.rows.size()) {
-      return absl::UnavailableError(absl::StrCat(
-          transport_->ShardName(batch.shard), " returned ", o.size(), " floats for ",
-          batch.rows.size(), " sent"));
+      return absl::UnavailableError(absl::StrCat(transport_->ShardName(batch.shard), " returned ",
+                                                 o.size(), " floats for ", batch.rows.size(),
+                                                 " sent"));
     }
     int64_t row = 0;
     for (int32_t e : batch.experts) {
@@ -94,16 +113,7 @@ absl::Status RemoteExpertExecutor::Run(int64_t layer, const float* x, int64_t n,
       }
     }
   }
-  // Combine in each token's own top-k order, exactly as the local executor does.
-  for (int64_t t = 0; t < n; ++t) {
-    float* dst = out + t * hidden_;
-    std::memset(dst, 0, sizeof(float) * hidden_);
-    for (int64_t j = 0; j < k; ++j) {
-      const float* s = &slot_out_[(t * k + j) * hidden_];
-      const float wt = weights[t * k + j];
-      for (int64_t d = 0; d < hidden_; ++d) dst[d] += wt * s[d];
-    }
-  }
+  CombineInSlotOrder(slot_out_.data(), weights, n, k, hidden_, out);
   return absl::OkStatus();
 }
 

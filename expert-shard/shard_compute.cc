@@ -28,15 +28,15 @@ absl::Status ShardCompute::Validate(const ShardBatch& batch) const {
           absl::StrCat("negative row count ", batch.counts[i], " for expert ", e));
     }
     if (e < 0 || e >= c.n_routed_experts || !model_->expert(batch.layer, e).loaded) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "expert ", e, " of layer ", batch.layer, " is not held by this shard"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("expert ", e, " of layer ", batch.layer, " is not held by this shard"));
     }
     total += batch.counts[i];
   }
   if (static_cast<int64_t>(batch.rows.size()) != total * c.hidden_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch carries ", batch.rows.size(), " floats; ", total, " rows of width ",
-                     c.hidden_size, " need ", total * c.hidden_size));
+    return absl::InvalidArgumentError(absl::StrCat("batch carries ", batch.rows.size(), " floats; ",
+                                                   total, " rows of width ", c.hidden_size,
+                                                   " need ", total * c.hidden_size));
   }
   return absl::OkStatus();
 }

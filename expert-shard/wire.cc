@@ -35,12 +35,11 @@ absl::Status BatchFromProto(const moeserve::v1::ExchangeRequest& request, int64_
   batch->rows.clear();
   int64_t total = 0;
   for (const moeserve::v1::ExpertRows& r : request.batches()) {
-    if (r.rows() < 0 ||
-        static_cast<int64_t>(r.activations().size()) !=
-            r.rows() * hidden * static_cast<int64_t>(sizeof(float))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "expert ", r.expert(), ": ", r.activations().size(), " bytes are not ", r.rows(),
-          " rows of ", hidden, " float32 values"));
+    if (r.rows() < 0 || static_cast<int64_t>(r.activations().size()) !=
+                            r.rows() * hidden * static_cast<int64_t>(sizeof(float))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert ", r.expert(), ": ", r.activations().size(), " bytes are not ",
+                       r.rows(), " rows of ", hidden, " float32 values"));
     }
     total += r.rows();
   }
@@ -69,8 +68,8 @@ void ResultToProto(const ShardBatch& batch, const ShardResult& result, int64_t h
   }
 }
 
-absl::Status ResultFromProto(const moeserve::v1::ExchangeResponse& response,
-                             const ShardBatch& sent, int64_t hidden, ShardResult* result) {
+absl::Status ResultFromProto(const moeserve::v1::ExchangeResponse& response, const ShardBatch& sent,
+                             int64_t hidden, ShardResult* result) {
   if (response.outputs_size() != static_cast<int>(sent.experts.size())) {
     return absl::InternalError(absl::StrCat("response has ", response.outputs_size(),
                                             " expert outputs for ", sent.experts.size(),
@@ -83,11 +82,10 @@ absl::Status ResultFromProto(const moeserve::v1::ExchangeResponse& response,
     const size_t bytes = static_cast<size_t>(sent.counts[i] * hidden) * sizeof(float);
     if (o.expert() != sent.experts[i] || o.rows() != sent.counts[i] ||
         o.outputs().size() != bytes) {
-      return absl::InternalError(absl::StrCat("response entry ", i, " (expert ", o.expert(),
-                                              ", ", o.rows(), " rows, ", o.outputs().size(),
-                                              " bytes) does not answer expert ",
-                                              sent.experts[i], " with ", sent.counts[i],
-                                              " rows"));
+      return absl::InternalError(absl::StrCat("response entry ", i, " (expert ", o.expert(), ", ",
+                                              o.rows(), " rows, ", o.outputs().size(),
+                                              " bytes) does not answer expert ", sent.experts[i],
+                                              " with ", sent.counts[i], " rows"));
     }
     std::memcpy(dst, o.outputs().data(), bytes);
     dst += bytes;

@@ -23,8 +23,8 @@ void ResultToProto(const ShardBatch& batch, const ShardResult& result, int64_t h
                    moeserve::v1::ExchangeResponse* response);
 
 // Checks that the response answers `sent` (same experts, counts and sizes); Internal otherwise.
-absl::Status ResultFromProto(const moeserve::v1::ExchangeResponse& response,
-                             const ShardBatch& sent, int64_t hidden, ShardResult* result);
+absl::Status ResultFromProto(const moeserve::v1::ExchangeResponse& response, const ShardBatch& sent,
+                             int64_t hidden, ShardResult* result);
 
 }  // namespace moeserve::expert_shard
 

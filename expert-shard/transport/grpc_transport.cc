@@ -24,8 +24,7 @@ struct Call {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GrpcTransport>> GrpcTransport::Create(
-    GrpcTransportOptions options) {
+absl::StatusOr<std::unique_ptr<GrpcTransport>> GrpcTransport::Create(GrpcTransportOptions options) {
   if (options.addresses.empty()) {
     return absl::InvalidArgumentError("GrpcTransport needs at least one shard address");
   }
@@ -58,9 +57,8 @@ absl::Status GrpcTransport::FromShard(int32_t shard, absl::Status status) const 
   if (code == absl::StatusCode::kFailedPrecondition || code == absl::StatusCode::kInvalidArgument) {
     return absl::Status(code, absl::StrCat(ShardName(shard), ": ", status.message()));
   }
-  return absl::UnavailableError(absl::StrCat(ShardName(shard), ": ",
-                                             absl::StatusCodeToString(code), ": ",
-                                             status.message()));
+  return absl::UnavailableError(
+      absl::StrCat(ShardName(shard), ": ", absl::StatusCodeToString(code), ": ", status.message()));
 }
 
 absl::Status GrpcTransport::Exchange(int64_t layer, absl::Span<const ShardBatch> batches,
@@ -69,9 +67,9 @@ absl::Status GrpcTransport::Exchange(int64_t layer, absl::Span<const ShardBatch>
   std::vector<std::unique_ptr<Call>> calls;
   for (const ShardBatch& b : batches) {
     if (b.shard < 0 || b.shard >= num_shards() || b.layer != layer) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("batch for shard ", b.shard, " layer ", b.layer, " in an exchange of ",
-                       num_shards(), " shards, layer ", layer));
+      return absl::InvalidArgumentError(absl::StrCat("batch for shard ", b.shard, " layer ",
+                                                     b.layer, " in an exchange of ", num_shards(),
+                                                     " shards, layer ", layer));
     }
     auto call = std::make_unique<Call>();
     call->context.set_deadline(absl::ToChronoTime(absl::Now() + options_.deadline));
@@ -82,16 +80,17 @@ absl::Status GrpcTransport::Exchange(int64_t layer, absl::Span<const ShardBatch>
   size_t pending = calls.size();
   for (size_t i = 0; i < calls.size(); ++i) {
     Call* c = calls[i].get();
-    stubs_[batches[i].shard]->async()->Exchange(
-        &c->context, &c->request, &c->response, [c, &mu, &pending](grpc::Status s) {
-          c->status = FromGrpcStatus(s);
-          absl::MutexLock lock(&mu);
-          --pending;
-        });
+    stubs_[batches[i].shard]->async()->Exchange(&c->context, &c->request, &c->response,
+                                                [c, &mu, &pending](grpc::Status s) {
+                                                  c->status = FromGrpcStatus(s);
+                                                  absl::MutexLock lock(&mu);
+                                                  --pending;
+                                                });
   }
   {
     absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(+[](size_t* p) { return *p == 0; }, &pending));
+    mu.Await(absl::Condition(
+        +[](size_t* p) { return *p == 0; }, &pending));
   }
   results->assign(batches.size(), ShardResult());
   for (size_t i = 0; i < calls.size(); ++i) {
@@ -120,9 +119,8 @@ absl::StatusOr<moeserve::v1::ShardInfoResponse> GrpcTransport::Info(int32_t shar
 absl::Status GrpcTransport::VerifyShards(const Placement& placement,
                                          const engine::ModelConfig& config) {
   if (placement.num_shards() != num_shards()) {
-    return absl::FailedPreconditionError(absl::StrCat("placement has ", placement.num_shards(),
-                                                      " shards; ", num_shards(),
-                                                      " addresses given"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "placement has ", placement.num_shards(), " shards; ", num_shards(), " addresses given"));
   }
   for (int32_t s = 0; s < num_shards(); ++s) {
     absl::StatusOr<moeserve::v1::ShardInfoResponse> info = Info(s);
@@ -133,7 +131,8 @@ absl::Status GrpcTransport::VerifyShards(const Placement& placement,
     };
     if (!info->serving()) return fail("not serving");
     if (info->shard_id() != s) return fail(absl::StrCat("reports shard id ", info->shard_id()));
-    if (m.hidden_size() != config.hidden_size || m.num_hidden_layers() != config.num_hidden_layers ||
+    if (m.hidden_size() != config.hidden_size ||
+        m.num_hidden_layers() != config.num_hidden_layers ||
         m.n_routed_experts() != config.n_routed_experts ||
         m.moe_intermediate_size() != config.moe_intermediate_size) {
       return fail(absl::StrCat("serves a model with hidden ", m.hidden_size(), ", ",
@@ -151,8 +150,8 @@ absl::Status GrpcTransport::VerifyShards(const Placement& placement,
       }
       for (int32_t e : want) {
         if (!std::binary_search(held.begin(), held.end(), e)) {
-          return fail(absl::StrCat("does not hold expert ", e, " of layer ", layer,
-                                   " (holds ", absl::StrJoin(held, ","), ")"));
+          return fail(absl::StrCat("does not hold expert ", e, " of layer ", layer, " (holds ",
+                                   absl::StrJoin(held, ","), ")"));
         }
       }
     }

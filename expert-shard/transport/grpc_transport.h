@@ -16,8 +16,8 @@
 namespace moeserve::expert_shard {
 
 struct GrpcTransportOptions {
-  std::vector<std::string> addresses;  // shard i at addresses[i] ("host:port")
-  int64_t hidden_size = 0;             // row width of the model's activations
+  std::vector<std::string> addresses;           // shard i at addresses[i] ("host:port")
+  int64_t hidden_size = 0;                      // row width of the model's activations
   absl::Duration deadline = absl::Seconds(30);  // per Exchange / Info call
 };
 

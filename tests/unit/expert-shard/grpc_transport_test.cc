@@ -164,9 +164,9 @@ TEST(GrpcTransportTest, ExpertNotHeldIsFailedPreconditionNamingTheShard) {
   std::vector<float> wts = {0.5f, 0.5f};
   absl::Status s = remote.Run(1, x.data(), 1, 2, ids.data(), wts.data(), out.data());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
-  EXPECT_NE(s.message().find(
-                absl::StrCat("expert shard 0 at ", a0, ": expert 1 of layer 1 is not held")),
-            absl::string_view::npos)
+  EXPECT_NE(
+      s.message().find(absl::StrCat("expert shard 0 at ", a0, ": expert 1 of layer 1 is not held")),
+      absl::string_view::npos)
       << s;
 }
 
@@ -329,8 +329,8 @@ TEST(ExpertShardBinaryTest, TwoShardProcessesEqualTheWholeModel) {
   for (int i = 0; i < 2; ++i) {
     procs.push_back(std::make_unique<ShardProcess>(std::vector<std::string>{
         "--model", testing::SmallModelDir(), "--host", "127.0.0.1", "--port", "0", "--shard-id",
-        std::to_string(i), "--num-shards", "2", "--placement", "contiguous",
-        "--compute-dtype", "bf16", "--threads", "1"}));
+        std::to_string(i), "--num-shards", "2", "--placement", "contiguous", "--compute-dtype",
+        "bf16", "--threads", "1"}));
   }
   for (auto& p : procs) {
     std::string log;

@@ -79,8 +79,7 @@ TEST_P(LoopbackParityTest, TwoShardsEqualTheWholeModelExactly) {
       }
     }
   }
-  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(),
-                              c.worker->config().hidden_size);
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), c.worker->config().hidden_size);
   absl::StatusOr<std::vector<std::vector<float>>> got =
       RunBatch(*c.worker, &remote, Prompts(), kDecodeSteps);
   ASSERT_TRUE(got.ok()) << got.status();
@@ -109,8 +108,8 @@ TEST_P(LoopbackParityTest, RedundantCopiesGiveTheSameLogits) {
   }
   // With shard 1 marked unhealthy, its experts are served by their other copies.
   const int64_t before = c.transport->batches_sent(1);
-  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(),
-                              c.worker->config().hidden_size, ReplicaChoice::kSpreadByToken);
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), c.worker->config().hidden_size,
+                              ReplicaChoice::kSpreadByToken);
   remote.SetShardHealthy(1, false);
   absl::StatusOr<std::vector<std::vector<float>>> got =
       RunBatch(*c.worker, &remote, Prompts(), kDecodeSteps);
@@ -128,8 +127,8 @@ INSTANTIATE_TEST_SUITE_P(ComputeDTypes, LoopbackParityTest,
 TEST(RemoteExpertExecutorTest, SpreadByTokenUsesEveryCopy) {
   Cluster c = MakeCluster(ComputeDType::kF32, "round_robin,replicas=2", 2);
   ASSERT_NE(c.transport, nullptr);
-  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(),
-                              c.worker->config().hidden_size, ReplicaChoice::kSpreadByToken);
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), c.worker->config().hidden_size,
+                              ReplicaChoice::kSpreadByToken);
   const int64_t hidden = c.worker->config().hidden_size;
   // Two tokens, both choosing expert 3: token 0 goes to shard 0, token 1 to shard 1.
   std::vector<float> x(2 * hidden, 0.5f), out(2 * hidden);
@@ -151,8 +150,7 @@ TEST(RemoteExpertExecutorTest, ErrorsNameTheShard) {
   std::vector<float> w = {0.5f, 0.5f};
   // The worker believes in a different placement than the shards loaded: shard 0 is asked for
   // expert 1, which it does not hold.
-  absl::StatusOr<Placement> wrong =
-      Placement::Parse("explicit,0-15@0", 2, c.placement->shape());
+  absl::StatusOr<Placement> wrong = Placement::Parse("explicit,0-15@0", 2, c.placement->shape());
   ASSERT_TRUE(wrong.ok());
   RemoteExpertExecutor confused(&*wrong, c.transport.get(), hidden);
   absl::Status s = confused.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());

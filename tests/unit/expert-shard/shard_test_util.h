@@ -41,7 +41,8 @@ inline absl::StatusOr<std::unique_ptr<engine::Model>> LoadPart(
 
 // The worker side: everything but the routed experts.
 inline absl::StatusOr<std::unique_ptr<engine::Model>> LoadWorker(engine::ComputeDType compute) {
-  return LoadPart(compute, true, [](int64_t, int64_t) { return false; }, 2);
+  return LoadPart(
+      compute, true, [](int64_t, int64_t) { return false; }, 2);
 }
 
 // Shard `id`'s experts under `placement`, no attention weights.
