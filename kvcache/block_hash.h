@@ -41,7 +41,8 @@ BlockHash SipHash128(uint64_t k0, uint64_t k1, absl::string_view data);
 // releases and platforms because caches outlive processes:
 //   SipHash-2-4-128 with key (seed, kBlockHashKeyTag) over
 //   parent.ToBytes() || each token as 4 bytes little-endian (two's complement).
-BlockHash NextBlockHash(const BlockHash& parent, absl::Span<const int32_t> block, uint64_t seed = 0);
+BlockHash NextBlockHash(const BlockHash& parent, absl::Span<const int32_t> block,
+                        uint64_t seed = 0);
 
 // The chained hashes of every FULL block of `tokens` (a trailing partial block is ignored):
 // result[i] = NextBlockHash(result[i-1], tokens[i*block_tokens, (i+1)*block_tokens), seed).

@@ -93,7 +93,8 @@ absl::Status BlockIndex::ReleaseLease(uint64_t lease_id) {
   SweepExpiredLeases();
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) {
-    return absl::NotFoundError(absl::StrCat("lease ", lease_id, " is unknown, released or expired"));
+    return absl::NotFoundError(
+        absl::StrCat("lease ", lease_id, " is unknown, released or expired"));
   }
   EndLease(it);
   return absl::OkStatus();

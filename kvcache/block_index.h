@@ -18,7 +18,7 @@
 namespace moeserve::kvcache {
 
 struct BlockIndexOptions {
-  int64_t budget_bytes = int64_t{1} << 30;   // sum of block sizes the index admits
+  int64_t budget_bytes = int64_t{1} << 30;  // sum of block sizes the index admits
   absl::Duration lease_ttl = absl::Seconds(30);
 };
 
@@ -107,7 +107,7 @@ class BlockIndex {
   struct Entry {
     int64_t bytes = 0;
     int64_t leases = 0;
-    uint64_t generation = 0;  // tells a re-inserted block from the one a lease pinned
+    uint64_t generation = 0;             // tells a re-inserted block from the one a lease pinned
     std::list<BlockHash>::iterator lru;  // valid only when leases == 0
   };
   struct LeaseRecord {

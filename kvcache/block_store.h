@@ -17,7 +17,8 @@ namespace moeserve::kvcache {
 enum class Presence {
   kPresent,
   kAbsent,       // the backend answered and does not hold it
-  kUnavailable,  // the backend could not be asked (down, timed out); treat as a miss, keep the index
+  kUnavailable,  // the backend could not be asked (down, timed out); treat as a miss, keep the
+                 // index
 };
 
 struct BlockView {

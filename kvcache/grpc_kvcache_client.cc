@@ -44,7 +44,8 @@ absl::StatusOr<LookupResult> GrpcKvCacheClient::Lookup(absl::Span<const BlockHas
   result.present_blocks = response.present_blocks();
   result.present_tokens = response.present_tokens();
   if (response.lease_id() != 0) {
-    result.lease = Lease{response.lease_id(), absl::FromUnixMillis(response.lease_expires_unix_ms())};
+    result.lease =
+        Lease{response.lease_id(), absl::FromUnixMillis(response.lease_expires_unix_ms())};
   }
   return result;
 }
@@ -58,9 +59,8 @@ absl::StatusOr<PublishResult> GrpcKvCacheClient::Publish(absl::Span<const BlockV
     int64_t bytes = 0;
     while (end < blocks.size() &&
            static_cast<int64_t>(end - begin) < options_.max_blocks_per_request &&
-           (end == begin ||
-            bytes + static_cast<int64_t>(blocks[end].data.size()) <=
-                options_.max_publish_request_bytes)) {
+           (end == begin || bytes + static_cast<int64_t>(blocks[end].data.size()) <=
+                                options_.max_publish_request_bytes)) {
       bytes += static_cast<int64_t>(blocks[end].data.size());
       ++end;
     }

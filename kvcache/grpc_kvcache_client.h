@@ -28,8 +28,7 @@ class GrpcKvCacheClient final : public KvCacheClient {
   // Over an existing channel; it must allow messages as large as the largest block.
   GrpcKvCacheClient(std::shared_ptr<grpc::Channel> channel, GrpcKvCacheClientOptions options);
 
-  absl::StatusOr<LookupResult> Lookup(absl::Span<const BlockHash> hashes,
-                                      bool take_lease) override;
+  absl::StatusOr<LookupResult> Lookup(absl::Span<const BlockHash> hashes, bool take_lease) override;
   absl::StatusOr<PublishResult> Publish(absl::Span<const BlockView> blocks) override;
   absl::StatusOr<FetchResult> Fetch(absl::Span<const BlockHash> hashes) override;
   absl::Status Release(uint64_t lease_id) override;

@@ -15,14 +15,13 @@ KvCache::KvCache(KvCacheOptions options, BlockStorePtr store, const Clock* clock
 absl::Status KvCache::ValidateHashes(absl::Span<const BlockHash> hashes) const {
   if (hashes.empty()) return absl::InvalidArgumentError("no block hashes");
   if (static_cast<int64_t>(hashes.size()) > options_.max_blocks_per_request) {
-    return absl::InvalidArgumentError(absl::StrCat(hashes.size(), " block hashes > limit ",
-                                                   options_.max_blocks_per_request));
+    return absl::InvalidArgumentError(
+        absl::StrCat(hashes.size(), " block hashes > limit ", options_.max_blocks_per_request));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<LookupResult> KvCache::Lookup(absl::Span<const BlockHash> hashes,
-                                             bool take_lease) {
+absl::StatusOr<LookupResult> KvCache::Lookup(absl::Span<const BlockHash> hashes, bool take_lease) {
   if (absl::Status s = ValidateHashes(hashes); !s.ok()) return s;
   int64_t claimed = 0;
   {
@@ -53,15 +52,15 @@ absl::StatusOr<LookupResult> KvCache::Lookup(absl::Span<const BlockHash> hashes,
 absl::StatusOr<PublishResult> KvCache::Publish(absl::Span<const BlockView> blocks) {
   if (blocks.empty()) return absl::InvalidArgumentError("no blocks to publish");
   if (static_cast<int64_t>(blocks.size()) > options_.max_blocks_per_request) {
-    return absl::InvalidArgumentError(absl::StrCat(blocks.size(), " blocks > limit ",
-                                                   options_.max_blocks_per_request));
+    return absl::InvalidArgumentError(
+        absl::StrCat(blocks.size(), " blocks > limit ", options_.max_blocks_per_request));
   }
   for (size_t i = 0; i < blocks.size(); ++i) {
     const int64_t size = static_cast<int64_t>(blocks[i].data.size());
     if (size == 0) return absl::InvalidArgumentError(absl::StrCat("block ", i, " is empty"));
     if (size > options_.max_block_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("block ", i, " has ", size, " bytes > limit ",
-                                                     options_.max_block_bytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("block ", i, " has ", size, " bytes > limit ", options_.max_block_bytes));
     }
   }
   PublishResult result;

@@ -19,8 +19,8 @@
 namespace moeserve::kvcache {
 
 struct KvCacheOptions {
-  int64_t block_tokens = 64;                  // tokens per block (for token counts only)
-  int64_t budget_bytes = int64_t{1} << 30;    // bytes of blocks the cache holds
+  int64_t block_tokens = 64;                // tokens per block (for token counts only)
+  int64_t budget_bytes = int64_t{1} << 30;  // bytes of blocks the cache holds
   absl::Duration lease_ttl = absl::Seconds(30);
   int64_t max_block_bytes = int64_t{16} << 20;
   int64_t max_blocks_per_request = 4096;
@@ -47,8 +47,8 @@ struct FetchedBlock {
 };
 
 struct FetchResult {
-  std::vector<FetchedBlock> blocks;          // the leading blocks found, in order
-  std::optional<BlockHash> first_missing;    // set when fewer than asked were found
+  std::vector<FetchedBlock> blocks;        // the leading blocks found, in order
+  std::optional<BlockHash> first_missing;  // set when fewer than asked were found
 };
 
 struct KvCacheStats {

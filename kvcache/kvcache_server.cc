@@ -20,7 +20,8 @@ absl::Status Validate(const KvCacheServerConfig& config) {
   const KvCacheOptions& c = config.cache;
   if (c.block_tokens <= 0) return absl::InvalidArgumentError("block_tokens must be > 0");
   if (c.budget_bytes <= 0) return absl::InvalidArgumentError("budget must be > 0");
-  if (c.lease_ttl <= absl::ZeroDuration()) return absl::InvalidArgumentError("lease ttl must be > 0");
+  if (c.lease_ttl <= absl::ZeroDuration())
+    return absl::InvalidArgumentError("lease ttl must be > 0");
   if (c.max_block_bytes <= 0) return absl::InvalidArgumentError("max_block_bytes must be > 0");
   if (c.max_blocks_per_request <= 0) {
     return absl::InvalidArgumentError("max_blocks_per_request must be > 0");

@@ -1,4 +1,5 @@
-// moeserve-kvcache: the KV-cache service (see kvcache/kvcache_server.h and kvcache/kvcache_flags.h).
+// moeserve-kvcache: the KV-cache service (see kvcache/kvcache_server.h and
+// kvcache/kvcache_flags.h).
 #include <signal.h>
 
 #include <cstdio>

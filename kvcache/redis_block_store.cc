@@ -102,12 +102,14 @@ class RedisBlockStore final : public BlockStore {
     std::vector<absl::Status> out(blocks.size());
     ForEachShard(
         blocks.size(), [&](size_t i) { return ShardIndex(blocks[i].hash); },
-        [&](size_t i) { return Command{"SET", keys[i], blocks[i].data}; },
+        [&](size_t i) {
+          return Command{"SET", keys[i], blocks[i].data};
+        },
         [&](size_t i, const redisReply* reply) {
           if (reply != nullptr && reply->type == REDIS_REPLY_STATUS) return;
-          out[i] = absl::UnavailableError(
-              reply == nullptr ? "redis endpoint unavailable"
-                               : absl::StrCat("redis SET: ", ReplyText(reply)));
+          out[i] = absl::UnavailableError(reply == nullptr
+                                              ? "redis endpoint unavailable"
+                                              : absl::StrCat("redis SET: ", ReplyText(reply)));
         });
     return out;
   }
@@ -118,7 +120,9 @@ class RedisBlockStore final : public BlockStore {
     std::vector<StoredBlock> out(hashes.size());
     ForEachShard(
         hashes.size(), [&](size_t i) { return ShardIndex(hashes[i]); },
-        [&](size_t i) { return Command{"GET", keys[i]}; },
+        [&](size_t i) {
+          return Command{"GET", keys[i]};
+        },
         [&](size_t i, const redisReply* reply) {
           if (reply == nullptr || reply->type == REDIS_REPLY_ERROR) {
             out[i].presence = Presence::kUnavailable;
@@ -138,7 +142,9 @@ class RedisBlockStore final : public BlockStore {
     std::vector<Presence> out(hashes.size(), Presence::kUnavailable);
     ForEachShard(
         hashes.size(), [&](size_t i) { return ShardIndex(hashes[i]); },
-        [&](size_t i) { return Command{"EXISTS", keys[i]}; },
+        [&](size_t i) {
+          return Command{"EXISTS", keys[i]};
+        },
         [&](size_t i, const redisReply* reply) {
           if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER) {
             out[i] = reply->integer > 0 ? Presence::kPresent : Presence::kAbsent;
@@ -152,7 +158,10 @@ class RedisBlockStore final : public BlockStore {
     for (const BlockHash& h : hashes) keys.push_back(Key(h));
     ForEachShard(
         hashes.size(), [&](size_t i) { return ShardIndex(hashes[i]); },
-        [&](size_t i) { return Command{"DEL", keys[i]}; }, [](size_t, const redisReply*) {});
+        [&](size_t i) {
+          return Command{"DEL", keys[i]};
+        },
+        [](size_t, const redisReply*) {});
   }
 
   int64_t errors() const override {

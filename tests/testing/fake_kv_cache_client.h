@@ -20,8 +20,7 @@ namespace moeserve::testing {
 class FakeKvCacheClient final : public kvcache::KvCacheClient {
  public:
   explicit FakeKvCacheClient(kvcache::KvCacheOptions options = {}, const Clock* clock = nullptr)
-      : cache_(options, kvcache::NewMemoryBlockStore(),
-               clock != nullptr ? clock : &real_clock_) {}
+      : cache_(options, kvcache::NewMemoryBlockStore(), clock != nullptr ? clock : &real_clock_) {}
 
   // While set, every call fails with this status (e.g. absl::UnavailableError("down")).
   void SetFailure(absl::Status status) {
@@ -44,8 +43,7 @@ class FakeKvCacheClient final : public kvcache::KvCacheClient {
     if (absl::Status s = Enter(); !s.ok()) return s;
     return cache_.Publish(blocks);
   }
-  absl::StatusOr<kvcache::FetchResult> Fetch(
-      absl::Span<const kvcache::BlockHash> hashes) override {
+  absl::StatusOr<kvcache::FetchResult> Fetch(absl::Span<const kvcache::BlockHash> hashes) override {
     if (absl::Status s = Enter(); !s.ok()) return s;
     return cache_.Fetch(hashes);
   }

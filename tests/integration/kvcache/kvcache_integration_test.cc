@@ -2,6 +2,7 @@
 // and every call through GrpcKvCacheClient.
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -98,8 +99,8 @@ class KvCacheIntegrationTest : public ::testing::Test {
 
 TEST_F(KvCacheIntegrationTest, PublishLookupFetchRoundTripThroughRedis) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(1));
-  const std::vector<BlockHash> hashes = ChainedBlockHashes(Prompt(10 * kBlockTokens + 3, 1),
-                                                           kBlockTokens);
+  const std::vector<BlockHash> hashes =
+      ChainedBlockHashes(Prompt(10 * kBlockTokens + 3, 1), kBlockTokens);
   ASSERT_EQ(hashes.size(), 10u);
   // The first 9 blocks are cached; one is larger than gRPC's default 4 MB message limit.
   std::vector<std::string> data;
@@ -171,7 +172,8 @@ TEST_F(KvCacheIntegrationTest, BadRequestsAreInvalidArgumentOrNotFound) {
 
 TEST_F(KvCacheIntegrationTest, MemoryStoreRoundTrip) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(0));
-  const std::vector<BlockHash> hashes = ChainedBlockHashes(Prompt(5 * kBlockTokens, 3), kBlockTokens);
+  const std::vector<BlockHash> hashes =
+      ChainedBlockHashes(Prompt(5 * kBlockTokens, 3), kBlockTokens);
   ASSERT_NO_FATAL_FAILURE(PublishAll(hashes));
   EXPECT_EQ(Present(hashes), 5);
   absl::StatusOr<FetchResult> fetched = client_->Fetch(hashes);
@@ -183,7 +185,8 @@ TEST_F(KvCacheIntegrationTest, MemoryStoreRoundTrip) {
 
 TEST_F(KvCacheIntegrationTest, BlocksAreShardedOverTwoRedisEndpoints) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(2));
-  const std::vector<BlockHash> hashes = ChainedBlockHashes(Prompt(40 * kBlockTokens, 4), kBlockTokens);
+  const std::vector<BlockHash> hashes =
+      ChainedBlockHashes(Prompt(40 * kBlockTokens, 4), kBlockTokens);
   ASSERT_NO_FATAL_FAILURE(PublishAll(hashes));
   int on_shard[2] = {0, 0};
   for (const BlockHash& h : hashes) {
@@ -204,7 +207,8 @@ TEST_F(KvCacheIntegrationTest, BlocksAreShardedOverTwoRedisEndpoints) {
 
 TEST_F(KvCacheIntegrationTest, RedisOutageGivesMissesAndDroppedPublishesThenRecovers) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(1));
-  const std::vector<BlockHash> hashes = ChainedBlockHashes(Prompt(4 * kBlockTokens, 5), kBlockTokens);
+  const std::vector<BlockHash> hashes =
+      ChainedBlockHashes(Prompt(4 * kBlockTokens, 5), kBlockTokens);
   ASSERT_NO_FATAL_FAILURE(PublishAll(hashes));
   EXPECT_EQ(Present(hashes), 4);
 
@@ -221,8 +225,7 @@ TEST_F(KvCacheIntegrationTest, RedisOutageGivesMissesAndDroppedPublishesThenReco
   absl::StatusOr<PublishResult> dropped = client_->Publish(blocks);
   ASSERT_TRUE(dropped.ok()) << dropped.status();
   EXPECT_EQ(dropped->dropped, 2);
-  EXPECT_EQ(dropped->outcomes,
-            std::vector<PublishOutcome>(2, PublishOutcome::kDroppedUnavailable));
+  EXPECT_EQ(dropped->outcomes, std::vector<PublishOutcome>(2, PublishOutcome::kDroppedUnavailable));
   KvCacheStats stats = Stats();
   EXPECT_GT(stats.store_errors, 0);
   EXPECT_EQ(stats.dropped_blocks, 2);
@@ -243,7 +246,8 @@ TEST_F(KvCacheIntegrationTest, RedisOutageGivesMissesAndDroppedPublishesThenReco
 
 TEST_F(KvCacheIntegrationTest, BlocksDeletedBehindTheServiceAreReportedMissingAndForgotten) {
   ASSERT_NO_FATAL_FAILURE(StartCluster(1));
-  const std::vector<BlockHash> hashes = ChainedBlockHashes(Prompt(3 * kBlockTokens, 7), kBlockTokens);
+  const std::vector<BlockHash> hashes =
+      ChainedBlockHashes(Prompt(3 * kBlockTokens, 7), kBlockTokens);
   ASSERT_NO_FATAL_FAILURE(PublishAll(hashes));
   ASSERT_EQ(redis_[0]->Integer({"DEL", Key(hashes[1])}), 1);
 
@@ -270,6 +274,49 @@ TEST_F(KvCacheIntegrationTest, BlocksDeletedBehindTheServiceAreReportedMissingAn
   const std::vector<BlockHash> last = {hashes[2]};
   EXPECT_EQ(Present(last), 0);
   EXPECT_EQ(Stats().index.blocks, 0);
+}
+
+TEST_F(KvCacheIntegrationTest, ConcurrentClientsShareAPrefix) {
+  ASSERT_NO_FATAL_FAILURE(StartCluster(2));
+  // Every client's prompt starts with the same 4 blocks, then 4 of its own.
+  constexpr int kClients = 4;
+  std::vector<std::vector<BlockHash>> prompts;
+  for (int c = 0; c < kClients; ++c) {
+    std::vector<int32_t> tokens = Prompt(4 * kBlockTokens, 8);
+    const std::vector<int32_t> own = Prompt(4 * kBlockTokens, 20 + c);
+    tokens.insert(tokens.end(), own.begin(), own.end());
+    prompts.push_back(ChainedBlockHashes(tokens, kBlockTokens));
+  }
+  std::vector<int> fetched_ok(kClients, 0);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      std::unique_ptr<GrpcKvCacheClient> client = GrpcKvCacheClient::Create(target_);
+      const std::vector<BlockHash>& hashes = prompts[c];
+      std::vector<std::string> data;
+      for (const BlockHash& h : hashes) data.push_back(BlockData(h, 2000));
+      std::vector<BlockView> blocks;
+      for (size_t i = 0; i < hashes.size(); ++i) blocks.push_back({hashes[i], data[i]});
+      for (int round = 0; round < 5; ++round) {
+        if (!client->Publish(blocks).ok()) return;
+        absl::StatusOr<LookupResult> found = client->Lookup(hashes, true);
+        absl::StatusOr<FetchResult> fetched = client->Fetch(hashes);
+        if (!found.ok() || !fetched.ok() || !found->lease.has_value()) return;
+        if (!client->Release(found->lease->id).ok()) return;
+        bool same = fetched->blocks.size() == hashes.size();
+        for (size_t i = 0; same && i < hashes.size(); ++i) {
+          same = fetched->blocks[i].data == data[i];
+        }
+        fetched_ok[c] += same ? 1 : 0;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int c = 0; c < kClients; ++c) EXPECT_EQ(fetched_ok[c], 5) << "client " << c;
+  const KvCacheStats stats = Stats();
+  EXPECT_EQ(stats.index.blocks, 4 + 4 * kClients);  // the shared prefix is stored once
+  EXPECT_EQ(stats.published_blocks, 4 + 4 * kClients);
+  EXPECT_EQ(stats.index.active_leases, 0);
 }
 
 }  // namespace

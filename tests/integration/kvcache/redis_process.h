@@ -52,7 +52,8 @@ class RedisProcess {
   static absl::StatusOr<std::unique_ptr<RedisProcess>> Start() {
     absl::StatusOr<int> port = FreeLoopbackPort();
     if (!port.ok()) return port.status();
-    std::string dir = (std::filesystem::temp_directory_path() / "moeserve-kv-redis-XXXXXX").string();
+    std::string dir =
+        (std::filesystem::temp_directory_path() / "moeserve-kv-redis-XXXXXX").string();
     if (mkdtemp(dir.data()) == nullptr) return absl::InternalError("mkdtemp");
     std::unique_ptr<RedisProcess> redis(new RedisProcess(*port, dir));
     if (absl::Status s = redis->Spawn(); !s.ok()) return s;
@@ -104,11 +105,25 @@ class RedisProcess {
   RedisProcess(int port, std::string dir) : port_(port), dir_(std::move(dir)) {}
 
   absl::Status Spawn() {
-    std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_),
-                                     "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                     "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru",
-                                     "--daemonize", "no", "--dir", dir_,
-                                     "--logfile", dir_ + "/redis.log"};
+    std::vector<std::string> args = {"redis-server",
+                                     "--port",
+                                     std::to_string(port_),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--save",
+                                     "",
+                                     "--appendonly",
+                                     "no",
+                                     "--maxmemory",
+                                     "64mb",
+                                     "--maxmemory-policy",
+                                     "allkeys-lru",
+                                     "--daemonize",
+                                     "no",
+                                     "--dir",
+                                     dir_,
+                                     "--logfile",
+                                     dir_ + "/redis.log"};
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

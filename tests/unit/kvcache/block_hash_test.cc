@@ -58,14 +58,14 @@ TEST(BlockHashTest, EqualPrefixesGiveEqualLeadingHashes) {
   std::vector<int32_t> a = Iota(256);
   std::vector<int32_t> b = a;
   b.resize(200);
-  b.insert(b.end(), {7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-                     7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-                     7, 7, 7, 7, 7, 7, 7, 7});
+  b.insert(b.end(),
+           {7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+            7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7});
   const std::vector<BlockHash> ha = ChainedBlockHashes(a, 16);
   const std::vector<BlockHash> hb = ChainedBlockHashes(b, 16);
   ASSERT_EQ(ha.size(), 16u);
   ASSERT_EQ(hb.size(), 16u);
-  for (int i = 0; i < 12; ++i) EXPECT_EQ(ha[i], hb[i]) << i;  // tokens 0..191 agree
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(ha[i], hb[i]) << i;   // tokens 0..191 agree
   for (int i = 12; i < 16; ++i) EXPECT_NE(ha[i], hb[i]) << i;  // block 12 holds token 200
   // Each hash is a function of the prefix alone.
   std::vector<int32_t> prefix(a.begin(), a.begin() + 64);

@@ -23,7 +23,8 @@ class SwitchableStore final : public BlockStore {
   BlockStore& inner() { return *inner_; }
 
   std::vector<absl::Status> Put(absl::Span<const BlockView> blocks) override {
-    if (Down(blocks.size())) return std::vector<absl::Status>(blocks.size(), absl::UnavailableError("down"));
+    if (Down(blocks.size()))
+      return std::vector<absl::Status>(blocks.size(), absl::UnavailableError("down"));
     return inner_->Put(blocks);
   }
   std::vector<StoredBlock> Get(absl::Span<const BlockHash> hashes) override {
@@ -140,8 +141,8 @@ TEST_F(KvCacheTest, PublishIsIdempotent) {
   // A duplicate inside one request is stored once.
   const std::vector<BlockHash> fresh = Hashes(1, 10);
   const PublishResult dup = Publish({fresh[0], fresh[0]});
-  EXPECT_EQ(dup.outcomes,
-            (std::vector<PublishOutcome>{PublishOutcome::kStored, PublishOutcome::kAlreadyPresent}));
+  EXPECT_EQ(dup.outcomes, (std::vector<PublishOutcome>{PublishOutcome::kStored,
+                                                       PublishOutcome::kAlreadyPresent}));
 }
 
 TEST_F(KvCacheTest, RejectsMalformedRequests) {

@@ -15,8 +15,8 @@ TEST(KvCacheFlagsTest, DefaultsToMemoryStore) {
 TEST(KvCacheFlagsTest, ParsesEveryFlag) {
   absl::StatusOr<KvCacheServerConfig> config =
       ParseFlags({"--port", "7000", "--redis=10.0.0.1:6379,redis-b:6380", "--budget-mb", "64",
-                  "--lease-ttl-ms=1500", "--block-tokens", "32", "--max-block-mb", "8",
-                  "--threads", "2", "--host", "127.0.0.1"});
+                  "--lease-ttl-ms=1500", "--block-tokens", "32", "--max-block-mb", "8", "--threads",
+                  "2", "--host", "127.0.0.1"});
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->port, 7000);
   ASSERT_EQ(config->redis.endpoints.size(), 2u);
@@ -33,10 +33,16 @@ TEST(KvCacheFlagsTest, ParsesEveryFlag) {
 }
 
 TEST(KvCacheFlagsTest, RejectsBadInput) {
-  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"--bogus", "1"}, {"--port"}, {"--port", "x"}, {"--port", "70000"},
-           {"--redis", "nohost"}, {"--redis", "h:0"}, {"--redis", "h:1,"}, {"stray"},
-           {"--budget-mb", "-1"}}) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"--bogus", "1"},
+                                             {"--port"},
+                                             {"--port", "x"},
+                                             {"--port", "70000"},
+                                             {"--redis", "nohost"},
+                                             {"--redis", "h:0"},
+                                             {"--redis", "h:1,"},
+                                             {"stray"},
+                                             {"--budget-mb", "-1"}}) {
     EXPECT_EQ(ParseFlags(args).status().code(), absl::StatusCode::kInvalidArgument)
         << args[0] << (args.size() > 1 ? " " + args[1] : "");
   }
