@@ -1,0 +1,208 @@
+// Prefill and decode workers and the KV-cache service as real gRPC servers in this process: the
+// disaggregated path (prefill on one worker, decode on another, latents through the cache) must
+// give exactly the single-process engine's tokens, and so must a resumed (migrated) decode.
+#include <memory>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "kvcache/kvcache_server.h"
+#include "moeserve/v1/worker.grpc.pb.h"
+#include "tests/testing/tiny_model.h"
+#include "tools/moeserve/mkmodel.h"
+#include "worker/worker_server.h"
+
+namespace moeserve::worker {
+namespace {
+
+namespace v1 = moeserve::v1;
+
+class WorkerClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(testing::TempDir("worker_cluster"));
+    ASSERT_TRUE(cli::WriteRandomCheckpoint(testing::SmallConfig(), *dir_, 21, false).ok());
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  void SetUp() override {
+    kvcache::KvCacheServerConfig kc;
+    kc.host = "127.0.0.1";
+    kc.cache.block_tokens = 4;
+    absl::StatusOr<std::unique_ptr<kvcache::KvCacheServer>> kv = kvcache::KvCacheServer::Create(kc);
+    ASSERT_TRUE(kv.ok()) << kv.status();
+    kv_ = std::move(*kv);
+    prefill_ = Start(Role::kPrefill);
+    decode_ = Start(Role::kDecode);
+  }
+
+  std::unique_ptr<WorkerServer> Start(Role role) {
+    WorkerConfig c;
+    c.model_dir = *dir_;
+    c.role = role;
+    c.kvcache = "127.0.0.1:" + std::to_string(kv_->Port());
+    c.model.compute = engine::ComputeDType::kF32;
+    c.model.threads = 1;
+    c.engine.block_tokens = 4;
+    c.engine.kv_cache_tokens = 512;
+    absl::StatusOr<std::unique_ptr<WorkerServer>> s = WorkerServer::Create(c);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
+
+  static std::unique_ptr<v1::Worker::Stub> Stub(const WorkerServer& s) {
+    return v1::Worker::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(s.Port()),
+                                                   grpc::InsecureChannelCredentials()));
+  }
+
+  static v1::GenerationSpec Spec(const std::vector<int32_t>& prompt, int max_new) {
+    v1::GenerationSpec s;
+    s.set_request_id("req-1");
+    for (int32_t t : prompt) s.add_prompt_ids(t);
+    s.set_max_new_tokens(max_new);
+    s.set_ignore_eos(true);
+    s.set_thinking_budget(-1);
+    s.mutable_sampling()->set_temperature(1.0);
+    s.mutable_sampling()->set_seed(99);
+    return s;
+  }
+
+  // The single-process reference: the same model, engine and sampler in one process.
+  static std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_new) {
+    engine::ModelOptions mo;
+    mo.compute = engine::ComputeDType::kF32;
+    std::unique_ptr<engine::Model> m = std::move(*engine::Model::Load(*dir_, mo));
+    engine::EngineOptions eo;
+    eo.kv_cache_tokens = 512;
+    engine::Engine e(m.get(), eo);
+    engine::SeqId seq = *e.Add(prompt);
+    engine::SamplingParams p;
+    p.temperature = 1.0;
+    p.seed = 99;
+    engine::Sampler sampler(p, 0);
+    std::vector<int32_t> out;
+    while (static_cast<int>(out.size()) < max_new) {
+      std::vector<engine::StepOutput> so = *e.Step();
+      if (so.empty()) continue;
+      out.push_back(sampler.Sample(so[0].logits, prompt, out).token);
+      (void)e.Append(seq, out.back());
+    }
+    return out;
+  }
+
+  // Decode from `spec` to the end; returns the tokens and the first chunk's cached count.
+  static std::vector<int32_t> Decode(v1::Worker::Stub* stub, const v1::GenerationSpec& spec,
+                                     int* cached, grpc::Status* status) {
+    grpc::ClientContext ctx;
+    v1::DecodeRequest req;
+    *req.mutable_spec() = spec;
+    std::unique_ptr<grpc::ClientReader<v1::DecodeChunk>> reader = stub->Decode(&ctx, req);
+    v1::DecodeChunk chunk;
+    std::vector<int32_t> out;
+    bool first = true;
+    while (reader->Read(&chunk)) {
+      if (first && cached != nullptr) *cached = chunk.cached_tokens();
+      first = false;
+      out.insert(out.end(), chunk.token_ids().begin(), chunk.token_ids().end());
+    }
+    *status = reader->Finish();
+    return out;
+  }
+
+  static std::string* dir_;
+  std::unique_ptr<kvcache::KvCacheServer> kv_;
+  std::unique_ptr<WorkerServer> prefill_, decode_;
+};
+
+std::string* WorkerClusterTest::dir_ = nullptr;
+
+TEST_F(WorkerClusterTest, PrefillThenDecodeOnAnotherWorkerEqualsTheSingleProcessEngine) {
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 23; ++i) prompt.push_back((i * 17 + 5) % 384);
+  const int max_new = 12;
+  std::vector<int32_t> expected = Reference(prompt, max_new);
+
+  auto p = Stub(*prefill_);
+  grpc::ClientContext ctx;
+  v1::PrefillRequest req;
+  *req.mutable_spec() = Spec(prompt, max_new);
+  v1::PrefillResponse resp;
+  grpc::Status st = p->Prefill(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(resp.token_ids_size(), 1);
+  EXPECT_EQ(resp.token_ids(0), expected[0]);
+  EXPECT_EQ(resp.published_blocks(), 5);  // 23 tokens = 5 full blocks of 4
+  EXPECT_EQ(resp.cached_prompt_tokens(), 0);
+
+  v1::GenerationSpec spec = Spec(prompt, max_new);
+  spec.add_generated_ids(resp.token_ids(0));
+  int cached = -1;
+  std::vector<int32_t> rest = Decode(Stub(*decode_).get(), spec, &cached, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(cached, 20);  // the 5 published blocks were fetched, not recomputed
+  std::vector<int32_t> got = {resp.token_ids(0)};
+  got.insert(got.end(), rest.begin(), rest.end());
+  EXPECT_EQ(got, expected);
+
+  // The same prompt again: the prefill reuses the cached prefix and picks the same token.
+  grpc::ClientContext ctx2;
+  v1::PrefillResponse resp2;
+  ASSERT_TRUE(p->Prefill(&ctx2, req, &resp2).ok());
+  EXPECT_EQ(resp2.cached_prompt_tokens(), 20);
+  EXPECT_EQ(resp2.token_ids(0), expected[0]);
+
+  // Migration: a decode resumed from any point continues with the same tokens.
+  for (int cut : {1, 5, 11}) {
+    v1::GenerationSpec resumed = Spec(prompt, max_new);
+    for (int i = 0; i < cut; ++i) resumed.add_generated_ids(expected[i]);
+    std::vector<int32_t> tail = Decode(Stub(*decode_).get(), resumed, nullptr, &st);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(tail, std::vector<int32_t>(expected.begin() + cut, expected.end())) << "cut " << cut;
+  }
+}
+
+TEST_F(WorkerClusterTest, RolesAndBadInputAreRefusedWithClearStatuses) {
+  grpc::Status st;
+  Decode(Stub(*prefill_).get(), Spec({1, 2, 3}, 4), nullptr, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  grpc::ClientContext ctx;
+  v1::PrefillRequest req;
+  *req.mutable_spec() = Spec({1, 2, 5000}, 4);
+  v1::PrefillResponse resp;
+  st = Stub(*prefill_)->Prefill(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("5000"), std::string::npos) << st.error_message();
+  Decode(Stub(*decode_).get(), Spec({}, 4), nullptr, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(WorkerClusterTest, CancelledDecodeFreesItsBlocks) {
+  auto stub = Stub(*decode_);
+  v1::GenerationSpec spec = Spec({4, 8, 15, 16, 23, 42}, 400);
+  grpc::ClientContext ctx;
+  v1::DecodeRequest req;
+  *req.mutable_spec() = spec;
+  std::unique_ptr<grpc::ClientReader<v1::DecodeChunk>> reader = stub->Decode(&ctx, req);
+  v1::DecodeChunk chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  ctx.TryCancel();
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // The worker notices and frees the sequence (bounded poll on its load report).
+  v1::WorkerLoad load;
+  for (int i = 0; i < 2000; ++i) {
+    grpc::ClientContext lc;
+    ASSERT_TRUE(stub->GetLoad(&lc, v1::GetLoadRequest(), &load).ok());
+    if (load.running() == 0 && load.kv_blocks_free() == load.kv_blocks_total()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(load.running(), 0);
+  EXPECT_EQ(load.kv_blocks_free(), load.kv_blocks_total());
+}
+
+}  // namespace
+}  // namespace moeserve::worker

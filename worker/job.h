@@ -1,0 +1,56 @@
+#ifndef MOESERVE_WORKER_JOB_H_
+#define MOESERVE_WORKER_JOB_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/sampler.h"
+
+namespace moeserve::worker {
+
+enum class Finish { kNone, kStop, kLength, kCancelled };
+
+// One generation request, as moeserve.v1.GenerationSpec describes it.
+struct JobSpec {
+  std::string request_id;
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> generated;  // already produced elsewhere (resume / migration)
+  engine::SamplingParams sampling;
+  int64_t max_new_tokens = 16;     // counting `generated`
+  bool ignore_eos = false;
+  int64_t thinking_budget = -1;    // -1: none
+  std::vector<int32_t> think_close_ids;
+  int64_t sample_vocab = 0;        // > 0: sample only ids below it
+  bool prefill_only = false;       // stop after the first token and publish the prompt's blocks
+};
+
+// What a job produced since the last event. The first event carries cached_tokens.
+struct JobEvent {
+  std::vector<int32_t> tokens;
+  std::vector<engine::SampleResult> logprobs;  // one per sampled token when asked for
+  Finish finish = Finish::kNone;
+  int64_t cached_tokens = -1;  // set on the first event: tokens whose KV came from the cache
+  int64_t published_blocks = 0;
+  absl::Status error;          // non-OK ends the job
+  bool done = false;           // the job's last event (after it, nothing more is delivered)
+};
+
+// Receives a job's events on the engine thread; must not block.
+class JobSink {
+ public:
+  virtual ~JobSink() = default;
+  virtual void OnEvent(JobEvent event) = 0;
+};
+
+// Shared between the submitter and the engine loop: cancellation travels through it.
+struct JobControl {
+  std::atomic<bool> cancelled{false};
+};
+
+}  // namespace moeserve::worker
+
+#endif  // MOESERVE_WORKER_JOB_H_

@@ -1,0 +1,81 @@
+#include "worker/worker_server.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "kvcache/grpc_kvcache_client.h"
+#include "tools/moeserve/flags.h"
+
+namespace moeserve::worker {
+
+absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& args) {
+  MOESERVE_ASSIGN_OR_RETURN(
+      cli::Flags f, cli::Flags::Parse(args,
+                                      {"model", "port", "role", "kvcache", "compute-dtype",
+                                       "threads", "kv-cache-tokens", "kv-cache-mb",
+                                       "block-tokens", "max-step-tokens"},
+                                      {}));
+  WorkerConfig c;
+  MOESERVE_ASSIGN_OR_RETURN(c.model_dir, f.Required("model"));
+  MOESERVE_ASSIGN_OR_RETURN(int64_t port, f.GetInt("port", 0));
+  if (port < 0 || port > 65535) return absl::InvalidArgumentError("--port out of range");
+  c.port = static_cast<int>(port);
+  MOESERVE_ASSIGN_OR_RETURN(c.role, ParseRole(f.Get("role").value_or("both")));
+  c.kvcache = f.Get("kvcache").value_or("");
+  MOESERVE_ASSIGN_OR_RETURN(c.model.compute,
+                            engine::ParseComputeDType(f.Get("compute-dtype").value_or("bf16")));
+  MOESERVE_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 0));
+  c.model.threads = static_cast<int>(threads);
+  MOESERVE_ASSIGN_OR_RETURN(c.engine.kv_cache_tokens, f.GetInt("kv-cache-tokens", 0));
+  MOESERVE_ASSIGN_OR_RETURN(int64_t mb, f.GetInt("kv-cache-mb", 256));
+  c.engine.kv_cache_bytes = mb << 20;
+  MOESERVE_ASSIGN_OR_RETURN(c.engine.block_tokens, f.GetInt("block-tokens", 16));
+  MOESERVE_ASSIGN_OR_RETURN(c.engine.max_step_tokens, f.GetInt("max-step-tokens", 512));
+  if (c.engine.block_tokens <= 0 || c.engine.max_step_tokens <= 0 || mb <= 0) {
+    return absl::InvalidArgumentError(
+        "--block-tokens, --max-step-tokens and --kv-cache-mb must be positive");
+  }
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerConfig& config) {
+  std::unique_ptr<WorkerServer> s(new WorkerServer());
+  MOESERVE_ASSIGN_OR_RETURN(s->model_, engine::Model::Load(config.model_dir, config.model));
+  if (!config.kvcache.empty()) s->kv_ = kvcache::GrpcKvCacheClient::Create(config.kvcache);
+  std::ifstream in(config.model_dir + "/config.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  LoopOptions lo;
+  lo.engine = config.engine;
+  lo.hash_seed = PrefixSeed(ss.str(), config.model.compute);
+  s->loop_ = std::make_unique<EngineLoop>(s->model_.get(), nullptr, s->kv_.get(), lo);
+  s->service_ = std::make_unique<WorkerService>(s->loop_.get(), config.role);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat("127.0.0.1:", config.port),
+                           grpc::InsecureServerCredentials(), &s->port_);
+  builder.RegisterService(s->service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("worker cannot listen on port ", config.port));
+  }
+  return s;
+}
+
+WorkerServer::~WorkerServer() { Shutdown(); }
+
+void WorkerServer::Shutdown() {
+  if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
+  loop_.reset();  // ends unfinished jobs (Cancelled) before the server object goes
+}
+
+void WorkerServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace moeserve::worker

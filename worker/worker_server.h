@@ -1,0 +1,51 @@
+#ifndef MOESERVE_WORKER_WORKER_SERVER_H_
+#define MOESERVE_WORKER_WORKER_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model.h"
+#include "grpcpp/grpcpp.h"
+#include "kvcache/kvcache_client.h"
+#include "worker/engine_loop.h"
+#include "worker/worker_service.h"
+
+namespace moeserve::worker {
+
+struct WorkerConfig {
+  std::string model_dir;
+  int port = 0;  // 0: a free port (read back with Port())
+  Role role = Role::kBoth;
+  std::string kvcache;  // host:port of the KV-cache service; empty: no shared cache
+  engine::ModelOptions model;
+  engine::EngineOptions engine;
+};
+
+// Parses the worker's flags (see main.cc); InvalidArgument naming the flag.
+absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& args);
+
+// A worker process: loads the model, owns the engine loop and the gRPC server (Worker service,
+// standard health service, reflection). Create returns once it listens.
+class WorkerServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkerServer>> Create(const WorkerConfig& config);
+  ~WorkerServer();
+  int Port() const { return port_; }
+  void Shutdown();
+  void Wait();
+
+ private:
+  WorkerServer() = default;
+  std::unique_ptr<engine::Model> model_;
+  std::unique_ptr<kvcache::KvCacheClient> kv_;
+  std::unique_ptr<EngineLoop> loop_;
+  std::unique_ptr<WorkerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace moeserve::worker
+
+#endif  // MOESERVE_WORKER_WORKER_SERVER_H_
