@@ -1,0 +1,39 @@
+// moeserve-router: chooses prefill and decode workers and relays token streams (see
+// router/router_server.h and router/router_flags.h).
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "router/router_flags.h"
+#include "router/router_server.h"
+
+int main(int argc, char** argv) {
+  absl::StatusOr<moeserve::router::RouterConfig> config =
+      moeserve::router::ParseFlags(std::vector<std::string>(argv + 1, argv + argc));
+  if (!config.ok()) {
+    moeserve::LogError(config.status());
+    std::fputs(moeserve::router::kRouterUsage, stderr);
+    return 2;
+  }
+  // Block the stop signals before any thread starts, so that only sigwait below receives them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  auto server = moeserve::router::RouterServer::Create(*config);
+  if (!server.ok()) {
+    moeserve::LogError(server.status());
+    return 1;
+  }
+  moeserve::LogInfo(absl::StrCat("moeserve-router listening on port ", (*server)->Port()));
+  int signal_number = 0;
+  sigwait(&stop, &signal_number);
+  moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
+  (*server)->Shutdown();
+  return 0;
+}

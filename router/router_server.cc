@@ -1,0 +1,93 @@
+#include "router/router_server.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "router/grpc_worker_client.h"
+
+namespace moeserve::router {
+namespace {
+
+absl::Status Validate(const RouterConfig& config) {
+  if (config.port < 0 || config.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("port ", config.port, " out of range"));
+  }
+  if (config.prefill.empty() || config.decode.empty()) {
+    return absl::InvalidArgumentError("at least one --prefill and one --decode worker is needed");
+  }
+  if (config.relay.prefill.block_tokens <= 0) {
+    return absl::InvalidArgumentError("block_tokens must be > 0");
+  }
+  if (config.relay.retry_attempts < 0) {
+    return absl::InvalidArgumentError("retry_attempts must be >= 0");
+  }
+  if (config.relay.prefill.alpha < 0) return absl::InvalidArgumentError("alpha must be >= 0");
+  if (config.relay_threads <= 0) return absl::InvalidArgumentError("relay_threads must be > 0");
+  if (config.registry.poll_interval <= absl::ZeroDuration() ||
+      config.registry.poll_deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("poll interval and deadline must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig config) {
+  if (absl::Status s = Validate(config); !s.ok()) return s;
+  absl::StatusOr<std::vector<WorkerEndpoint>> endpoints =
+      MergeWorkerLists(config.prefill, config.decode);
+  if (!endpoints.ok()) return endpoints.status();
+
+  std::unique_ptr<RouterServer> server(new RouterServer());
+  const Clock* clock = config.clock != nullptr ? config.clock : &server->real_clock_;
+  WorkerClientFactory factory = config.client_factory;
+  if (!factory) {
+    factory = [](const WorkerEndpoint& e) { return GrpcWorkerClient::Connect(e.address); };
+  }
+  server->registry_ =
+      std::make_unique<WorkerRegistry>(*std::move(endpoints), factory, config.registry, clock);
+  server->relay_ = std::make_unique<RequestRelay>(server->registry_.get(), config.relay, clock);
+  server->executor_ = std::make_unique<RelayExecutor>(config.relay_threads);
+  server->service_ = std::make_unique<RouterService>(
+      server->relay_.get(), server->registry_.get(), server->executor_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(config.host, ":", config.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    server->executor_->Stop();
+    return absl::UnavailableError(absl::StrCat("router: cannot listen on ", address));
+  }
+  if (config.poll_workers) server->registry_->Start();
+  return server;
+}
+
+RouterServer::~RouterServer() { Shutdown(); }
+
+void RouterServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) {
+    // Calls still running after the grace period are cancelled (OnCancel cancels their worker
+    // calls); their relays finish on the executor, which therefore stops only after gRPC has.
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
+  if (executor_ != nullptr) executor_->Stop();
+  if (server_ != nullptr) server_->Wait();
+  if (registry_ != nullptr) registry_->Stop();
+}
+
+void RouterServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace moeserve::router
