@@ -11,6 +11,7 @@ apt_packages=(
   libhiredis-dev prometheus-cpp-dev redis-server redis-tools
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy clang-format
+  libboost-dev
 )
 # Node.js: the image ships Node 20 with npm 11 (nodesource); Debian's nodejs conflicts with that npm,
 # so Debian's packages are used only when no node is present.

@@ -1,0 +1,75 @@
+#include "gateway/gateway_flags.h"
+
+#include <cstdint>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace moeserve::gateway {
+namespace {
+
+absl::StatusOr<int64_t> Count(const std::string& name, const std::string& value, int64_t max) {
+  int64_t v = 0;
+  if (!absl::SimpleAtoi(value, &v) || v < 0 || v > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": '", value, "' is not a number in [0, ", max, "]"));
+  }
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
+  GatewayConfig config;
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    if (!absl::ConsumePrefix(&arg, "--")) {
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
+    }
+    std::string name(arg);
+    std::string value;
+    if (const size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+    }
+    if (name == "model") {
+      config.model_dir = value;
+    } else if (name == "model-name") {
+      config.model_name = value;
+    } else if (name == "host") {
+      config.host = value;
+    } else if (name == "router") {
+      config.router_address = value;
+    } else {
+      absl::StatusOr<int64_t> n = Count(name, value, name == "port" || name == "grpc-port"
+                                                         ? 65535
+                                                         : int64_t{1} << 30);
+      if (!n.ok()) return n.status();
+      if (name == "port") {
+        config.http_port = static_cast<int>(*n);
+      } else if (name == "grpc-port") {
+        config.grpc_port = static_cast<int>(*n);
+      } else if (name == "http-threads") {
+        config.http_threads = static_cast<int>(*n);
+      } else if (name == "max-tokens-default") {
+        config.max_tokens_default = static_cast<int32_t>(*n);
+      } else if (name == "router-timeout-s") {
+        config.router_timeout = absl::Seconds(*n);
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+      }
+    }
+  }
+  if (config.model_dir.empty()) return absl::InvalidArgumentError("--model DIR is required");
+  if (config.router_address.empty()) {
+    return absl::InvalidArgumentError("--router HOST:PORT is required");
+  }
+  return config;
+}
+
+}  // namespace moeserve::gateway

@@ -1,0 +1,23 @@
+#ifndef MOESERVE_GATEWAY_GATEWAY_FLAGS_H_
+#define MOESERVE_GATEWAY_GATEWAY_FLAGS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "gateway/gateway_server.h"
+
+namespace moeserve::gateway {
+
+inline constexpr char kGatewayUsage[] =
+    "usage: moeserve-gateway --model DIR --router HOST:PORT [--model-name NAME] [--host H]\n"
+    "         [--port N] [--grpc-port N] [--http-threads N] [--max-tokens-default N]\n"
+    "         [--router-timeout-s N]\n";
+
+// Parses the flags (without argv[0]); `--name value` and `--name=value` both work.
+// INVALID_ARGUMENT naming the bad flag.
+absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args);
+
+}  // namespace moeserve::gateway
+
+#endif  // MOESERVE_GATEWAY_GATEWAY_FLAGS_H_

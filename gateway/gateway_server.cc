@@ -1,0 +1,83 @@
+#include "gateway/gateway_server.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "gateway/router_backend.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace moeserve::gateway {
+
+absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConfig config) {
+  if (config.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  if (config.http_port < 0 || config.http_port > 65535 || config.grpc_port < 0 ||
+      config.grpc_port > 65535) {
+    return absl::InvalidArgumentError("ports must be in [0, 65535]");
+  }
+  if (config.max_tokens_default < 1) {
+    return absl::InvalidArgumentError("--max-tokens-default must be >= 1");
+  }
+  if (config.backend == nullptr && config.router_address.empty()) {
+    return absl::InvalidArgumentError("--router host:port is required");
+  }
+  std::unique_ptr<GatewayServer> server(new GatewayServer());
+  std::string name = config.model_name;
+  if (name.empty()) {
+    std::filesystem::path dir(config.model_dir);
+    name = (dir.has_filename() ? dir.filename() : dir.parent_path().filename()).string();
+  }
+  absl::StatusOr<std::unique_ptr<ModelContext>> model =
+      ModelContext::Load(config.model_dir, name, config.max_tokens_default);
+  if (!model.ok()) return model.status();
+  server->model_ = std::move(*model);
+  if (config.backend != nullptr) {
+    server->backend_ = config.backend;
+  } else {
+    server->owned_backend_ = RouterBackend::Connect(config.router_address, config.router_timeout);
+    server->backend_ = server->owned_backend_.get();
+  }
+
+  server->service_ = std::make_unique<InferenceService>(server->model_.get(), server->backend_,
+                                                        &server->calls_);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(config.host, ":", config.grpc_port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->grpc_port_);
+  builder.RegisterService(server->service_.get());
+  server->grpc_ = builder.BuildAndStart();
+  if (server->grpc_ == nullptr || server->grpc_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("gateway: cannot listen on ", address));
+  }
+
+  HttpServerOptions http;
+  http.host = config.host;
+  http.port = config.http_port;
+  http.threads = config.http_threads;
+  absl::StatusOr<std::unique_ptr<HttpServer>> http_server =
+      HttpServer::Create(http, server->model_.get(), server->backend_, &server->calls_);
+  if (!http_server.ok()) return http_server.status();
+  server->http_ = std::move(*http_server);
+  return server;
+}
+
+GatewayServer::~GatewayServer() { Shutdown(); }
+
+void GatewayServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (grpc_ != nullptr) {
+    // Reactors of calls in flight are cancelled after the grace period; their backend calls
+    // are then cancelled through OnCancel.
+    grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+  if (http_ != nullptr) http_->Shutdown();
+  calls_.CancelAllAndWait(absl::Seconds(10));
+}
+
+}  // namespace moeserve::gateway

@@ -1,0 +1,66 @@
+#ifndef MOESERVE_GATEWAY_GATEWAY_SERVER_H_
+#define MOESERVE_GATEWAY_GATEWAY_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "gateway/call_registry.h"
+#include "gateway/generation_backend.h"
+#include "gateway/http_server.h"
+#include "gateway/inference_service.h"
+#include "gateway/model_context.h"
+#include "grpcpp/server.h"
+
+namespace moeserve::gateway {
+
+struct GatewayConfig {
+  std::string model_dir;   // tokenizer.json, tokenizer_config.json, config.json (no weights)
+  std::string model_name;  // empty: the model folder's basename
+  std::string host = "0.0.0.0";
+  int http_port = 0;  // 0: any free port
+  int grpc_port = 0;
+  int http_threads = 2;
+  std::string router_address;  // host:port of the Router (unused when a backend is injected)
+  absl::Duration router_timeout = absl::Minutes(30);
+  int32_t max_tokens_default = 4096;
+  // Not owned; null: a RouterBackend to router_address. Tests inject a fake.
+  GenerationBackend* backend = nullptr;
+};
+
+// The gateway process: the OpenAI-compatible HTTP server and the gRPC Inference service (plus
+// the standard health service and reflection) over one GenerationBackend.
+// Create() returns once both listen. Shutdown() stops both, cancels the generations in flight
+// and waits for them; idempotent, and the destructor calls it.
+class GatewayServer {
+ public:
+  // INVALID_ARGUMENT for a bad config, NOT_FOUND / INVALID_ARGUMENT for a bad model folder,
+  // UNAVAILABLE when a port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<GatewayServer>> Create(GatewayConfig config);
+  ~GatewayServer();
+  GatewayServer(const GatewayServer&) = delete;
+  GatewayServer& operator=(const GatewayServer&) = delete;
+
+  int HttpPort() const { return http_->Port(); }
+  int GrpcPort() const { return grpc_port_; }
+  const ModelContext& model() const { return *model_; }
+  void Shutdown();
+
+ private:
+  GatewayServer() = default;
+
+  std::unique_ptr<ModelContext> model_;
+  std::unique_ptr<GenerationBackend> owned_backend_;
+  GenerationBackend* backend_ = nullptr;
+  CallRegistry calls_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> grpc_;
+  std::unique_ptr<HttpServer> http_;
+  int grpc_port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace moeserve::gateway
+
+#endif  // MOESERVE_GATEWAY_GATEWAY_SERVER_H_

@@ -1,0 +1,65 @@
+#ifndef MOESERVE_GATEWAY_GENERATION_BACKEND_H_
+#define MOESERVE_GATEWAY_GENERATION_BACKEND_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/sampler.h"
+
+namespace moeserve::gateway {
+
+// What the gateway asks the cluster to generate (moeserve.v1.GenerationSpec as a domain struct).
+struct GenerationRequest {
+  std::string request_id;
+  std::vector<int32_t> prompt_ids;  // used exactly as given
+  engine::SamplingParams sampling;
+  int32_t max_new_tokens = 0;
+  bool ignore_eos = false;
+  int32_t thinking_budget = -1;  // -1: none; else close reasoning after that many tokens
+  std::vector<int32_t> think_close_ids;
+  int32_t sample_vocab = 0;  // > 0: sample only ids below this
+};
+
+enum class FinishReason { kNone, kStop, kLength, kCancelled };
+
+// One piece of the token stream.
+struct GenerationChunk {
+  std::vector<int32_t> token_ids;
+  FinishReason finish_reason = FinishReason::kNone;  // set on the last chunk
+  int32_t cached_prompt_tokens = 0;                  // meaningful on the first chunk
+};
+
+// Callbacks of one generation. They are invoked serially (never two at once) from a thread the
+// backend owns, must not block, and must not call back into the backend except Cancel().
+// on_chunk may run any number of times; on_done runs exactly once, last: OK after the chunk
+// carrying the finish reason, Cancelled after Cancel(), or the backend's error.
+struct GenerationCallbacks {
+  std::function<void(GenerationChunk)> on_chunk;
+  std::function<void(absl::Status)> on_done;
+};
+
+// A generation in progress. Cancel() is thread-safe, idempotent, and safe after on_done.
+class GenerationCall {
+ public:
+  virtual ~GenerationCall() = default;
+  virtual void Cancel() = 0;
+};
+using GenerationCallPtr = std::shared_ptr<GenerationCall>;
+
+// Where tokens come from: the router over gRPC (RouterBackend) or a fake in tests.
+// Start() never blocks on the generation; the callbacks may run before Start returns.
+// The backend keeps the call alive until on_done has run, whether or not the caller keeps the
+// returned handle. Thread-safe.
+class GenerationBackend {
+ public:
+  virtual ~GenerationBackend() = default;
+  virtual GenerationCallPtr Start(GenerationRequest request, GenerationCallbacks callbacks) = 0;
+};
+
+}  // namespace moeserve::gateway
+
+#endif  // MOESERVE_GATEWAY_GENERATION_BACKEND_H_

@@ -1,0 +1,88 @@
+#include "gateway/http_server.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "boost/asio/dispatch.hpp"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/strand.hpp"
+#include "common/http_status.h"
+#include "common/log.h"
+#include "gateway/http_session.h"
+
+namespace moeserve::gateway {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+struct HttpServer::Impl {
+  explicit Impl(int threads) : ioc(threads), acceptor(asio::make_strand(ioc)) {}
+
+  void Accept() {
+    acceptor.async_accept(asio::make_strand(ioc), [this](boost::system::error_code ec,
+                                                         tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+      if (!ec) {
+        std::make_shared<HttpSession>(std::move(socket), context)->Start();
+      }
+      Accept();
+    });
+  }
+
+  asio::io_context ioc;
+  tcp::acceptor acceptor;
+  SessionContext context;
+};
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& options,
+                                                               const ModelContext* model,
+                                                               GenerationBackend* backend,
+                                                               CallRegistry* calls) {
+  if (options.threads <= 0) return absl::InvalidArgumentError("http threads must be > 0");
+  std::unique_ptr<HttpServer> server(new HttpServer());
+  server->impl_ = std::make_unique<Impl>(options.threads);
+  Impl& impl = *server->impl_;
+  impl.context = SessionContext{model, backend, calls};
+  boost::system::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(options.host, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(absl::StrCat("bad http host '", options.host, "'"));
+  }
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(options.port));
+  impl.acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl.acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl.acceptor.bind(endpoint, ec);
+  if (!ec) impl.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("gateway: cannot listen on ", options.host, ":",
+                                               options.port, ": ", ec.message()));
+  }
+  server->port_ = impl.acceptor.local_endpoint().port();
+  impl.Accept();
+  for (int i = 0; i < options.threads; ++i) {
+    server->threads_.emplace_back([&impl] { impl.ioc.run(); });
+  }
+  return server;
+}
+
+HttpServer::~HttpServer() { Shutdown(); }
+
+void HttpServer::Shutdown() {
+  if (shut_down_ || impl_ == nullptr) return;
+  shut_down_ = true;
+  asio::dispatch(impl_->acceptor.get_executor(), [this] {
+    boost::system::error_code ignored;
+    impl_->acceptor.close(ignored);
+  });
+  // Generations in flight end with Cancelled. Their callbacks post onto this io_context, so it
+  // must outlive them: wait until every backend call has run on_done.
+  if (!impl_->context.calls->CancelAllAndWait(absl::Seconds(10))) {
+    LogLine("W", "gateway: generations still running at shutdown");
+  }
+  impl_->ioc.stop();
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
+}
+
+}  // namespace moeserve::gateway

@@ -1,0 +1,324 @@
+#include "gateway/http_session.h"
+
+#include <chrono>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "boost/asio/dispatch.hpp"
+#include "boost/asio/post.hpp"
+#include "boost/asio/write.hpp"
+#include "common/http_status.h"
+#include "nlohmann/json.hpp"
+
+namespace moeserve::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+namespace {
+
+// How long an idle keep-alive connection (or a slow request upload) may take.
+constexpr auto kReadTimeout = std::chrono::seconds(120);
+
+std::string ChunkFrame(absl::string_view data) {
+  return absl::StrCat(absl::Hex(data.size()), "\r\n", data, "\r\n");
+}
+
+}  // namespace
+
+HttpSession::HttpSession(asio::ip::tcp::socket&& socket, SessionContext context)
+    : stream_(std::move(socket)), context_(context) {}
+
+void HttpSession::Start() {
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoRead(); });
+}
+
+void HttpSession::DoRead() {
+  if (closed_) return;
+  parser_.emplace();
+  parser_->body_limit(kMaxBodyBytes);
+  stream_.expires_after(kReadTimeout);
+  http::async_read(stream_, buffer_, *parser_,
+                   [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+}
+
+void HttpSession::OnRead(beast::error_code ec) {
+  if (ec == http::error::body_limit) {
+    keep_alive_ = false;
+    SendError(absl::InvalidArgumentError(
+                  absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes")),
+              413);
+    return;
+  }
+  if (ec == http::error::end_of_stream || ec) {
+    if (ec && ec != http::error::end_of_stream && ec != beast::error::timeout &&
+        ec != asio::error::operation_aborted && ec != asio::error::connection_reset &&
+        ec != asio::error::eof && parser_ && parser_->got_some()) {
+      keep_alive_ = false;
+      SendError(absl::InvalidArgumentError(absl::StrCat("malformed HTTP request: ", ec.message())));
+      return;
+    }
+    Close();
+    return;
+  }
+  stream_.expires_never();
+  Handle(parser_->release());
+}
+
+void HttpSession::Handle(Request request) {
+  keep_alive_ = request.keep_alive();
+  response_done_ = false;
+  std::string path(request.target());
+  if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
+  const http::verb method = request.method();
+  if (path == "/health") {
+    if (method != http::verb::get) return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    return SendJson(http::status::ok, R"({"status":"ok"})", keep_alive_);
+  }
+  if (path == "/v1/models") {
+    if (method != http::verb::get) return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    return SendJson(http::status::ok,
+                    DumpJson(ModelsJson(context_.model->name, 0, context_.model->context_length)),
+                    keep_alive_);
+  }
+  if (path == "/v1/chat/completions" || path == "/v1/completions") {
+    if (method != http::verb::post) {
+      return SendError(absl::InvalidArgumentError("use POST"), 405, "POST");
+    }
+    return HandleGenerate(request, path == "/v1/completions" ? Endpoint::kCompletion
+                                                             : Endpoint::kChat);
+  }
+  SendError(absl::NotFoundError(absl::StrCat("no route for ", std::string(request.method_string()),
+                                             " ", path)));
+}
+
+void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
+  absl::StatusOr<ApiRequest> api = endpoint == Endpoint::kChat
+                                       ? ParseChatCompletionRequest(request.body())
+                                       : ParseCompletionRequest(request.body());
+  if (!api.ok()) return SendError(api.status());
+  const std::string id = context_.calls->NextRequestId(
+      endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+  absl::StatusOr<PreparedRequest> prepared = PrepareRequest(*api, *context_.model, id);
+  if (!prepared.ok()) return SendError(prepared.status());
+
+  Generation& g = gen_.emplace();
+  g.seq = ++next_seq_;
+  g.stream = prepared->stream;
+  g.meta.id = id;
+  g.meta.created = absl::ToUnixSeconds(absl::Now());
+  g.meta.model = prepared->model;
+  g.meta.endpoint = endpoint;
+  g.meta.split_reasoning = prepared->split_reasoning;
+  g.meta.include_usage = prepared->include_usage;
+  g.output.emplace(*context_.model->tokenizer, prepared->split_reasoning,
+                   prepared->starts_in_reasoning, prepared->stop, prepared->prompt_tokens);
+
+  // Callbacks run on a backend thread: post onto this connection's strand. The registry entry
+  // is removed last, after which the callback no longer touches the io_context.
+  auto executor = stream_.get_executor();
+  CallRegistry* calls = context_.calls;
+  const uint64_t seq = g.seq;
+  const uint64_t key = calls->Reserve();
+  g.registry_key = key;
+  GenerationCallbacks callbacks;
+  callbacks.on_chunk = [self = shared_from_this(), executor, seq](GenerationChunk chunk) {
+    asio::post(executor, [self, seq, chunk = std::move(chunk)]() mutable {
+      self->OnChunk(seq, std::move(chunk));
+    });
+  };
+  callbacks.on_done = [self = shared_from_this(), executor, seq, calls, key](absl::Status s) {
+    asio::post(executor, [self, seq, s = std::move(s)] { self->OnDone(seq, s); });
+    calls->Remove(key);
+  };
+  g.call = context_.backend->Start(std::move(prepared->generation), std::move(callbacks));
+  calls->Attach(key, g.call);
+  WatchPeer();
+}
+
+void HttpSession::OnChunk(uint64_t seq, GenerationChunk chunk) {
+  if (!gen_ || gen_->seq != seq || gen_->done) return;
+  TextDelta delta = gen_->output->OnChunk(chunk);
+  EmitDelta(delta);
+  if (gen_->output->finished()) {
+    // A stop string, or the backend's last chunk: either way nothing more is wanted.
+    if (gen_->output->stopped_by_string()) gen_->call->Cancel();
+    FinishGeneration(absl::OkStatus());
+  }
+}
+
+void HttpSession::OnDone(uint64_t seq, absl::Status status) {
+  if (!gen_ || gen_->seq != seq || gen_->done) return;
+  FinishGeneration(std::move(status));
+}
+
+void HttpSession::EmitDelta(const TextDelta& delta) {
+  Generation& g = *gen_;
+  if (!g.stream) {
+    g.text.reasoning += delta.reasoning;
+    g.text.content += delta.content;
+    return;
+  }
+  if (!g.headers_sent) {
+    g.headers_sent = true;
+    QueueWrite(absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                            "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n",
+                            keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n",
+                            "\r\n"));
+    if (g.meta.endpoint == Endpoint::kChat) {
+      QueueWrite(ChunkFrame(SseEvent(RoleChunkJson(g.meta))));
+    }
+  }
+  if (!delta.empty()) QueueWrite(ChunkFrame(SseEvent(DeltaChunkJson(g.meta, delta))));
+}
+
+void HttpSession::FinishGeneration(absl::Status status) {
+  Generation& g = *gen_;
+  g.done = true;
+  if (closed_) return;
+  const bool error = !status.ok() && !g.output->finished();
+  if (error && !g.headers_sent) {
+    // Nothing went out yet: an ordinary error response.
+    if (status.code() == absl::StatusCode::kCancelled) keep_alive_ = false;
+    SendError(status);
+    return;
+  }
+  // OK without a finish reason chunk counts as a natural stop.
+  EmitDelta(g.output->Finish(status.ok() ? FinishReason::kStop : FinishReason::kNone));
+  const FinishReason finish = g.output->finish_reason();
+  if (!g.stream) {
+    SendJson(http::status::ok,
+             DumpJson(CompletionResponseJson(g.meta, g.text, finish, g.output->usage())),
+             keep_alive_);
+    return;
+  }
+  if (error) {
+    // Mid-stream failure: an error event (the OpenAI SDK raises it), then the end.
+    QueueWrite(ChunkFrame(absl::StrCat("data: ", OpenAiErrorBody(status), "\n\n")));
+  } else {
+    QueueWrite(ChunkFrame(SseEvent(FinishChunkJson(g.meta, finish))));
+    if (g.meta.include_usage) {
+      QueueWrite(ChunkFrame(SseEvent(UsageChunkJson(g.meta, g.output->usage()))));
+    }
+  }
+  QueueWrite(ChunkFrame(SseDone()));
+  QueueWrite("0\r\n\r\n");
+  response_done_ = true;
+  DoWrite();
+}
+
+void HttpSession::SendJson(http::status status, std::string body, bool keep_alive,
+                           const char* allow) {
+  Response res{status, 11};
+  res.set(http::field::server, "moeserve-gateway");
+  res.set(http::field::content_type, "application/json");
+  if (allow != nullptr) res.set(http::field::allow, allow);
+  res.keep_alive(keep_alive);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  std::ostringstream os;
+  os << res;  // serialise to bytes so every response goes through the one write queue
+  response_done_ = true;
+  QueueWrite(os.str());
+}
+
+void HttpSession::SendError(const absl::Status& status, int http_status, const char* allow) {
+  const int code = http_status != 0 ? http_status : HttpStatusCode(status.code());
+  SendJson(static_cast<http::status>(code), OpenAiErrorBody(status, code), keep_alive_, allow);
+}
+
+void HttpSession::QueueWrite(std::string bytes) {
+  if (closed_) return;
+  out_.push_back(std::move(bytes));
+  DoWrite();
+}
+
+void HttpSession::DoWrite() {
+  if (writing_ || closed_) return;
+  if (out_.empty()) {
+    if (!response_done_) return;
+    // The response is out: the next request (keep-alive) or the end of the connection.
+    response_done_ = false;
+    gen_.reset();
+    if (!keep_alive_) {
+      beast::error_code ignored;
+      stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      Close();
+    } else if (watching_) {
+      stream_.socket().cancel();  // the watch handler then starts the next read
+    } else {
+      DoRead();
+    }
+    return;
+  }
+  writing_ = true;
+  asio::async_write(stream_, asio::buffer(out_.front()),
+                    [self = shared_from_this()](beast::error_code ec, size_t) {
+                      self->OnWritten(ec);
+                    });
+}
+
+void HttpSession::OnWritten(beast::error_code ec) {
+  writing_ = false;
+  out_.pop_front();
+  if (closed_) {
+    out_.clear();
+    return;
+  }
+  if (ec) {
+    ClientGone();
+    return;
+  }
+  DoWrite();
+}
+
+// While a generation runs nothing is read from the client, so a read is kept pending to notice
+// it closing the connection (EOF or reset). Bytes that arrive (a pipelined request) are kept
+// for the next parse.
+void HttpSession::WatchPeer() {
+  if (watching_ || closed_) return;
+  watching_ = true;
+  stream_.socket().async_read_some(
+      asio::buffer(watch_byte_),
+      [self = shared_from_this()](beast::error_code ec, size_t n) {
+        self->watching_ = false;
+        if (ec == asio::error::operation_aborted && !self->closed_ && !self->gen_) {
+          self->DoRead();  // cancelled by DoWrite at the end of the response
+          return;
+        }
+        if (ec) {
+          self->ClientGone();
+          return;
+        }
+        auto dest = self->buffer_.prepare(n);
+        asio::buffer_copy(dest, asio::buffer(self->watch_byte_, n));
+        self->buffer_.commit(n);
+        if (self->buffer_.size() > kMaxBodyBytes) {
+          self->ClientGone();
+          return;
+        }
+        if (self->gen_) {
+          self->WatchPeer();
+        } else if (!self->writing_ && self->out_.empty()) {
+          self->DoRead();
+        }
+      });
+}
+
+void HttpSession::ClientGone() {
+  if (gen_ && !gen_->done && gen_->call != nullptr) gen_->call->Cancel();
+  Close();
+}
+
+void HttpSession::Close() {
+  if (closed_) return;
+  closed_ = true;
+  if (!writing_) out_.clear();  // else the buffer in flight goes in OnWritten
+  beast::error_code ignored;
+  stream_.socket().close(ignored);
+}
+
+}  // namespace moeserve::gateway

@@ -1,0 +1,90 @@
+#ifndef MOESERVE_GATEWAY_HTTP_SESSION_H_
+#define MOESERVE_GATEWAY_HTTP_SESSION_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/beast/core.hpp"
+#include "boost/beast/http.hpp"
+#include "gateway/call_registry.h"
+#include "gateway/generation_backend.h"
+#include "gateway/model_context.h"
+#include "gateway/openai_format.h"
+#include "gateway/output_assembler.h"
+#include "gateway/request_mapping.h"
+
+namespace moeserve::gateway {
+
+// What every connection shares (not owned).
+struct SessionContext {
+  const ModelContext* model = nullptr;
+  GenerationBackend* backend = nullptr;
+  CallRegistry* calls = nullptr;
+};
+
+// One HTTP connection. Everything runs on the connection's strand: reading requests, writing
+// responses and handling backend callbacks (which are posted here). Lives as long as a handler
+// or a backend callback holds it.
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(boost::asio::ip::tcp::socket&& socket, SessionContext context);
+  void Start();
+
+ private:
+  using Request = boost::beast::http::request<boost::beast::http::string_body>;
+  using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+  // The generation behind the current request.
+  struct Generation {
+    uint64_t seq = 0;
+    uint64_t registry_key = 0;
+    GenerationCallPtr call;
+    ResponseMeta meta;
+    std::optional<OutputAssembler> output;
+    TextDelta text;            // non-streaming: everything so far
+    bool stream = false;
+    bool headers_sent = false;  // streaming: the SSE header went out
+    bool done = false;          // the response is complete (no more events)
+  };
+
+  void DoRead();
+  void OnRead(boost::beast::error_code ec);
+  void Handle(Request request);
+  void HandleGenerate(const Request& request, Endpoint endpoint);
+  void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
+                const char* allow = nullptr);
+  void SendError(const absl::Status& status, int http_status = 0, const char* allow = nullptr);
+  void OnChunk(uint64_t seq, GenerationChunk chunk);
+  void OnDone(uint64_t seq, absl::Status status);
+  void EmitDelta(const TextDelta& delta);
+  void FinishGeneration(absl::Status status);
+  void QueueWrite(std::string bytes);
+  void DoWrite();
+  void OnWritten(boost::beast::error_code ec);
+  void WatchPeer();
+  void ClientGone();
+  void Close();
+
+  boost::beast::tcp_stream stream_;
+  SessionContext context_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  bool keep_alive_ = false;
+  uint64_t next_seq_ = 0;
+  std::optional<Generation> gen_;
+  std::deque<std::string> out_;  // raw bytes queued for the socket
+  bool writing_ = false;
+  bool watching_ = false;     // a read that detects the peer closing is pending
+  bool response_done_ = false;  // every byte of the current response is queued
+  bool closed_ = false;
+  char watch_byte_[512];
+};
+
+}  // namespace moeserve::gateway
+
+#endif  // MOESERVE_GATEWAY_HTTP_SESSION_H_

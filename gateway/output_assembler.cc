@@ -1,0 +1,117 @@
+#include "gateway/output_assembler.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace moeserve::gateway {
+
+StopStringMatcher::StopStringMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {
+  stops_.erase(std::remove(stops_.begin(), stops_.end(), std::string()), stops_.end());
+}
+
+std::string StopStringMatcher::Add(absl::string_view text) {
+  if (stopped_) return "";
+  pending_.append(text.data(), text.size());
+  size_t first = std::string::npos;
+  for (const std::string& s : stops_) first = std::min(first, pending_.find(s));
+  if (first != std::string::npos) {
+    stopped_ = true;
+    std::string out = pending_.substr(0, first);
+    pending_.clear();
+    return out;
+  }
+  // Hold back the longest suffix that is a proper prefix of some stop string.
+  size_t hold = 0;
+  for (const std::string& s : stops_) {
+    for (size_t len = std::min(s.size() - 1, pending_.size()); len > hold; --len) {
+      if (absl::string_view(pending_).substr(pending_.size() - len) ==
+          absl::string_view(s).substr(0, len)) {
+        hold = len;
+        break;
+      }
+    }
+  }
+  std::string out = pending_.substr(0, pending_.size() - hold);
+  pending_.erase(0, pending_.size() - hold);
+  return out;
+}
+
+std::string StopStringMatcher::Flush() {
+  std::string out;
+  out.swap(pending_);
+  return stopped_ ? std::string() : out;
+}
+
+OutputAssembler::OutputAssembler(const engine::Tokenizer& tokenizer, bool split_reasoning,
+                                 bool starts_in_reasoning, std::vector<std::string> stop,
+                                 int32_t prompt_tokens)
+    : decoder_(tokenizer, engine::DecodeOptions{.skip_special_tokens = true}),
+      split_reasoning_(split_reasoning),
+      splitter_(starts_in_reasoning),
+      stop_(std::move(stop)) {
+  usage_.prompt_tokens = prompt_tokens;
+}
+
+TextDelta OutputAssembler::Route(const std::string& text) {
+  TextDelta out;
+  std::string content;
+  if (split_reasoning_) {
+    engine::ReasoningSplitter::Delta d = splitter_.Add(text);
+    out.reasoning = std::move(d.reasoning);
+    content = std::move(d.content);
+  } else {
+    content = text;
+  }
+  out.content = stop_.Add(content);
+  if (stop_.stopped() && finish_reason_ == FinishReason::kNone) {
+    finish_reason_ = FinishReason::kStop;
+  }
+  return out;
+}
+
+TextDelta OutputAssembler::Flush() {
+  TextDelta out = Route(decoder_.Flush());
+  if (split_reasoning_) {
+    engine::ReasoningSplitter::Delta d = splitter_.Flush();
+    out.reasoning += d.reasoning;
+    out.content += stop_.Add(d.content);
+  }
+  out.content += stop_.Flush();
+  return out;
+}
+
+TextDelta OutputAssembler::OnChunk(const GenerationChunk& chunk) {
+  TextDelta out;
+  if (first_chunk_) {
+    usage_.cached_tokens = std::clamp(chunk.cached_prompt_tokens, 0, usage_.prompt_tokens);
+    first_chunk_ = false;
+  }
+  if (finished()) return out;
+  for (int32_t id : chunk.token_ids) {
+    ++usage_.completion_tokens;
+    if (split_reasoning_ && splitter_.in_reasoning()) ++usage_.reasoning_tokens;
+    absl::StatusOr<std::string> text = decoder_.Add(id);
+    // An id the tokenizer cannot decode (a padding row) shows as nothing.
+    if (!text.ok()) continue;
+    TextDelta d = Route(*text);
+    out.reasoning += d.reasoning;
+    out.content += d.content;
+    if (finished()) return out;  // stop string
+  }
+  if (chunk.finish_reason != FinishReason::kNone) {
+    TextDelta d = Flush();
+    out.reasoning += d.reasoning;
+    out.content += d.content;
+    if (finish_reason_ == FinishReason::kNone) finish_reason_ = chunk.finish_reason;
+  }
+  return out;
+}
+
+TextDelta OutputAssembler::Finish(FinishReason reason) {
+  if (finished()) return {};
+  TextDelta out = Flush();
+  if (finish_reason_ == FinishReason::kNone) finish_reason_ = reason;
+  return out;
+}
+
+}  // namespace moeserve::gateway

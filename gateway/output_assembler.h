@@ -1,0 +1,84 @@
+#ifndef MOESERVE_GATEWAY_OUTPUT_ASSEMBLER_H_
+#define MOESERVE_GATEWAY_OUTPUT_ASSEMBLER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "engine/reasoning.h"
+#include "engine/tokenizer.h"
+#include "gateway/generation_backend.h"
+
+namespace moeserve::gateway {
+
+// Finds stop strings in streamed text, across chunk boundaries. Add() returns the text that can
+// no longer be part of a stop string; a suffix that may still grow into one is held back. When a
+// stop string completes, the text before it is returned, stopped() becomes true and everything
+// after is dropped. Not thread-safe.
+class StopStringMatcher {
+ public:
+  explicit StopStringMatcher(std::vector<std::string> stops);
+
+  std::string Add(absl::string_view text);
+  // End of stream: the held-back text (empty once stopped).
+  std::string Flush();
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string pending_;
+  bool stopped_ = false;
+};
+
+struct TextDelta {
+  std::string reasoning;
+  std::string content;
+  bool empty() const { return reasoning.empty() && content.empty(); }
+};
+
+struct UsageInfo {
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int32_t reasoning_tokens = 0;
+  int32_t cached_tokens = 0;  // prompt tokens served from the KV cache
+};
+
+// Turns a request's token stream into text: incremental detokenization (special tokens such as
+// EOS are not shown), the reasoning split (chat), stop strings on the content, usage counts and
+// the finish reason. Pure (no I/O), one per request, not thread-safe.
+class OutputAssembler {
+ public:
+  OutputAssembler(const engine::Tokenizer& tokenizer, bool split_reasoning,
+                  bool starts_in_reasoning, std::vector<std::string> stop,
+                  int32_t prompt_tokens);
+
+  // Feeds a chunk; returns the text decided so far. Once finished() (the chunk carried a
+  // finish reason, or a stop string matched) later chunks are ignored. A stop-string match
+  // means the caller should Cancel() the backend.
+  TextDelta OnChunk(const GenerationChunk& chunk);
+  // The backend ended without a finish reason (error or cancellation): flushes the held text.
+  TextDelta Finish(FinishReason reason);
+
+  bool finished() const { return finish_reason_ != FinishReason::kNone; }
+  bool stopped_by_string() const { return stop_.stopped(); }
+  FinishReason finish_reason() const { return finish_reason_; }
+  const UsageInfo& usage() const { return usage_; }
+
+ private:
+  TextDelta Route(const std::string& text);
+  TextDelta Flush();
+
+  engine::StreamDecoder decoder_;
+  bool split_reasoning_;
+  engine::ReasoningSplitter splitter_;
+  StopStringMatcher stop_;
+  UsageInfo usage_;
+  bool first_chunk_ = true;
+  FinishReason finish_reason_ = FinishReason::kNone;
+};
+
+}  // namespace moeserve::gateway
+
+#endif  // MOESERVE_GATEWAY_OUTPUT_ASSEMBLER_H_

@@ -1,0 +1,521 @@
+// Request mapping: OpenAI / DeepSeek API requests -> GenerationRequest. The choices made here:
+//
+// Parsing (ParseChatCompletionRequest / ParseCompletionRequest):
+//  - The body must be a JSON object. Invalid UTF-8 anywhere in the body is reported as such
+//    (400 "not valid UTF-8"); other syntax errors as "not valid JSON". Unknown fields are
+//    ignored, as OpenAI does. JSON null counts as absent for every optional field.
+//  - "model": required string. "messages" (chat): non-empty array of objects with "role" in
+//    system | user | assistant | tool | developer ("developer" is treated as "system") and
+//    "content" either a string or an array of {"type":"text","text":...} parts, joined with
+//    "\n". Other part types (images, audio) are rejected. An assistant message may have null
+//    content (it then renders as empty).
+//  - "prompt" (completions): a string, a single-element array holding a string, or an array of
+//    token ids (integers). Batched prompts (several strings, arrays of arrays) are rejected:
+//    one request produces one choice. "echo", "suffix", "best_of" > 1 and "n" > 1 are rejected.
+//  - Integers must be JSON integers (1.0 and "1" are rejected). "max_completion_tokens" wins
+//    over "max_tokens" when both are given. max_tokens >= 1.
+//  - Sampling: temperature [0, 2] (default 1, OpenAI's), top_p (0, 1], top_k >= 0 (an
+//    extension, 0 = off), min_p [0, 1], presence/frequency_penalty [-2, 2],
+//    repetition_penalty > 0, seed a non-negative integer. logprobs bool, top_logprobs 0..20 and
+//    only with logprobs (the ranges of engine::ValidateSamplingParams).
+//  - "stop": a string or a list of at most 4 non-empty strings. Stop strings apply to the answer
+//    text (content), never to reasoning_content; the output is cut before the stop string and
+//    finish_reason is "stop".
+//  - "stream_options" only with "stream": true (OpenAI's rule); include_usage adds the usage
+//    chunk (choices: []) before [DONE].
+//  - "reasoning_effort": low | medium | high. With a template that opens <think> it becomes the
+//    thinking budget (engine::ThinkingBudget); with other templates it is validated and ignored.
+//  - "ignore_eos": bool (an extension, as in vLLM).
+//
+// Preparing (PrepareRequest):
+//  - An unknown "model" is 404 model_not_found. The gateway serves exactly one model.
+//  - Chat: the model's own chat template renders the messages with add_generation_prompt, then
+//    the text is encoded without adding BOS (the template wrote it). Users must not forge
+//    control tokens: message content containing the text of an added token (e.g. "<｜User｜>",
+//    which the tokenizer would match even with parse_special_tokens=false because DeepSeek marks
+//    it non-special) is rejected with 400 rather than silently re-tokenized. R1's <think> and
+//    </think> stay allowed. TODO(gateway): encode content spans with parse_special_tokens=false
+//    instead of rejecting.
+//  - Completions: prompt text is encoded with BOS as tokenizer_config.json asks and with
+//    parse_special_tokens=false (so BOS/EOS text is not a token). The chat markers, which
+//    DeepSeek's tokenizer marks non-special, are still recognised: /v1/completions is the raw
+//    interface (its token-id form can send any id anyway). Token-id prompts are used exactly as given, and every id must
+//    be in [0, vocab_size) of the tokenizer (ids a client cannot decode are rejected).
+//  - Context: prompt_tokens must be < context_length; an explicit max_tokens must be
+//    <= context_length and prompt + max_tokens <= context_length (400
+//    context_length_exceeded). Without max_tokens: min(--max-tokens-default, room left).
+//  - sample_vocab is the tokenizer's vocab size (the model's embedding has padding rows).
+//  - Chat output is split into reasoning_content/content when the template opens <think>
+//    (starts_in_reasoning) or the model writes <think> first; completions are never split.
+#include "gateway/request_mapping.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/http_status.h"
+#include "common/status_macros.h"
+
+namespace moeserve::gateway {
+namespace {
+
+using Json = nlohmann::json;
+
+absl::Status Invalid(absl::string_view param, absl::string_view message) {
+  return WithErrorParam(absl::InvalidArgumentError(message), param);
+}
+
+absl::StatusOr<Json> ParseBody(absl::string_view body) {
+  if (!IsValidUtf8(body)) return absl::InvalidArgumentError("request body is not valid UTF-8");
+  Json j = Json::parse(body.begin(), body.end(), nullptr, false);
+  if (j.is_discarded()) {
+    // nlohmann also rejects escaped lone surrogates ("\ud800") here.
+    return absl::InvalidArgumentError("request body is not valid JSON");
+  }
+  if (!j.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
+  return j;
+}
+
+// The member `name`, or null when absent.
+const Json* Field(const Json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+absl::StatusOr<std::optional<bool>> GetBool(const Json& j, const char* name) {
+  const Json* v = Field(j, name);
+  if (v == nullptr) return std::optional<bool>();
+  if (!v->is_boolean()) return Invalid(name, absl::StrCat("'", name, "' must be a boolean"));
+  return std::optional<bool>(v->get<bool>());
+}
+
+absl::StatusOr<std::optional<int64_t>> GetInt(const Json& j, const char* name) {
+  const Json* v = Field(j, name);
+  if (v == nullptr) return std::optional<int64_t>();
+  if (v->is_number_unsigned()) {
+    if (v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return Invalid(name, absl::StrCat("'", name, "' is out of range"));
+    }
+    return std::optional<int64_t>(static_cast<int64_t>(v->get<uint64_t>()));
+  }
+  if (!v->is_number_integer()) {
+    return Invalid(name, absl::StrCat("'", name, "' must be an integer"));
+  }
+  return std::optional<int64_t>(v->get<int64_t>());
+}
+
+absl::StatusOr<std::optional<double>> GetNumber(const Json& j, const char* name) {
+  const Json* v = Field(j, name);
+  if (v == nullptr) return std::optional<double>();
+  if (!v->is_number()) return Invalid(name, absl::StrCat("'", name, "' must be a number"));
+  return std::optional<double>(v->get<double>());
+}
+
+absl::Status CheckRange(const char* name, double v, double lo, double hi) {
+  if (!(v >= lo && v <= hi)) {
+    return Invalid(name, absl::StrCat("'", name, "' must be in [", lo, ", ", hi, "], got ", v));
+  }
+  return absl::OkStatus();
+}
+
+// Fields shared by both endpoints.
+absl::Status ParseCommon(const Json& j, ApiRequest* r) {
+  const Json* model = Field(j, "model");
+  if (model == nullptr) return Invalid("model", "'model' is required");
+  if (!model->is_string()) return Invalid("model", "'model' must be a string");
+  r->model = model->get<std::string>();
+
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> stream, GetBool(j, "stream"));
+  r->stream = stream.value_or(false);
+  if (const Json* so = Field(j, "stream_options")) {
+    if (!so->is_object()) return Invalid("stream_options", "'stream_options' must be an object");
+    if (!r->stream) {
+      return Invalid("stream_options",
+                     "'stream_options' is only allowed when 'stream' is true");
+    }
+    MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> usage, GetBool(*so, "include_usage"));
+    r->include_usage = usage.value_or(false);
+  }
+
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> max_tokens, GetInt(j, "max_tokens"));
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> max_completion,
+                            GetInt(j, "max_completion_tokens"));
+  const char* max_name = max_completion ? "max_completion_tokens" : "max_tokens";
+  r->max_tokens = max_completion ? max_completion : max_tokens;
+  if (r->max_tokens && *r->max_tokens < 1) {
+    return Invalid(max_name, absl::StrCat("'", max_name, "' must be at least 1, got ",
+                                          *r->max_tokens));
+  }
+
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> n, GetInt(j, "n"));
+  if (n && *n != 1) return Invalid("n", "only 'n' = 1 is supported");
+
+  engine::SamplingParams& s = r->sampling;
+  s.temperature = 1.0;
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<double> temperature, GetNumber(j, "temperature"));
+  if (temperature) {
+    MOESERVE_RETURN_IF_ERROR(CheckRange("temperature", *temperature, 0, 2));
+    s.temperature = *temperature;
+  }
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<double> top_p, GetNumber(j, "top_p"));
+  if (top_p) {
+    if (!(*top_p > 0 && *top_p <= 1)) {
+      return Invalid("top_p", absl::StrCat("'top_p' must be in (0, 1], got ", *top_p));
+    }
+    s.top_p = *top_p;
+  }
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> top_k, GetInt(j, "top_k"));
+  if (top_k) {
+    if (*top_k < 0) return Invalid("top_k", "'top_k' must be >= 0");
+    s.top_k = *top_k;
+  }
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<double> min_p, GetNumber(j, "min_p"));
+  if (min_p) {
+    MOESERVE_RETURN_IF_ERROR(CheckRange("min_p", *min_p, 0, 1));
+    s.min_p = *min_p;
+  }
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<double> presence, GetNumber(j, "presence_penalty"));
+  if (presence) {
+    MOESERVE_RETURN_IF_ERROR(CheckRange("presence_penalty", *presence, -2, 2));
+    s.presence_penalty = *presence;
+  }
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<double> frequency, GetNumber(j, "frequency_penalty"));
+  if (frequency) {
+    MOESERVE_RETURN_IF_ERROR(CheckRange("frequency_penalty", *frequency, -2, 2));
+    s.frequency_penalty = *frequency;
+  }
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<double> repetition,
+                            GetNumber(j, "repetition_penalty"));
+  if (repetition) {
+    if (!(*repetition > 0)) return Invalid("repetition_penalty", "'repetition_penalty' must be > 0");
+    s.repetition_penalty = *repetition;
+  }
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> seed, GetInt(j, "seed"));
+  if (seed) {
+    if (*seed < 0) return Invalid("seed", "'seed' must be >= 0");
+    s.seed = static_cast<uint64_t>(*seed);
+  }
+
+  if (const Json* stop = Field(j, "stop")) {
+    if (stop->is_string()) {
+      r->stop.push_back(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      if (stop->size() > 4) return Invalid("stop", "'stop' may hold at most 4 strings");
+      for (const Json& s1 : *stop) {
+        if (!s1.is_string()) return Invalid("stop", "'stop' entries must be strings");
+        r->stop.push_back(s1.get<std::string>());
+      }
+    } else {
+      return Invalid("stop", "'stop' must be a string or a list of strings");
+    }
+    for (const std::string& s1 : r->stop) {
+      if (s1.empty()) return Invalid("stop", "'stop' strings must not be empty");
+    }
+  }
+
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, GetBool(j, "ignore_eos"));
+  r->ignore_eos = ignore_eos.value_or(false);
+  return absl::OkStatus();
+}
+
+// Chat: logprobs is a bool with top_logprobs; completions: logprobs is the top count.
+absl::Status ParseChatLogprobs(const Json& j, ApiRequest* r) {
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> logprobs, GetBool(j, "logprobs"));
+  r->sampling.logprobs = logprobs.value_or(false);
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> top, GetInt(j, "top_logprobs"));
+  if (top) {
+    if (*top < 0 || *top > 20) return Invalid("top_logprobs", "'top_logprobs' must be in [0, 20]");
+    if (!r->sampling.logprobs) {
+      return Invalid("top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
+    }
+    r->sampling.top_logprobs = static_cast<int32_t>(*top);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> MessageContent(const Json& m, const std::string& role, size_t i) {
+  const std::string param = absl::StrCat("messages[", i, "].content");
+  const Json* content = Field(m, "content");
+  if (content == nullptr) {
+    if (role == "assistant") return std::string();
+    return Invalid(param, absl::StrCat("'", param, "' is required"));
+  }
+  if (content->is_string()) return content->get<std::string>();
+  if (!content->is_array()) {
+    return Invalid(param, absl::StrCat("'", param, "' must be a string or an array of parts"));
+  }
+  std::vector<std::string> texts;
+  for (const Json& part : *content) {
+    if (!part.is_object()) return Invalid(param, absl::StrCat("'", param, "' parts must be objects"));
+    const Json* type = Field(part, "type");
+    if (type == nullptr || !type->is_string()) {
+      return Invalid(param, absl::StrCat("'", param, "' parts need a string 'type'"));
+    }
+    if (type->get<std::string>() != "text") {
+      return Invalid(param, absl::StrCat("unsupported content part type '",
+                                         type->get<std::string>(), "' (only 'text')"));
+    }
+    const Json* text = Field(part, "text");
+    if (text == nullptr || !text->is_string()) {
+      return Invalid(param, absl::StrCat("'", param, "' text parts need a string 'text'"));
+    }
+    texts.push_back(text->get<std::string>());
+  }
+  return absl::StrJoin(texts, "\n");
+}
+
+absl::Status CheckNoSpecialTokens(const std::string& text, const ModelContext& model,
+                                  absl::string_view param) {
+  for (const std::string& special : model.special_token_texts) {
+    if (absl::StrContains(text, special)) {
+      return Invalid(param, absl::StrCat("'", param, "' contains the reserved control token '",
+                                         special, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ContextError(absl::string_view message) {
+  return WithErrorCode(Invalid("messages", message), "context_length_exceeded");
+}
+
+}  // namespace
+
+bool IsValidUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return false;
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body) {
+  MOESERVE_ASSIGN_OR_RETURN(Json j, ParseBody(body));
+  ApiRequest r;
+  r.endpoint = Endpoint::kChat;
+  MOESERVE_RETURN_IF_ERROR(ParseCommon(j, &r));
+  MOESERVE_RETURN_IF_ERROR(ParseChatLogprobs(j, &r));
+  const Json* messages = Field(j, "messages");
+  if (messages == nullptr) return Invalid("messages", "'messages' is required");
+  if (!messages->is_array()) return Invalid("messages", "'messages' must be an array");
+  if (messages->empty()) return Invalid("messages", "'messages' must not be empty");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const Json& m = (*messages)[i];
+    const std::string param = absl::StrCat("messages[", i, "]");
+    if (!m.is_object()) return Invalid(param, absl::StrCat("'", param, "' must be an object"));
+    const Json* role = Field(m, "role");
+    if (role == nullptr || !role->is_string()) {
+      return Invalid(param + ".role", absl::StrCat("'", param, ".role' must be a string"));
+    }
+    std::string role_name = role->get<std::string>();
+    if (role_name == "developer") role_name = "system";
+    if (role_name != "system" && role_name != "user" && role_name != "assistant" &&
+        role_name != "tool") {
+      return Invalid(param + ".role",
+                     absl::StrCat("invalid role '", role_name, "' in '", param,
+                                  ".role' (system, user, assistant, tool or developer)"));
+    }
+    MOESERVE_ASSIGN_OR_RETURN(std::string content, MessageContent(m, role_name, i));
+    r.messages.push_back({std::move(role_name), std::move(content)});
+  }
+  if (const Json* effort = Field(j, "reasoning_effort")) {
+    if (!effort->is_string()) {
+      return Invalid("reasoning_effort", "'reasoning_effort' must be a string");
+    }
+    r.reasoning_effort = effort->get<std::string>();
+  }
+  return r;
+}
+
+absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body) {
+  MOESERVE_ASSIGN_OR_RETURN(Json j, ParseBody(body));
+  ApiRequest r;
+  r.endpoint = Endpoint::kCompletion;
+  MOESERVE_RETURN_IF_ERROR(ParseCommon(j, &r));
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> echo, GetBool(j, "echo"));
+  if (echo.value_or(false)) return Invalid("echo", "'echo' is not supported");
+  if (Field(j, "suffix") != nullptr) return Invalid("suffix", "'suffix' is not supported");
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> best_of, GetInt(j, "best_of"));
+  if (best_of && *best_of != 1) return Invalid("best_of", "only 'best_of' = 1 is supported");
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> logprobs, GetInt(j, "logprobs"));
+  if (logprobs) {
+    if (*logprobs < 0 || *logprobs > 20) return Invalid("logprobs", "'logprobs' must be in [0, 20]");
+    r.sampling.logprobs = true;
+    r.sampling.top_logprobs = static_cast<int32_t>(*logprobs);
+  }
+  const Json* prompt = Field(j, "prompt");
+  if (prompt == nullptr) return Invalid("prompt", "'prompt' is required");
+  if (prompt->is_string()) {
+    r.prompt_text = prompt->get<std::string>();
+  } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
+    r.prompt_text = (*prompt)[0].get<std::string>();
+  } else if (prompt->is_array()) {
+    if (prompt->empty()) return Invalid("prompt", "'prompt' must not be empty");
+    std::vector<int64_t> ids;
+    for (const Json& id : *prompt) {
+      if (id.is_number_unsigned()) {
+        ids.push_back(static_cast<int64_t>(std::min<uint64_t>(
+            id.get<uint64_t>(), static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))));
+      } else if (id.is_number_integer()) {
+        ids.push_back(id.get<int64_t>());
+      } else {
+        return Invalid("prompt",
+                       "'prompt' must be a string or an array of token ids (batches are not "
+                       "supported)");
+      }
+    }
+    r.prompt_ids = std::move(ids);
+  } else {
+    return Invalid("prompt", "'prompt' must be a string or an array of token ids");
+  }
+  return r;
+}
+
+absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelContext& model,
+                                               const std::string& request_id) {
+  if (r.model != model.name) {
+    return WithErrorCode(
+        WithErrorParam(absl::NotFoundError(absl::StrCat("The model '", r.model,
+                                                        "' does not exist (this server has '",
+                                                        model.name, "')")),
+                       "model"),
+        "model_not_found");
+  }
+  PreparedRequest p;
+  p.endpoint = r.endpoint;
+  p.model = model.name;
+  p.stream = r.stream;
+  p.include_usage = r.include_usage;
+  p.stop = r.stop;
+  for (const std::string& s : r.stop) {
+    if (!IsValidUtf8(s)) return Invalid("stop", "'stop' is not valid UTF-8");
+  }
+  engine::EncodeOptions opts;
+  opts.parse_special_tokens = false;
+  std::vector<int32_t>& ids = p.generation.prompt_ids;
+  if (r.endpoint == Endpoint::kChat) {
+    if (r.messages.empty()) return Invalid("messages", "'messages' must not be empty");
+    if (!model.chat_template) {
+      return Invalid("messages", "this model has no chat template; use /v1/completions");
+    }
+    engine::ChatTemplateInputs inputs;
+    for (size_t i = 0; i < r.messages.size(); ++i) {
+      const ChatMessageInput& m = r.messages[i];
+      const std::string param = absl::StrCat("messages[", i, "].content");
+      if (!IsValidUtf8(m.content)) {
+        return Invalid(param, absl::StrCat("'", param, "' is not valid UTF-8"));
+      }
+      MOESERVE_RETURN_IF_ERROR(CheckNoSpecialTokens(m.content, model, param));
+      inputs.messages.push_back({{"role", m.role}, {"content", m.content}});
+    }
+    inputs.add_generation_prompt = true;
+    inputs.bos_token = model.bos_token;
+    inputs.eos_token = model.eos_token;
+    absl::StatusOr<std::string> rendered = engine::ApplyChatTemplate(*model.chat_template, inputs);
+    if (!rendered.ok()) {
+      // raise_exception in the template (e.g. roles out of order) is the client's error.
+      return Invalid("messages", rendered.status().message());
+    }
+    p.split_reasoning = true;
+    p.starts_in_reasoning = absl::EndsWith(*rendered, "<think>\n");
+    engine::EncodeOptions template_opts;
+    template_opts.add_special_tokens = false;  // the template wrote BOS
+    MOESERVE_ASSIGN_OR_RETURN(ids, model.tokenizer->Encode(*rendered, template_opts));
+  } else if (r.prompt_text) {
+    if (!IsValidUtf8(*r.prompt_text)) return Invalid("prompt", "'prompt' is not valid UTF-8");
+    if (r.prompt_text->empty()) return Invalid("prompt", "'prompt' must not be empty");
+    absl::StatusOr<std::vector<int32_t>> encoded = model.tokenizer->Encode(*r.prompt_text, opts);
+    if (!encoded.ok()) return Invalid("prompt", encoded.status().message());
+    ids = std::move(*encoded);
+  } else if (r.prompt_ids) {
+    if (r.prompt_ids->empty()) return Invalid("prompt", "'prompt' must not be empty");
+    for (int64_t id : *r.prompt_ids) {
+      if (id < 0 || id >= model.vocab_size) {
+        return Invalid("prompt", absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
+                                              model.vocab_size, ")"));
+      }
+      ids.push_back(static_cast<int32_t>(id));
+    }
+  } else {
+    return Invalid("prompt", "'prompt' is required");
+  }
+
+  const int64_t prompt_tokens = static_cast<int64_t>(ids.size());
+  p.prompt_tokens = static_cast<int32_t>(prompt_tokens);
+  if (prompt_tokens >= model.context_length) {
+    return ContextError(absl::StrCat("This model's maximum context length is ",
+                                     model.context_length, " tokens; the prompt has ",
+                                     prompt_tokens, " tokens"));
+  }
+  int64_t max_tokens = 0;
+  if (r.max_tokens) {
+    if (*r.max_tokens > model.context_length) {
+      return WithErrorParam(
+          absl::InvalidArgumentError(absl::StrCat("'max_tokens' ", *r.max_tokens,
+                                                  " exceeds the context length ",
+                                                  model.context_length)),
+          "max_tokens");
+    }
+    if (prompt_tokens + *r.max_tokens > model.context_length) {
+      return ContextError(absl::StrCat(
+          "This model's maximum context length is ", model.context_length,
+          " tokens. However, you requested ", prompt_tokens + *r.max_tokens, " tokens (",
+          prompt_tokens, " in the prompt, ", *r.max_tokens, " in the completion)"));
+    }
+    max_tokens = *r.max_tokens;
+  } else {
+    max_tokens = std::min<int64_t>(std::max<int32_t>(model.default_max_tokens, 1),
+                                   model.context_length - prompt_tokens);
+  }
+
+  GenerationRequest& g = p.generation;
+  g.request_id = request_id;
+  g.sampling = r.sampling;
+  g.max_new_tokens = static_cast<int32_t>(max_tokens);
+  g.ignore_eos = r.ignore_eos;
+  g.sample_vocab = model.vocab_size;
+  if (r.reasoning_effort) {
+    absl::StatusOr<int64_t> budget = model.thinking_budget.ForEffort(*r.reasoning_effort);
+    if (!budget.ok()) return Invalid("reasoning_effort", budget.status().message());
+    if (p.starts_in_reasoning && !model.think_close_ids.empty()) {
+      g.thinking_budget = static_cast<int32_t>(*budget);
+      g.think_close_ids = model.think_close_ids;
+    }
+  }
+  if (absl::Status s = engine::ValidateSamplingParams(g.sampling, model.vocab_size); !s.ok()) {
+    return WithErrorParam(s, "sampling");
+  }
+  return p;
+}
+
+}  // namespace moeserve::gateway

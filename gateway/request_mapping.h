@@ -1,0 +1,74 @@
+#ifndef MOESERVE_GATEWAY_REQUEST_MAPPING_H_
+#define MOESERVE_GATEWAY_REQUEST_MAPPING_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/sampler.h"
+#include "gateway/generation_backend.h"
+#include "gateway/model_context.h"
+#include "nlohmann/json.hpp"
+
+namespace moeserve::gateway {
+
+// Pure request mapping (no I/O): OpenAI JSON (or the gRPC Inference request) -> ApiRequest
+// (types checked) -> PreparedRequest (semantics checked against the model, prompt tokenized,
+// GenerationRequest built). See the comment at the top of request_mapping.cc for every choice.
+// Every error is InvalidArgument (HTTP 400) except an unknown model (NotFound, 404); errors carry
+// the offending field as the "param" payload of common/http_status.h.
+
+enum class Endpoint { kChat, kCompletion };
+
+struct ChatMessageInput {
+  std::string role;
+  std::string content;
+};
+
+struct ApiRequest {
+  Endpoint endpoint = Endpoint::kChat;
+  std::string model;
+  std::vector<ChatMessageInput> messages;   // chat
+  std::optional<std::string> prompt_text;   // completion
+  std::optional<std::vector<int64_t>> prompt_ids;  // completion (or gRPC prompt_ids)
+  bool stream = false;
+  bool include_usage = false;
+  std::optional<int64_t> max_tokens;
+  engine::SamplingParams sampling;
+  std::vector<std::string> stop;
+  std::optional<std::string> reasoning_effort;
+  bool ignore_eos = false;
+};
+
+struct PreparedRequest {
+  Endpoint endpoint = Endpoint::kChat;
+  std::string model;
+  GenerationRequest generation;
+  bool stream = false;
+  bool include_usage = false;
+  std::vector<std::string> stop;
+  bool split_reasoning = false;      // chat: split <think> ... </think> into reasoning_content
+  bool starts_in_reasoning = false;  // the rendered prompt ends "<think>\n"
+  int32_t prompt_tokens = 0;
+};
+
+// Largest request body the HTTP server reads.
+inline constexpr size_t kMaxBodyBytes = size_t{8} << 20;
+
+absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body);
+absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body);
+
+// Validates against the model and tokenizes. `request_id` goes into the GenerationRequest.
+absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& request,
+                                               const ModelContext& model,
+                                               const std::string& request_id);
+
+// True when `text` is well-formed UTF-8.
+bool IsValidUtf8(absl::string_view text);
+
+}  // namespace moeserve::gateway
+
+#endif  // MOESERVE_GATEWAY_REQUEST_MAPPING_H_

@@ -1,0 +1,116 @@
+#include "gateway/router_backend.h"
+
+#include <utility>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/client_callback.h"
+
+namespace moeserve::gateway {
+namespace {
+
+// One Router.Generate stream. Owns itself through `self_` from StartCall until OnDone, so the
+// backend keeps it alive until on_done ran; the handle returned to the caller is another owner.
+class RouterCall final : public GenerationCall,
+                         public grpc::ClientReadReactor<v1::RouteChunk>,
+                         public std::enable_shared_from_this<RouterCall> {
+ public:
+  explicit RouterCall(GenerationCallbacks callbacks) : callbacks_(std::move(callbacks)) {}
+
+  void Begin(v1::Router::Stub* stub, v1::RouteRequest request, absl::Duration timeout) {
+    self_ = shared_from_this();
+    request_ = std::move(request);
+    context_.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    stub->async()->Generate(&context_, &request_, this);
+    StartRead(&chunk_);
+    StartCall();
+  }
+
+  void Cancel() override { context_.TryCancel(); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows with the status
+    GenerationChunk out;
+    out.token_ids.assign(chunk_.token_ids().begin(), chunk_.token_ids().end());
+    out.finish_reason = FromProtoFinishReason(chunk_.finish_reason());
+    out.cached_prompt_tokens = chunk_.cached_prompt_tokens();
+    callbacks_.on_chunk(std::move(out));
+    StartRead(&chunk_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    callbacks_.on_done(FromGrpcStatus(status));
+    callbacks_ = {};
+    self_.reset();  // may destroy this
+  }
+
+ private:
+  GenerationCallbacks callbacks_;
+  grpc::ClientContext context_;
+  v1::RouteRequest request_;
+  v1::RouteChunk chunk_;
+  std::shared_ptr<RouterCall> self_;
+};
+
+}  // namespace
+
+v1::GenerationSpec ToGenerationSpec(const GenerationRequest& r) {
+  v1::GenerationSpec spec;
+  spec.set_request_id(r.request_id);
+  spec.mutable_prompt_ids()->Add(r.prompt_ids.begin(), r.prompt_ids.end());
+  v1::SamplingParams* s = spec.mutable_sampling();
+  s->set_temperature(r.sampling.temperature);
+  s->set_top_k(r.sampling.top_k);
+  s->set_top_p(r.sampling.top_p);
+  s->set_min_p(r.sampling.min_p);
+  s->set_presence_penalty(r.sampling.presence_penalty);
+  s->set_frequency_penalty(r.sampling.frequency_penalty);
+  s->set_repetition_penalty(r.sampling.repetition_penalty);
+  if (r.sampling.seed) s->set_seed(*r.sampling.seed);
+  s->mutable_stop_token_ids()->Add(r.sampling.stop_token_ids.begin(),
+                                   r.sampling.stop_token_ids.end());
+  s->set_logprobs(r.sampling.logprobs);
+  s->set_top_logprobs(r.sampling.top_logprobs);
+  spec.set_max_new_tokens(r.max_new_tokens);
+  spec.set_ignore_eos(r.ignore_eos);
+  spec.set_thinking_budget(r.thinking_budget);
+  spec.mutable_think_close_ids()->Add(r.think_close_ids.begin(), r.think_close_ids.end());
+  spec.set_sample_vocab(r.sample_vocab);
+  return spec;
+}
+
+FinishReason FromProtoFinishReason(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_STOP:
+      return FinishReason::kStop;
+    case v1::FINISH_REASON_LENGTH:
+      return FinishReason::kLength;
+    case v1::FINISH_REASON_CANCELLED:
+      return FinishReason::kCancelled;
+    default:
+      return FinishReason::kNone;
+  }
+}
+
+RouterBackend::RouterBackend(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
+    : stub_(v1::Router::NewStub(std::move(channel))), timeout_(timeout) {}
+
+std::unique_ptr<RouterBackend> RouterBackend::Connect(const std::string& address,
+                                                      absl::Duration timeout) {
+  return std::make_unique<RouterBackend>(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()), timeout);
+}
+
+GenerationCallPtr RouterBackend::Start(GenerationRequest request, GenerationCallbacks callbacks) {
+  v1::RouteRequest route;
+  *route.mutable_spec() = ToGenerationSpec(request);
+  auto call = std::make_shared<RouterCall>(std::move(callbacks));
+  call->Begin(stub_.get(), std::move(route), timeout_);
+  return call;
+}
+
+}  // namespace moeserve::gateway

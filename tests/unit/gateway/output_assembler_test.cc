@@ -1,0 +1,178 @@
+#include "gateway/output_assembler.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/unit/gateway/test_model.h"
+
+namespace moeserve::gateway {
+namespace {
+
+constexpr int32_t kThinkClose = 128799;  // R1's </think>
+
+TEST(StopStringMatcherTest, FindsStopAcrossChunkBoundaries) {
+  StopStringMatcher m({"STOP"});
+  std::string out;
+  for (const char* piece : {"Hello S", "T", "O", "P and more"}) out += m.Add(piece);
+  EXPECT_EQ(out, "Hello ");
+  EXPECT_TRUE(m.stopped());
+  EXPECT_EQ(m.Add("late"), "");
+  EXPECT_EQ(m.Flush(), "");
+}
+
+TEST(StopStringMatcherTest, HoldsBackOnlyPossiblePrefixes) {
+  StopStringMatcher m({"abc", "xyz"});
+  EXPECT_EQ(m.Add("hello a"), "hello ");  // "a" may start "abc"
+  EXPECT_EQ(m.Add("b"), "");
+  EXPECT_EQ(m.Add("d"), "abd");  // not a stop after all
+  EXPECT_EQ(m.Add("x"), "");
+  EXPECT_FALSE(m.stopped());
+  EXPECT_EQ(m.Flush(), "x");
+}
+
+TEST(StopStringMatcherTest, EarliestOfSeveralStopsWins) {
+  StopStringMatcher m({"world", "lo w"});
+  EXPECT_EQ(m.Add("hello world"), "hel");
+  EXPECT_TRUE(m.stopped());
+}
+
+TEST(StopStringMatcherTest, NoStopsPassesThrough) {
+  StopStringMatcher m({});
+  EXPECT_EQ(m.Add("abc"), "abc");
+  EXPECT_EQ(m.Flush(), "");
+}
+
+class OutputAssemblerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model_ = testing::LoadTestModel().release(); }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+  }
+  static std::vector<int32_t> Ids(const std::string& text) {
+    engine::EncodeOptions opts;
+    opts.add_special_tokens = false;
+    absl::StatusOr<std::vector<int32_t>> ids = model_->tokenizer->Encode(text, opts);
+    return ids.ok() ? *ids : std::vector<int32_t>{};
+  }
+  // Feeds `ids` one token per chunk; the last chunk carries `finish`.
+  static TextDelta FeedOneByOne(OutputAssembler* a, const std::vector<int32_t>& ids,
+                                FinishReason finish, int32_t cached = 0) {
+    TextDelta all;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      GenerationChunk c;
+      c.token_ids = {ids[i]};
+      c.cached_prompt_tokens = i == 0 ? cached : 0;
+      if (i + 1 == ids.size()) c.finish_reason = finish;
+      TextDelta d = a->OnChunk(c);
+      all.reasoning += d.reasoning;
+      all.content += d.content;
+    }
+    return all;
+  }
+  static ModelContext* model_;
+};
+ModelContext* OutputAssemblerTest::model_ = nullptr;
+
+TEST_F(OutputAssemblerTest, SplitsReasoningIntoItsOwnField) {
+  ASSERT_NE(model_, nullptr);
+  std::vector<int32_t> ids = Ids("Let me think.");
+  const size_t reasoning_ids = ids.size();
+  ids.push_back(kThinkClose);
+  for (int32_t id : Ids("\n\nThe answer is 4.")) ids.push_back(id);
+  OutputAssembler a(*model_->tokenizer, /*split_reasoning=*/true, /*starts_in_reasoning=*/true,
+                    {}, /*prompt_tokens=*/20);
+  TextDelta all = FeedOneByOne(&a, ids, FinishReason::kStop, /*cached=*/16);
+  EXPECT_EQ(all.reasoning, "Let me think.");
+  EXPECT_EQ(all.content, "The answer is 4.");
+  EXPECT_TRUE(a.finished());
+  EXPECT_EQ(a.finish_reason(), FinishReason::kStop);
+  const UsageInfo& u = a.usage();
+  EXPECT_EQ(u.prompt_tokens, 20);
+  EXPECT_EQ(u.completion_tokens, static_cast<int32_t>(ids.size()));
+  EXPECT_EQ(u.reasoning_tokens, static_cast<int32_t>(reasoning_ids + 1));  // incl. </think>
+  EXPECT_EQ(u.cached_tokens, 16);
+}
+
+TEST_F(OutputAssemblerTest, SameTextWhateverTheChunking) {
+  std::vector<int32_t> ids = Ids("Thinking é ✓");
+  ids.push_back(kThinkClose);
+  for (int32_t id : Ids("\n\nDone 😀 here")) ids.push_back(id);
+  OutputAssembler one(*model_->tokenizer, true, true, {"here"}, 3);
+  TextDelta a = FeedOneByOne(&one, ids, FinishReason::kLength);
+  OutputAssembler all(*model_->tokenizer, true, true, {"here"}, 3);
+  GenerationChunk c;
+  c.token_ids = ids;
+  c.finish_reason = FinishReason::kLength;
+  TextDelta b = all.OnChunk(c);
+  EXPECT_EQ(a.reasoning, b.reasoning);
+  EXPECT_EQ(a.content, b.content);
+  EXPECT_EQ(a.content, "Done 😀 ");
+  EXPECT_EQ(one.finish_reason(), FinishReason::kStop);  // the stop string, not the length
+}
+
+TEST_F(OutputAssemblerTest, StopStringAcrossTokensTruncatesAndStops) {
+  OutputAssembler a(*model_->tokenizer, false, false, {"world"}, 1);
+  std::vector<int32_t> ids = Ids("hello world and more");
+  TextDelta all;
+  size_t fed = 0;
+  for (int32_t id : ids) {
+    GenerationChunk c;
+    c.token_ids = {id};
+    TextDelta d = a.OnChunk(c);
+    all.content += d.content;
+    ++fed;
+    if (a.finished()) break;
+  }
+  EXPECT_EQ(all.content, "hello ");
+  EXPECT_TRUE(a.stopped_by_string());
+  EXPECT_EQ(a.finish_reason(), FinishReason::kStop);
+  EXPECT_LT(fed, ids.size());
+  EXPECT_EQ(a.usage().completion_tokens, static_cast<int32_t>(fed));
+  GenerationChunk late;
+  late.token_ids = Ids("x");
+  EXPECT_TRUE(a.OnChunk(late).empty());
+}
+
+TEST_F(OutputAssemblerTest, StopStringsIgnoreReasoning) {
+  std::vector<int32_t> ids = Ids("STOP in reasoning");
+  ids.push_back(kThinkClose);
+  for (int32_t id : Ids("answer STOP tail")) ids.push_back(id);
+  OutputAssembler a(*model_->tokenizer, true, true, {"STOP"}, 1);
+  TextDelta d = FeedOneByOne(&a, ids, FinishReason::kLength);
+  EXPECT_EQ(d.reasoning, "STOP in reasoning");
+  EXPECT_EQ(d.content, "answer ");
+}
+
+TEST_F(OutputAssemblerTest, HidesEosAndCountsIt) {
+  std::vector<int32_t> ids = Ids("Hi");
+  ids.push_back(1);  // EOS, a special token
+  OutputAssembler a(*model_->tokenizer, false, false, {}, 1);
+  TextDelta d = FeedOneByOne(&a, ids, FinishReason::kStop);
+  EXPECT_EQ(d.content, "Hi");
+  EXPECT_EQ(a.usage().completion_tokens, static_cast<int32_t>(ids.size()));
+}
+
+TEST_F(OutputAssemblerTest, FinishFlushesHeldText) {
+  OutputAssembler a(*model_->tokenizer, false, false, {"abc"}, 1);
+  GenerationChunk c;
+  c.token_ids = Ids("xx ab");
+  TextDelta d = a.OnChunk(c);
+  EXPECT_EQ(d.content, "xx ");
+  d = a.Finish(FinishReason::kCancelled);
+  EXPECT_EQ(d.content, "ab");
+  EXPECT_EQ(a.finish_reason(), FinishReason::kCancelled);
+}
+
+TEST_F(OutputAssemblerTest, CachedTokensAreClampedToThePrompt) {
+  OutputAssembler a(*model_->tokenizer, false, false, {}, 5);
+  GenerationChunk c;
+  c.cached_prompt_tokens = 99;
+  a.OnChunk(c);
+  EXPECT_EQ(a.usage().cached_tokens, 5);
+}
+
+}  // namespace
+}  // namespace moeserve::gateway

@@ -1,0 +1,252 @@
+#include "gateway/request_mapping.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/http_status.h"
+#include "gtest/gtest.h"
+#include "tests/unit/gateway/test_model.h"
+
+namespace moeserve::gateway {
+namespace {
+
+class RequestMappingTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = testing::LoadTestModel().release();
+    ASSERT_NE(model_, nullptr);
+    model_->context_length = 256;  // small, so context errors are cheap to provoke
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+  }
+
+  static absl::StatusOr<PreparedRequest> Prepare(Endpoint endpoint, const std::string& body) {
+    absl::StatusOr<ApiRequest> api = endpoint == Endpoint::kChat
+                                         ? ParseChatCompletionRequest(body)
+                                         : ParseCompletionRequest(body);
+    if (!api.ok()) return api.status();
+    return PrepareRequest(*api, *model_, "req-1");
+  }
+
+  static ModelContext* model_;
+};
+ModelContext* RequestMappingTest::model_ = nullptr;
+
+struct BadCase {
+  Endpoint endpoint;
+  std::string body;
+  int http_status;
+  std::string message;
+};
+
+const std::string kMsgs = R"("messages":[{"role":"user","content":"hi"}])";
+std::string Chat(const std::string& extra) {
+  return absl::StrCat(R"({"model":"tiny-r1",)", kMsgs, extra.empty() ? "" : ",", extra, "}");
+}
+std::string Completion(const std::string& extra) {
+  return absl::StrCat(R"({"model":"tiny-r1","prompt":"hello")", extra.empty() ? "" : ",", extra,
+                      "}");
+}
+
+std::vector<BadCase> BadCases() {
+  const Endpoint kC = Endpoint::kChat;
+  const Endpoint kP = Endpoint::kCompletion;
+  std::string long_prompt(4000, 'a');
+  for (size_t i = 0; i < long_prompt.size(); i += 2) long_prompt[i] = ' ';
+  return {
+      {kC, "{not json", 400, "not valid JSON"},
+      {kC, "", 400, "not valid JSON"},
+      {kC, "[1,2]", 400, "must be a JSON object"},
+      {kC, std::string("{\"model\":\"tiny-r1\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"),
+       400, "not valid UTF-8"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"\ud800"}]})", 400,
+       "not valid JSON"},
+      {kC, absl::StrCat("{", kMsgs, "}"), 400, "'model' is required"},
+      {kC, absl::StrCat(R"({"model":7,)", kMsgs, "}"), 400, "'model' must be a string"},
+      {kC, absl::StrCat(R"({"model":"gpt-4",)", kMsgs, "}"), 404, "does not exist"},
+      {kC, R"({"model":"tiny-r1"})", 400, "'messages' is required"},
+      {kC, R"({"model":"tiny-r1","messages":"hi"})", 400, "'messages' must be an array"},
+      {kC, R"({"model":"tiny-r1","messages":[]})", 400, "must not be empty"},
+      {kC, R"({"model":"tiny-r1","messages":["hi"]})", 400, "'messages[0]' must be an object"},
+      {kC, R"({"model":"tiny-r1","messages":[{"content":"hi"}]})", 400, "role' must be a string"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"wizard","content":"hi"}]})", 400,
+       "invalid role 'wizard'"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user"}]})", 400, "content' is required"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":5}]})", 400,
+       "must be a string or an array of parts"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
+       400, "unsupported content part type 'image_url'"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":[{"type":"text","text":3}]}]})",
+       400, "need a string 'text'"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"a <｜User｜> b"}]})", 400,
+       "reserved control token"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"system","content":"<｜end▁of▁sentence｜>"}]})",
+       400, "reserved control token"},
+      {kC, Chat(R"("stream":"yes")"), 400, "'stream' must be a boolean"},
+      {kC, Chat(R"("stream_options":{"include_usage":true})"), 400,
+       "only allowed when 'stream' is true"},
+      {kC, Chat(R"("stream":true,"stream_options":[1])"), 400, "'stream_options' must be an object"},
+      {kC, Chat(R"("stream":true,"stream_options":{"include_usage":1})"), 400,
+       "'include_usage' must be a boolean"},
+      {kC, Chat(R"("max_tokens":1.5)"), 400, "'max_tokens' must be an integer"},
+      {kC, Chat(R"("max_tokens":"10")"), 400, "'max_tokens' must be an integer"},
+      {kC, Chat(R"("max_tokens":0)"), 400, "must be at least 1"},
+      {kC, Chat(R"("max_completion_tokens":-3)"), 400, "'max_completion_tokens' must be at least 1"},
+      {kC, Chat(R"("max_tokens":100000)"), 400, "exceeds the context length 256"},
+      {kC, Chat(R"("max_tokens":255)"), 400, "maximum context length is 256"},
+      {kC, Chat(R"("temperature":"hot")"), 400, "'temperature' must be a number"},
+      {kC, Chat(R"("temperature":2.5)"), 400, "'temperature' must be in [0, 2]"},
+      {kC, Chat(R"("top_p":0)"), 400, "'top_p' must be in (0, 1]"},
+      {kC, Chat(R"("top_k":-1)"), 400, "'top_k' must be >= 0"},
+      {kC, Chat(R"("presence_penalty":3)"), 400, "'presence_penalty' must be in [-2, 2]"},
+      {kC, Chat(R"("frequency_penalty":-2.5)"), 400, "'frequency_penalty' must be in [-2, 2]"},
+      {kC, Chat(R"("seed":-1)"), 400, "'seed' must be >= 0"},
+      {kC, Chat(R"("stop":5)"), 400, "'stop' must be a string or a list"},
+      {kC, Chat(R"("stop":["a","b","c","d","e"])"), 400, "at most 4"},
+      {kC, Chat(R"("stop":["a",1])"), 400, "'stop' entries must be strings"},
+      {kC, Chat(R"("stop":"")"), 400, "must not be empty"},
+      {kC, Chat(R"("reasoning_effort":"extreme")"), 400, "low"},
+      {kC, Chat(R"("reasoning_effort":1)"), 400, "'reasoning_effort' must be a string"},
+      {kC, Chat(R"("logprobs":"yes")"), 400, "'logprobs' must be a boolean"},
+      {kC, Chat(R"("logprobs":true,"top_logprobs":21)"), 400, "'top_logprobs' must be in [0, 20]"},
+      {kC, Chat(R"("top_logprobs":2)"), 400, "requires 'logprobs'"},
+      {kC, Chat(R"("n":2)"), 400, "only 'n' = 1"},
+      {kC, Chat(R"("ignore_eos":"no")"), 400, "'ignore_eos' must be a boolean"},
+      {kP, R"({"model":"tiny-r1"})", 400, "'prompt' is required"},
+      {kP, R"({"model":"tiny-r1","prompt":{"a":1}})", 400, "'prompt' must be a string or an array"},
+      {kP, R"({"model":"tiny-r1","prompt":[]})", 400, "'prompt' must not be empty"},
+      {kP, R"({"model":"tiny-r1","prompt":[1,"a"]})", 400, "batches are not supported"},
+      {kP, R"({"model":"tiny-r1","prompt":[1,999999]})", 400, "token id 999999 is outside"},
+      {kP, R"({"model":"tiny-r1","prompt":[-1]})", 400, "token id -1 is outside"},
+      {kP, R"({"model":"tiny-r1","prompt":""})", 400, "'prompt' must not be empty"},
+      {kP, absl::StrCat(R"({"model":"tiny-r1","prompt":")", long_prompt, R"("})"), 400,
+       "maximum context length is 256"},
+      {kP, Completion(R"("echo":true)"), 400, "'echo' is not supported"},
+      {kP, Completion(R"("logprobs":50)"), 400, "'logprobs' must be in [0, 20]"},
+      {kP, Completion(R"("best_of":3)"), 400, "'best_of' = 1"},
+      {kP, absl::StrCat(R"({"model":"other",)", R"("prompt":"x"})"), 404, "does not exist"},
+  };
+}
+
+TEST_F(RequestMappingTest, RejectsMalformedRequestsWithStatusAndMessage) {
+  std::vector<BadCase> cases = BadCases();
+  ASSERT_GE(cases.size(), 30u);
+  for (const BadCase& c : cases) {
+    absl::StatusOr<PreparedRequest> p = Prepare(c.endpoint, c.body);
+    ASSERT_FALSE(p.ok()) << c.body;
+    EXPECT_EQ(HttpStatusCode(p.status().code()), c.http_status) << c.body << " -> " << p.status();
+    EXPECT_TRUE(absl::StrContains(p.status().message(), c.message))
+        << c.body << " -> " << p.status() << " (want '" << c.message << "')";
+  }
+}
+
+TEST_F(RequestMappingTest, ErrorsNameTheParam) {
+  absl::StatusOr<PreparedRequest> p = Prepare(Endpoint::kChat, Chat(R"("temperature":9)"));
+  ASSERT_FALSE(p.ok());
+  const std::string body = OpenAiErrorBody(p.status());
+  EXPECT_TRUE(absl::StrContains(body, R"("param":"temperature")")) << body;
+  EXPECT_TRUE(absl::StrContains(body, R"("type":"invalid_request_error")")) << body;
+  p = Prepare(Endpoint::kChat, absl::StrCat(R"({"model":"x",)", kMsgs, "}"));
+  EXPECT_TRUE(absl::StrContains(OpenAiErrorBody(p.status()), R"("code":"model_not_found")"));
+}
+
+TEST_F(RequestMappingTest, ChatRendersTemplateAndBuildsGeneration) {
+  absl::StatusOr<PreparedRequest> p = Prepare(
+      Endpoint::kChat,
+      R"({"model":"tiny-r1","messages":[{"role":"system","content":"Be brief."},
+          {"role":"user","content":[{"type":"text","text":"Hello"},{"type":"text","text":"there"}]}],
+          "max_completion_tokens":32,"temperature":0.6,"top_p":0.95,"top_k":40,"seed":7,
+          "stop":"END","stream":true,"stream_options":{"include_usage":true},
+          "reasoning_effort":"low","presence_penalty":0.5,"frequency_penalty":-0.5})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->stream);
+  EXPECT_TRUE(p->include_usage);
+  EXPECT_TRUE(p->split_reasoning);
+  EXPECT_TRUE(p->starts_in_reasoning);  // R1's template opens <think>
+  EXPECT_EQ(p->stop, std::vector<std::string>{"END"});
+  const GenerationRequest& g = p->generation;
+  EXPECT_EQ(g.request_id, "req-1");
+  EXPECT_EQ(g.max_new_tokens, 32);
+  EXPECT_DOUBLE_EQ(g.sampling.temperature, 0.6);
+  EXPECT_DOUBLE_EQ(g.sampling.top_p, 0.95);
+  EXPECT_EQ(g.sampling.top_k, 40);
+  EXPECT_EQ(g.sampling.seed, 7u);
+  EXPECT_DOUBLE_EQ(g.sampling.presence_penalty, 0.5);
+  EXPECT_DOUBLE_EQ(g.sampling.frequency_penalty, -0.5);
+  EXPECT_EQ(g.thinking_budget, 256);
+  EXPECT_EQ(g.think_close_ids, model_->think_close_ids);
+  EXPECT_FALSE(g.think_close_ids.empty());
+  EXPECT_EQ(g.think_close_ids[0], 128799);
+  EXPECT_EQ(g.sample_vocab, model_->vocab_size);
+  EXPECT_EQ(p->prompt_tokens, static_cast<int32_t>(g.prompt_ids.size()));
+  // BOS once (from the template), the user's text, and the generation prompt.
+  ASSERT_FALSE(g.prompt_ids.empty());
+  EXPECT_EQ(g.prompt_ids[0], 0);
+  absl::StatusOr<std::string> text = model_->tokenizer->Decode(g.prompt_ids);
+  ASSERT_TRUE(text.ok());
+  EXPECT_TRUE(absl::StrContains(*text, "Be brief."));
+  EXPECT_TRUE(absl::StrContains(*text, "<｜User｜>Hello\nthere<｜Assistant｜><think>\n")) << *text;
+}
+
+TEST_F(RequestMappingTest, DefaultsMaxTokensAndTemperature) {
+  absl::StatusOr<PreparedRequest> p = Prepare(Endpoint::kChat, Chat(""));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->generation.max_new_tokens, 64);  // the server default
+  EXPECT_DOUBLE_EQ(p->generation.sampling.temperature, 1.0);
+  EXPECT_EQ(p->generation.thinking_budget, -1);
+  EXPECT_FALSE(p->stream);
+  // Near the context end the default shrinks to the room left.
+  model_->default_max_tokens = 100000;
+  p = Prepare(Endpoint::kChat, Chat(""));
+  model_->default_max_tokens = 64;
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->generation.max_new_tokens, 256 - p->prompt_tokens);
+}
+
+TEST_F(RequestMappingTest, CompletionPromptsAsTextAndIds) {
+  absl::StatusOr<PreparedRequest> p =
+      Prepare(Endpoint::kCompletion, R"({"model":"tiny-r1","prompt":"<｜User｜>hi","max_tokens":5})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FALSE(p->split_reasoning);
+  const std::optional<int32_t> user = model_->tokenizer->TokenToId("<｜User｜>");
+  ASSERT_TRUE(user.has_value());
+  // The raw interface keeps the chat markers (see request_mapping.cc); BOS text is not BOS.
+  EXPECT_EQ(p->generation.prompt_ids[0], 0);  // BOS added per tokenizer_config.json
+  EXPECT_EQ(p->generation.prompt_ids[1], *user);
+  EXPECT_EQ(p->generation.max_new_tokens, 5);
+
+  p = Prepare(Endpoint::kCompletion, R"({"model":"tiny-r1","prompt":[0, 128799, 42]})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->generation.prompt_ids, (std::vector<int32_t>{0, 128799, 42}));
+  EXPECT_EQ(p->prompt_tokens, 3);
+
+  p = Prepare(Endpoint::kCompletion, R"({"model":"tiny-r1","prompt":["single"],"logprobs":2})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->generation.sampling.logprobs);
+  EXPECT_EQ(p->generation.sampling.top_logprobs, 2);
+}
+
+TEST_F(RequestMappingTest, UserTextMayMentionThinkTags) {
+  absl::StatusOr<PreparedRequest> p = Prepare(
+      Endpoint::kChat,
+      R"({"model":"tiny-r1","messages":[{"role":"developer","content":"x"},{"role":"user","content":"what is <think>?"},
+         {"role":"assistant","content":null},{"role":"user","content":"ok"}]})");
+  EXPECT_TRUE(p.ok()) << p.status();
+}
+
+TEST(Utf8Test, Validates) {
+  EXPECT_TRUE(IsValidUtf8("héllo ✓ 😀"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // > U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("a\x80"));
+}
+
+}  // namespace
+}  // namespace moeserve::gateway
