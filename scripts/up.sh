@@ -8,7 +8,7 @@ cd "$root"
 scripts/install-deps.sh
 cmake --preset release
 cmake --build --preset release -j "$(nproc)"
-bin=build/release/tools/moeserve/moeserve
+bin=build/release/bin/moeserve
 model=models/tiny
 if [ ! -f "$model/config.json" ]; then
   "$bin" mkmodel --out "$model" --preset tiny --seed 0

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -17,7 +18,8 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
       cli::Flags f, cli::Flags::Parse(args,
                                       {"model", "port", "role", "kvcache", "compute-dtype",
                                        "threads", "kv-cache-tokens", "kv-cache-mb",
-                                       "block-tokens", "max-step-tokens"},
+                                       "block-tokens", "max-step-tokens", "expert-shards",
+                                       "placement"},
                                       {}));
   WorkerConfig c;
   MOESERVE_ASSIGN_OR_RETURN(c.model_dir, f.Required("model"));
@@ -26,6 +28,10 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
   c.port = static_cast<int>(port);
   MOESERVE_ASSIGN_OR_RETURN(c.role, ParseRole(f.Get("role").value_or("both")));
   c.kvcache = f.Get("kvcache").value_or("");
+  c.placement = f.Get("placement").value_or(c.placement);
+  if (auto shards = f.Get("expert-shards")) {
+    c.expert_shards = absl::StrSplit(*shards, ',', absl::SkipEmpty());
+  }
   MOESERVE_ASSIGN_OR_RETURN(c.model.compute,
                             engine::ParseComputeDType(f.Get("compute-dtype").value_or("bf16")));
   MOESERVE_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 0));
@@ -44,7 +50,30 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerConfig& config) {
   std::unique_ptr<WorkerServer> s(new WorkerServer());
-  MOESERVE_ASSIGN_OR_RETURN(s->model_, engine::Model::Load(config.model_dir, config.model));
+  engine::ModelOptions model_options = config.model;
+  if (!config.expert_shards.empty()) {
+    // The routed experts live on the shards: load none of them here.
+    model_options.filter.want_expert = [](int64_t, int64_t) { return false; };
+  }
+  MOESERVE_ASSIGN_OR_RETURN(s->model_, engine::Model::Load(config.model_dir, model_options));
+  engine::ExpertExecutor* experts = nullptr;
+  if (!config.expert_shards.empty()) {
+    const engine::ModelConfig& mc = s->model_->config();
+    MOESERVE_ASSIGN_OR_RETURN(
+        expert_shard::Placement placement,
+        expert_shard::Placement::Parse(config.placement,
+                                       static_cast<int>(config.expert_shards.size()),
+                                       expert_shard::MoeShape::FromConfig(mc)));
+    s->placement_ = std::make_unique<expert_shard::Placement>(std::move(placement));
+    expert_shard::GrpcTransportOptions to;
+    to.addresses = config.expert_shards;
+    to.hidden_size = mc.hidden_size;
+    MOESERVE_ASSIGN_OR_RETURN(s->transport_, expert_shard::GrpcTransport::Create(to));
+    MOESERVE_RETURN_IF_ERROR(s->transport_->VerifyShards(*s->placement_, mc));
+    s->remote_experts_ = std::make_unique<expert_shard::RemoteExpertExecutor>(
+        s->placement_.get(), s->transport_.get(), mc.hidden_size);
+    experts = s->remote_experts_.get();
+  }
   if (!config.kvcache.empty()) s->kv_ = kvcache::GrpcKvCacheClient::Create(config.kvcache);
   std::ifstream in(config.model_dir + "/config.json");
   std::stringstream ss;
@@ -52,7 +81,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
   LoopOptions lo;
   lo.engine = config.engine;
   lo.hash_seed = PrefixSeed(ss.str(), config.model.compute);
-  s->loop_ = std::make_unique<EngineLoop>(s->model_.get(), nullptr, s->kv_.get(), lo);
+  s->loop_ = std::make_unique<EngineLoop>(s->model_.get(), experts, s->kv_.get(), lo);
   s->service_ = std::make_unique<WorkerService>(s->loop_.get(), config.role);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -9,6 +9,9 @@
 #include "engine/model.h"
 #include "grpcpp/grpcpp.h"
 #include "kvcache/kvcache_client.h"
+#include "expert-shard/placement.h"
+#include "expert-shard/remote_expert_executor.h"
+#include "expert-shard/transport/grpc_transport.h"
 #include "worker/engine_loop.h"
 #include "worker/worker_service.h"
 
@@ -19,6 +22,10 @@ struct WorkerConfig {
   int port = 0;  // 0: a free port (read back with Port())
   Role role = Role::kBoth;
   std::string kvcache;  // host:port of the KV-cache service; empty: no shared cache
+  // Expert shards (host:port, shard i at index i) and their placement spec; empty: the routed
+  // experts are loaded and run in this process.
+  std::vector<std::string> expert_shards;
+  std::string placement = "round_robin";
   engine::ModelOptions model;
   engine::EngineOptions engine;
 };
@@ -40,6 +47,9 @@ class WorkerServer {
   WorkerServer() = default;
   std::unique_ptr<engine::Model> model_;
   std::unique_ptr<kvcache::KvCacheClient> kv_;
+  std::unique_ptr<expert_shard::Placement> placement_;
+  std::unique_ptr<expert_shard::GrpcTransport> transport_;
+  std::unique_ptr<expert_shard::RemoteExpertExecutor> remote_experts_;
   std::unique_ptr<EngineLoop> loop_;
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Parity of `moeserve generate` against the independent numpy reference (deepseek_ref.py).
 
-    /usr/bin/python3 test_parity.py --bin build/dev/tools/moeserve/moeserve --config v3like \\
+    /usr/bin/python3 test_parity.py --bin build/dev/bin/moeserve --config v3like \\
         --workdir /tmp/ckpt
     /usr/bin/python3 test_parity.py --config all ...          # every config
     /usr/bin/python3 test_parity.py --config v2 --self-check-only   # no binary needed

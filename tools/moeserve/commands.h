@@ -12,6 +12,7 @@ int RunMkmodel(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
 int RunTokenize(const std::vector<std::string>& args);
 int RunDetokenize(const std::vector<std::string>& args);
+int RunUp(const std::vector<std::string>& args);
 
 }  // namespace moeserve::cli
 

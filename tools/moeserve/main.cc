@@ -9,6 +9,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: moeserve <command> [flags]\n"
     "commands:\n"
+    "  up        [--model DIR] [--port 8000] [--prefill N] [--decode N] [--shards N]\n"
+    "            [--compute-dtype bf16|f32]   start a whole cluster on loopback\n"
     "  mkmodel   --out DIR [--preset tiny|small|v2-lite|v3] [--seed N] [--dtype bf16|fp8]\n"
     "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"
     "            [--temperature T] [--seed N] [--compute-dtype bf16|f32] [--json] [--all-logits]\n"
@@ -25,6 +27,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "mkmodel") return moeserve::cli::RunMkmodel(args);
   if (cmd == "generate") return moeserve::cli::RunGenerate(args);
+  if (cmd == "up") return moeserve::cli::RunUp(args);
   if (cmd == "tokenize") return moeserve::cli::RunTokenize(args);
   if (cmd == "detokenize") return moeserve::cli::RunDetokenize(args);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {

@@ -7,6 +7,7 @@
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "expert-shard/expert_shard_server.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kvcache/kvcache_server.h"
@@ -39,8 +40,9 @@ class WorkerClusterTest : public ::testing::Test {
     decode_ = Start(Role::kDecode);
   }
 
-  std::unique_ptr<WorkerServer> Start(Role role) {
+  std::unique_ptr<WorkerServer> Start(Role role, std::vector<std::string> shards = {}) {
     WorkerConfig c;
+    c.expert_shards = std::move(shards);
     c.model_dir = *dir_;
     c.role = role;
     c.kvcache = "127.0.0.1:" + std::to_string(kv_->Port());
@@ -162,6 +164,32 @@ TEST_F(WorkerClusterTest, PrefillThenDecodeOnAnotherWorkerEqualsTheSingleProcess
     ASSERT_TRUE(st.ok()) << st.error_message();
     EXPECT_EQ(tail, std::vector<int32_t>(expected.begin() + cut, expected.end())) << "cut " << cut;
   }
+}
+
+TEST_F(WorkerClusterTest, DecodeWithExpertsOnTwoShardsEqualsTheSingleProcessEngine) {
+  std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> shards;
+  std::vector<std::string> addrs;
+  for (int i = 0; i < 2; ++i) {
+    expert_shard::ShardConfig sc;
+    sc.model_dir = *dir_;
+    sc.host = "127.0.0.1";
+    sc.shard_id = i;
+    sc.num_shards = 2;
+    sc.compute = engine::ComputeDType::kF32;
+    sc.threads = 1;
+    absl::StatusOr<std::unique_ptr<expert_shard::ExpertShardServer>> s =
+        expert_shard::ExpertShardServer::Create(sc);
+    ASSERT_TRUE(s.ok()) << s.status();
+    addrs.push_back("127.0.0.1:" + std::to_string((*s)->Port()));
+    shards.push_back(std::move(*s));
+  }
+  std::unique_ptr<WorkerServer> both = Start(Role::kBoth, addrs);
+  ASSERT_NE(both, nullptr);
+  std::vector<int32_t> prompt = {9, 8, 7, 6, 5, 4, 3, 2, 1};
+  grpc::Status st;
+  std::vector<int32_t> got = Decode(Stub(*both).get(), Spec(prompt, 10), nullptr, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(got, Reference(prompt, 10));
 }
 
 TEST_F(WorkerClusterTest, RolesAndBadInputAreRefusedWithClearStatuses) {

@@ -1,0 +1,305 @@
+// moeserve up: a whole cluster on loopback. Starts a private redis-server, the KV-cache service,
+// the expert shards, prefill and decode workers, the router and the gateway (each a separate
+// process from the binaries beside this one), waits until every one accepts connections, prints
+// the URL, and on SIGINT/SIGTERM stops every process it started.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "tools/moeserve/commands.h"
+#include "tools/moeserve/flags.h"
+#include "tools/moeserve/mkmodel.h"
+
+namespace moeserve::cli {
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+void OnSignal(int) { g_stop = 1; }
+
+struct Child {
+  std::string name;
+  pid_t pid = -1;
+  int port = 0;
+  std::string log;
+};
+
+absl::StatusOr<int> FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return absl::InternalError("cannot find a free port");
+  }
+  int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+bool Accepts(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+std::string SelfDir() {
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : exe.parent_path().string();
+}
+
+absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv,
+                            int port, const std::string& run_dir) {
+  Child c{name, -1, port, run_dir + "/" + name + ".log"};
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork failed for ", name));
+  if (pid == 0) {
+    int fd = open(c.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+      close(fd);
+    }
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  c.pid = pid;
+  return c;
+}
+
+// Waits until `c` accepts connections; FailedPrecondition when it exited first (its log tail
+// is in the message), DeadlineExceeded after `seconds`.
+absl::Status WaitReady(const Child& c, int seconds) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline && !g_stop) {
+    int status = 0;
+    if (waitpid(c.pid, &status, WNOHANG) == c.pid) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(c.name, " exited during start-up; see ", c.log));
+    }
+    if (Accepts(c.port)) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (g_stop) return absl::CancelledError("interrupted");
+  return absl::DeadlineExceededError(absl::StrCat(c.name, " did not start in ", seconds,
+                                                  " s; see ", c.log));
+}
+
+void StopAll(std::vector<Child>* children) {
+  for (auto it = children->rbegin(); it != children->rend(); ++it) {
+    if (it->pid > 0) kill(it->pid, SIGTERM);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (Child& c : *children) {
+    while (c.pid > 0) {
+      int status;
+      if (waitpid(c.pid, &status, WNOHANG) == c.pid) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(c.pid, SIGKILL);
+        waitpid(c.pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    c.pid = -1;
+  }
+}
+
+struct UpOptions {
+  std::string model = "models/tiny";
+  int port = 8000;
+  int64_t prefill = 1, decode = 1, shards = 0;
+  std::string compute = "bf16";
+  int64_t block_tokens = 16;
+  int64_t kv_cache_mb = 256;
+  int64_t threads = 1;
+  std::string run_dir;
+};
+
+absl::Status Up(const UpOptions& o) {
+  if (!std::filesystem::exists(o.model + "/config.json")) {
+    std::cout << "making the default model in " << o.model << "\n";
+    MkmodelOptions mk;
+    mk.out_dir = o.model;
+    mk.preset = "tiny";
+    MOESERVE_RETURN_IF_ERROR(MakeModel(mk));
+  }
+  const std::string bin = SelfDir();
+  std::string run_dir = o.run_dir;
+  if (run_dir.empty()) {
+    char tmpl[] = "/tmp/moeserve-up-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+    run_dir = tmpl;
+  }
+  std::filesystem::create_directories(run_dir);
+  std::vector<Child> children;
+  auto start = [&](const std::string& name, std::vector<std::string> argv,
+                   int port) -> absl::Status {
+    absl::StatusOr<Child> c = Spawn(name, argv, port, run_dir);
+    if (!c.ok()) return c.status();
+    children.push_back(*c);
+    return absl::OkStatus();
+  };
+  auto run = [&]() -> absl::Status {
+    MOESERVE_ASSIGN_OR_RETURN(int redis_port, FreePort());
+    MOESERVE_RETURN_IF_ERROR(start(
+        "redis", {"redis-server", "--port", std::to_string(redis_port), "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--maxmemory", "512mb",
+                  "--maxmemory-policy", "allkeys-lru", "--dir", run_dir},
+        redis_port));
+    MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 30));
+    MOESERVE_ASSIGN_OR_RETURN(int kv_port, FreePort());
+    MOESERVE_RETURN_IF_ERROR(start(
+        "kvcache", {bin + "/moeserve-kvcache", "--host", "127.0.0.1", "--port",
+                    std::to_string(kv_port), "--redis", absl::StrCat("127.0.0.1:", redis_port),
+                    "--budget-mb", "384", "--block-tokens", std::to_string(o.block_tokens)},
+        kv_port));
+    std::vector<std::string> shard_addrs;
+    for (int64_t i = 0; i < o.shards; ++i) {
+      MOESERVE_ASSIGN_OR_RETURN(int p, FreePort());
+      MOESERVE_RETURN_IF_ERROR(start(
+          absl::StrCat("expert-shard-", i),
+          {bin + "/moeserve-expert-shard", "--model", o.model, "--port", std::to_string(p),
+           "--shard-id", std::to_string(i), "--num-shards", std::to_string(o.shards),
+           "--compute-dtype", o.compute, "--threads", std::to_string(o.threads)},
+          p));
+      shard_addrs.push_back(absl::StrCat("127.0.0.1:", p));
+    }
+    for (const Child& c : children) MOESERVE_RETURN_IF_ERROR(WaitReady(c, 120));
+    std::vector<std::string> prefill_addrs, decode_addrs;
+    for (int64_t i = 0; i < o.prefill + o.decode; ++i) {
+      const bool is_prefill = i < o.prefill;
+      MOESERVE_ASSIGN_OR_RETURN(int p, FreePort());
+      std::vector<std::string> argv = {
+          bin + "/moeserve-worker", "--model", o.model, "--port", std::to_string(p),
+          "--role", is_prefill ? "prefill" : "decode", "--kvcache",
+          absl::StrCat("127.0.0.1:", kv_port), "--compute-dtype", o.compute,
+          "--block-tokens", std::to_string(o.block_tokens), "--kv-cache-mb",
+          std::to_string(o.kv_cache_mb), "--threads", std::to_string(o.threads)};
+      if (!shard_addrs.empty()) {
+        argv.push_back("--expert-shards");
+        argv.push_back(absl::StrJoin(shard_addrs, ","));
+      }
+      std::string name = is_prefill ? absl::StrCat("prefill-", i) : absl::StrCat("decode-", i - o.prefill);
+      MOESERVE_RETURN_IF_ERROR(start(name, argv, p));
+      (is_prefill ? prefill_addrs : decode_addrs).push_back(absl::StrCat("127.0.0.1:", p));
+    }
+    for (const Child& c : children) MOESERVE_RETURN_IF_ERROR(WaitReady(c, 300));
+    MOESERVE_ASSIGN_OR_RETURN(int router_port, FreePort());
+    MOESERVE_RETURN_IF_ERROR(start(
+        "router", {bin + "/moeserve-router", "--port", std::to_string(router_port), "--prefill",
+                   absl::StrJoin(prefill_addrs, ","), "--decode", absl::StrJoin(decode_addrs, ","),
+                   "--block-tokens", std::to_string(o.block_tokens)},
+        router_port));
+    MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
+    MOESERVE_ASSIGN_OR_RETURN(int grpc_port, FreePort());
+    MOESERVE_RETURN_IF_ERROR(start(
+        "gateway", {bin + "/moeserve-gateway", "--model", o.model, "--port",
+                    std::to_string(o.port), "--grpc-port", std::to_string(grpc_port), "--router",
+                    absl::StrCat("127.0.0.1:", router_port)},
+        o.port));
+    MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
+    std::string name = std::filesystem::path(o.model).filename().string();
+    std::cout << "moeserve is up: http://127.0.0.1:" << o.port << "/v1  (gRPC Inference on "
+              << "127.0.0.1:" << grpc_port << "; logs in " << run_dir << ")\n"
+              << "try:\n  curl -s http://127.0.0.1:" << o.port
+              << "/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \""
+              << name << "\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], "
+              << "\"max_tokens\": 32}'\n"
+              << "Ctrl-C stops the cluster.\n"
+              << std::flush;
+    while (!g_stop) {
+      for (Child& c : children) {
+        int status;
+        if (c.pid > 0 && waitpid(c.pid, &status, WNOHANG) == c.pid) {
+          LogLine("W", absl::StrCat(c.name, " exited (status ", status, "); see ", c.log));
+          c.pid = -1;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return absl::OkStatus();
+  };
+  absl::Status st = run();
+  StopAll(&children);
+  std::cout << "moeserve stopped (" << children.size() << " processes)\n";
+  return st;
+}
+
+}  // namespace
+
+int RunUp(const std::vector<std::string>& args) {
+  absl::StatusOr<Flags> f = Flags::Parse(
+      args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
+             "kv-cache-mb", "threads", "run-dir"},
+      {});
+  if (!f.ok()) {
+    LogError(f.status());
+    return 2;
+  }
+  UpOptions o;
+  o.model = f->Get("model").value_or(o.model);
+  o.compute = f->Get("compute-dtype").value_or(o.compute);
+  o.run_dir = f->Get("run-dir").value_or("");
+  auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
+    absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
+    if (!v.ok() || *v < lo) {
+      LogError(v.ok() ? absl::InvalidArgumentError(absl::StrCat("--", name, " must be >= ", lo))
+                      : v.status());
+      return false;
+    }
+    *out = *v;
+    return true;
+  };
+  int64_t port;
+  if (!get("port", 8000, 1, &port) || !get("prefill", 1, 1, &o.prefill) ||
+      !get("decode", 1, 1, &o.decode) || !get("shards", 0, 0, &o.shards) ||
+      !get("block-tokens", 16, 1, &o.block_tokens) || !get("kv-cache-mb", 256, 1, &o.kv_cache_mb) ||
+      !get("threads", 1, 1, &o.threads)) {
+    return 2;
+  }
+  o.port = static_cast<int>(port);
+  if (o.compute != "bf16" && o.compute != "f32") {
+    LogError(absl::InvalidArgumentError("--compute-dtype must be bf16 or f32"));
+    return 2;
+  }
+  struct sigaction sa{};
+  sa.sa_handler = OnSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  absl::Status st = Up(o);
+  if (!st.ok()) {
+    LogError(st);
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace moeserve::cli
