@@ -1,0 +1,382 @@
+// The gateway in-process on 127.0.0.1 (ports 0) over a fake backend serving a fixed token
+// script, driven by the official OpenAI Node SDK, a raw HTTP client (Beast) and a gRPC client.
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "boost/asio/connect.hpp"
+#include "boost/asio/write.hpp"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/beast/core.hpp"
+#include "boost/beast/http.hpp"
+#include "gateway/gateway_server.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "moeserve/v1/inference.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/gateway/fake_generation_backend.h"
+#include "tests/unit/gateway/test_model.h"
+
+namespace moeserve::gateway {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using Json = nlohmann::json;
+using testing::FakeGenerationBackend;
+
+constexpr int32_t kThinkClose = 128799;
+constexpr char kReasoning[] = "Let me think about it.";
+constexpr char kAnswer[] = "Hello from moeserve!";
+constexpr int32_t kCached = 3;
+
+std::vector<int32_t> Encode(const engine::Tokenizer& tok, const std::string& text) {
+  engine::EncodeOptions opts;
+  opts.add_special_tokens = false;
+  absl::StatusOr<std::vector<int32_t>> ids = tok.Encode(text, opts);
+  return ids.ok() ? *ids : std::vector<int32_t>{};
+}
+
+class GatewayIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::unique_ptr<ModelContext> model = testing::LoadTestModel();
+    ASSERT_NE(model, nullptr);
+    script_ = Encode(*model->tokenizer, kReasoning);
+    reasoning_tokens_ = static_cast<int32_t>(script_.size()) + 1;  // + </think>
+    script_.push_back(kThinkClose);
+    for (int32_t id : Encode(*model->tokenizer, absl::StrCat("\n\n", kAnswer))) {
+      script_.push_back(id);
+    }
+    backend_ = std::make_unique<FakeGenerationBackend>(script_, kCached);
+    GatewayConfig config;
+    config.model_dir = testing::TestModelDir();
+    config.model_name = "tiny-r1";
+    config.host = "127.0.0.1";
+    config.backend = backend_.get();
+    config.max_tokens_default = 100;
+    absl::StatusOr<std::unique_ptr<GatewayServer>> server = GatewayServer::Create(config);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    ASSERT_GT(server_->HttpPort(), 0);
+    ASSERT_GT(server_->GrpcPort(), 0);
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  std::vector<int32_t> script_;
+  int32_t reasoning_tokens_ = 0;
+  std::unique_ptr<FakeGenerationBackend> backend_;
+  std::unique_ptr<GatewayServer> server_;
+};
+
+// ---- the OpenAI Node SDK ----
+
+std::string NodeDir() { return std::string(MOESERVE_SOURCE_DIR) + "/tools/node"; }
+
+// Runs `command`, returning its stdout and exit status.
+std::pair<std::string, int> RunCommand(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {"", -1};
+  char buf[4096];
+  size_t n = 0;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  const int status = pclose(pipe);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+TEST_F(GatewayIntegrationTest, OpenAiNodeSdkEndToEnd) {
+  if (!std::filesystem::exists(NodeDir() + "/node_modules/openai/package.json") ||
+      RunCommand("node --version").second != 0) {
+    GTEST_SKIP() << "node or the openai package (tools/node) is missing";
+  }
+  const std::string script =
+      std::string(MOESERVE_SOURCE_DIR) + "/tests/integration/gateway/openai_client.mjs";
+  auto [output, rc] = RunCommand(absl::StrCat("cd ", NodeDir(), " && node ", script, " ",
+                                              server_->HttpPort(), " tiny-r1 ", NodeDir()));
+  ASSERT_EQ(rc, 0) << output;
+  Json j = Json::parse(output, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << output;
+  SCOPED_TRACE(j.dump(2));
+
+  EXPECT_EQ(j["models"], Json::array({"tiny-r1"}));
+
+  const Json& chat = j["chat"];
+  EXPECT_EQ(chat["object"], "chat.completion");
+  EXPECT_EQ(chat["content"], kAnswer);
+  EXPECT_EQ(chat["reasoning_content"], kReasoning);
+  EXPECT_EQ(chat["finish_reason"], "stop");
+  const Json& u = chat["usage"];
+  const int prompt_tokens = u["prompt_tokens"].get<int>();
+  EXPECT_GT(prompt_tokens, 5);
+  EXPECT_EQ(u["completion_tokens"], script_.size());
+  EXPECT_EQ(u["total_tokens"], prompt_tokens + static_cast<int>(script_.size()));
+  EXPECT_EQ(u["completion_tokens_details"]["reasoning_tokens"], reasoning_tokens_);
+  EXPECT_EQ(u["prompt_cache_hit_tokens"], kCached);
+  EXPECT_EQ(u["prompt_cache_miss_tokens"], prompt_tokens - kCached);
+  EXPECT_EQ(u["prompt_tokens_details"]["cached_tokens"], kCached);
+
+  const Json& s = j["stream"];
+  EXPECT_EQ(s["role"], "assistant");
+  EXPECT_EQ(s["reasoning"], kReasoning);
+  EXPECT_EQ(s["content"], kAnswer);
+  EXPECT_EQ(s["finish_reason"], "stop");
+  EXPECT_GT(s["chunks"].get<int>(), 4);
+  EXPECT_EQ(s["usage"], u);
+
+  EXPECT_EQ(j["stop"]["content"], "Hello from ");
+  EXPECT_EQ(j["stop"]["finish_reason"], "stop");
+
+  EXPECT_EQ(j["completion"]["object"], "text_completion");
+  EXPECT_EQ(j["completion"]["usage"]["prompt_tokens"], 3);
+  // Completions are not split: the reasoning text and the tag come through as text.
+  EXPECT_TRUE(absl::StrContains(j["completion"]["text"].get<std::string>(), "</think>"));
+
+  const Json& bad = j["bad_request"];
+  EXPECT_EQ(bad["thrown"], true);
+  EXPECT_EQ(bad["is_bad_request"], true);
+  EXPECT_EQ(bad["status"], 400);
+  EXPECT_EQ(bad["param"], "max_tokens");
+  EXPECT_TRUE(absl::StrContains(bad["message"].get<std::string>(), "must be at least 1"));
+  EXPECT_EQ(j["not_found"]["is_not_found"], true);
+  EXPECT_EQ(j["not_found"]["status"], 404);
+
+  // The client went away mid-stream: the gateway cancelled the backend call.
+  EXPECT_GE(j["disconnect"]["received"].get<int>(), 1);
+  EXPECT_TRUE(backend_->WaitForCancels(1, absl::Seconds(30)));
+
+  // What reached the backend: R1 prompt ids, the tokenizer's vocab as sample_vocab.
+  std::vector<GenerationRequest> requests = backend_->requests();
+  ASSERT_FALSE(requests.empty());
+  EXPECT_EQ(requests[0].max_new_tokens, 64);
+  EXPECT_EQ(requests[0].sample_vocab, server_->model().vocab_size);
+  EXPECT_EQ(static_cast<int>(requests[0].prompt_ids.size()), prompt_tokens);
+}
+
+// ---- raw HTTP ----
+
+struct RawResponse {
+  int status = 0;
+  std::string body;
+  std::string allow;
+  bool keep_alive = false;
+};
+
+class RawClient {
+ public:
+  explicit RawClient(int port) : stream_(ioc_) {
+    asio::ip::tcp::resolver resolver(ioc_);
+    stream_.connect(resolver.resolve("127.0.0.1", std::to_string(port)));
+  }
+  RawResponse Send(http::verb method, const std::string& target, const std::string& body = "") {
+    http::request<http::string_body> req{method, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    req.keep_alive(true);
+    req.body() = body;
+    req.prepare_payload();
+    beast::error_code ec;
+    http::write(stream_, req, ec);
+    if (ec) return RawResponse();
+    return Read();
+  }
+  // Writes `bytes` as they are, then reads one response.
+  RawResponse SendRaw(const std::string& bytes) {
+    beast::error_code ec;
+    asio::write(stream_, asio::buffer(bytes), ec);
+    if (ec) return RawResponse();
+    return Read();
+  }
+
+ private:
+  RawResponse Read() {
+    beast::error_code ec;
+    RawResponse out;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 << 20);
+    http::read(stream_, buffer_, parser, ec);
+    if (ec) return out;
+    out.status = static_cast<int>(parser.get().result_int());
+    out.body = parser.get().body();
+    out.allow = std::string(parser.get()[http::field::allow]);
+    out.keep_alive = parser.get().keep_alive();
+    return out;
+  }
+
+  asio::io_context ioc_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+};
+
+std::string ErrorMessage(const RawResponse& r) {
+  Json j = Json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.contains("error")) return "<not an error body: " + r.body + ">";
+  return j["error"]["message"].get<std::string>();
+}
+
+TEST_F(GatewayIntegrationTest, RoutesMethodsAndLimitsOverOneKeepAliveConnection) {
+  RawClient c(server_->HttpPort());
+  RawResponse r = c.Send(http::verb::get, "/health");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(r.keep_alive);
+  r = c.Send(http::verb::get, "/v1/models");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(absl::StrContains(r.body, "tiny-r1"));
+  r = c.Send(http::verb::get, "/v1/nope");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_TRUE(absl::StrContains(ErrorMessage(r), "no route")) << r.body;
+  r = c.Send(http::verb::get, "/v1/chat/completions");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.allow, "POST");
+  r = c.Send(http::verb::post, "/v1/chat/completions", "{oops");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_TRUE(absl::StrContains(ErrorMessage(r), "not valid JSON"));
+  // Still the same connection: a generation after the errors.
+  r = c.Send(http::verb::post, "/v1/chat/completions",
+             R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_EQ(r.status, 200);
+  Json j = Json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.body;
+  EXPECT_EQ(j["choices"][0]["message"]["content"], kAnswer);
+  EXPECT_EQ(backend_->requests().back().max_new_tokens, 100);  // --max-tokens-default
+  // A streamed answer, then another request on the same connection.
+  r = c.Send(http::verb::post, "/v1/completions",
+             R"({"model":"tiny-r1","prompt":"hi","stream":true})");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(absl::StrContains(r.body, "data: [DONE]\n\n")) << r.body;
+  EXPECT_TRUE(absl::StartsWith(r.body, "data: {")) << r.body;
+  r = c.Send(http::verb::get, "/health");
+  EXPECT_EQ(r.status, 200);
+}
+
+TEST_F(GatewayIntegrationTest, OversizedBodyIs413) {
+  RawClient c(server_->HttpPort());
+  // Only the header is sent: the server must refuse by the declared length.
+  RawResponse r = c.SendRaw(absl::StrCat(
+      "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Content-Length: ",
+      kMaxBodyBytes + 1, "\r\n\r\n"));
+  EXPECT_EQ(r.status, 413);
+  EXPECT_TRUE(absl::StrContains(ErrorMessage(r), "exceeds")) << r.body;
+}
+
+// ---- gRPC Inference ----
+
+TEST_F(GatewayIntegrationTest, GrpcInferenceStreamsReasoningAnswerAndUsage) {
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->GrpcPort()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::Inference::NewStub(channel);
+  {
+    grpc::ClientContext ctx;
+    v1::ListModelsResponse models;
+    ASSERT_TRUE(stub->ListModels(&ctx, v1::ListModelsRequest(), &models).ok());
+    ASSERT_EQ(models.models_size(), 1);
+    EXPECT_EQ(models.models(0).id(), "tiny-r1");
+  }
+  v1::InferenceRequest req;
+  req.set_model("tiny-r1");
+  v1::ChatMessage* m = req.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("Say hello.");
+  req.set_max_tokens(32);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, req);
+  std::string reasoning, content;
+  std::vector<int32_t> ids;
+  v1::InferenceResponse resp, last;
+  int messages = 0;
+  while (reader->Read(&resp)) {
+    ++messages;
+    reasoning += resp.reasoning_delta();
+    content += resp.content_delta();
+    ids.insert(ids.end(), resp.token_ids().begin(), resp.token_ids().end());
+    last = resp;
+  }
+  grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GE(messages, 1);
+  EXPECT_EQ(reasoning, kReasoning);
+  EXPECT_EQ(content, kAnswer);
+  EXPECT_EQ(ids, script_);
+  EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(last.usage().completion_tokens(), static_cast<int32_t>(script_.size()));
+  EXPECT_EQ(last.usage().reasoning_tokens(), reasoning_tokens_);
+  EXPECT_EQ(last.usage().prompt_cache_hit_tokens(), kCached);
+  EXPECT_EQ(last.usage().prompt_cache_miss_tokens(), last.usage().prompt_tokens() - kCached);
+  EXPECT_EQ(backend_->requests().back().max_new_tokens, 32);
+}
+
+TEST_F(GatewayIntegrationTest, GrpcInferenceRejectsBadRequests) {
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server_->GrpcPort()), grpc::InsecureChannelCredentials()));
+  v1::InferenceRequest req;
+  req.set_model("tiny-r1");
+  req.mutable_prompt_ids()->add_ids(999999);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, req);
+  v1::InferenceResponse resp;
+  EXPECT_FALSE(reader->Read(&resp));
+  grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "outside the vocabulary"));
+
+  v1::InferenceRequest other;
+  other.set_model("gpt-4");
+  other.set_prompt("hi");
+  grpc::ClientContext ctx2;
+  auto reader2 = stub->Generate(&ctx2, other);
+  EXPECT_FALSE(reader2->Read(&resp));
+  EXPECT_EQ(reader2->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(GatewayIntegrationTest, GrpcClientCancelCancelsTheBackend) {
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server_->GrpcPort()), grpc::InsecureChannelCredentials()));
+  v1::InferenceRequest req;
+  req.set_model("tiny-r1");
+  req.set_prompt("hold on");
+  req.set_max_tokens(FakeGenerationBackend::kHoldMaxTokens);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, req);
+  v1::InferenceResponse resp;
+  ASSERT_TRUE(reader->Read(&resp));  // the first chunk; then the fake hangs
+  ctx.TryCancel();
+  while (reader->Read(&resp)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(backend_->WaitForCancels(1, absl::Seconds(30)));
+}
+
+TEST_F(GatewayIntegrationTest, ShutdownCancelsGenerationsInFlight) {
+  RawClient c(server_->HttpPort());
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server_->GrpcPort()), grpc::InsecureChannelCredentials()));
+  v1::InferenceRequest req;
+  req.set_model("tiny-r1");
+  req.set_prompt("hold on");
+  req.set_max_tokens(FakeGenerationBackend::kHoldMaxTokens);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, req);
+  v1::InferenceResponse resp;
+  ASSERT_TRUE(reader->Read(&resp));
+  server_->Shutdown();
+  EXPECT_GE(backend_->cancels(), 1);
+  while (reader->Read(&resp)) {
+  }
+  EXPECT_FALSE(reader->Finish().ok());
+}
+
+}  // namespace
+}  // namespace moeserve::gateway
