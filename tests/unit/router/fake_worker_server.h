@@ -44,6 +44,11 @@ class FakeWorkerService final : public v1::Worker::CallbackService {
     absl::MutexLock lock(&mu_);
     return decode_requests_;
   }
+  // The deadline each Decode call arrived with (far future when the caller set none).
+  std::vector<std::chrono::system_clock::time_point> decode_deadlines() const {
+    absl::MutexLock lock(&mu_);
+    return decode_deadlines_;
+  }
   absl::Notification& decode_cancelled() { return decode_cancelled_; }
 
   grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* context,
@@ -68,13 +73,14 @@ class FakeWorkerService final : public v1::Worker::CallbackService {
     return reactor;
   }
 
-  grpc::ServerWriteReactor<v1::DecodeChunk>* Decode(grpc::CallbackServerContext* /*context*/,
+  grpc::ServerWriteReactor<v1::DecodeChunk>* Decode(grpc::CallbackServerContext* context,
                                                     const v1::DecodeRequest* request) override {
     int fail_after = -1;
     int hang_after = -1;
     {
       absl::MutexLock lock(&mu_);
       decode_requests_.push_back(*request);
+      decode_deadlines_.push_back(context->deadline());
       fail_after = decode_fail_after_;
       hang_after = decode_hang_after_;
     }
@@ -186,6 +192,7 @@ class FakeWorkerService final : public v1::Worker::CallbackService {
   int decode_hang_after_ ABSL_GUARDED_BY(mu_) = -1;
   int prefill_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::DecodeRequest> decode_requests_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::chrono::system_clock::time_point> decode_deadlines_ ABSL_GUARDED_BY(mu_);
   absl::Notification decode_cancelled_;
 };
 

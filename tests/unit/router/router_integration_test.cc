@@ -1,7 +1,9 @@
 // The router over real gRPC: fake Worker servers on 127.0.0.1 port 0, a RouterServer, and a Router
 // client. Deterministic: the fakes' tokens depend only on (prompt, index), and every wait is on an
 // event (a chunk read, a notification), never on time.
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,8 +64,10 @@ class RouterIntegrationTest : public ::testing::Test {
                                                     grpc::InsecureChannelCredentials()));
   }
 
-  Outcome Generate(const v1::GenerationSpec& spec) {
+  Outcome Generate(const v1::GenerationSpec& spec,
+                   std::optional<std::chrono::system_clock::time_point> deadline = std::nullopt) {
     grpc::ClientContext context;
+    if (deadline.has_value()) context.set_deadline(*deadline);
     v1::RouteRequest request;
     *request.mutable_spec() = spec;
     std::unique_ptr<grpc::ClientReader<v1::RouteChunk>> reader = stub_->Generate(&context, request);
@@ -178,6 +182,23 @@ TEST_F(RouterIntegrationTest, NoEligibleWorkerIsUnavailableWithAMessage) {
       << out.status;
   EXPECT_TRUE(out.tokens.empty());
   EXPECT_TRUE(worker(2).service().decode_requests().empty());
+}
+
+TEST_F(RouterIntegrationTest, ClientDeadlineReachesTheWorkers) {
+  StartCluster(1, 1);
+  const auto now = std::chrono::system_clock::now();
+  const auto deadline = now + std::chrono::hours(1);
+  ASSERT_TRUE(Generate(Spec(4, 4), deadline).status.ok());
+  ASSERT_TRUE(Generate(Spec(4, 4)).status.ok());
+  std::vector<std::chrono::system_clock::time_point> seen =
+      worker(1).service().decode_deadlines();
+  ASSERT_EQ(seen.size(), 2u);
+  // The first call carries the client's deadline. gRPC sends deadlines as timeouts rounded up,
+  // so each hop may push it slightly later; a minute of slack is far from "no deadline".
+  EXPECT_LE(seen[0], deadline + std::chrono::minutes(1));
+  EXPECT_GT(seen[0], now);
+  // Without a client deadline the worker call has none either.
+  EXPECT_GT(seen[1], now + std::chrono::hours(24 * 365));
 }
 
 TEST_F(RouterIntegrationTest, BadSpecIsInvalidArgument) {
