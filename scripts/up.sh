@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds, makes the embedded default model (preset tiny, seed 0) and runs
-# it: `moeserve generate` on a chat prompt. Extra arguments go to `moeserve generate`.
+# Installs dependencies, builds, and starts the whole cluster on loopback with the embedded default
+# model (made on first use): a private redis-server, the KV-cache service, an expert shard, prefill
+# and decode workers, the router and the OpenAI-compatible gateway on http://127.0.0.1:8000/v1.
+# Ctrl-C stops every process. Extra arguments go to `moeserve up` (e.g. --port 9000 --decode 2).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -8,12 +10,4 @@ cd "$root"
 scripts/install-deps.sh
 cmake --preset release
 cmake --build --preset release -j "$(nproc)"
-bin=build/release/bin/moeserve
-model=models/tiny
-if [ ! -f "$model/config.json" ]; then
-  "$bin" mkmodel --out "$model" --preset tiny --seed 0
-fi
-if [ $# -eq 0 ]; then
-  set -- --prompt "Why is the sky blue?" --chat --max-new-tokens 48
-fi
-"$bin" generate --model "$model" "$@"
+exec build/release/bin/moeserve up --model models/tiny --shards 1 "$@"
