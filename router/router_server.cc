@@ -43,6 +43,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig 
       MergeWorkerLists(config.prefill, config.decode);
   if (!endpoints.ok()) return endpoints.status();
 
+  // Without the poller nothing refreshes last-seen times, so staleness must not apply.
+  if (!config.poll_workers) config.registry.stale_after = absl::InfiniteDuration();
   std::unique_ptr<RouterServer> server(new RouterServer());
   const Clock* clock = config.clock != nullptr ? config.clock : &server->real_clock_;
   WorkerClientFactory factory = config.client_factory;

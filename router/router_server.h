@@ -23,7 +23,9 @@ struct RouterConfig {
   RelayOptions relay;
   RegistryOptions registry;
   int relay_threads = 64;  // requests relayed at once
-  bool poll_workers = true;  // run the background GetLoad poller
+  // Run the background GetLoad poller. Without it loads stay zero, staleness is off, and a worker
+  // the relay saw fail stays unhealthy.
+  bool poll_workers = true;
   // Null: GrpcWorkerClient::Connect. Tests inject fakes.
   WorkerClientFactory client_factory;
   const Clock* clock = nullptr;  // not owned; null: wall clock
