@@ -139,11 +139,100 @@ if not os.path.exists(os.path.join(model, "model.safetensors")):
                    check=True)
 name = "tiny"
 
+def raw_post(port, path, data):
+    """One HTTP/1.1 POST over a plain socket. A server may answer an oversized body before it
+    has read it and close; the answer is still read after a failed send."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+    try:
+        sock.sendall(head + data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    chunks = []
+    try:
+        while True:
+            c = sock.recv(65536)
+            if not c:
+                break
+            chunks.append(c)
+    except (ConnectionResetError, socket.timeout):
+        pass
+    sock.close()
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ")[1])
+    except (IndexError, ValueError):
+        return 0, ""
+    if b"transfer-encoding: chunked" in head.lower():
+        out, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line or b"0", 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        body = out
+    return status, body.decode(errors="replace")
+
+
+def bad_requests(port):
+    """Malformed requests: each must get its documented 4xx and an OpenAI-shaped error."""
+    big = "x" * (9 << 20)
+    cases = [
+        ("/v1/chat/completions", b"{not json", 400),
+        ("/v1/chat/completions", b"", 400),
+        ("/v1/chat/completions", b"[]", 400),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, 400),
+        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "h"}]}, 404),
+        ("/v1/chat/completions", {"model": name, "messages": []}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": "hi"}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "wizard", "content": "h"}]}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user"}]}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": 5}]}, 400),
+        ("/v1/chat/completions", {"model": 7, "messages": [{"role": "user", "content": "h"}]}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "max_tokens": 0}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "max_tokens": -5}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "max_tokens": 10**9}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "max_tokens": "ten"}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "temperature": 5}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "temperature": "hot"}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "top_p": 0}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "top_p": 1.5}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "presence_penalty": 9}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "frequency_penalty": -9}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "stop": ["a", "b", "c", "d", "e"]}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "stop": 3}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "reasoning_effort": "extreme"}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "stream": "yes"}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h"}], "seed": "s"}, 400),
+        ("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "h " * 20000}]}, 400),
+        ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "\xff\xfe"}]}'.replace(b"\\xff\\xfe", b"\xff\xfe"), 400),
+        ("/v1/completions", {"model": name, "prompt": [1, 2, 999999]}, 400),
+        ("/v1/completions", {"model": name, "prompt": [1, -2]}, 400),
+        ("/v1/completions", {"model": name, "prompt": []}, 400),
+        ("/v1/completions", {"model": name, "prompt": {"a": 1}}, 400),
+        ("/v1/completions", {"model": name}, 400),
+        ("/v1/completions", {"model": name, "prompt": big}, 413),
+    ]
+    for path, body, want in cases:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        status, text = raw_post(port, path, data)
+        try:
+            message = json.loads(text)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = ""
+        ok = (status == want or (want == 413 and status == 400)) and message
+        check(bool(ok), f"bad request -> {status} (want {want}) {message[:90]!r} for {str(body)[:70]}")
+    return len(cases)
+
+
 for compute, shards in (("f32", "2"), ("bf16", "1")):
     port = free_port()
     run_dir = os.path.join(WORK, f"run-{compute}")
     shutil.rmtree(run_dir, ignore_errors=True)
-    cluster = start_cluster(model, port, ["--prefill", "1", "--decode", "2", "--shards", shards,
+    cluster = start_cluster(model, port, ["--prefill", "2", "--decode", "2", "--shards", shards,
                                           "--compute-dtype", compute], run_dir)
     try:
         status, body = post(port, "/v1/completions", {
@@ -201,6 +290,29 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
             faulted = content_of(stream(port, body, on_event=kill_decode))
             check(len(killed) == 1, "a decode worker was killed mid-stream")
             check(faulted == clean, "the stream completed on another worker with the same tokens")
+
+            # Kill -9 a prefill worker: requests are retried on the other one.
+            prefills = [pid for pid, cmd in children_of(cluster.pid)
+                        if "moeserve-worker" in cmd and "--role prefill" in cmd]
+            os.kill(prefills[0], signal.SIGKILL)
+            outs = [post(port, "/v1/completions", {"model": name, "prompt": f"Prompt {i}",
+                                                   "max_tokens": 4, "temperature": 0})
+                    for i in range(4)]
+            check(all(st == 200 for st, _ in outs),
+                  f"with a prefill worker killed every request still succeeds: {[st for st, _ in outs]}")
+
+            # Kill Redis: the KV cache misses and everything is recomputed, nothing fails.
+            redis = [pid for pid, cmd in children_of(cluster.pid) if "redis-server" in cmd]
+            os.kill(redis[0], signal.SIGKILL)
+            st3, b3 = post(port, "/v1/completions", {"model": name, "prompt": "The quick brown fox",
+                                                      "max_tokens": 16, "temperature": 0})
+            check(st3 == 200 and json.loads(b3)["choices"][0]["text"] == ref,
+                  f"with Redis down the request succeeds with the same text: {st3}")
+
+            n = bad_requests(port)
+            st4, _ = post(port, "/v1/completions", {"model": name, "prompt": "still here?",
+                                                     "max_tokens": 4})
+            check(st4 == 200, f"after {n} malformed requests the cluster keeps serving")
     finally:
         left = stop_cluster(cluster)
         check(cluster.returncode == 0, f"[{compute}] moeserve up exited cleanly ({cluster.returncode})")
