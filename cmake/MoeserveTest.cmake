@@ -9,6 +9,10 @@ function(moeserve_add_test)
   if(NOT T_LABELS)
     set(T_LABELS unit)
   endif()
+  if("unit" IN_LIST T_LABELS)
+    # The sanitizer job builds only these (scripts/test.sh).
+    add_dependencies(moeserve_unit_tests ${T_NAME})
+  endif()
   gtest_discover_tests(${T_NAME}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     PROPERTIES LABELS "${T_LABELS}"

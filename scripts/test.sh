@@ -15,8 +15,8 @@ cmake --build --preset ci -j "$jobs"
 echo "== tests (ci) =="
 ctest --preset ci -j "$jobs" --label-exclude gpu
 
-echo "== build (asan: AddressSanitizer + UBSan) =="
+echo "== build (asan: AddressSanitizer + UBSan; the unit-test executables) =="
 cmake --preset asan
-cmake --build --preset asan -j "$jobs"
+cmake --build --preset asan -j "$jobs" --target moeserve_unit_tests
 echo "== unit tests under sanitizers =="
 ctest --preset asan -j "$jobs"
