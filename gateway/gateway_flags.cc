@@ -45,10 +45,12 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
       config.host = value;
     } else if (name == "router") {
       config.router_address = value;
+    } else if (name != "port" && name != "grpc-port" && name != "http-threads" &&
+               name != "max-tokens-default" && name != "router-timeout-s") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     } else {
-      absl::StatusOr<int64_t> n = Count(name, value, name == "port" || name == "grpc-port"
-                                                         ? 65535
-                                                         : int64_t{1} << 30);
+      absl::StatusOr<int64_t> n =
+          Count(name, value, name == "port" || name == "grpc-port" ? 65535 : int64_t{1} << 30);
       if (!n.ok()) return n.status();
       if (name == "port") {
         config.http_port = static_cast<int>(*n);
@@ -58,10 +60,8 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
         config.http_threads = static_cast<int>(*n);
       } else if (name == "max-tokens-default") {
         config.max_tokens_default = static_cast<int32_t>(*n);
-      } else if (name == "router-timeout-s") {
+      } else {  // router-timeout-s
         config.router_timeout = absl::Seconds(*n);
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
       }
     }
   }

@@ -42,8 +42,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     server->backend_ = server->owned_backend_.get();
   }
 
-  server->service_ = std::make_unique<InferenceService>(server->model_.get(), server->backend_,
-                                                        &server->calls_);
+  server->service_ =
+      std::make_unique<InferenceService>(server->model_.get(), server->backend_, &server->calls_);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -20,14 +20,14 @@ struct HttpServer::Impl {
   explicit Impl(int threads) : ioc(threads), acceptor(asio::make_strand(ioc)) {}
 
   void Accept() {
-    acceptor.async_accept(asio::make_strand(ioc), [this](boost::system::error_code ec,
-                                                         tcp::socket socket) {
-      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-      if (!ec) {
-        std::make_shared<HttpSession>(std::move(socket), context)->Start();
-      }
-      Accept();
-    });
+    acceptor.async_accept(asio::make_strand(ioc),
+                          [this](boost::system::error_code ec, tcp::socket socket) {
+                            if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+                            if (!ec) {
+                              std::make_shared<HttpSession>(std::move(socket), context)->Start();
+                            }
+                            Accept();
+                          });
   }
 
   asio::io_context ioc;

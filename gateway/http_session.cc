@@ -48,9 +48,9 @@ void HttpSession::DoRead() {
 void HttpSession::OnRead(beast::error_code ec) {
   if (ec == http::error::body_limit) {
     keep_alive_ = false;
-    SendError(absl::InvalidArgumentError(
-                  absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes")),
-              413);
+    SendError(
+        absl::InvalidArgumentError(absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes")),
+        413);
     return;
   }
   if (ec == http::error::end_of_stream || ec) {
@@ -75,11 +75,13 @@ void HttpSession::Handle(Request request) {
   if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
   const http::verb method = request.method();
   if (path == "/health") {
-    if (method != http::verb::get) return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    if (method != http::verb::get)
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
     return SendJson(http::status::ok, R"({"status":"ok"})", keep_alive_);
   }
   if (path == "/v1/models") {
-    if (method != http::verb::get) return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    if (method != http::verb::get)
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
     return SendJson(http::status::ok,
                     DumpJson(ModelsJson(context_.model->name, 0, context_.model->context_length)),
                     keep_alive_);
@@ -88,11 +90,11 @@ void HttpSession::Handle(Request request) {
     if (method != http::verb::post) {
       return SendError(absl::InvalidArgumentError("use POST"), 405, "POST");
     }
-    return HandleGenerate(request, path == "/v1/completions" ? Endpoint::kCompletion
-                                                             : Endpoint::kChat);
+    return HandleGenerate(request,
+                          path == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat);
   }
-  SendError(absl::NotFoundError(absl::StrCat("no route for ", std::string(request.method_string()),
-                                             " ", path)));
+  SendError(absl::NotFoundError(
+      absl::StrCat("no route for ", std::string(request.method_string()), " ", path)));
 }
 
 void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
@@ -100,8 +102,8 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
                                        ? ParseChatCompletionRequest(request.body())
                                        : ParseCompletionRequest(request.body());
   if (!api.ok()) return SendError(api.status());
-  const std::string id = context_.calls->NextRequestId(
-      endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+  const std::string id =
+      context_.calls->NextRequestId(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
   absl::StatusOr<PreparedRequest> prepared = PrepareRequest(*api, *context_.model, id);
   if (!prepared.ok()) return SendError(prepared.status());
 
@@ -164,10 +166,10 @@ void HttpSession::EmitDelta(const TextDelta& delta) {
   }
   if (!g.headers_sent) {
     g.headers_sent = true;
-    QueueWrite(absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                            "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n",
-                            keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n",
-                            "\r\n"));
+    QueueWrite(
+        absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n",
+                     keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n", "\r\n"));
     if (g.meta.endpoint == Endpoint::kChat) {
       QueueWrite(ChunkFrame(SseEvent(RoleChunkJson(g.meta))));
     }
@@ -255,10 +257,9 @@ void HttpSession::DoWrite() {
     return;
   }
   writing_ = true;
-  asio::async_write(stream_, asio::buffer(out_.front()),
-                    [self = shared_from_this()](beast::error_code ec, size_t) {
-                      self->OnWritten(ec);
-                    });
+  asio::async_write(
+      stream_, asio::buffer(out_.front()),
+      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWritten(ec); });
 }
 
 void HttpSession::OnWritten(beast::error_code ec) {
@@ -282,8 +283,7 @@ void HttpSession::WatchPeer() {
   if (watching_ || closed_) return;
   watching_ = true;
   stream_.socket().async_read_some(
-      asio::buffer(watch_byte_),
-      [self = shared_from_this()](beast::error_code ec, size_t n) {
+      asio::buffer(watch_byte_), [self = shared_from_this()](beast::error_code ec, size_t n) {
         self->watching_ = false;
         if (ec == asio::error::operation_aborted && !self->closed_ && !self->gen_) {
           self->DoRead();  // cancelled by DoWrite at the end of the response

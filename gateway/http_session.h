@@ -46,7 +46,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     GenerationCallPtr call;
     ResponseMeta meta;
     std::optional<OutputAssembler> output;
-    TextDelta text;            // non-streaming: everything so far
+    TextDelta text;  // non-streaming: everything so far
     bool stream = false;
     bool headers_sent = false;  // streaming: the SSE header went out
     bool done = false;          // the response is complete (no more events)
@@ -79,7 +79,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<Generation> gen_;
   std::deque<std::string> out_;  // raw bytes queued for the socket
   bool writing_ = false;
-  bool watching_ = false;     // a read that detects the peer closing is pending
+  bool watching_ = false;       // a read that detects the peer closing is pending
   bool response_done_ = false;  // every byte of the current response is queued
   bool closed_ = false;
   char watch_byte_[512];

@@ -35,8 +35,8 @@ v1::FinishReason ToProtoFinishReason(FinishReason reason) {
 // only one write is in flight. The reactor is never touched after Finish.
 class GenerateState : public std::enable_shared_from_this<GenerateState> {
  public:
-  GenerateState(grpc::ServerWriteReactor<v1::InferenceResponse>* reactor,
-                const ModelContext* model, const PreparedRequest& prepared)
+  GenerateState(grpc::ServerWriteReactor<v1::InferenceResponse>* reactor, const ModelContext* model,
+                const PreparedRequest& prepared)
       : reactor_(reactor),
         output_(*model->tokenizer, prepared.split_reasoning, prepared.starts_in_reasoning,
                 prepared.stop, prepared.prompt_tokens) {}
@@ -231,8 +231,8 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
       j["prompt"] = r.prompt();
       break;
     case v1::InferenceRequest::kPromptIds:
-      j["prompt"] = Json(std::vector<int32_t>(r.prompt_ids().ids().begin(),
-                                              r.prompt_ids().ids().end()));
+      j["prompt"] =
+          Json(std::vector<int32_t>(r.prompt_ids().ids().begin(), r.prompt_ids().ids().end()));
       break;
     case v1::InferenceRequest::INPUT_NOT_SET:
       return absl::InvalidArgumentError("one of chat, prompt or prompt_ids is required");

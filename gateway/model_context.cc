@@ -27,8 +27,8 @@ std::string SpecialTokenText(const nlohmann::json& config, const char* field) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelContext>> ModelContext::Load(const std::string& model_dir,
-                                                                  const std::string& name,
-                                                                  int32_t default_max_tokens) {
+                                                                 const std::string& name,
+                                                                 int32_t default_max_tokens) {
   auto m = std::make_unique<ModelContext>();
   m->name = name;
   m->default_max_tokens = default_max_tokens;

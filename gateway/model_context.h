@@ -18,15 +18,15 @@ namespace moeserve::gateway {
 // folder (tokenizer.json, tokenizer_config.json with the chat template, config.json; no
 // weights). Immutable after Load, so shared by every request thread without locks.
 struct ModelContext {
-  std::string name;             // the id clients put in "model"
-  int64_t context_length = 0;   // config.json max_position_embeddings
-  int32_t vocab_size = 0;       // the tokenizer's (ids >= this cannot be decoded)
+  std::string name;            // the id clients put in "model"
+  int64_t context_length = 0;  // config.json max_position_embeddings
+  int32_t vocab_size = 0;      // the tokenizer's (ids >= this cannot be decoded)
   int32_t default_max_tokens = 0;
   std::unique_ptr<engine::Tokenizer> tokenizer;
   std::optional<engine::ChatTemplate> chat_template;  // nullopt: chat requests fail (400)
   std::string bos_token;
   std::string eos_token;
-  std::vector<int32_t> think_close_ids;       // "</think>\n\n" (empty without a <think> token)
+  std::vector<int32_t> think_close_ids;          // "</think>\n\n" (empty without a <think> token)
   std::vector<std::string> special_token_texts;  // added tokens chat users may not write
   engine::ThinkingBudget thinking_budget;
 

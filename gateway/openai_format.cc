@@ -7,12 +7,12 @@ using Json = nlohmann::json;
 
 Json Envelope(const ResponseMeta& meta, bool chunk) {
   const bool chat = meta.endpoint == Endpoint::kChat;
-  Json j = {{"id", meta.id},
-            {"object", chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
-                            : "text_completion"},
-            {"created", meta.created},
-            {"model", meta.model},
-            {"system_fingerprint", "moeserve"}};
+  Json j = {
+      {"id", meta.id},
+      {"object", chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion"},
+      {"created", meta.created},
+      {"model", meta.model},
+      {"system_fingerprint", "moeserve"}};
   if (chunk && meta.include_usage) j["usage"] = nullptr;
   return j;
 }
@@ -61,8 +61,7 @@ Json CompletionResponseJson(const ResponseMeta& meta, const TextDelta& text, Fin
   if (meta.endpoint == Endpoint::kChat) {
     body = {{"role", "assistant"}, {"content", text.content}};
     if (meta.split_reasoning) {
-      body["reasoning_content"] =
-          text.reasoning.empty() ? Json(nullptr) : Json(text.reasoning);
+      body["reasoning_content"] = text.reasoning.empty() ? Json(nullptr) : Json(text.reasoning);
     }
   } else {
     body = text.content;

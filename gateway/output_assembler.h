@@ -51,8 +51,7 @@ struct UsageInfo {
 class OutputAssembler {
  public:
   OutputAssembler(const engine::Tokenizer& tokenizer, bool split_reasoning,
-                  bool starts_in_reasoning, std::vector<std::string> stop,
-                  int32_t prompt_tokens);
+                  bool starts_in_reasoning, std::vector<std::string> stop, int32_t prompt_tokens);
 
   // Feeds a chunk; returns the text decided so far. Once finished() (the chunk carried a
   // finish reason, or a stop string matched) later chunks are ignored. A stop-string match

@@ -39,8 +39,9 @@
 //  - Completions: prompt text is encoded with BOS as tokenizer_config.json asks and with
 //    parse_special_tokens=false (so BOS/EOS text is not a token). The chat markers, which
 //    DeepSeek's tokenizer marks non-special, are still recognised: /v1/completions is the raw
-//    interface (its token-id form can send any id anyway). Token-id prompts are used exactly as given, and every id must
-//    be in [0, vocab_size) of the tokenizer (ids a client cannot decode are rejected).
+//    interface (its token-id form can send any id anyway). Token-id prompts are used exactly as
+//    given, and every id must be in [0, vocab_size) of the tokenizer (ids a client cannot decode
+//    are rejected).
 //  - Context: prompt_tokens must be < context_length; an explicit max_tokens must be
 //    <= context_length and prompt + max_tokens <= context_length (400
 //    context_length_exceeded). Without max_tokens: min(--max-tokens-default, room left).
@@ -134,8 +135,7 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
   if (const Json* so = Field(j, "stream_options")) {
     if (!so->is_object()) return Invalid("stream_options", "'stream_options' must be an object");
     if (!r->stream) {
-      return Invalid("stream_options",
-                     "'stream_options' is only allowed when 'stream' is true");
+      return Invalid("stream_options", "'stream_options' is only allowed when 'stream' is true");
     }
     MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> usage, GetBool(*so, "include_usage"));
     r->include_usage = usage.value_or(false);
@@ -147,8 +147,8 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
   const char* max_name = max_completion ? "max_completion_tokens" : "max_tokens";
   r->max_tokens = max_completion ? max_completion : max_tokens;
   if (r->max_tokens && *r->max_tokens < 1) {
-    return Invalid(max_name, absl::StrCat("'", max_name, "' must be at least 1, got ",
-                                          *r->max_tokens));
+    return Invalid(max_name,
+                   absl::StrCat("'", max_name, "' must be at least 1, got ", *r->max_tokens));
   }
 
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> n, GetInt(j, "n"));
@@ -188,10 +188,10 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
     MOESERVE_RETURN_IF_ERROR(CheckRange("frequency_penalty", *frequency, -2, 2));
     s.frequency_penalty = *frequency;
   }
-  MOESERVE_ASSIGN_OR_RETURN(std::optional<double> repetition,
-                            GetNumber(j, "repetition_penalty"));
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<double> repetition, GetNumber(j, "repetition_penalty"));
   if (repetition) {
-    if (!(*repetition > 0)) return Invalid("repetition_penalty", "'repetition_penalty' must be > 0");
+    if (!(*repetition > 0))
+      return Invalid("repetition_penalty", "'repetition_penalty' must be > 0");
     s.repetition_penalty = *repetition;
   }
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> seed, GetInt(j, "seed"));
@@ -250,7 +250,8 @@ absl::StatusOr<std::string> MessageContent(const Json& m, const std::string& rol
   }
   std::vector<std::string> texts;
   for (const Json& part : *content) {
-    if (!part.is_object()) return Invalid(param, absl::StrCat("'", param, "' parts must be objects"));
+    if (!part.is_object())
+      return Invalid(param, absl::StrCat("'", param, "' parts must be objects"));
     const Json* type = Field(part, "type");
     if (type == nullptr || !type->is_string()) {
       return Invalid(param, absl::StrCat("'", param, "' parts need a string 'type'"));
@@ -272,8 +273,8 @@ absl::Status CheckNoSpecialTokens(const std::string& text, const ModelContext& m
                                   absl::string_view param) {
   for (const std::string& special : model.special_token_texts) {
     if (absl::StrContains(text, special)) {
-      return Invalid(param, absl::StrCat("'", param, "' contains the reserved control token '",
-                                         special, "'"));
+      return Invalid(
+          param, absl::StrCat("'", param, "' contains the reserved control token '", special, "'"));
     }
   }
   return absl::OkStatus();
@@ -369,7 +370,8 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body) {
   if (best_of && *best_of != 1) return Invalid("best_of", "only 'best_of' = 1 is supported");
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> logprobs, GetInt(j, "logprobs"));
   if (logprobs) {
-    if (*logprobs < 0 || *logprobs > 20) return Invalid("logprobs", "'logprobs' must be in [0, 20]");
+    if (*logprobs < 0 || *logprobs > 20)
+      return Invalid("logprobs", "'logprobs' must be in [0, 20]");
     r.sampling.logprobs = true;
     r.sampling.top_logprobs = static_cast<int32_t>(*logprobs);
   }
@@ -405,10 +407,10 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
                                                const std::string& request_id) {
   if (r.model != model.name) {
     return WithErrorCode(
-        WithErrorParam(absl::NotFoundError(absl::StrCat("The model '", r.model,
-                                                        "' does not exist (this server has '",
-                                                        model.name, "')")),
-                       "model"),
+        WithErrorParam(
+            absl::NotFoundError(absl::StrCat(
+                "The model '", r.model, "' does not exist (this server has '", model.name, "')")),
+            "model"),
         "model_not_found");
   }
   PreparedRequest p;
@@ -480,17 +482,16 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
   int64_t max_tokens = 0;
   if (r.max_tokens) {
     if (*r.max_tokens > model.context_length) {
-      return WithErrorParam(
-          absl::InvalidArgumentError(absl::StrCat("'max_tokens' ", *r.max_tokens,
-                                                  " exceeds the context length ",
-                                                  model.context_length)),
-          "max_tokens");
+      return WithErrorParam(absl::InvalidArgumentError(absl::StrCat("'max_tokens' ", *r.max_tokens,
+                                                                    " exceeds the context length ",
+                                                                    model.context_length)),
+                            "max_tokens");
     }
     if (prompt_tokens + *r.max_tokens > model.context_length) {
-      return ContextError(absl::StrCat(
-          "This model's maximum context length is ", model.context_length,
-          " tokens. However, you requested ", prompt_tokens + *r.max_tokens, " tokens (",
-          prompt_tokens, " in the prompt, ", *r.max_tokens, " in the completion)"));
+      return ContextError(absl::StrCat("This model's maximum context length is ",
+                                       model.context_length, " tokens. However, you requested ",
+                                       prompt_tokens + *r.max_tokens, " tokens (", prompt_tokens,
+                                       " in the prompt, ", *r.max_tokens, " in the completion)"));
     }
     max_tokens = *r.max_tokens;
   } else {

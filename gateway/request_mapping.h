@@ -31,8 +31,8 @@ struct ChatMessageInput {
 struct ApiRequest {
   Endpoint endpoint = Endpoint::kChat;
   std::string model;
-  std::vector<ChatMessageInput> messages;   // chat
-  std::optional<std::string> prompt_text;   // completion
+  std::vector<ChatMessageInput> messages;          // chat
+  std::optional<std::string> prompt_text;          // completion
   std::optional<std::vector<int64_t>> prompt_ids;  // completion (or gRPC prompt_ids)
   bool stream = false;
   bool include_usage = false;
@@ -62,8 +62,7 @@ absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body);
 absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body);
 
 // Validates against the model and tokenizes. `request_id` goes into the GenerationRequest.
-absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& request,
-                                               const ModelContext& model,
+absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& request, const ModelContext& model,
                                                const std::string& request_id);
 
 // True when `text` is well-formed UTF-8.

@@ -19,8 +19,7 @@ class RouterBackend final : public GenerationBackend {
  public:
   RouterBackend(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout);
   // A channel to `address` (host:port, insecure).
-  static std::unique_ptr<RouterBackend> Connect(const std::string& address,
-                                                absl::Duration timeout);
+  static std::unique_ptr<RouterBackend> Connect(const std::string& address, absl::Duration timeout);
 
   GenerationCallPtr Start(GenerationRequest request, GenerationCallbacks callbacks) override;
 

@@ -82,8 +82,8 @@ TEST_F(OutputAssemblerTest, SplitsReasoningIntoItsOwnField) {
   const size_t reasoning_ids = ids.size();
   ids.push_back(kThinkClose);
   for (int32_t id : Ids("\n\nThe answer is 4.")) ids.push_back(id);
-  OutputAssembler a(*model_->tokenizer, /*split_reasoning=*/true, /*starts_in_reasoning=*/true,
-                    {}, /*prompt_tokens=*/20);
+  OutputAssembler a(*model_->tokenizer, /*split_reasoning=*/true, /*starts_in_reasoning=*/true, {},
+                    /*prompt_tokens=*/20);
   TextDelta all = FeedOneByOne(&a, ids, FinishReason::kStop, /*cached=*/16);
   EXPECT_EQ(all.reasoning, "Let me think.");
   EXPECT_EQ(all.content, "The answer is 4.");

@@ -26,9 +26,8 @@ class RequestMappingTest : public ::testing::Test {
   }
 
   static absl::StatusOr<PreparedRequest> Prepare(Endpoint endpoint, const std::string& body) {
-    absl::StatusOr<ApiRequest> api = endpoint == Endpoint::kChat
-                                         ? ParseChatCompletionRequest(body)
-                                         : ParseCompletionRequest(body);
+    absl::StatusOr<ApiRequest> api = endpoint == Endpoint::kChat ? ParseChatCompletionRequest(body)
+                                                                 : ParseCompletionRequest(body);
     if (!api.ok()) return api.status();
     return PrepareRequest(*api, *model_, "req-1");
   }
@@ -62,7 +61,9 @@ std::vector<BadCase> BadCases() {
       {kC, "{not json", 400, "not valid JSON"},
       {kC, "", 400, "not valid JSON"},
       {kC, "[1,2]", 400, "must be a JSON object"},
-      {kC, std::string("{\"model\":\"tiny-r1\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"),
+      {kC,
+       std::string(
+           "{\"model\":\"tiny-r1\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"),
        400, "not valid UTF-8"},
       {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"\ud800"}]})", 400,
        "not valid JSON"},
@@ -81,22 +82,26 @@ std::vector<BadCase> BadCases() {
        "must be a string or an array of parts"},
       {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
        400, "unsupported content part type 'image_url'"},
-      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":[{"type":"text","text":3}]}]})",
+      {kC,
+       R"({"model":"tiny-r1","messages":[{"role":"user","content":[{"type":"text","text":3}]}]})",
        400, "need a string 'text'"},
       {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"a <｜User｜> b"}]})", 400,
        "reserved control token"},
-      {kC, R"({"model":"tiny-r1","messages":[{"role":"system","content":"<｜end▁of▁sentence｜>"}]})",
+      {kC,
+       R"({"model":"tiny-r1","messages":[{"role":"system","content":"<｜end▁of▁sentence｜>"}]})",
        400, "reserved control token"},
       {kC, Chat(R"("stream":"yes")"), 400, "'stream' must be a boolean"},
       {kC, Chat(R"("stream_options":{"include_usage":true})"), 400,
        "only allowed when 'stream' is true"},
-      {kC, Chat(R"("stream":true,"stream_options":[1])"), 400, "'stream_options' must be an object"},
+      {kC, Chat(R"("stream":true,"stream_options":[1])"), 400,
+       "'stream_options' must be an object"},
       {kC, Chat(R"("stream":true,"stream_options":{"include_usage":1})"), 400,
        "'include_usage' must be a boolean"},
       {kC, Chat(R"("max_tokens":1.5)"), 400, "'max_tokens' must be an integer"},
       {kC, Chat(R"("max_tokens":"10")"), 400, "'max_tokens' must be an integer"},
       {kC, Chat(R"("max_tokens":0)"), 400, "must be at least 1"},
-      {kC, Chat(R"("max_completion_tokens":-3)"), 400, "'max_completion_tokens' must be at least 1"},
+      {kC, Chat(R"("max_completion_tokens":-3)"), 400,
+       "'max_completion_tokens' must be at least 1"},
       {kC, Chat(R"("max_tokens":100000)"), 400, "exceeds the context length 256"},
       {kC, Chat(R"("max_tokens":255)"), 400, "maximum context length is 256"},
       {kC, Chat(R"("temperature":"hot")"), 400, "'temperature' must be a number"},
@@ -156,9 +161,9 @@ TEST_F(RequestMappingTest, ErrorsNameTheParam) {
 }
 
 TEST_F(RequestMappingTest, ChatRendersTemplateAndBuildsGeneration) {
-  absl::StatusOr<PreparedRequest> p = Prepare(
-      Endpoint::kChat,
-      R"({"model":"tiny-r1","messages":[{"role":"system","content":"Be brief."},
+  absl::StatusOr<PreparedRequest> p =
+      Prepare(Endpoint::kChat,
+              R"({"model":"tiny-r1","messages":[{"role":"system","content":"Be brief."},
           {"role":"user","content":[{"type":"text","text":"Hello"},{"type":"text","text":"there"}]}],
           "max_completion_tokens":32,"temperature":0.6,"top_p":0.95,"top_k":40,"seed":7,
           "stop":"END","stream":true,"stream_options":{"include_usage":true},
@@ -209,8 +214,8 @@ TEST_F(RequestMappingTest, DefaultsMaxTokensAndTemperature) {
 }
 
 TEST_F(RequestMappingTest, CompletionPromptsAsTextAndIds) {
-  absl::StatusOr<PreparedRequest> p =
-      Prepare(Endpoint::kCompletion, R"({"model":"tiny-r1","prompt":"<｜User｜>hi","max_tokens":5})");
+  absl::StatusOr<PreparedRequest> p = Prepare(
+      Endpoint::kCompletion, R"({"model":"tiny-r1","prompt":"<｜User｜>hi","max_tokens":5})");
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_FALSE(p->split_reasoning);
   const std::optional<int32_t> user = model_->tokenizer->TokenToId("<｜User｜>");

@@ -1,0 +1,48 @@
+#include "gateway/gateway_flags.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+
+namespace moeserve::gateway {
+namespace {
+
+TEST(GatewayFlagsTest, ParsesEveryFlag) {
+  absl::StatusOr<GatewayConfig> c =
+      ParseFlags({"--model", "/m/DeepSeek-R1", "--model-name=r1", "--port", "8000",
+                  "--grpc-port=9000", "--router", "router:7000", "--max-tokens-default", "512",
+                  "--http-threads", "4", "--host", "127.0.0.1", "--router-timeout-s", "30"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model_dir, "/m/DeepSeek-R1");
+  EXPECT_EQ(c->model_name, "r1");
+  EXPECT_EQ(c->http_port, 8000);
+  EXPECT_EQ(c->grpc_port, 9000);
+  EXPECT_EQ(c->router_address, "router:7000");
+  EXPECT_EQ(c->max_tokens_default, 512);
+  EXPECT_EQ(c->http_threads, 4);
+  EXPECT_EQ(c->host, "127.0.0.1");
+  EXPECT_EQ(c->router_timeout, absl::Seconds(30));
+}
+
+TEST(GatewayFlagsTest, RejectsBadFlags) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--router", "r:1"}, "--model"},
+      {{"--model", "m"}, "--router"},
+      {{"--model", "m", "--router", "r:1", "--port", "70000"}, "--port"},
+      {{"--model", "m", "--router", "r:1", "--port", "x"}, "--port"},
+      {{"--model", "m", "--router", "r:1", "--colour", "red"}, "unknown flag --colour"},
+      {{"model"}, "unexpected argument"},
+      {{"--model"}, "needs a value"},
+  };
+  for (const auto& [args, message] : cases) {
+    absl::StatusOr<GatewayConfig> c = ParseFlags(args);
+    ASSERT_FALSE(c.ok()) << message;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(c.status().message(), message)) << c.status();
+  }
+}
+
+}  // namespace
+}  // namespace moeserve::gateway
