@@ -14,6 +14,7 @@ constexpr char kUsage[] =
     "  mkmodel   --out DIR [--preset tiny|small|v2-lite|v3] [--seed N] [--dtype bf16|fp8]\n"
     "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"
     "            [--temperature T] [--seed N] [--compute-dtype bf16|f32] [--json] [--all-logits]\n"
+    "  status    --router HOST:PORT            workers' load and KV pools (JSON)\n"
     "  tokenize  --model DIR (--text TEXT | --file F) [--json]\n"
     "  detokenize --model DIR --ids 1,2,3\n";
 }  // namespace
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   if (cmd == "mkmodel") return moeserve::cli::RunMkmodel(args);
   if (cmd == "generate") return moeserve::cli::RunGenerate(args);
   if (cmd == "up") return moeserve::cli::RunUp(args);
+  if (cmd == "status") return moeserve::cli::RunStatus(args);
   if (cmd == "tokenize") return moeserve::cli::RunTokenize(args);
   if (cmd == "detokenize") return moeserve::cli::RunDetokenize(args);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {

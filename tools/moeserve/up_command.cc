@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -19,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "nlohmann/json.hpp"
 #include "tools/moeserve/commands.h"
 #include "tools/moeserve/flags.h"
 #include "tools/moeserve/mkmodel.h"
@@ -227,6 +229,19 @@ absl::Status Up(const UpOptions& o) {
         o.port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     std::string name = std::filesystem::path(o.model).filename().string();
+    {
+      // Where everything listens, for tools and tests (moeserve status --router ...).
+      nlohmann::json info = {{"http", absl::StrCat("127.0.0.1:", o.port)},
+                             {"grpc", absl::StrCat("127.0.0.1:", grpc_port)},
+                             {"router", absl::StrCat("127.0.0.1:", router_port)},
+                             {"kvcache", absl::StrCat("127.0.0.1:", kv_port)},
+                             {"redis", absl::StrCat("127.0.0.1:", redis_port)},
+                             {"prefill", prefill_addrs},
+                             {"decode", decode_addrs},
+                             {"expert_shards", shard_addrs},
+                             {"model", name}};
+      std::ofstream(run_dir + "/cluster.json") << info.dump(2) << "\n";
+    }
     std::cout << "moeserve is up: http://127.0.0.1:" << o.port << "/v1  (gRPC Inference on "
               << "127.0.0.1:" << grpc_port << "; logs in " << run_dir << ")\n"
               << "try:\n  curl -s http://127.0.0.1:" << o.port

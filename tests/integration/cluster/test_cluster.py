@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 BIN, WORK = sys.argv[1], sys.argv[2]
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools", "node")
 MOESERVE = os.path.join(BIN, "moeserve")
 FAILS = []
 
@@ -261,6 +262,72 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
         check((r2, c2) == (r1, c1), f"[{compute}] a repeated request gives the same output")
         check(bool(usage2) and usage2[-1].get("prompt_cache_hit_tokens", 0) > 0,
               f"[{compute}] the repeated long prefix is a cache hit: {usage2[-1:]}")
+
+        # The official OpenAI Node SDK as the client.
+        sdk = subprocess.run(["node", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                   "openai_cluster.mjs"),
+                              f"http://127.0.0.1:{port}/v1", name, NODE_DIR],
+                             capture_output=True, text=True, timeout=600)
+        check(sdk.returncode == 0, f"[{compute}] OpenAI SDK run: {sdk.stderr[-300:]}")
+        if sdk.returncode == 0:
+            o = json.loads(sdk.stdout)
+            check(o["models"] == [name], f"[{compute}] SDK models.list: {o['models']}")
+            check(o["chat"]["reasoning_content"] is not None and o["chat"]["usage"]["completion_tokens"] > 0,
+                  f"[{compute}] SDK chat has reasoning_content and usage: {o['chat']['usage']}")
+            check(o["first"]["chunks"] > 1 and o["first"]["usage"] is not None,
+                  f"[{compute}] SDK stream with include_usage ({o['first']['chunks']} chunks)")
+            check(o["second"]["usage"]["prompt_cache_hit_tokens"] > 0 and
+                  (o["second"]["reasoning"], o["second"]["content"]) ==
+                  (o["first"]["reasoning"], o["first"]["content"]),
+                  f"[{compute}] SDK: the repeated long prefix hits the cache with the same output: "
+                  f"{o['second']['usage']}")
+            check(o["error"] is not None and o["error"]["status"] == 400,
+                  f"[{compute}] SDK maps a 400 to an error: {o['error']}")
+
+        # A prompt of token ids is used exactly as given (no BOS).
+        ids = [5, 17, 300, 2000, 42]
+        st_ids, b_ids = post(port, "/v1/completions", {"model": name, "prompt": ids,
+                                                        "max_tokens": 8, "temperature": 0,
+                                                        "logprobs": 1})
+        ref_ids = json.loads(subprocess.run(
+            [MOESERVE, "generate", "--model", model, "--prompt-ids", ",".join(map(str, ids)),
+             "--max-new-tokens", "8", "--temperature", "0", "--compute-dtype", compute, "--json"],
+            capture_output=True, text=True, check=True).stdout)["tokens"]
+        ref_text = subprocess.run([MOESERVE, "detokenize", "--model", model, "--ids",
+                                   ",".join(map(str, ref_ids))],
+                                  capture_output=True, text=True).stdout[:-1]
+        got_text = json.loads(b_ids)["choices"][0]["text"] if st_ids == 200 else None
+        usage_ids = json.loads(b_ids).get("usage", {}) if st_ids == 200 else {}
+        check(got_text == ref_text and usage_ids.get("prompt_tokens") == len(ids),
+              f"[{compute}] token-id prompt used as given ({usage_ids.get('prompt_tokens')} prompt "
+              f"tokens), same continuation as generate --prompt-ids: {got_text!r} vs {ref_text!r}")
+
+        # A client that disconnects mid-stream frees its KV blocks on the workers.
+        info = json.load(open(os.path.join(run_dir, "cluster.json")))
+        body = {"model": name, "messages": [{"role": "user", "content": "Go on forever."}],
+                "max_tokens": 4000, "stream": True}
+        sock = socket.create_connection(("127.0.0.1", port))
+        data = json.dumps(body).encode()
+        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data)
+        got = b""
+        while got.count(b"data:") < 5:
+            got += sock.recv(4096)
+        def status():
+            return json.loads(subprocess.run([MOESERVE, "status", "--router", info["router"]],
+                                             capture_output=True, text=True).stdout)["workers"]
+        busy = status()
+        sock.close()
+        for _ in range(600):
+            ws = status()
+            if all(w["running"] == 0 and w["kv_blocks_free"] == w["kv_blocks_total"] for w in ws
+                   if w["healthy"]):
+                break
+            time.sleep(0.1)
+        check(any(w["running"] > 0 for w in busy), f"[{compute}] a worker was busy with the stream")
+        check(all(w["running"] == 0 and w["kv_blocks_free"] == w["kv_blocks_total"]
+                  for w in ws if w["healthy"]),
+              f"[{compute}] after the client disconnected every KV block is free again: {ws}")
 
         if compute == "f32":
             # Kill -9 one decode worker mid-stream: the stream completes on the other one.
