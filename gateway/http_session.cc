@@ -41,8 +41,30 @@ void HttpSession::DoRead() {
   parser_.emplace();
   parser_->body_limit(kMaxBodyBytes);
   stream_.expires_after(kReadTimeout);
-  http::async_read(stream_, buffer_, *parser_,
-                   [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  http::async_read_header(
+      stream_, buffer_, *parser_,
+      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+}
+
+// curl and other clients send "Expect: 100-continue" before a large body and wait for the
+// interim response; answer it, then read the body.
+void HttpSession::OnHeader(beast::error_code ec) {
+  if (ec) return OnRead(ec);
+  auto read_body = [self = shared_from_this()] {
+    http::async_read(self->stream_, self->buffer_, *self->parser_,
+                     [self](beast::error_code e, size_t) { self->OnRead(e); });
+  };
+  if (parser_->is_done()) return OnRead(ec);
+  if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+    auto line = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
+    asio::async_write(stream_, asio::buffer(*line),
+                      [self = shared_from_this(), line, read_body](beast::error_code e, size_t) {
+                        if (e) return self->OnRead(e);
+                        read_body();
+                      });
+    return;
+  }
+  read_body();
 }
 
 void HttpSession::OnRead(beast::error_code ec) {

@@ -53,6 +53,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   };
 
   void DoRead();
+  void OnHeader(boost::beast::error_code ec);
   void OnRead(boost::beast::error_code ec);
   void Handle(Request request);
   void HandleGenerate(const Request& request, Endpoint endpoint);

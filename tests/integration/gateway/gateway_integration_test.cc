@@ -199,8 +199,10 @@ class RawClient {
     if (ec) return RawResponse();
     return Read();
   }
-
- private:
+  void WriteRaw(const std::string& bytes) {
+    beast::error_code ec;
+    asio::write(stream_, asio::buffer(bytes), ec);
+  }
   RawResponse Read() {
     beast::error_code ec;
     RawResponse out;
@@ -270,6 +272,20 @@ TEST_F(GatewayIntegrationTest, OversizedBodyIs413) {
       kMaxBodyBytes + 1, "\r\n\r\n"));
   EXPECT_EQ(r.status, 413);
   EXPECT_TRUE(absl::StrContains(ErrorMessage(r), "exceeds")) << r.body;
+}
+
+TEST_F(GatewayIntegrationTest, AnswersExpectContinue) {
+  RawClient c(server_->HttpPort());
+  const std::string body = R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"}]})";
+  RawResponse r = c.SendRaw(absl::StrCat(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+      "Content-Type: application/json\r\nContent-Length: ",
+      body.size(), "\r\n\r\n"));
+  EXPECT_EQ(r.status, 100);
+  c.WriteRaw(body);
+  r = c.Read();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(absl::StrContains(r.body, kAnswer)) << r.body;
 }
 
 // ---- gRPC Inference ----
