@@ -1,8 +1,8 @@
 // moeserve-expert-shard: serves a slice of a model's routed experts over gRPC.
-#include <csignal>
 #include <memory>
 
 #include "common/log.h"
+#include "common/signals.h"
 #include "expert-shard/expert_shard_server.h"
 #include "expert-shard/flags.h"
 
@@ -13,20 +13,14 @@ int main(int argc, char** argv) {
     moeserve::LogError(config.status());
     return 2;
   }
-  // Block the stop signals before gRPC starts its threads, so only sigwait below sees them.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  moeserve::StopSignals stop;  // before gRPC starts its threads
   absl::StatusOr<std::unique_ptr<moeserve::expert_shard::ExpertShardServer>> server =
       moeserve::expert_shard::ExpertShardServer::Create(*config);
   if (!server.ok()) {
     moeserve::LogError(server.status());
     return 1;
   }
-  int signal = 0;
-  sigwait(&stop, &signal);
+  stop.Wait();
   moeserve::LogInfo("expert shard stopping");
   (*server)->Shutdown();
   return 0;

@@ -1,13 +1,12 @@
 // moeserve-router: chooses prefill and decode workers and relays token streams (see
 // router/router_server.h and router/router_flags.h).
-#include <signal.h>
-
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "router/router_flags.h"
 #include "router/router_server.h"
 
@@ -19,20 +18,14 @@ int main(int argc, char** argv) {
     std::fputs(moeserve::router::kRouterUsage, stderr);
     return 2;
   }
-  // Block the stop signals before any thread starts, so that only sigwait below receives them.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  moeserve::StopSignals stop;  // before any thread starts
   auto server = moeserve::router::RouterServer::Create(*config);
   if (!server.ok()) {
     moeserve::LogError(server.status());
     return 1;
   }
   moeserve::LogInfo(absl::StrCat("moeserve-router listening on port ", (*server)->Port()));
-  int signal_number = 0;
-  sigwait(&stop, &signal_number);
+  const int signal_number = stop.Wait();
   moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
   (*server)->Shutdown();
   return 0;
