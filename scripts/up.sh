@@ -6,6 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# ccache hits across checkouts in different folders (paths below the root are made relative).
+export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
 
 scripts/install-deps.sh
 cmake --preset release
