@@ -256,7 +256,13 @@ void HttpSession::SendError(const absl::Status& status, int http_status, const c
 
 void HttpSession::QueueWrite(std::string bytes) {
   if (closed_) return;
-  out_.push_back(std::move(bytes));
+  // Bytes queued behind the write in flight are merged, so a slow reader costs one buffer (at
+  // most the response itself, which max_tokens bounds) and one write per round trip.
+  if (out_.size() >= 2) {
+    out_.back() += bytes;
+  } else {
+    out_.push_back(std::move(bytes));
+  }
   DoWrite();
 }
 
