@@ -1,13 +1,12 @@
 // moeserve-gateway: the OpenAI-compatible HTTP API and the gRPC Inference service in front of
 // the router (see gateway/gateway_server.h and gateway/gateway_flags.h).
-#include <signal.h>
-
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "gateway/gateway_flags.h"
 #include "gateway/gateway_server.h"
 
@@ -19,12 +18,7 @@ int main(int argc, char** argv) {
     std::fputs(moeserve::gateway::kGatewayUsage, stderr);
     return 2;
   }
-  // Block the stop signals before any thread starts, so that only sigwait below receives them.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  moeserve::StopSignals stop;  // before any thread starts
   auto server = moeserve::gateway::GatewayServer::Create(*config);
   if (!server.ok()) {
     moeserve::LogError(server.status());
@@ -33,8 +27,7 @@ int main(int argc, char** argv) {
   moeserve::LogInfo(absl::StrCat("moeserve-gateway serving '", (*server)->model().name,
                                  "': http port ", (*server)->HttpPort(), ", grpc port ",
                                  (*server)->GrpcPort()));
-  int signal_number = 0;
-  sigwait(&stop, &signal_number);
+  const int signal_number = stop.Wait();
   moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
   (*server)->Shutdown();
   return 0;
