@@ -70,6 +70,10 @@ class MappedFile {
             absl::StrCat(path, ": mmap failed: ", std::strerror(err)));
       }
       file->addr_ = static_cast<const uint8_t*>(addr);
+      // Weights are streamed once per step: ask for huge pages (fewer TLB misses where the
+      // kernel maps file-backed large folios) and sequential read-ahead. Advice only: failures
+      // are ignored.
+      (void)::madvise(addr, file->size_, MADV_HUGEPAGE);
     }
     ::close(fd);  // the mapping keeps the file alive
     return file;
