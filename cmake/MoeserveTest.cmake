@@ -15,6 +15,7 @@ function(moeserve_add_test)
   endif()
   gtest_discover_tests(${T_NAME}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-    PROPERTIES LABELS "${T_LABELS}"
+    # A hang fails the test after 5 minutes instead of stalling the whole run.
+    PROPERTIES LABELS "${T_LABELS}" TIMEOUT 300
     DISCOVERY_TIMEOUT 60)
 endfunction()
