@@ -39,6 +39,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/sse_client.h"
+#include "common/process.h"
 #include "common/status_macros.h"
 #include "engine/dtype.h"
 #include "engine/engine.h"
@@ -200,32 +201,6 @@ absl::StatusOr<Phase> RunEngine(const engine::Model& model, const Args& a,
 // ---------------------------------------------------------------------------------------------
 // Subprocesses: mkmodel and the cluster.
 
-std::string SelfDir() {
-  std::error_code ec;
-  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : exe.parent_path().string();
-}
-
-// Starts argv with stdout and stderr in `log`.
-absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork failed for ", argv[0]));
-  if (pid == 0) {
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-      close(fd);
-    }
-    std::vector<char*> args;
-    for (const std::string& s : argv) args.push_back(const_cast<char*>(s.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
@@ -243,7 +218,7 @@ absl::Status MakeModelIfMissing(const Args& a) {
   const std::string log = a.run_dir + "/mkmodel.log";
   MOESERVE_ASSIGN_OR_RETURN(
       pid_t pid,
-      Spawn({a.bin_dir + "/moeserve", "mkmodel", "--out", a.model_dir, "--preset", "tiny"}, log));
+      SpawnWithLog({a.bin_dir + "/moeserve", "mkmodel", "--out", a.model_dir, "--preset", "tiny"}, log));
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -253,32 +228,16 @@ absl::Status MakeModelIfMissing(const Args& a) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket() failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return absl::InternalError("cannot find a free port");
-  }
-  close(fd);
-  return static_cast<int>(ntohs(addr.sin_port));
-}
-
 // `moeserve up` as a child process; SIGTERM on Stop() or destruction.
 class Cluster {
  public:
   ~Cluster() { Stop(); }
 
   absl::Status Start(const Args& a) {
-    MOESERVE_ASSIGN_OR_RETURN(port_, FreePort());
+    MOESERVE_ASSIGN_OR_RETURN(port_, FreeLoopbackPort());
     log_ = a.run_dir + "/up.log";
     MOESERVE_ASSIGN_OR_RETURN(
-        pid_, Spawn({a.bin_dir + "/moeserve", "up", "--model", a.model_dir, "--port",
+        pid_, SpawnWithLog({a.bin_dir + "/moeserve", "up", "--model", a.model_dir, "--port",
                      std::to_string(port_), "--prefill", std::to_string(a.prefill), "--decode",
                      std::to_string(a.decode), "--shards", std::to_string(a.shards),
                      "--compute-dtype", a.compute, "--threads", std::to_string(a.threads),
@@ -436,7 +395,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
                          "max-seconds", "prefix-tokens", "prefix-trials", "run-dir"},
                         {}));
   Args a;
-  a.bin_dir = f.Get("bin-dir").value_or(SelfDir());
+  a.bin_dir = f.Get("bin-dir").value_or(ExecutableDir());
   a.model_dir = std::filesystem::path(f.Get("model-dir").value_or(a.bin_dir + "/../../bench-models/tiny"))
                     .lexically_normal()
                     .string();

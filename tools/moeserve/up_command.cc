@@ -2,11 +2,7 @@
 // the expert shards, prefill and decode workers, the router and the gateway (each a separate
 // process from the binaries beside this one), waits until every one accepts connections, prints
 // the URL, and on SIGINT/SIGTERM stops every process it started.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
+#include "common/process.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tools/moeserve/commands.h"
@@ -38,61 +35,10 @@ struct Child {
   std::string log;
 };
 
-absl::StatusOr<int> FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket() failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return absl::InternalError("cannot find a free port");
-  }
-  int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
-
-bool Accepts(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
-
-std::string SelfDir() {
-  std::error_code ec;
-  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : exe.parent_path().string();
-}
-
 absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv,
                             int port, const std::string& run_dir) {
   Child c{name, -1, port, run_dir + "/" + name + ".log"};
-  pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork failed for ", name));
-  if (pid == 0) {
-    int fd = open(c.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-      close(fd);
-    }
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  c.pid = pid;
+  MOESERVE_ASSIGN_OR_RETURN(c.pid, SpawnWithLog(argv, c.log));
   return c;
 }
 
@@ -106,7 +52,7 @@ absl::Status WaitReady(const Child& c, int seconds) {
       return absl::FailedPreconditionError(
           absl::StrCat(c.name, " exited during start-up; see ", c.log));
     }
-    if (Accepts(c.port)) return absl::OkStatus();
+    if (LoopbackPortAccepts(c.port)) return absl::OkStatus();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (g_stop) return absl::CancelledError("interrupted");
@@ -153,7 +99,7 @@ absl::Status Up(const UpOptions& o) {
     mk.preset = "tiny";
     MOESERVE_RETURN_IF_ERROR(MakeModel(mk));
   }
-  const std::string bin = SelfDir();
+  const std::string bin = ExecutableDir();
   std::string run_dir = o.run_dir;
   if (run_dir.empty()) {
     char tmpl[] = "/tmp/moeserve-up-XXXXXX";
@@ -170,14 +116,14 @@ absl::Status Up(const UpOptions& o) {
     return absl::OkStatus();
   };
   auto run = [&]() -> absl::Status {
-    MOESERVE_ASSIGN_OR_RETURN(int redis_port, FreePort());
+    MOESERVE_ASSIGN_OR_RETURN(int redis_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
         "redis", {"redis-server", "--port", std::to_string(redis_port), "--bind", "127.0.0.1",
                   "--save", "", "--appendonly", "no", "--maxmemory", "512mb",
                   "--maxmemory-policy", "allkeys-lru", "--dir", run_dir},
         redis_port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 30));
-    MOESERVE_ASSIGN_OR_RETURN(int kv_port, FreePort());
+    MOESERVE_ASSIGN_OR_RETURN(int kv_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
         "kvcache", {bin + "/moeserve-kvcache", "--host", "127.0.0.1", "--port",
                     std::to_string(kv_port), "--redis", absl::StrCat("127.0.0.1:", redis_port),
@@ -185,7 +131,7 @@ absl::Status Up(const UpOptions& o) {
         kv_port));
     std::vector<std::string> shard_addrs;
     for (int64_t i = 0; i < o.shards; ++i) {
-      MOESERVE_ASSIGN_OR_RETURN(int p, FreePort());
+      MOESERVE_ASSIGN_OR_RETURN(int p, FreeLoopbackPort());
       MOESERVE_RETURN_IF_ERROR(start(
           absl::StrCat("expert-shard-", i),
           {bin + "/moeserve-expert-shard", "--model", o.model, "--port", std::to_string(p),
@@ -198,7 +144,7 @@ absl::Status Up(const UpOptions& o) {
     std::vector<std::string> prefill_addrs, decode_addrs;
     for (int64_t i = 0; i < o.prefill + o.decode; ++i) {
       const bool is_prefill = i < o.prefill;
-      MOESERVE_ASSIGN_OR_RETURN(int p, FreePort());
+      MOESERVE_ASSIGN_OR_RETURN(int p, FreeLoopbackPort());
       std::vector<std::string> argv = {
           bin + "/moeserve-worker", "--model", o.model, "--port", std::to_string(p),
           "--role", is_prefill ? "prefill" : "decode", "--kvcache",
@@ -214,14 +160,14 @@ absl::Status Up(const UpOptions& o) {
       (is_prefill ? prefill_addrs : decode_addrs).push_back(absl::StrCat("127.0.0.1:", p));
     }
     for (const Child& c : children) MOESERVE_RETURN_IF_ERROR(WaitReady(c, 300));
-    MOESERVE_ASSIGN_OR_RETURN(int router_port, FreePort());
+    MOESERVE_ASSIGN_OR_RETURN(int router_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
         "router", {bin + "/moeserve-router", "--port", std::to_string(router_port), "--prefill",
                    absl::StrJoin(prefill_addrs, ","), "--decode", absl::StrJoin(decode_addrs, ","),
                    "--block-tokens", std::to_string(o.block_tokens)},
         router_port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
-    MOESERVE_ASSIGN_OR_RETURN(int grpc_port, FreePort());
+    MOESERVE_ASSIGN_OR_RETURN(int grpc_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
         "gateway", {bin + "/moeserve-gateway", "--model", o.model, "--port",
                     std::to_string(o.port), "--grpc-port", std::to_string(grpc_port), "--router",
