@@ -12,6 +12,8 @@ apt_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy clang-format
   libboost-dev
+  # operations checks (promtool, a real Prometheus, YAML lint), the browser and terminal UI tests
+  prometheus yamllint chromium tmux
 )
 # Node.js: the image ships Node 20 with npm 11 (nodesource); Debian's nodejs conflicts with that npm,
 # so Debian's packages are used only when no node is present.
