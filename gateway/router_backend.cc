@@ -1,6 +1,8 @@
 #include "gateway/router_backend.h"
 
+#include <map>
 #include <utility>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -13,16 +15,37 @@
 namespace moeserve::gateway {
 namespace {
 
+}  // namespace
+
+// The calls of one backend whose OnDone has not finished: the backend's destructor cancels them
+// and waits until every OnDone has returned from the reactor's last use (gRPC's callback
+// completion queue was seen to double free when a test tore the channel down while a reactor
+// was still finishing OnDone).
+struct RouterBackend::Outstanding {
+  absl::Mutex mu;
+  uint64_t next_id ABSL_GUARDED_BY(mu) = 0;
+  std::map<uint64_t, std::weak_ptr<GenerationCall>> calls ABSL_GUARDED_BY(mu);
+};
+
+namespace {
+
 // One Router.Generate stream. Owns itself through `self_` from StartCall until OnDone, so the
 // backend keeps it alive until on_done ran; the handle returned to the caller is another owner.
 class RouterCall final : public GenerationCall,
                          public grpc::ClientReadReactor<v1::RouteChunk>,
                          public std::enable_shared_from_this<RouterCall> {
  public:
-  explicit RouterCall(GenerationCallbacks callbacks) : callbacks_(std::move(callbacks)) {}
+  RouterCall(GenerationCallbacks callbacks,
+             std::shared_ptr<RouterBackend::Outstanding> outstanding)
+      : callbacks_(std::move(callbacks)), outstanding_(std::move(outstanding)) {}
 
   void Begin(v1::Router::Stub* stub, v1::RouteRequest request, absl::Duration timeout) {
     self_ = shared_from_this();
+    {
+      absl::MutexLock lock(&outstanding_->mu);
+      id_ = outstanding_->next_id++;
+      outstanding_->calls[id_] = self_;
+    }
     request_ = std::move(request);
     context_.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
     stub->async()->Generate(&context_, &request_, this);
@@ -45,11 +68,17 @@ class RouterCall final : public GenerationCall,
   void OnDone(const grpc::Status& status) override {
     callbacks_.on_done(FromGrpcStatus(status));
     callbacks_ = {};
+    std::shared_ptr<RouterBackend::Outstanding> outstanding = outstanding_;
+    const uint64_t id = id_;
     self_.reset();  // may destroy this
+    absl::MutexLock lock(&outstanding->mu);
+    outstanding->calls.erase(id);
   }
 
  private:
   GenerationCallbacks callbacks_;
+  std::shared_ptr<RouterBackend::Outstanding> outstanding_;
+  uint64_t id_ = 0;
   grpc::ClientContext context_;
   v1::RouteRequest request_;
   v1::RouteChunk chunk_;
@@ -97,7 +126,25 @@ FinishReason FromProtoFinishReason(v1::FinishReason reason) {
 }
 
 RouterBackend::RouterBackend(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
-    : stub_(v1::Router::NewStub(std::move(channel))), timeout_(timeout) {}
+    : stub_(v1::Router::NewStub(std::move(channel))),
+      timeout_(timeout),
+      outstanding_(std::make_shared<Outstanding>()) {}
+
+RouterBackend::~RouterBackend() {
+  std::vector<std::shared_ptr<GenerationCall>> live;
+  {
+    absl::MutexLock lock(&outstanding_->mu);
+    for (auto& [key, weak] : outstanding_->calls) {
+      if (std::shared_ptr<GenerationCall> call = weak.lock()) live.push_back(std::move(call));
+    }
+  }
+  for (const auto& call : live) call->Cancel();
+  live.clear();
+  absl::MutexLock lock(&outstanding_->mu);
+  outstanding_->mu.Await(absl::Condition(
+      +[](Outstanding* o) ABSL_EXCLUSIVE_LOCKS_REQUIRED(o->mu) { return o->calls.empty(); },
+      outstanding_.get()));
+}
 
 std::unique_ptr<RouterBackend> RouterBackend::Connect(const std::string& address,
                                                       absl::Duration timeout) {
@@ -108,7 +155,7 @@ std::unique_ptr<RouterBackend> RouterBackend::Connect(const std::string& address
 GenerationCallPtr RouterBackend::Start(GenerationRequest request, GenerationCallbacks callbacks) {
   v1::RouteRequest route;
   *route.mutable_spec() = ToGenerationSpec(request);
-  auto call = std::make_shared<RouterCall>(std::move(callbacks));
+  auto call = std::make_shared<RouterCall>(std::move(callbacks), outstanding_);
   call->Begin(stub_.get(), std::move(route), timeout_);
   return call;
 }

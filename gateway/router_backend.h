@@ -20,12 +20,20 @@ class RouterBackend final : public GenerationBackend {
   RouterBackend(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout);
   // A channel to `address` (host:port, insecure).
   static std::unique_ptr<RouterBackend> Connect(const std::string& address, absl::Duration timeout);
+  // Cancels the calls still running and waits until each has finished delivering on_done.
+  ~RouterBackend() override;
 
   GenerationCallPtr Start(GenerationRequest request, GenerationCallbacks callbacks) override;
 
  private:
   std::unique_ptr<v1::Router::Stub> stub_;
   absl::Duration timeout_;
+
+ public:
+  struct Outstanding;  // the calls not yet destroyed (router_backend.cc)
+
+ private:
+  std::shared_ptr<Outstanding> outstanding_;
 };
 
 // The proto form of a request (shared with tests).

@@ -113,18 +113,29 @@ absl::StatusOr<FetchResult> GrpcKvCacheClient::Fetch(absl::Span<const BlockHash>
       stub_->Fetch(&context, request);
   FetchResult result;
   moeserve::v1::FetchResponse message;
-  while (reader->Read(&message)) {
-    std::optional<BlockHash> hash = BlockHash::FromBytes(message.hash());
-    if (!hash.has_value()) {
-      context.TryCancel();
-      reader->Finish();
-      return absl::InternalError("fetch stream carried a malformed block hash");
+  bool malformed = false;
+  while (!malformed && reader->Read(&message)) {
+    for (moeserve::v1::FetchedBlock& block : *message.mutable_blocks()) {
+      std::optional<BlockHash> hash = BlockHash::FromBytes(block.hash());
+      if (!hash.has_value()) {
+        malformed = true;
+        break;
+      }
+      result.blocks.push_back(FetchedBlock{*hash, std::move(*block.mutable_data())});
     }
-    if (message.missing()) {
-      result.first_missing = *hash;
-      continue;
+    if (!message.missing_hash().empty()) {
+      std::optional<BlockHash> hash = BlockHash::FromBytes(message.missing_hash());
+      if (hash.has_value()) {
+        result.first_missing = *hash;
+      } else {
+        malformed = true;
+      }
     }
-    result.blocks.push_back(FetchedBlock{*hash, std::move(*message.mutable_data())});
+  }
+  if (malformed) {
+    context.TryCancel();
+    reader->Finish();
+    return absl::InternalError("fetch stream carried a malformed block hash");
   }
   absl::Status status = FromGrpcStatus(reader->Finish());
   if (!status.ok()) return status;

@@ -21,7 +21,7 @@ struct KvCacheServerConfig {
   RedisStoreOptions redis;
   KvCacheOptions cache;
   int worker_threads = 4;      // threads for store I/O
-  int fetch_batch_blocks = 4;  // blocks a Fetch stream reads from the store at a time
+  int fetch_batch_blocks = 32;  // blocks a Fetch stream reads from the store at a time
   // The largest request accepted (Publish carries many blocks); at least max_block_bytes + 1 MiB.
   int64_t max_request_bytes = int64_t{64} << 20;
   const Clock* clock = nullptr;  // not owned; null: wall clock

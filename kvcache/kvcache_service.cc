@@ -55,14 +55,18 @@ class FetchReactor final : public grpc::ServerWriteReactor<FetchResponse> {
     }
     next_ += result->blocks.size();
     for (FetchedBlock& block : result->blocks) {
-      FetchResponse& response = pending_.emplace_back();
-      response.set_hash(block.hash.ToBytes());
-      response.set_data(std::move(block.data));
+      if (pending_.empty() || pending_bytes_ >= kMessageBytes) {
+        pending_.emplace_back();
+        pending_bytes_ = 0;
+      }
+      moeserve::v1::FetchedBlock* out = pending_.back().add_blocks();
+      out->set_hash(block.hash.ToBytes());
+      pending_bytes_ += block.data.size();
+      out->set_data(std::move(block.data));
     }
     if (result->first_missing.has_value()) {
-      FetchResponse& response = pending_.emplace_back();
-      response.set_hash(result->first_missing->ToBytes());
-      response.set_missing(true);
+      if (pending_.empty()) pending_.emplace_back();
+      pending_.back().set_missing_hash(result->first_missing->ToBytes());
       done_ = true;
     } else if (next_ == hashes_.size()) {
       done_ = true;
@@ -71,9 +75,11 @@ class FetchReactor final : public grpc::ServerWriteReactor<FetchResponse> {
   }
 
   void WriteNext() {
-    if (!pending_.empty()) {
+    // A partly filled last message waits for the next batch unless the stream is complete.
+    if (!pending_.empty() && (pending_.size() > 1 || done_ || pending_bytes_ >= kMessageBytes)) {
       current_ = std::move(pending_.front());
       pending_.pop_front();
+      if (pending_.empty()) pending_bytes_ = 0;
       StartWrite(&current_);
     } else if (done_) {
       Finish(grpc::Status::OK);
@@ -87,7 +93,9 @@ class FetchReactor final : public grpc::ServerWriteReactor<FetchResponse> {
   const int batch_blocks_;
   const std::vector<BlockHash> hashes_;
   size_t next_ = 0;  // first hash not loaded yet
+  static constexpr size_t kMessageBytes = 4 << 20;  // block data per message, about
   std::deque<FetchResponse> pending_;
+  size_t pending_bytes_ = 0;  // data bytes in pending_.back()
   FetchResponse current_;
   bool done_ = false;
   std::atomic<bool> cancelled_{false};

@@ -9,14 +9,14 @@ namespace moeserve::kvcache {
 
 // The gRPC adapter of KvCache (callback API): converts proto to domain types and back, and
 // statuses through common/grpc_status.h. Calls that touch the store run on `queue`, so callback
-// threads never block; Fetch streams one block per message, reading `fetch_batch_blocks` blocks
-// from the store at a time. A hash that is not 16 bytes is INVALID_ARGUMENT.
+// threads never block; Fetch streams the blocks several per message (about 4 MiB each), reading
+// `fetch_batch_blocks` blocks from the store at a time. A hash that is not 16 bytes is INVALID_ARGUMENT.
 //
 // `cache` and `queue` are not owned and must outlive the service and every call in flight (the
 // server shuts gRPC down before stopping the queue).
 class KvCacheService final : public moeserve::v1::KvCache::CallbackService {
  public:
-  KvCacheService(KvCache* cache, WorkQueue* queue, int fetch_batch_blocks = 4)
+  KvCacheService(KvCache* cache, WorkQueue* queue, int fetch_batch_blocks = 32)
       : cache_(cache), queue_(queue), fetch_batch_blocks_(fetch_batch_blocks) {}
 
   grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* context,

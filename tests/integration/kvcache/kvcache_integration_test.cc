@@ -51,6 +51,7 @@ class KvCacheIntegrationTest : public ::testing::Test {
     config.cache.budget_bytes = int64_t{48} << 20;
     config.cache.max_block_bytes = int64_t{8} << 20;
     config.redis.reconnect_backoff = absl::ZeroDuration();  // retry on every call: deterministic
+    config.fetch_batch_blocks = 4;  // a 10-block fetch spans several store batches
     for (int i = 0; i < num_redis; ++i) {
       absl::StatusOr<std::unique_ptr<RedisProcess>> redis = RedisProcess::Start();
       ASSERT_TRUE(redis.ok()) << redis.status();
@@ -120,7 +121,8 @@ TEST_F(KvCacheIntegrationTest, PublishLookupFetchRoundTripThroughRedis) {
   ASSERT_TRUE(found->lease.has_value());
   EXPECT_GT(found->lease->expires, absl::Now());
 
-  absl::StatusOr<FetchResult> fetched = client_->Fetch(hashes);  // several store batches
+  // Several store batches of 4; the 5 MiB block closes a message, so several messages too.
+  absl::StatusOr<FetchResult> fetched = client_->Fetch(hashes);
   ASSERT_TRUE(fetched.ok()) << fetched.status();
   ASSERT_EQ(fetched->blocks.size(), 9u);
   for (int i = 0; i < 9; ++i) {
