@@ -11,29 +11,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/cpu/attention.h"
 #include "engine/cpu/linear.h"
 #include "engine/model.h"
 #include "engine/model/ops.h"
 
 namespace moeserve::engine {
 namespace {
-
-// Dot product with a fixed summation order that depends only on n (16 partial sums).
-inline float Dot(const float* a, const float* b, int64_t n) {
-  float acc[16] = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
-  }
-  for (; i < n; ++i) acc[i & 15] += a[i] * b[i];
-  float s = 0;
-  for (int j = 0; j < 16; ++j) s += acc[j];
-  return s;
-}
-
-inline void Axpy(float alpha, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
 
 void CopyRow(const Matrix& m, int64_t row, float* out) {
   if (m.dtype == DType::kF32) {
@@ -47,6 +31,13 @@ void CopyRow(const Matrix& m, int64_t row, float* out) {
 struct TokenRef {
   int64_t chunk;
   int64_t pos;
+};
+
+struct QueryTile {
+  int64_t chunk = 0;
+  int64_t first = 0;  // first query item (token * heads + head) of the batch
+  int nq = 0;
+  int64_t max_len = 0;  // keys the last (longest) query sees
 };
 
 }  // namespace
@@ -109,6 +100,25 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   std::vector<float> attn(n * heads * vdim), tmp(n * hidden), mlp(n * hidden);
   const float scale = static_cast<float>(c.SoftmaxScale());
 
+  // Attention tiles: runs of up to kAttentionLanes consecutive (token, head) items of one chunk.
+  std::vector<QueryTile> tiles;
+  {
+    int64_t t0 = 0;
+    for (size_t ci = 0; ci < chunks.size(); ++ci) {
+      const int64_t items = static_cast<int64_t>(chunks[ci].tokens.size()) * heads;
+      for (int64_t i = 0; i < items; i += cpu::kAttentionLanes) {
+        QueryTile tile;
+        tile.chunk = static_cast<int64_t>(ci);
+        tile.first = t0 * heads + i;
+        tile.nq = static_cast<int>(std::min<int64_t>(cpu::kAttentionLanes, items - i));
+        tile.max_len = refs[(tile.first + tile.nq - 1) / heads].pos + 1;
+        tiles.push_back(tile);
+      }
+      t0 += static_cast<int64_t>(chunks[ci].tokens.size());
+    }
+  }
+  std::vector<std::vector<const float*>> tile_blocks(tiles.size());
+
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = layers_[l];
     for (int64_t t = 0; t < n; ++t) {
@@ -138,23 +148,43 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     for (int64_t h = 0; h < heads; ++h) {
       cpu::Linear(&q[h * qhd], n, heads * qhd, w.uk_t[h], &qlat[h * kvr], heads * kvr, pool);
     }
-    // Scores over every cached position of the token's sequence, causal.
-    pool->ParallelFor(n * heads, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> scores;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t t = item / heads, h = item % heads;
-        const int64_t len = refs[t].pos + 1;
-        const float* ql = &qlat[(t * heads + h) * kvr];
-        const float* qpe = &q[(t * heads + h) * qhd + nope];
-        scores.resize(len);
-        for (int64_t s = 0; s < len; ++s) {
-          const float* row = cache_row(t, l, s);
-          scores[s] = (Dot(ql, row, kvr) + Dot(qpe, row + kvr, rope)) * scale;
+    // Scores over every cached position of the token's sequence, causal, in tiles of up to
+    // kAttentionLanes consecutive (token, head) queries of one chunk.
+    for (size_t ti = 0; ti < tiles.size(); ++ti) {
+      tile_blocks[ti].clear();
+      const SequenceChunk& ch = chunks[tiles[ti].chunk];
+      const int64_t blocks = (tiles[ti].max_len + bt - 1) / bt;
+      for (int64_t b = 0; b < blocks; ++b) {
+        tile_blocks[ti].push_back(cache->Row(ch.block_table[b], l, 0));
+      }
+    }
+    pool->ParallelFor(static_cast<int64_t>(tiles.size()), 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> qt(lat * cpu::kAttentionLanes), scratch;
+      for (int64_t ti = begin; ti < end; ++ti) {
+        const QueryTile& tile = tiles[ti];
+        std::fill(qt.begin(), qt.end(), 0.0f);
+        int64_t lens[cpu::kAttentionLanes];
+        for (int i = 0; i < tile.nq; ++i) {
+          const int64_t item = tile.first + i;  // t * heads + h
+          const int64_t t = item / heads;
+          const float* ql = &qlat[item * kvr];
+          const float* qpe = &q[item * qhd + nope];
+          for (int64_t d = 0; d < kvr; ++d) qt[d * cpu::kAttentionLanes + i] = ql[d];
+          for (int64_t d = 0; d < rope; ++d) qt[(kvr + d) * cpu::kAttentionLanes + i] = qpe[d];
+          lens[i] = refs[t].pos + 1;
         }
-        ops::Softmax(scores.data(), len);
-        float* out = &olat[(t * heads + h) * kvr];
-        std::memset(out, 0, sizeof(float) * kvr);
-        for (int64_t s = 0; s < len; ++s) Axpy(scores[s], cache_row(t, l, s), out, kvr);
+        cpu::LatentAttentionTile args;
+        args.qt = qt.data();
+        args.nq = tile.nq;
+        args.len = lens;
+        args.blocks = tile_blocks[ti].data();
+        args.block_tokens = bt;
+        args.lat = lat;
+        args.kvr = kvr;
+        args.scale = scale;
+        args.out = &olat[tile.first * kvr];
+        args.out_stride = kvr;
+        cpu::LatentAttention(args, &scratch);
       }
     });
     for (int64_t h = 0; h < heads; ++h) {

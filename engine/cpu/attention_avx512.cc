@@ -1,0 +1,180 @@
+// AVX-512 body of LatentAttention: one float32 lane per query, so a score needs no horizontal
+// reduction (the transposed queries meet each key row's elements as broadcasts), the softmax runs
+// down the lanes, and the output accumulates 4 queries x 64 values per pass over the keys.
+
+#include "engine/cpu/attention_kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+// See linear_avx512.cc: GCC 12's intrinsics trip -Wmaybe-uninitialized when inlined.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define MOESERVE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+namespace moeserve::engine::cpu::internal {
+namespace {
+
+constexpr int kL = kAttentionLanes;
+static_assert(kL == 16, "one zmm of float32 lanes");
+
+// e^x for each lane: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial (relative
+// error below 2e-7), scaled by 2^n. Inputs below -87 give 0-ish values; callers mask what must
+// be exactly zero.
+MOESERVE_AVX512 inline __m512 Exp(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+MOESERVE_AVX512 inline const float* RowAt(const LatentAttentionTile& t, int64_t s) {
+  return t.blocks[s / t.block_tokens] + (s % t.block_tokens) * t.lat;
+}
+
+// scores[s * 16 + i] = scale * <q_i, row_s> for s < max_len, 4 keys per pass.
+MOESERVE_AVX512 void Scores(const LatentAttentionTile& t, int64_t max_len, float* scores) {
+  const __m512 scale = _mm512_set1_ps(t.scale);
+  int64_t s = 0;
+  for (; s + 4 <= max_len; s += 4) {
+    const float* r0 = RowAt(t, s);
+    const float* r1 = RowAt(t, s + 1);
+    const float* r2 = RowAt(t, s + 2);
+    const float* r3 = RowAt(t, s + 3);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    for (int64_t d = 0; d < t.lat; ++d) {
+      const __m512 q = _mm512_loadu_ps(t.qt + d * kL);
+      a0 = _mm512_fmadd_ps(q, _mm512_set1_ps(r0[d]), a0);
+      a1 = _mm512_fmadd_ps(q, _mm512_set1_ps(r1[d]), a1);
+      a2 = _mm512_fmadd_ps(q, _mm512_set1_ps(r2[d]), a2);
+      a3 = _mm512_fmadd_ps(q, _mm512_set1_ps(r3[d]), a3);
+    }
+    _mm512_storeu_ps(scores + s * kL, _mm512_mul_ps(a0, scale));
+    _mm512_storeu_ps(scores + (s + 1) * kL, _mm512_mul_ps(a1, scale));
+    _mm512_storeu_ps(scores + (s + 2) * kL, _mm512_mul_ps(a2, scale));
+    _mm512_storeu_ps(scores + (s + 3) * kL, _mm512_mul_ps(a3, scale));
+  }
+  for (; s < max_len; ++s) {
+    const float* r = RowAt(t, s);
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t d = 0; d < t.lat; ++d) {
+      a = _mm512_fmadd_ps(_mm512_loadu_ps(t.qt + d * kL), _mm512_set1_ps(r[d]), a);
+    }
+    _mm512_storeu_ps(scores + s * kL, _mm512_mul_ps(a, scale));
+  }
+}
+
+// out rows q0..q0+nq (nq <= 4), values [c0, c0 + 64) masked to `cmask` per 16, += sum_s
+// p[s][q] * row_s; p is zero past a query's length, so every query runs over max_len keys.
+template <int NQ>
+MOESERVE_AVX512 void Accumulate(const LatentAttentionTile& t, const float* p, int64_t max_len,
+                                int q0, int64_t c0, int nv, const __mmask16* cmask,
+                                __m512 (&acc)[4][4]) {
+  for (int q = 0; q < NQ; ++q) {
+    for (int v = 0; v < 4; ++v) acc[q][v] = _mm512_setzero_ps();
+  }
+  for (int64_t s = 0; s < max_len; ++s) {
+    const float* row = RowAt(t, s) + c0;
+    __m512 r[4];
+    for (int v = 0; v < nv; ++v) r[v] = _mm512_maskz_loadu_ps(cmask[v], row + v * 16);
+    for (int q = 0; q < NQ; ++q) {
+      const __m512 w = _mm512_set1_ps(p[s * kL + q0 + q]);
+      for (int v = 0; v < nv; ++v) acc[q][v] = _mm512_fmadd_ps(w, r[v], acc[q][v]);
+    }
+  }
+}
+
+MOESERVE_AVX512 void LatentAttentionAvx512(const LatentAttentionTile& t,
+                                           std::vector<float>* scratch) {
+  alignas(64) int32_t len32[kL] = {0};
+  int64_t max_len = 0;
+  for (int i = 0; i < t.nq; ++i) {
+    max_len = std::max(max_len, t.len[i]);
+    len32[i] = static_cast<int32_t>(t.len[i]);
+  }
+  scratch->resize(static_cast<size_t>(max_len) * kL + kL);
+  float* scores = scratch->data();
+  Scores(t, max_len, scores);
+
+  // Softmax numerators down the lanes; positions at or past a query's length become exact zeros.
+  const __m512i lens = _mm512_load_si512(len32);
+  __m512 mx = _mm512_set1_ps(-__builtin_inff());
+  for (int64_t s = 0; s < max_len; ++s) {
+    const __mmask16 live = _mm512_cmpgt_epi32_mask(lens, _mm512_set1_epi32(static_cast<int32_t>(s)));
+    mx = _mm512_mask_max_ps(mx, live, mx, _mm512_loadu_ps(scores + s * kL));
+  }
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t s = 0; s < max_len; ++s) {
+    const __mmask16 live = _mm512_cmpgt_epi32_mask(lens, _mm512_set1_epi32(static_cast<int32_t>(s)));
+    const __m512 e =
+        _mm512_maskz_mov_ps(live, Exp(_mm512_sub_ps(_mm512_loadu_ps(scores + s * kL), mx)));
+    _mm512_storeu_ps(scores + s * kL, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  alignas(64) float inv[kL];
+  _mm512_store_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), sum));
+
+  for (int64_t c0 = 0; c0 < t.kvr; c0 += 64) {
+    const int64_t width = std::min<int64_t>(64, t.kvr - c0);
+    const int nv = static_cast<int>((width + 15) / 16);
+    __mmask16 cmask[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t left = width - v * 16;
+      cmask[v] = left >= 16 ? static_cast<__mmask16>(0xffff)
+                 : left > 0 ? static_cast<__mmask16>((1u << left) - 1)
+                            : static_cast<__mmask16>(0);
+    }
+    for (int q0 = 0; q0 < t.nq; q0 += 4) {
+      __m512 acc[4][4];
+      const int nq = std::min(4, t.nq - q0);
+      switch (nq) {
+        case 4: Accumulate<4>(t, scores, max_len, q0, c0, nv, cmask, acc); break;
+        case 3: Accumulate<3>(t, scores, max_len, q0, c0, nv, cmask, acc); break;
+        case 2: Accumulate<2>(t, scores, max_len, q0, c0, nv, cmask, acc); break;
+        default: Accumulate<1>(t, scores, max_len, q0, c0, nv, cmask, acc); break;
+      }
+      for (int q = 0; q < nq; ++q) {
+        float* out = t.out + (q0 + q) * t.out_stride + c0;
+        const __m512 w = _mm512_set1_ps(inv[q0 + q]);
+        for (int v = 0; v < nv; ++v) {
+          _mm512_mask_storeu_ps(out + v * 16, cmask[v], _mm512_mul_ps(acc[q][v], w));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+LatentAttentionFn Avx512LatentAttention() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl")
+             ? &LatentAttentionAvx512
+             : nullptr;
+}
+
+}  // namespace moeserve::engine::cpu::internal
+
+#else
+
+namespace moeserve::engine::cpu::internal {
+LatentAttentionFn Avx512LatentAttention() { return nullptr; }
+}  // namespace moeserve::engine::cpu::internal
+
+#endif
