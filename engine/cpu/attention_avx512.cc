@@ -47,28 +47,27 @@ MOESERVE_AVX512 inline const float* RowAt(const LatentAttentionTile& t, int64_t 
   return t.blocks[s / t.block_tokens] + (s % t.block_tokens) * t.lat;
 }
 
-// scores[s * 16 + i] = scale * <q_i, row_s> for s < max_len, 4 keys per pass.
+// scores[s * 16 + i] = scale * <q_i, row_s> for s < max_len, 8 keys per pass (8 independent
+// FMA chains keep both FMA pipes busy).
 MOESERVE_AVX512 void Scores(const LatentAttentionTile& t, int64_t max_len, float* scores) {
+  constexpr int kKeys = 8;
   const __m512 scale = _mm512_set1_ps(t.scale);
   int64_t s = 0;
-  for (; s + 4 <= max_len; s += 4) {
-    const float* r0 = RowAt(t, s);
-    const float* r1 = RowAt(t, s + 1);
-    const float* r2 = RowAt(t, s + 2);
-    const float* r3 = RowAt(t, s + 3);
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  for (; s + kKeys <= max_len; s += kKeys) {
+    const float* r[kKeys];
+    __m512 a[kKeys];
+    for (int k = 0; k < kKeys; ++k) {
+      r[k] = RowAt(t, s + k);
+      a[k] = _mm512_setzero_ps();
+    }
     for (int64_t d = 0; d < t.lat; ++d) {
       const __m512 q = _mm512_loadu_ps(t.qt + d * kL);
-      a0 = _mm512_fmadd_ps(q, _mm512_set1_ps(r0[d]), a0);
-      a1 = _mm512_fmadd_ps(q, _mm512_set1_ps(r1[d]), a1);
-      a2 = _mm512_fmadd_ps(q, _mm512_set1_ps(r2[d]), a2);
-      a3 = _mm512_fmadd_ps(q, _mm512_set1_ps(r3[d]), a3);
+#pragma GCC unroll 8
+      for (int k = 0; k < kKeys; ++k) a[k] = _mm512_fmadd_ps(q, _mm512_set1_ps(r[k][d]), a[k]);
     }
-    _mm512_storeu_ps(scores + s * kL, _mm512_mul_ps(a0, scale));
-    _mm512_storeu_ps(scores + (s + 1) * kL, _mm512_mul_ps(a1, scale));
-    _mm512_storeu_ps(scores + (s + 2) * kL, _mm512_mul_ps(a2, scale));
-    _mm512_storeu_ps(scores + (s + 3) * kL, _mm512_mul_ps(a3, scale));
+    for (int k = 0; k < kKeys; ++k) {
+      _mm512_storeu_ps(scores + (s + k) * kL, _mm512_mul_ps(a[k], scale));
+    }
   }
   for (; s < max_len; ++s) {
     const float* r = RowAt(t, s);
