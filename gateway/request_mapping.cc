@@ -12,8 +12,12 @@
 //  - "prompt" (completions): a string, a single-element array holding a string, or an array of
 //    token ids (integers). Batched prompts (several strings, arrays of arrays) are rejected:
 //    one request produces one choice. "echo", "suffix", "best_of" > 1 and "n" > 1 are rejected.
-//  - Integers must be JSON integers (1.0 and "1" are rejected). "max_completion_tokens" wins
-//    over "max_tokens" when both are given. max_tokens >= 1.
+//  - Integers must be JSON integers (1.0 and "1" are rejected). "max_completion_tokens" is an
+//    alias of "max_tokens" (OpenAI's newer name); both may be given only when equal, else 400
+//    (a silent winner would hide a client bug). max_tokens >= 1.
+//  - "user" (a string), "metadata" (at most 16 string values, keys <= 64 and values <= 512
+//    characters, OpenAI's limits) and "store" (a boolean) are type-checked and otherwise
+//    unused. messages[i].name must be a string when given (it is not rendered).
 //  - Sampling: temperature [0, 2] (default 1, OpenAI's), top_p (0, 1], top_k >= 0 (an
 //    extension, 0 = off), min_p [0, 1], presence/frequency_penalty [-2, 2],
 //    repetition_penalty > 0, seed a non-negative integer. logprobs bool, top_logprobs 0..20 and
@@ -137,13 +141,24 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
     if (!r->stream) {
       return Invalid("stream_options", "'stream_options' is only allowed when 'stream' is true");
     }
-    MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> usage, GetBool(*so, "include_usage"));
-    r->include_usage = usage.value_or(false);
+    if (const Json* usage = Field(*so, "include_usage")) {
+      if (!usage->is_boolean()) {
+        return Invalid("stream_options.include_usage",
+                       "'stream_options.include_usage' must be a boolean");
+      }
+      r->include_usage = usage->get<bool>();
+    }
   }
 
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> max_tokens, GetInt(j, "max_tokens"));
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> max_completion,
                             GetInt(j, "max_completion_tokens"));
+  if (max_tokens && max_completion && *max_tokens != *max_completion) {
+    return Invalid(
+        "max_completion_tokens",
+        absl::StrCat("'max_completion_tokens' (", *max_completion, ") and 'max_tokens' (",
+                     *max_tokens, ") disagree; give one of them (they are aliases)"));
+  }
   const char* max_name = max_completion ? "max_completion_tokens" : "max_tokens";
   r->max_tokens = max_completion ? max_completion : max_tokens;
   if (r->max_tokens && *r->max_tokens < 1) {
@@ -219,6 +234,37 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
 
   MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, GetBool(j, "ignore_eos"));
   r->ignore_eos = ignore_eos.value_or(false);
+
+  if (const Json* user = Field(j, "user")) {
+    if (!user->is_string()) return Invalid("user", "'user' must be a string");
+    r->user = user->get<std::string>();
+  }
+  return absl::OkStatus();
+}
+
+// OpenAI's "metadata": at most 16 string pairs, keys up to 64 characters, values up to 512.
+// "store" is accepted (a boolean) for compatibility; nothing is stored.
+absl::Status ParseMetadata(const Json& j, ApiRequest* r) {
+  MOESERVE_RETURN_IF_ERROR(GetBool(j, "store").status());
+  const Json* metadata = Field(j, "metadata");
+  if (metadata == nullptr) return absl::OkStatus();
+  if (!metadata->is_object()) {
+    return Invalid("metadata", "'metadata' must be an object of string values");
+  }
+  if (metadata->size() > 16) return Invalid("metadata", "'metadata' may hold at most 16 keys");
+  for (const auto& [key, value] : metadata->items()) {
+    if (key.size() > 64) {
+      return Invalid("metadata", "'metadata' keys must be at most 64 characters");
+    }
+    if (!value.is_string()) {
+      return Invalid("metadata", absl::StrCat("'metadata.", key, "' must be a string"));
+    }
+    if (value.get<std::string>().size() > 512) {
+      return Invalid("metadata",
+                     absl::StrCat("'metadata.", key, "' must be at most 512 characters"));
+    }
+    r->metadata.emplace_back(key, value.get<std::string>());
+  }
   return absl::OkStatus();
 }
 
@@ -326,6 +372,7 @@ absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body) {
   r.endpoint = Endpoint::kChat;
   MOESERVE_RETURN_IF_ERROR(ParseCommon(j, &r));
   MOESERVE_RETURN_IF_ERROR(ParseChatLogprobs(j, &r));
+  MOESERVE_RETURN_IF_ERROR(ParseMetadata(j, &r));
   const Json* messages = Field(j, "messages");
   if (messages == nullptr) return Invalid("messages", "'messages' is required");
   if (!messages->is_array()) return Invalid("messages", "'messages' must be an array");
@@ -345,6 +392,9 @@ absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body) {
       return Invalid(param + ".role",
                      absl::StrCat("invalid role '", role_name, "' in '", param,
                                   ".role' (system, user, assistant, tool or developer)"));
+    }
+    if (const Json* name = Field(m, "name"); name != nullptr && !name->is_string()) {
+      return Invalid(param + ".name", absl::StrCat("'", param, ".name' must be a string"));
     }
     MOESERVE_ASSIGN_OR_RETURN(std::string content, MessageContent(m, role_name, i));
     r.messages.push_back({std::move(role_name), std::move(content)});

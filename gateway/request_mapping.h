@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -41,6 +42,8 @@ struct ApiRequest {
   std::vector<std::string> stop;
   std::optional<std::string> reasoning_effort;
   bool ignore_eos = false;
+  std::string user;  // accepted and type-checked; not used for anything yet
+  std::vector<std::pair<std::string, std::string>> metadata;  // likewise
 };
 
 struct PreparedRequest {

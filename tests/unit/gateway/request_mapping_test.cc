@@ -96,7 +96,7 @@ std::vector<BadCase> BadCases() {
       {kC, Chat(R"("stream":true,"stream_options":[1])"), 400,
        "'stream_options' must be an object"},
       {kC, Chat(R"("stream":true,"stream_options":{"include_usage":1})"), 400,
-       "'include_usage' must be a boolean"},
+       "'stream_options.include_usage' must be a boolean"},
       {kC, Chat(R"("max_tokens":1.5)"), 400, "'max_tokens' must be an integer"},
       {kC, Chat(R"("max_tokens":"10")"), 400, "'max_tokens' must be an integer"},
       {kC, Chat(R"("max_tokens":0)"), 400, "must be at least 1"},
@@ -122,6 +122,18 @@ std::vector<BadCase> BadCases() {
       {kC, Chat(R"("top_logprobs":2)"), 400, "requires 'logprobs'"},
       {kC, Chat(R"("n":2)"), 400, "only 'n' = 1"},
       {kC, Chat(R"("ignore_eos":"no")"), 400, "'ignore_eos' must be a boolean"},
+      {kC, Chat(R"("max_tokens":8,"max_completion_tokens":9)"), 400,
+       "'max_completion_tokens' (9) and 'max_tokens' (8) disagree"},
+      {kC, Chat(R"("user":42)"), 400, "'user' must be a string"},
+      {kC, Chat(R"("metadata":"tag")"), 400, "'metadata' must be an object"},
+      {kC, Chat(R"("metadata":{"k":1})"), 400, "'metadata.k' must be a string"},
+      {kC, Chat(absl::StrCat(R"("metadata":{")", std::string(65, 'k'), R"(":"v"})")), 400,
+       "keys must be at most 64 characters"},
+      {kC, Chat(absl::StrCat(R"("metadata":{"k":")", std::string(513, 'v'), R"("})")), 400,
+       "'metadata.k' must be at most 512 characters"},
+      {kC, Chat(R"("store":"yes")"), 400, "'store' must be a boolean"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi","name":7}]})", 400,
+       "'messages[0].name' must be a string"},
       {kP, R"({"model":"tiny-r1"})", 400, "'prompt' is required"},
       {kP, R"({"model":"tiny-r1","prompt":{"a":1}})", 400, "'prompt' must be a string or an array"},
       {kP, R"({"model":"tiny-r1","prompt":[]})", 400, "'prompt' must not be empty"},
@@ -242,6 +254,37 @@ TEST_F(RequestMappingTest, UserTextMayMentionThinkTags) {
       R"({"model":"tiny-r1","messages":[{"role":"developer","content":"x"},{"role":"user","content":"what is <think>?"},
          {"role":"assistant","content":null},{"role":"user","content":"ok"}]})");
   EXPECT_TRUE(p.ok()) << p.status();
+}
+
+TEST_F(RequestMappingTest, AcceptsCurrentOpenAiFieldsAndIgnoresUnknownOnes) {
+  std::string metadata = R"("metadata":{)";
+  for (int i = 0; i < 16; ++i) absl::StrAppend(&metadata, i ? "," : "", "\"k", i, "\":\"v\"");
+  metadata += "}";
+  absl::StatusOr<PreparedRequest> p = Prepare(
+      Endpoint::kChat,
+      absl::StrCat(R"({"model":"tiny-r1","messages":[{"role":"developer","content":"Be brief."},
+         {"role":"user","content":"hi","name":"ann"}],"max_tokens":12,"max_completion_tokens":12,
+         "user":"user-1234","store":false,"some_future_field":{"x":[1,2]},"service_tier":"auto",)",
+                   metadata, "}"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->generation.max_new_tokens, 12);
+  // developer renders exactly as system does.
+  absl::StatusOr<PreparedRequest> as_system =
+      Prepare(Endpoint::kChat,
+              R"({"model":"tiny-r1","messages":[{"role":"system","content":"Be brief."},
+         {"role":"user","content":"hi"}],"max_tokens":12})");
+  ASSERT_TRUE(as_system.ok()) << as_system.status();
+  EXPECT_EQ(p->generation.prompt_ids, as_system->generation.prompt_ids);
+
+  absl::StatusOr<ApiRequest> api = ParseChatCompletionRequest(
+      Chat(R"("user":"u","metadata":{"a":"1","b":"2"},"max_completion_tokens":5)"));
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_EQ(api->user, "u");
+  EXPECT_EQ(api->metadata.size(), 2u);
+  EXPECT_EQ(api->max_tokens, 5);
+  // 17 keys are one too many.
+  std::string too_many = metadata.substr(0, metadata.size() - 1) + R"(,"k16":"v"})";
+  EXPECT_FALSE(ParseChatCompletionRequest(Chat(too_many)).ok());
 }
 
 TEST(Utf8Test, Validates) {

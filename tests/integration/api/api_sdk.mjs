@@ -1,0 +1,74 @@
+// The official OpenAI Node SDK against a running moeserve cluster, one section per feature of
+// issue 9; prints one JSON object that test_api.py checks (against `moeserve generate` and
+// numpy where numbers are involved).   node api_sdk.mjs BASE_URL MODEL NODE_DIR
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const [baseURL, model, nodeDir] = process.argv.slice(2);
+const require = createRequire(path.join(nodeDir, 'package.json'));
+const OpenAI = require('openai');
+const client = new OpenAI({ baseURL, apiKey: 'sk-local', maxRetries: 0 });
+const out = {};
+
+const hello = [{ role: 'user', content: 'Say hello.' }];
+
+// The error a request raises, in a comparable form (null when it succeeds).
+async function errorOf(promise) {
+  try {
+    await promise;
+    return null;
+  } catch (e) {
+    return {
+      name: e.constructor.name, status: e.status ?? null, param: e.param ?? null,
+      code: e.code ?? null, message: e.message,
+    };
+  }
+}
+
+async function section(name, fn) {
+  try {
+    out[name] = await fn();
+  } catch (e) {
+    out[name] = { sdk_error: `${e.constructor.name}: ${e.message}` };
+  }
+}
+
+// 1. Fields of the current chat API.
+await section('fields', async () => {
+  const r = {};
+  const base = { model, max_completion_tokens: 6, temperature: 0, ignore_eos: true };
+  const dev = await client.chat.completions.create({
+    ...base,
+    messages: [{ role: 'developer', content: 'Answer in French.' }, ...hello],
+    user: 'user-42', metadata: { team: 'api', run: '1' }, store: false,
+    some_future_field: { nested: [1, 2] },
+  });
+  const sys = await client.chat.completions.create({
+    ...base, messages: [{ role: 'system', content: 'Answer in French.' }, ...hello],
+  });
+  r.developer = { message: dev.choices[0].message, usage: dev.usage };
+  r.system = { message: sys.choices[0].message, usage: sys.usage };
+  r.equal_max = (await client.chat.completions.create({
+    model, messages: hello, max_tokens: 3, max_completion_tokens: 3, ignore_eos: true,
+  })).usage;
+  const bad = {
+    max_completion_tokens_type: { max_completion_tokens: '6' },
+    max_tokens_disagree: { max_tokens: 5, max_completion_tokens: 6 },
+    user_type: { user: 42 },
+    metadata_type: { metadata: { team: 7 } },
+    temperature_type: { temperature: 'hot' },
+    logprobs_type: { logprobs: 'yes' },
+    n_type: { n: '2' },
+    stream_options_type: { stream: true, stream_options: { include_usage: 'yes' } },
+  };
+  r.bad = {};
+  for (const [key, extra] of Object.entries(bad)) {
+    r.bad[key] = await errorOf(client.chat.completions.create({ model, messages: hello, ...extra }));
+  }
+  r.bad.developer_content = await errorOf(client.chat.completions.create({
+    model, messages: [{ role: 'developer', content: 5 }, ...hello],
+  }));
+  return r;
+});
+
+console.log(JSON.stringify(out));
