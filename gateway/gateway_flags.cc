@@ -29,6 +29,14 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
     }
     std::string name(arg);
     std::string value;
+    if (name == "reject-logprobs-for-reasoner" || name == "reject-logprobs-for-reasoner=true") {
+      config.reject_reasoner_logprobs = true;  // a switch: it takes no value
+      continue;
+    }
+    if (name == "reject-logprobs-for-reasoner=false") {
+      config.reject_reasoner_logprobs = false;
+      continue;
+    }
     if (const size_t eq = name.find('='); eq != std::string::npos) {
       value = name.substr(eq + 1);
       name.resize(eq);
@@ -36,6 +44,10 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
       value = args[++i];
     } else {
       return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+    }
+    if (name == "reject-logprobs-for-reasoner") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--reject-logprobs-for-reasoner takes true or false, not '", value, "'"));
     }
     if (name == "model") {
       config.model_dir = value;

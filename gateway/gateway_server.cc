@@ -35,6 +35,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       ModelContext::Load(config.model_dir, name, config.max_tokens_default);
   if (!model.ok()) return model.status();
   server->model_ = std::move(*model);
+  server->model_->reject_reasoner_logprobs = config.reject_reasoner_logprobs;
   if (config.backend != nullptr) {
     server->backend_ = config.backend;
   } else {

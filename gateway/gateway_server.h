@@ -25,6 +25,9 @@ struct GatewayConfig {
   std::string router_address;  // host:port of the Router (unused when a backend is injected)
   absl::Duration router_timeout = absl::Minutes(30);
   int32_t max_tokens_default = 4096;
+  // DeepSeek's rule for its reasoner: chat requests to a model whose template opens <think>
+  // get 400 when they ask for logprobs. Off by default (logprobs are served for every model).
+  bool reject_reasoner_logprobs = false;
   // Not owned; null: a RouterBackend to router_address. Tests inject a fake.
   GenerationBackend* backend = nullptr;
 };

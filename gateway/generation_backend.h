@@ -29,6 +29,9 @@ enum class FinishReason { kNone, kStop, kLength, kCancelled };
 // One piece of the token stream.
 struct GenerationChunk {
   std::vector<int32_t> token_ids;
+  // One per token id when the request asked for logprobs, else empty. A token the worker
+  // forced (the thinking budget's close) has logprob 0 and no alternatives.
+  std::vector<engine::SampleResult> logprobs;
   FinishReason finish_reason = FinishReason::kNone;  // set on the last chunk
   int32_t cached_prompt_tokens = 0;                  // meaningful on the first chunk
 };

@@ -1,5 +1,6 @@
 #include "gateway/http_session.h"
 
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 #include <utility>
@@ -138,52 +139,77 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
   g.meta.endpoint = endpoint;
   g.meta.split_reasoning = prepared->split_reasoning;
   g.meta.include_usage = prepared->include_usage;
-  g.output.emplace(*context_.model->tokenizer, prepared->split_reasoning,
-                   prepared->starts_in_reasoning, prepared->stop, prepared->prompt_tokens);
+  g.meta.logprobs = prepared->generation.sampling.logprobs;
+  g.choices.resize(std::max(prepared->n, 1));
+  for (Choice& c : g.choices) {
+    c.output.emplace(*context_.model->tokenizer, prepared->split_reasoning,
+                     prepared->starts_in_reasoning, prepared->stop, prepared->prompt_tokens);
+  }
+  g.request = std::move(prepared->generation);
+  StartChoice(0);
+  WatchPeer();
+}
 
-  // Callbacks run on a backend thread: post onto this connection's strand. The registry entry
-  // is removed last, after which the callback no longer touches the io_context.
+// Callbacks run on a backend thread: post onto this connection's strand. The registry entry is
+// removed last, after which the callback no longer touches the io_context.
+void HttpSession::StartChoice(size_t index) {
+  Generation& g = *gen_;
   auto executor = stream_.get_executor();
   CallRegistry* calls = context_.calls;
   const uint64_t seq = g.seq;
   const uint64_t key = calls->Reserve();
-  g.registry_key = key;
   GenerationCallbacks callbacks;
-  callbacks.on_chunk = [self = shared_from_this(), executor, seq](GenerationChunk chunk) {
-    asio::post(executor, [self, seq, chunk = std::move(chunk)]() mutable {
-      self->OnChunk(seq, std::move(chunk));
+  callbacks.on_chunk = [self = shared_from_this(), executor, seq, index](GenerationChunk chunk) {
+    asio::post(executor, [self, seq, index, chunk = std::move(chunk)]() mutable {
+      self->OnChunk(seq, index, std::move(chunk));
     });
   };
-  callbacks.on_done = [self = shared_from_this(), executor, seq, calls, key](absl::Status s) {
-    asio::post(executor, [self, seq, s = std::move(s)] { self->OnDone(seq, s); });
+  callbacks.on_done = [self = shared_from_this(), executor, seq, index, calls,
+                       key](absl::Status s) {
+    asio::post(executor, [self, seq, index, s = std::move(s)] { self->OnDone(seq, index, s); });
     calls->Remove(key);
   };
-  g.call = context_.backend->Start(std::move(prepared->generation), std::move(callbacks));
-  calls->Attach(key, g.call);
-  WatchPeer();
+  GenerationCallPtr call = context_.backend->Start(
+      ChoiceRequest(g.request, static_cast<int>(index)), std::move(callbacks));
+  g.choices[index].call = call;
+  calls->Attach(key, std::move(call));
 }
 
-void HttpSession::OnChunk(uint64_t seq, GenerationChunk chunk) {
+// n > 1: the other choices start once the first one has been prefilled (its first chunk, or its
+// end), so that they find the prompt's full blocks in the KV cache instead of each computing
+// them again.
+void HttpSession::OnChunk(uint64_t seq, size_t index, GenerationChunk chunk) {
   if (!gen_ || gen_->seq != seq || gen_->done) return;
-  TextDelta delta = gen_->output->OnChunk(chunk);
-  EmitDelta(delta);
-  if (gen_->output->finished()) {
+  if (index == 0) {
+    for (size_t i = 1; i < gen_->choices.size(); ++i) {
+      if (gen_->choices[i].call == nullptr) StartChoice(i);
+    }
+  }
+  Choice& c = gen_->choices[index];
+  if (c.done) return;
+  TextDelta delta = c.output->OnChunk(chunk);
+  EmitDelta(index, delta);
+  if (c.output->finished()) {
     // A stop string, or the backend's last chunk: either way nothing more is wanted.
-    if (gen_->output->stopped_by_string()) gen_->call->Cancel();
-    FinishGeneration(absl::OkStatus());
+    if (c.output->stopped_by_string()) c.call->Cancel();
+    FinishChoice(index, FinishReason::kStop);
   }
 }
 
-void HttpSession::OnDone(uint64_t seq, absl::Status status) {
-  if (!gen_ || gen_->seq != seq || gen_->done) return;
+void HttpSession::OnDone(uint64_t seq, size_t index, absl::Status status) {
+  if (!gen_ || gen_->seq != seq || gen_->done || gen_->choices[index].done) return;
+  // OK without a finish reason chunk counts as a natural stop.
+  if (status.ok() || gen_->choices[index].output->finished()) {
+    FinishChoice(index, FinishReason::kStop);
+    return;
+  }
   FinishGeneration(std::move(status));
 }
 
-void HttpSession::EmitDelta(const TextDelta& delta) {
+void HttpSession::EmitDelta(size_t index, const TextDelta& delta) {
   Generation& g = *gen_;
   if (!g.stream) {
-    g.text.reasoning += delta.reasoning;
-    g.text.content += delta.content;
+    g.choices[index].text.Append(delta);
     return;
   }
   if (!g.headers_sent) {
@@ -193,40 +219,73 @@ void HttpSession::EmitDelta(const TextDelta& delta) {
                      "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n",
                      keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n", "\r\n"));
     if (g.meta.endpoint == Endpoint::kChat) {
-      QueueWrite(ChunkFrame(SseEvent(RoleChunkJson(g.meta))));
+      for (size_t i = 0; i < g.choices.size(); ++i) {
+        QueueWrite(ChunkFrame(SseEvent(RoleChunkJson(g.meta, static_cast<int>(i)))));
+      }
     }
   }
-  if (!delta.empty()) QueueWrite(ChunkFrame(SseEvent(DeltaChunkJson(g.meta, delta))));
+  if (!delta.empty()) {
+    QueueWrite(ChunkFrame(SseEvent(DeltaChunkJson(g.meta, delta, static_cast<int>(index)))));
+  }
 }
 
+void HttpSession::FinishChoice(size_t index, FinishReason reason) {
+  Generation& g = *gen_;
+  Choice& c = g.choices[index];
+  if (c.done) return;
+  c.done = true;
+  if (index == 0) {
+    for (size_t i = 1; i < g.choices.size(); ++i) {
+      if (g.choices[i].call == nullptr) StartChoice(i);
+    }
+  }
+  EmitDelta(index, c.output->Finish(reason));
+  if (g.stream) {
+    QueueWrite(ChunkFrame(
+        SseEvent(FinishChunkJson(g.meta, c.output->finish_reason(), static_cast<int>(index)))));
+  }
+  for (const Choice& other : g.choices) {
+    if (!other.done) return;
+  }
+  FinishGeneration(absl::OkStatus());
+}
+
+// The whole response ends: every choice finished (OK), or one failed (the others are cancelled).
 void HttpSession::FinishGeneration(absl::Status status) {
   Generation& g = *gen_;
   g.done = true;
+  for (Choice& c : g.choices) {
+    if (!c.done && c.call != nullptr) c.call->Cancel();
+  }
   if (closed_) return;
-  const bool error = !status.ok() && !g.output->finished();
-  if (error && !g.headers_sent) {
+  if (!status.ok() && !g.headers_sent) {
     // Nothing went out yet: an ordinary error response.
     if (status.code() == absl::StatusCode::kCancelled) keep_alive_ = false;
     SendError(status);
     return;
   }
-  // OK without a finish reason chunk counts as a natural stop.
-  EmitDelta(g.output->Finish(status.ok() ? FinishReason::kStop : FinishReason::kNone));
-  const FinishReason finish = g.output->finish_reason();
+  // Usage: the prompt once, the completions of every choice.
+  UsageInfo usage = g.choices[0].output->usage();
+  for (size_t i = 1; i < g.choices.size(); ++i) {
+    usage.completion_tokens += g.choices[i].output->usage().completion_tokens;
+    usage.reasoning_tokens += g.choices[i].output->usage().reasoning_tokens;
+  }
   if (!g.stream) {
-    SendJson(http::status::ok,
-             DumpJson(CompletionResponseJson(g.meta, g.text, finish, g.output->usage())),
+    std::vector<ChoiceResult> results;
+    for (Choice& c : g.choices) results.push_back({std::move(c.text), c.output->finish_reason()});
+    SendJson(http::status::ok, DumpJson(CompletionResponseJson(g.meta, results, usage)),
              keep_alive_);
     return;
   }
-  if (error) {
-    // Mid-stream failure: an error event (the OpenAI SDK raises it), then the end.
-    QueueWrite(ChunkFrame(absl::StrCat("data: ", OpenAiErrorBody(status), "\n\n")));
-  } else {
-    QueueWrite(ChunkFrame(SseEvent(FinishChunkJson(g.meta, finish))));
-    if (g.meta.include_usage) {
-      QueueWrite(ChunkFrame(SseEvent(UsageChunkJson(g.meta, g.output->usage()))));
+  if (!status.ok()) {
+    // Mid-stream failure: what each choice held back, an error event (the OpenAI SDK raises
+    // it), then the end.
+    for (size_t i = 0; i < g.choices.size(); ++i) {
+      if (!g.choices[i].done) EmitDelta(i, g.choices[i].output->Finish(FinishReason::kNone));
     }
+    QueueWrite(ChunkFrame(absl::StrCat("data: ", OpenAiErrorBody(status), "\n\n")));
+  } else if (g.meta.include_usage) {
+    QueueWrite(ChunkFrame(SseEvent(UsageChunkJson(g.meta, usage))));
   }
   QueueWrite(ChunkFrame(SseDone()));
   QueueWrite("0\r\n\r\n");
@@ -337,7 +396,11 @@ void HttpSession::WatchPeer() {
 }
 
 void HttpSession::ClientGone() {
-  if (gen_ && !gen_->done && gen_->call != nullptr) gen_->call->Cancel();
+  if (gen_ && !gen_->done) {
+    for (Choice& c : gen_->choices) {
+      if (c.call != nullptr) c.call->Cancel();
+    }
+  }
   Close();
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "boost/asio/ip/tcp.hpp"
@@ -39,14 +40,20 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
   using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
-  // The generation behind the current request.
+  // One choice of the current request (one backend call each).
+  struct Choice {
+    GenerationCallPtr call;  // null until started
+    std::optional<OutputAssembler> output;
+    TextDelta text;     // non-streaming: everything so far
+    bool done = false;  // finished: its finish chunk went out (streaming) or its result is final
+  };
+
+  // The generation behind the current request: n choices (n > 1 in gen_->choices).
   struct Generation {
     uint64_t seq = 0;
-    uint64_t registry_key = 0;
-    GenerationCallPtr call;
     ResponseMeta meta;
-    std::optional<OutputAssembler> output;
-    TextDelta text;  // non-streaming: everything so far
+    GenerationRequest request;  // choice 0's; the others derive theirs (ChoiceRequest)
+    std::vector<Choice> choices;
     bool stream = false;
     bool headers_sent = false;  // streaming: the SSE header went out
     bool done = false;          // the response is complete (no more events)
@@ -60,9 +67,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
                 const char* allow = nullptr);
   void SendError(const absl::Status& status, int http_status = 0, const char* allow = nullptr);
-  void OnChunk(uint64_t seq, GenerationChunk chunk);
-  void OnDone(uint64_t seq, absl::Status status);
-  void EmitDelta(const TextDelta& delta);
+  void StartChoice(size_t index);
+  void OnChunk(uint64_t seq, size_t index, GenerationChunk chunk);
+  void OnDone(uint64_t seq, size_t index, absl::Status status);
+  void EmitDelta(size_t index, const TextDelta& delta);
+  void FinishChoice(size_t index, FinishReason reason);
   void FinishGeneration(absl::Status status);
   void QueueWrite(std::string bytes);
   void DoWrite();

@@ -61,6 +61,15 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
       p.mutable_reasoning_delta()->append(d.reasoning);
       p.mutable_content_delta()->append(d.content);
       p.mutable_token_ids()->Add(chunk.token_ids.begin(), chunk.token_ids.end());
+      for (const engine::SampleResult& r : chunk.logprobs) {
+        v1::TokenLogprob* lp = p.add_logprobs();
+        lp->set_token_id(r.token);
+        lp->set_logprob(r.logprob);
+        for (const engine::TokenLogprob& t : r.top_logprobs) {
+          lp->add_top_ids(t.token);
+          lp->add_top_logprobs(t.logprob);
+        }
+      }
       if (output_.finished()) {
         if (output_.stopped_by_string()) cancel = call_;
         FinishLocked(absl::OkStatus());

@@ -29,6 +29,9 @@ struct ModelContext {
   std::vector<int32_t> think_close_ids;          // "</think>\n\n" (empty without a <think> token)
   std::vector<std::string> special_token_texts;  // added tokens chat users may not write
   engine::ThinkingBudget thinking_budget;
+  // API policy set by the server (GatewayConfig::reject_reasoner_logprobs), not read from the
+  // folder: reject logprobs on chat requests whose prompt opens a thought.
+  bool reject_reasoner_logprobs = false;
 
   // NotFound / InvalidArgument naming the file that is missing or malformed.
   static absl::StatusOr<std::unique_ptr<ModelContext>> Load(const std::string& model_dir,

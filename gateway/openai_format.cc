@@ -1,5 +1,7 @@
 #include "gateway/openai_format.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace moeserve::gateway {
 namespace {
 
@@ -17,19 +19,75 @@ Json Envelope(const ResponseMeta& meta, bool chunk) {
   return j;
 }
 
-Json Choice(const ResponseMeta& meta, Json delta_or_text, const Json& finish, bool chunk) {
-  Json c = {{"index", 0}};
+Json Choice(const ResponseMeta& meta, int index, Json delta_or_text, Json logprobs,
+            const Json& finish, bool chunk) {
+  Json c = {{"index", index}};
   if (meta.endpoint == Endpoint::kChat) {
     c[chunk ? "delta" : "message"] = std::move(delta_or_text);
   } else {
     c["text"] = std::move(delta_or_text);
   }
-  c["logprobs"] = nullptr;
+  c["logprobs"] = std::move(logprobs);
   c["finish_reason"] = finish;
   return c;
 }
 
+Json Bytes(const std::string& bytes) {
+  Json j = Json::array();
+  for (char c : bytes) j.push_back(static_cast<int>(static_cast<unsigned char>(c)));
+  return j;
+}
+
+Json ChatEntries(const std::vector<LogprobEntry>& entries) {
+  Json out = Json::array();
+  for (const LogprobEntry& e : entries) {
+    Json top = Json::array();
+    for (const auto& [bytes, logprob] : e.top) {
+      top.push_back({{"token", TokenString(bytes)}, {"logprob", logprob}, {"bytes", Bytes(bytes)}});
+    }
+    out.push_back({{"token", TokenString(e.bytes)},
+                   {"logprob", e.logprob},
+                   {"bytes", Bytes(e.bytes)},
+                   {"top_logprobs", std::move(top)}});
+  }
+  return out;
+}
+
+Json CompletionLogprobs(const std::vector<LogprobEntry>& entries) {
+  Json tokens = Json::array(), logprobs = Json::array(), top = Json::array(),
+       offsets = Json::array();
+  for (const LogprobEntry& e : entries) {
+    tokens.push_back(TokenString(e.bytes));
+    logprobs.push_back(e.logprob);
+    Json alternatives = Json::object();
+    for (const auto& [bytes, logprob] : e.top) alternatives[TokenString(bytes)] = logprob;
+    top.push_back(std::move(alternatives));
+    offsets.push_back(e.text_offset);
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(logprobs)},
+          {"top_logprobs", std::move(top)},
+          {"text_offset", std::move(offsets)}};
+}
+
 }  // namespace
+
+std::string TokenString(const std::string& bytes) {
+  if (IsValidUtf8(bytes)) return bytes;
+  std::string out = "bytes:";
+  for (char c : bytes) {
+    absl::StrAppend(&out, "\\x", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+  }
+  return out;
+}
+
+Json LogprobsJson(const ResponseMeta& meta, const TextDelta& delta) {
+  if (!meta.logprobs) return nullptr;
+  if (meta.endpoint != Endpoint::kChat) return CompletionLogprobs(delta.content_logprobs);
+  Json j = {{"content", ChatEntries(delta.content_logprobs)}, {"refusal", nullptr}};
+  if (meta.split_reasoning) j["reasoning_content"] = ChatEntries(delta.reasoning_logprobs);
+  return j;
+}
 
 Json FinishReasonJson(FinishReason reason) {
   switch (reason) {
@@ -56,29 +114,40 @@ Json UsageJson(const UsageInfo& u) {
 
 Json CompletionResponseJson(const ResponseMeta& meta, const TextDelta& text, FinishReason finish,
                             const UsageInfo& usage) {
+  return CompletionResponseJson(meta, {ChoiceResult{text, finish}}, usage);
+}
+
+Json CompletionResponseJson(const ResponseMeta& meta, const std::vector<ChoiceResult>& choices,
+                            const UsageInfo& usage) {
   Json j = Envelope(meta, false);
-  Json body;
-  if (meta.endpoint == Endpoint::kChat) {
-    body = {{"role", "assistant"}, {"content", text.content}};
-    if (meta.split_reasoning) {
-      body["reasoning_content"] = text.reasoning.empty() ? Json(nullptr) : Json(text.reasoning);
+  j["choices"] = Json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const TextDelta& text = choices[i].text;
+    Json body;
+    if (meta.endpoint == Endpoint::kChat) {
+      body = {{"role", "assistant"}, {"content", text.content}};
+      if (meta.split_reasoning) {
+        body["reasoning_content"] = text.reasoning.empty() ? Json(nullptr) : Json(text.reasoning);
+      }
+    } else {
+      body = text.content;
     }
-  } else {
-    body = text.content;
+    j["choices"].push_back(Choice(meta, static_cast<int>(i), std::move(body),
+                                  LogprobsJson(meta, text), FinishReasonJson(choices[i].finish),
+                                  false));
   }
-  j["choices"] = Json::array({Choice(meta, std::move(body), FinishReasonJson(finish), false)});
   j["usage"] = UsageJson(usage);
   return j;
 }
 
-Json RoleChunkJson(const ResponseMeta& meta) {
+Json RoleChunkJson(const ResponseMeta& meta, int index) {
   Json j = Envelope(meta, true);
-  j["choices"] =
-      Json::array({Choice(meta, {{"role", "assistant"}, {"content", ""}}, nullptr, true)});
+  j["choices"] = Json::array(
+      {Choice(meta, index, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr, true)});
   return j;
 }
 
-Json DeltaChunkJson(const ResponseMeta& meta, const TextDelta& delta) {
+Json DeltaChunkJson(const ResponseMeta& meta, const TextDelta& delta, int index) {
   Json j = Envelope(meta, true);
   Json body;
   if (meta.endpoint == Endpoint::kChat) {
@@ -88,14 +157,16 @@ Json DeltaChunkJson(const ResponseMeta& meta, const TextDelta& delta) {
   } else {
     body = delta.content;
   }
-  j["choices"] = Json::array({Choice(meta, std::move(body), nullptr, true)});
+  j["choices"] =
+      Json::array({Choice(meta, index, std::move(body), LogprobsJson(meta, delta), nullptr, true)});
   return j;
 }
 
-Json FinishChunkJson(const ResponseMeta& meta, FinishReason finish) {
+Json FinishChunkJson(const ResponseMeta& meta, FinishReason finish, int index) {
   Json j = Envelope(meta, true);
   Json body = meta.endpoint == Endpoint::kChat ? Json::object() : Json("");
-  j["choices"] = Json::array({Choice(meta, std::move(body), FinishReasonJson(finish), true)});
+  j["choices"] =
+      Json::array({Choice(meta, index, std::move(body), nullptr, FinishReasonJson(finish), true)});
   return j;
 }
 

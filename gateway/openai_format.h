@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "gateway/generation_backend.h"
 #include "gateway/output_assembler.h"
@@ -21,6 +22,14 @@ namespace moeserve::gateway {
 // Usage: prompt_tokens, completion_tokens, total_tokens, prompt_cache_hit_tokens,
 // prompt_cache_miss_tokens, prompt_tokens_details.cached_tokens,
 // completion_tokens_details.reasoning_tokens.
+// Several choices (n > 1): every choice and chunk carries its "index"; streams interleave the
+// choices' chunks, each choice ends with its own finish chunk.
+// Logprobs (null unless asked for). Chat: {"content": [{"token", "logprob", "bytes",
+// "top_logprobs": [{"token", "logprob", "bytes"}]}], "refusal": null}, plus
+// "reasoning_content": [...] (same entries, for the reasoning tokens) when the request splits
+// reasoning. Completions: {"tokens", "token_logprobs", "top_logprobs": [{token: logprob}],
+// "text_offset"}. A token's "token" is its text when its bytes are valid UTF-8, else
+// "bytes:\xe4\xbd" (its bytes escaped; "bytes" always has them exactly).
 
 // Identity of one response, shared by all its chunks.
 struct ResponseMeta {
@@ -30,21 +39,35 @@ struct ResponseMeta {
   Endpoint endpoint = Endpoint::kChat;
   bool split_reasoning = false;
   bool include_usage = false;
+  bool logprobs = false;
+};
+
+// One choice of a non-streaming response.
+struct ChoiceResult {
+  TextDelta text;
+  FinishReason finish = FinishReason::kNone;
 };
 
 // "stop" | "length" | null (cancelled or unknown).
 nlohmann::json FinishReasonJson(FinishReason reason);
 nlohmann::json UsageJson(const UsageInfo& usage);
 
-// The whole non-streaming response.
+// The whole non-streaming response (one choice, or several in index order).
 nlohmann::json CompletionResponseJson(const ResponseMeta& meta, const TextDelta& text,
                                       FinishReason finish, const UsageInfo& usage);
-// The opening chunk of a chat stream (role only); completions have none.
-nlohmann::json RoleChunkJson(const ResponseMeta& meta);
-// A chunk with text.
-nlohmann::json DeltaChunkJson(const ResponseMeta& meta, const TextDelta& delta);
+nlohmann::json CompletionResponseJson(const ResponseMeta& meta,
+                                      const std::vector<ChoiceResult>& choices,
+                                      const UsageInfo& usage);
+// The opening chunk of a chat stream (role only) for choice `index`; completions have none.
+nlohmann::json RoleChunkJson(const ResponseMeta& meta, int index = 0);
+// A chunk with text and/or logprobs.
+nlohmann::json DeltaChunkJson(const ResponseMeta& meta, const TextDelta& delta, int index = 0);
 // The chunk with the finish reason.
-nlohmann::json FinishChunkJson(const ResponseMeta& meta, FinishReason finish);
+nlohmann::json FinishChunkJson(const ResponseMeta& meta, FinishReason finish, int index = 0);
+// The "logprobs" member of a choice for the tokens behind `delta` (null when not asked for).
+nlohmann::json LogprobsJson(const ResponseMeta& meta, const TextDelta& delta);
+// A token's "token" string (see above).
+std::string TokenString(const std::string& bytes);
 // The usage chunk ("choices": []).
 nlohmann::json UsageChunkJson(const ResponseMeta& meta, const UsageInfo& usage);
 

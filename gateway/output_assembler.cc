@@ -42,10 +42,28 @@ std::string StopStringMatcher::Flush() {
   return stopped_ ? std::string() : out;
 }
 
+void TextDelta::Append(TextDelta other) {
+  reasoning += other.reasoning;
+  content += other.content;
+  for (LogprobEntry& e : other.reasoning_logprobs) reasoning_logprobs.push_back(std::move(e));
+  for (LogprobEntry& e : other.content_logprobs) content_logprobs.push_back(std::move(e));
+}
+
+namespace {
+
+int64_t CodePoints(absl::string_view utf8) {
+  int64_t n = 0;
+  for (char c : utf8) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+}  // namespace
+
 OutputAssembler::OutputAssembler(const engine::Tokenizer& tokenizer, bool split_reasoning,
                                  bool starts_in_reasoning, std::vector<std::string> stop,
                                  int32_t prompt_tokens)
-    : decoder_(tokenizer, engine::DecodeOptions{.skip_special_tokens = true}),
+    : tokenizer_(tokenizer),
+      decoder_(tokenizer, engine::DecodeOptions{.skip_special_tokens = true}),
       split_reasoning_(split_reasoning),
       splitter_(starts_in_reasoning),
       stop_(std::move(stop)) {
@@ -87,12 +105,21 @@ TextDelta OutputAssembler::OnChunk(const GenerationChunk& chunk) {
     first_chunk_ = false;
   }
   if (finished()) return out;
-  for (int32_t id : chunk.token_ids) {
+  const bool with_logprobs =
+      !chunk.logprobs.empty() && chunk.logprobs.size() == chunk.token_ids.size();
+  for (size_t i = 0; i < chunk.token_ids.size(); ++i) {
+    const int32_t id = chunk.token_ids[i];
     ++usage_.completion_tokens;
-    if (split_reasoning_ && splitter_.in_reasoning()) ++usage_.reasoning_tokens;
+    const bool reasoning = split_reasoning_ && splitter_.in_reasoning();
+    if (reasoning) ++usage_.reasoning_tokens;
+    if (with_logprobs) {
+      (reasoning ? out.reasoning_logprobs : out.content_logprobs)
+          .push_back(Entry(chunk.logprobs[i]));
+    }
     absl::StatusOr<std::string> text = decoder_.Add(id);
     // An id the tokenizer cannot decode (a padding row) shows as nothing.
     if (!text.ok()) continue;
+    decoded_chars_ += CodePoints(*text);
     TextDelta d = Route(*text);
     out.reasoning += d.reasoning;
     out.content += d.content;
@@ -105,6 +132,17 @@ TextDelta OutputAssembler::OnChunk(const GenerationChunk& chunk) {
     if (finish_reason_ == FinishReason::kNone) finish_reason_ = chunk.finish_reason;
   }
   return out;
+}
+
+LogprobEntry OutputAssembler::Entry(const engine::SampleResult& r) const {
+  LogprobEntry e;
+  e.bytes = std::string(tokenizer_.TokenBytes(r.token).value_or(""));
+  e.logprob = r.logprob;
+  e.text_offset = decoded_chars_;
+  for (const engine::TokenLogprob& t : r.top_logprobs) {
+    e.top.emplace_back(std::string(tokenizer_.TokenBytes(t.token).value_or("")), t.logprob);
+  }
+  return e;
 }
 
 TextDelta OutputAssembler::Finish(FinishReason reason) {

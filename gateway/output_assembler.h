@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -32,10 +33,30 @@ class StopStringMatcher {
   bool stopped_ = false;
 };
 
+// The log-probability of one generated token, ready to format: `bytes` are the token's raw bytes
+// (possibly part of a UTF-8 character), `top` its alternatives as (bytes, logprob), most likely
+// first. `text_offset` counts the characters (code points) of completion text decoded before
+// this token (the legacy completions API reports it).
+struct LogprobEntry {
+  std::string bytes;
+  float logprob = 0.0f;
+  std::vector<std::pair<std::string, float>> top;
+  int64_t text_offset = 0;
+};
+
 struct TextDelta {
   std::string reasoning;
   std::string content;
-  bool empty() const { return reasoning.empty() && content.empty(); }
+  // Logprobs of the tokens behind this delta (when asked for), by the section each token was
+  // generated in: reasoning (the tokens counted as reasoning_tokens) or the answer.
+  std::vector<LogprobEntry> reasoning_logprobs;
+  std::vector<LogprobEntry> content_logprobs;
+  bool empty() const {
+    return reasoning.empty() && content.empty() && reasoning_logprobs.empty() &&
+           content_logprobs.empty();
+  }
+  // Appends `other` (text and logprobs).
+  void Append(TextDelta other);
 };
 
 struct UsageInfo {
@@ -46,8 +67,13 @@ struct UsageInfo {
 };
 
 // Turns a request's token stream into text: incremental detokenization (special tokens such as
-// EOS are not shown), the reasoning split (chat), stop strings on the content, usage counts and
-// the finish reason. Pure (no I/O), one per request, not thread-safe.
+// EOS are not shown), the reasoning split (chat), stop strings on the content, usage counts,
+// logprobs and the finish reason. Pure (no I/O), one per request (one per choice when n > 1),
+// not thread-safe.
+//
+// Logprobs cover exactly the tokens counted in usage.completion_tokens: every token up to and
+// including the one that completed a stop string (whose text is cut), never the EOS the worker
+// hides. A chunk whose logprobs do not match its tokens one to one contributes no entries.
 class OutputAssembler {
  public:
   OutputAssembler(const engine::Tokenizer& tokenizer, bool split_reasoning,
@@ -68,8 +94,11 @@ class OutputAssembler {
  private:
   TextDelta Route(const std::string& text);
   TextDelta Flush();
+  LogprobEntry Entry(const engine::SampleResult& r) const;
 
+  const engine::Tokenizer& tokenizer_;
   engine::StreamDecoder decoder_;
+  int64_t decoded_chars_ = 0;  // code points the decoder has produced
   bool split_reasoning_;
   engine::ReasoningSplitter splitter_;
   StopStringMatcher stop_;

@@ -49,6 +49,10 @@
 //  - Context: prompt_tokens must be < context_length; an explicit max_tokens must be
 //    <= context_length and prompt + max_tokens <= context_length (400
 //    context_length_exceeded). Without max_tokens: min(--max-tokens-default, room left).
+//  - Logprobs with a reasoning model: served (reasoning tokens' entries go to the extension
+//    logprobs.reasoning_content), unless the server runs with --reject-logprobs-for-reasoner,
+//    which answers 400 (param "logprobs") for chat requests whose prompt opens <think>, as
+//    DeepSeek's API does for deepseek-reasoner.
 //  - sample_vocab is the tokenizer's vocab size (the model's embedding has padding rows).
 //  - Chat output is split into reasoning_content/content when the template opens <think>
 //    (starts_in_reasoning) or the model writes <think> first; completions are never split.
@@ -453,6 +457,19 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body) {
   return r;
 }
 
+GenerationRequest ChoiceRequest(const GenerationRequest& first, int index) {
+  GenerationRequest r = first;
+  if (index == 0) return r;
+  absl::StrAppend(&r.request_id, "-", index);
+  if (r.sampling.seed) {
+    uint64_t z = *r.sampling.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(index);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    r.sampling.seed = z ^ (z >> 31);
+  }
+  return r;
+}
+
 absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelContext& model,
                                                const std::string& request_id) {
   if (r.model != model.name) {
@@ -500,6 +517,10 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
     }
     p.split_reasoning = true;
     p.starts_in_reasoning = absl::EndsWith(*rendered, "<think>\n");
+    if (p.starts_in_reasoning && model.reject_reasoner_logprobs && r.sampling.logprobs) {
+      return Invalid("logprobs",
+                     "'logprobs' and 'top_logprobs' are not supported for this reasoning model");
+    }
     engine::EncodeOptions template_opts;
     template_opts.add_special_tokens = false;  // the template wrote BOS
     MOESERVE_ASSIGN_OR_RETURN(ids, model.tokenizer->Encode(*rendered, template_opts));

@@ -56,6 +56,7 @@ struct PreparedRequest {
   bool split_reasoning = false;      // chat: split <think> ... </think> into reasoning_content
   bool starts_in_reasoning = false;  // the rendered prompt ends "<think>\n"
   int32_t prompt_tokens = 0;
+  int n = 1;  // choices
 };
 
 // Largest request body the HTTP server reads.
@@ -67,6 +68,12 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body);
 // Validates against the model and tokenizes. `request_id` goes into the GenerationRequest.
 absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& request, const ModelContext& model,
                                                const std::string& request_id);
+
+// The request of choice `index` (0-based) of a request with several choices: choice 0 is
+// `first` itself; choice i > 0 has request id "<id>-<i>" and, when `first` has a seed, the seed
+// mixed with i (SplitMix64), so choices draw different tokens, reproducibly. Without a seed the
+// distinct request ids give distinct draws (the worker seeds from the id).
+GenerationRequest ChoiceRequest(const GenerationRequest& first, int index);
 
 // True when `text` is well-formed UTF-8.
 bool IsValidUtf8(absl::string_view text);

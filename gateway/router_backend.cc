@@ -1,5 +1,6 @@
 #include "gateway/router_backend.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 #include <vector>
@@ -59,6 +60,7 @@ class RouterCall final : public GenerationCall,
     if (!ok) return;  // OnDone follows with the status
     GenerationChunk out;
     out.token_ids.assign(chunk_.token_ids().begin(), chunk_.token_ids().end());
+    out.logprobs = FromProtoLogprobs(chunk_.logprobs());
     out.finish_reason = FromProtoFinishReason(chunk_.finish_reason());
     out.cached_prompt_tokens = chunk_.cached_prompt_tokens();
     callbacks_.on_chunk(std::move(out));
@@ -110,6 +112,20 @@ v1::GenerationSpec ToGenerationSpec(const GenerationRequest& r) {
   spec.mutable_think_close_ids()->Add(r.think_close_ids.begin(), r.think_close_ids.end());
   spec.set_sample_vocab(r.sample_vocab);
   return spec;
+}
+
+std::vector<engine::SampleResult> FromProtoLogprobs(
+    const google::protobuf::RepeatedPtrField<v1::TokenLogprob>& logprobs) {
+  std::vector<engine::SampleResult> out;
+  out.reserve(logprobs.size());
+  for (const v1::TokenLogprob& lp : logprobs) {
+    engine::SampleResult& r = out.emplace_back();
+    r.token = lp.token_id();
+    r.logprob = lp.logprob();
+    const int n = std::min(lp.top_ids_size(), lp.top_logprobs_size());
+    for (int i = 0; i < n; ++i) r.top_logprobs.push_back({lp.top_ids(i), lp.top_logprobs(i)});
+  }
+  return out;
 }
 
 FinishReason FromProtoFinishReason(v1::FinishReason reason) {

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "gateway/generation_backend.h"
@@ -39,6 +40,8 @@ class RouterBackend final : public GenerationBackend {
 // The proto form of a request (shared with tests).
 v1::GenerationSpec ToGenerationSpec(const GenerationRequest& request);
 FinishReason FromProtoFinishReason(v1::FinishReason reason);
+std::vector<engine::SampleResult> FromProtoLogprobs(
+    const google::protobuf::RepeatedPtrField<v1::TokenLogprob>& logprobs);
 
 }  // namespace moeserve::gateway
 

@@ -203,6 +203,7 @@ bool EngineLoop::TryAdmit(Job* job) {
         for (int32_t t : forced) {
           job->spec.generated.push_back(t);
           ev.tokens.push_back(t);
+          if (job->spec.sampling.logprobs) ev.logprobs.push_back(ForcedToken(t));
           (void)engine_.Append(job->seq, t);
         }
         Deliver(job, std::move(ev));
@@ -257,7 +258,10 @@ void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
     std::vector<int32_t> fresh = {t};
     if (spec.sampling.logprobs) ev.logprobs.push_back(r);
     if (job->budget && !job->budget->done()) {
-      for (int32_t f : job->budget->OnReasoningToken(t)) fresh.push_back(f);
+      for (int32_t f : job->budget->OnReasoningToken(t)) {
+        fresh.push_back(f);
+        if (spec.sampling.logprobs) ev.logprobs.push_back(ForcedToken(f));
+      }
     }
     for (int32_t f : fresh) {
       spec.generated.push_back(f);

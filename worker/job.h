@@ -31,13 +31,23 @@ struct JobSpec {
 // What a job produced since the last event. The first event carries cached_tokens.
 struct JobEvent {
   std::vector<int32_t> tokens;
-  std::vector<engine::SampleResult> logprobs;  // one per sampled token when asked for
+  // One per token when asked for (tokens and logprobs stay aligned, so the router can relay
+  // them together). A token the thinking budget forced was not sampled: ForcedToken(id).
+  std::vector<engine::SampleResult> logprobs;
   Finish finish = Finish::kNone;
   int64_t cached_tokens = -1;  // set on the first event: tokens whose KV came from the cache
   int64_t published_blocks = 0;
   absl::Status error;          // non-OK ends the job
   bool done = false;           // the job's last event (after it, nothing more is delivered)
 };
+
+// The logprob entry of a token appended without sampling (the thinking budget's close): the
+// sequence had it with certainty, so log p = 0 and there are no alternatives.
+inline engine::SampleResult ForcedToken(int32_t token) {
+  engine::SampleResult r;
+  r.token = token;
+  return r;
+}
 
 // Receives a job's events on the engine thread; must not block.
 class JobSink {

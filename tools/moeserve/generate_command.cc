@@ -316,6 +316,12 @@ absl::Status GenerateText(const GenerateRequest& r) {
       j["reasoning_content"] = sink.reasoning();
       j["content"] = sink.content();
     }
+    if (r.all_logits) {
+      // One per sampled token, plus the step that sampled EOS (tokens forced by the thinking
+      // budget were not sampled and have none).
+      j["logits"] = g.first_logits;
+      j["step_logits"] = g.step_logits;
+    }
     std::cout << j.dump() << "\n";
   }
   return absl::OkStatus();

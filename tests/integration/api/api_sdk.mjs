@@ -71,4 +71,58 @@ await section('fields', async () => {
   return r;
 });
 
+// 2. Logprobs, chat and completions, streamed and not (greedy, so test_api.py can compare them
+// with log-softmax of `moeserve generate --all-logits`).
+async function streamChat(params) {
+  const s = await client.chat.completions.create({ ...params, stream: true });
+  const r = { chunks: [], usage: null };
+  for await (const ev of s) {
+    if (ev.usage) r.usage = ev.usage;
+    for (const c of ev.choices) r.chunks.push(c);
+  }
+  return r;
+}
+async function streamCompletion(params) {
+  const s = await client.completions.create({ ...params, stream: true });
+  const r = { chunks: [] };
+  for await (const ev of s) for (const c of ev.choices) r.chunks.push(c);
+  return r;
+}
+await section('logprobs', async () => {
+  const chat = { model, messages: hello, max_tokens: 12, temperature: 0, logprobs: true, top_logprobs: 3 };
+  const r = {};
+  const whole = await client.chat.completions.create(chat);
+  r.chat = { choice: whole.choices[0], usage: whole.usage };
+  r.chat_stream = await streamChat(chat);
+  const completion = { model, prompt: 'The quick brown fox', max_tokens: 12, temperature: 0, logprobs: 5 };
+  const c = await client.completions.create(completion);
+  r.completion = { choice: c.choices[0], usage: c.usage };
+  r.completion_stream = await streamCompletion(completion);
+  // The thinking budget forces "</think>\n\n": those tokens get logprob 0 and stay aligned.
+  const forced = await client.chat.completions.create({
+    model, messages: hello, max_tokens: 300, temperature: 0, ignore_eos: true,
+    reasoning_effort: 'low', logprobs: true,
+  });
+  r.forced = {
+    logprobs: forced.choices[0].logprobs, usage: forced.usage,
+    content: forced.choices[0].message.content,
+  };
+  return r;
+});
+
+// The reasoner rule, on a second gateway started with --reject-logprobs-for-reasoner.
+const strictURL = process.env.STRICT_BASE_URL;
+if (strictURL) {
+  await section('reasoner_rule', async () => {
+    const strict = new OpenAI({ baseURL: strictURL, apiKey: 'sk-local', maxRetries: 0 });
+    return {
+      chat_logprobs: await errorOf(strict.chat.completions.create({
+        model, messages: hello, max_tokens: 2, logprobs: true, top_logprobs: 2 })),
+      chat_plain: await errorOf(strict.chat.completions.create({ model, messages: hello, max_tokens: 2 })),
+      completion_logprobs: await errorOf(strict.completions.create({
+        model, prompt: 'Hi', max_tokens: 2, logprobs: 2 })),
+    };
+  });
+}
+
 console.log(JSON.stringify(out));

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 BIN, WORK = sys.argv[1], sys.argv[2]
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "..", "..", "..", "tools", "node")
@@ -61,9 +63,10 @@ def stop(p):
         p.wait()
 
 
-def sdk(port):
+def sdk(port, strict_port):
+    env = dict(os.environ, STRICT_BASE_URL=f"http://127.0.0.1:{strict_port}/v1")
     r = subprocess.run(["node", os.path.join(HERE, "api_sdk.mjs"), f"http://127.0.0.1:{port}/v1",
-                        "tiny", NODE_DIR], capture_output=True, text=True, timeout=600)
+                        "tiny", NODE_DIR], capture_output=True, text=True, timeout=600, env=env)
     if r.returncode != 0:
         raise SystemExit(f"api_sdk.mjs failed ({r.returncode}):\n{r.stderr[-3000:]}")
     return json.loads(r.stdout)
@@ -89,6 +92,170 @@ def check_fields(o):
               f"wrong type -> 400 naming '{param}': {e}")
 
 
+def token_bytes_table(model_dir):
+    """id -> bytes from tokenizer.json alone (the byte-level alphabet inverted), independent of
+    the C++ tokenizer."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1))
+                 + list(range(ord("\u00ae"), ord("\u00ff") + 1)))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    to_byte = {chr(c): b for b, c in zip(printable, chars)}
+    tok = json.load(open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8"))
+    table = {i: bytes(to_byte[ch] for ch in s) if all(ch in to_byte for ch in s) else s.encode()
+             for s, i in tok["model"]["vocab"].items()}
+    for a in tok["added_tokens"]:
+        table[a["id"]] = a["content"].encode()
+    return table
+
+
+def log_softmax(x):
+    x = np.asarray(x, dtype=np.float64)
+    m = x.max()
+    return x - m - np.log(np.exp(x - m).sum())
+
+
+def reference(model_dir, *args):
+    """`moeserve generate --json --all-logits` (f32, greedy) with log-softmax per step over the
+    tokenizer's ids (the gateway samples only those)."""
+    r = subprocess.run([MOESERVE, "generate", "--model", model_dir, "--compute-dtype", "f32",
+                        "--temperature", "0", "--json", "--all-logits", *args],
+                       capture_output=True, text=True, check=True)
+    j = json.loads(r.stdout)
+    return j, [log_softmax(step[:VOCAB]) for step in j["step_logits"]]
+
+
+def close(a, b, tol=2e-4):
+    return a is not None and b is not None and abs(float(a) - float(b)) <= tol
+
+
+def check_chat_entries(entries, tokens, steps, what):
+    """Chat logprob entries against the reference tokens and log-softmaxes."""
+    ok = len(entries) == len(tokens)
+    worst = 0.0
+    for e, t, ls in zip(entries, tokens, steps):
+        ok &= bytes(e["bytes"]) == BYTES[t]
+        ok &= e["token"] == (BYTES[t].decode() if valid_utf8(BYTES[t]) else
+                             "bytes:" + "".join(f"\\x{b:02x}" for b in BYTES[t]))
+        worst = max(worst, abs(e["logprob"] - ls[t]))
+        order = np.argsort(-ls, kind="stable")[:len(e["top_logprobs"])]
+        for alt, i in zip(e["top_logprobs"], order):
+            ok &= bytes(alt["bytes"]) == BYTES[int(i)]
+            worst = max(worst, abs(alt["logprob"] - ls[i]))
+    check(ok and worst <= 2e-4, f"{what}: {len(entries)} entries equal the reference "
+                                f"tokens, bytes and top alternatives (max |diff| {worst:.2e})")
+
+
+def chars_before(tokens):
+    """Characters of completion text decoded before the next token: a trailing incomplete UTF-8
+    sequence is still held back, other bad bytes count as U+FFFD."""
+    b = b"".join(BYTES[t] for t in tokens)
+    for cut in range(1, min(3, len(b)) + 1):
+        lead = b[-cut]
+        need = 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4 if lead >> 3 == 0b11110 else 0
+        if need > cut and all(x >> 6 == 0b10 for x in b[len(b) - cut + 1:]):
+            b = b[:-cut]
+            break
+    return len(b.decode(errors="replace"))
+
+
+def valid_utf8(b):
+    try:
+        b.decode()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def check_logprobs(o):
+    if "sdk_error" in o:
+        return check(False, f"logprobs: {o['sdk_error']}")
+    ref, steps = reference(model, "--prompt", "Say hello.", "--chat", "--max-new-tokens", "12")
+    tokens = ref["tokens"]
+    lp = o["chat"]["choice"]["logprobs"]
+    entries = lp["reasoning_content"] + lp["content"]
+    check(lp["refusal"] is None and len(lp["reasoning_content"]) ==
+          o["chat"]["usage"]["completion_tokens_details"]["reasoning_tokens"],
+          f"chat logprobs split by section: {len(lp['reasoning_content'])} reasoning, "
+          f"{len(lp['content'])} content")
+    check_chat_entries(entries, tokens, steps, "chat logprobs vs log_softmax(generate logits)")
+    joined = b"".join(bytes(e["bytes"]) for e in lp["content"]).decode(errors="replace")
+    check(joined == o["chat"]["choice"]["message"]["content"] or not lp["content"],
+          "the content entries' bytes spell the content")
+    streamed = {"reasoning_content": [], "content": []}
+    for c in o["chat_stream"]["chunks"]:
+        if c.get("logprobs"):
+            for k in streamed:
+                streamed[k] += c["logprobs"].get(k) or []
+    check(streamed == {k: lp[k] for k in streamed},
+          "streamed chat logprobs equal the non-streamed ones")
+
+    ref, steps = reference(model, "--prompt", "The quick brown fox", "--max-new-tokens", "12")
+    c = o["completion"]["choice"]["logprobs"]
+    n = len(c["tokens"])
+    ok = n == len(ref["tokens"][:12]) and n == o["completion"]["usage"]["completion_tokens"]
+    worst = 0.0
+    for k in range(min(n, len(ref["tokens"]))):
+        t = ref["tokens"][k]
+        worst = max(worst, abs(c["token_logprobs"][k] - steps[k][t]))
+        want = sorted(steps[k])[::-1][:5]
+        got = sorted(c["top_logprobs"][k].values())[::-1]
+        ok &= len(got) <= 5 and all(close(a, b) for a, b in zip(got, want))
+        ok &= c["tokens"][k] == (BYTES[t].decode() if valid_utf8(BYTES[t]) else c["tokens"][k])
+    check(ok and worst <= 2e-4, f"completion logprobs (tokens, token_logprobs, top 5) equal "
+                                f"log_softmax of generate's logits (max |diff| {worst:.2e})")
+    offsets = [chars_before(ref["tokens"][:k]) for k in range(n)]
+    check(c["text_offset"] == offsets,
+          f"text_offset counts the characters before each token: {c['text_offset']}")
+    streamed = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for ch in o["completion_stream"]["chunks"]:
+        if ch.get("logprobs"):
+            for k in streamed:
+                streamed[k] += ch["logprobs"][k]
+    check(streamed == c, "streamed completion logprobs equal the non-streamed ones")
+
+    f = o["forced"]
+    entries = f["logprobs"]["reasoning_content"] + f["logprobs"]["content"]
+    close_at = [i for i, e in enumerate(entries) if bytes(e["bytes"]) == b"</think>"]
+    spelled = b"".join(bytes(e["bytes"]) for e in f["logprobs"]["content"]).decode(errors="replace")
+    check(spelled.lstrip("\n") == f["content"] and f["content"],
+          f"the content entries' bytes spell the content ({len(spelled)} characters)")
+    check(len(entries) == f["usage"]["completion_tokens"] == 300 and close_at and
+          entries[close_at[0]]["logprob"] == 0 and entries[close_at[0]]["top_logprobs"] == [],
+          f"with a thinking budget every token has an entry ({len(entries)} for "
+          f"{f['usage']['completion_tokens']}) and the forced </think> has logprob 0")
+
+
+def check_reasoner_rule(o):
+    if o is None or "sdk_error" in o:
+        return check(False, f"reasoner rule: {o}")
+    e = o["chat_logprobs"]
+    check(e is not None and e["status"] == 400 and e["param"] == "logprobs",
+          f"--reject-logprobs-for-reasoner: chat logprobs -> 400: {e}")
+    check(o["chat_plain"] is None and o["completion_logprobs"] is None,
+          "--reject-logprobs-for-reasoner: chat without logprobs and completions still served")
+
+
+def start_strict_gateway(info):
+    port = free_port()
+    p = subprocess.Popen([os.path.join(BIN, "moeserve-gateway"), "--model", model, "--host",
+                          "127.0.0.1", "--port", str(port), "--grpc-port", "0", "--router",
+                          info["router"], "--reject-logprobs-for-reasoner"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return p, port
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    raise SystemExit("the second gateway did not start")
+
+
 os.makedirs(WORK, exist_ok=True)
 model = os.path.join(WORK, "tiny")
 if not os.path.exists(os.path.join(model, "model.safetensors")):
@@ -98,11 +265,20 @@ if not os.path.exists(os.path.join(model, "model.safetensors")):
 port = free_port()
 run_dir = os.path.join(WORK, "run")
 shutil.rmtree(run_dir, ignore_errors=True)
+BYTES = token_bytes_table(model)
+VOCAB = max(BYTES) + 1
 cluster = start_cluster(model, port, run_dir)
+strict = None
 try:
-    out = sdk(port)
+    strict, strict_port = start_strict_gateway(json.load(open(os.path.join(run_dir,
+                                                                          "cluster.json"))))
+    out = sdk(port, strict_port)
     check_fields(out["fields"])
+    check_logprobs(out["logprobs"])
+    check_reasoner_rule(out.get("reasoner_rule"))
 finally:
+    if strict is not None:
+        stop(strict)
     stop(cluster)
     check(cluster.returncode == 0, f"moeserve up exited cleanly ({cluster.returncode})")
 

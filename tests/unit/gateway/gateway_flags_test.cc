@@ -24,6 +24,21 @@ TEST(GatewayFlagsTest, ParsesEveryFlag) {
   EXPECT_EQ(c->http_threads, 4);
   EXPECT_EQ(c->host, "127.0.0.1");
   EXPECT_EQ(c->router_timeout, absl::Seconds(30));
+  EXPECT_FALSE(c->reject_reasoner_logprobs);
+}
+
+TEST(GatewayFlagsTest, RejectLogprobsForReasonerIsASwitch) {
+  absl::StatusOr<GatewayConfig> c = ParseFlags(
+      {"--model", "m", "--reject-logprobs-for-reasoner", "--router", "r:1", "--port", "5"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->reject_reasoner_logprobs);
+  EXPECT_EQ(c->router_address, "r:1");  // the switch took no value
+  c = ParseFlags({"--model", "m", "--router", "r:1", "--reject-logprobs-for-reasoner=true",
+                  "--reject-logprobs-for-reasoner=false"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->reject_reasoner_logprobs);
+  EXPECT_FALSE(
+      ParseFlags({"--model", "m", "--router", "r:1", "--reject-logprobs-for-reasoner=maybe"}).ok());
 }
 
 TEST(GatewayFlagsTest, RejectsBadFlags) {

@@ -1,5 +1,6 @@
 #include "gateway/output_assembler.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -94,6 +95,51 @@ TEST_F(OutputAssemblerTest, SplitsReasoningIntoItsOwnField) {
   EXPECT_EQ(u.completion_tokens, static_cast<int32_t>(ids.size()));
   EXPECT_EQ(u.reasoning_tokens, static_cast<int32_t>(reasoning_ids + 1));  // incl. </think>
   EXPECT_EQ(u.cached_tokens, 16);
+}
+
+TEST_F(OutputAssemblerTest, LogprobsFollowTheTokensIntoTheirSection) {
+  std::vector<int32_t> ids = Ids("Hmm.");
+  const size_t reasoning_ids = ids.size() + 1;  // + </think>
+  ids.push_back(kThinkClose);
+  for (int32_t id : Ids("\n\nSo é.")) ids.push_back(id);
+  OutputAssembler a(*model_->tokenizer, true, true, {}, 5);
+  TextDelta all;
+  for (size_t i = 0; i < ids.size(); i += 2) {
+    GenerationChunk c;
+    for (size_t k = i; k < std::min(ids.size(), i + 2); ++k) {
+      c.token_ids.push_back(ids[k]);
+      engine::SampleResult r;
+      r.token = ids[k];
+      r.logprob = -static_cast<float>(k);
+      r.top_logprobs = {{ids[k], r.logprob}, {42, -30.0f}};
+      c.logprobs.push_back(r);
+    }
+    if (i + 2 >= ids.size()) c.finish_reason = FinishReason::kStop;
+    all.Append(a.OnChunk(c));
+  }
+  ASSERT_EQ(all.reasoning_logprobs.size(), reasoning_ids);
+  ASSERT_EQ(all.reasoning_logprobs.size() + all.content_logprobs.size(), ids.size());
+  EXPECT_EQ(static_cast<int32_t>(all.reasoning_logprobs.size()), a.usage().reasoning_tokens);
+  std::string bytes;
+  for (const LogprobEntry& e : all.content_logprobs) bytes += e.bytes;
+  EXPECT_EQ(bytes, "\n\nSo é.");
+  EXPECT_EQ(all.reasoning_logprobs.back().bytes, "</think>");
+  EXPECT_FLOAT_EQ(all.content_logprobs[0].logprob, -static_cast<float>(reasoning_ids));
+  ASSERT_EQ(all.content_logprobs[0].top.size(), 2u);
+  EXPECT_EQ(all.content_logprobs[0].top[1].second, -30.0f);
+  EXPECT_EQ(all.content_logprobs[0].top[1].first, std::string(*model_->tokenizer->TokenBytes(42)));
+  // text_offset counts the characters decoded before each token ("Hmm.</think>" = 12).
+  EXPECT_EQ(all.content_logprobs[0].text_offset, 12);
+}
+
+TEST_F(OutputAssemblerTest, NoLogprobsWhenTheyDoNotMatchTheTokens) {
+  OutputAssembler a(*model_->tokenizer, false, false, {}, 5);
+  GenerationChunk c;
+  c.token_ids = Ids("two words");
+  c.logprobs.resize(1);
+  TextDelta d = a.OnChunk(c);
+  EXPECT_TRUE(d.content_logprobs.empty());
+  EXPECT_EQ(d.content, "two words");
 }
 
 TEST_F(OutputAssemblerTest, SameTextWhateverTheChunking) {

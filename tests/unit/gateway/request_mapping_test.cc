@@ -287,6 +287,25 @@ TEST_F(RequestMappingTest, AcceptsCurrentOpenAiFieldsAndIgnoresUnknownOnes) {
   EXPECT_FALSE(ParseChatCompletionRequest(Chat(too_many)).ok());
 }
 
+TEST_F(RequestMappingTest, ReasonerLogprobsRuleIsConfigurable) {
+  const std::string body = Chat(R"("logprobs":true,"top_logprobs":2)");
+  absl::StatusOr<PreparedRequest> p = Prepare(Endpoint::kChat, body);
+  ASSERT_TRUE(p.ok()) << p.status();  // default: served
+  EXPECT_TRUE(p->generation.sampling.logprobs);
+  EXPECT_EQ(p->generation.sampling.top_logprobs, 2);
+  model_->reject_reasoner_logprobs = true;
+  p = Prepare(Endpoint::kChat, body);
+  absl::StatusOr<PreparedRequest> without = Prepare(Endpoint::kChat, Chat(R"("logprobs":false)"));
+  absl::StatusOr<PreparedRequest> completion =
+      Prepare(Endpoint::kCompletion, Completion(R"("logprobs":2)"));
+  model_->reject_reasoner_logprobs = false;
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(HttpStatusCode(p.status().code()), 400);
+  EXPECT_TRUE(absl::StrContains(OpenAiErrorBody(p.status()), R"("param":"logprobs")"));
+  EXPECT_TRUE(without.ok()) << without.status();
+  EXPECT_TRUE(completion.ok()) << completion.status();  // completions do not reason
+}
+
 TEST(Utf8Test, Validates) {
   EXPECT_TRUE(IsValidUtf8("héllo ✓ 😀"));
   EXPECT_FALSE(IsValidUtf8("\xc3"));
