@@ -110,6 +110,19 @@ await section('logprobs', async () => {
   return r;
 });
 
+// 3. Presence and frequency penalties (greedy; test_api.py replays them in numpy).
+await section('penalties', async () => {
+  const r = {};
+  for (const [presence, frequency] of [[0, 0], [0, -2], [-2, 0], [-2, 2], [2, -2]]) {
+    const c = await client.completions.create({
+      model, prompt: 'The quick brown fox', max_tokens: 32, temperature: 0, logprobs: 0,
+      presence_penalty: presence, frequency_penalty: frequency,
+    });
+    r[`${presence},${frequency}`] = { logprobs: c.choices[0].logprobs, text: c.choices[0].text };
+  }
+  return r;
+});
+
 // The reasoner rule, on a second gateway started with --reject-logprobs-for-reasoner.
 const strictURL = process.env.STRICT_BASE_URL;
 if (strictURL) {

@@ -230,6 +230,51 @@ def check_logprobs(o):
           f"{f['usage']['completion_tokens']}) and the forced </think> has logprob 0")
 
 
+def token_string(t):
+    b = BYTES[t]
+    return b.decode() if valid_utf8(b) else "bytes:" + "".join(f"\\x{x:02x}" for x in b)
+
+
+def check_penalties(o):
+    """Each penalised greedy run equals `generate` with the same penalties, and replaying the
+    raw logits in numpy with OpenAI's rule (logit -= presence * [count > 0] + frequency * count,
+    over generated tokens) picks every token and gives every logprob; then the direction:
+    positive penalties repeat less than none, negative ones more."""
+    if "sdk_error" in o:
+        return check(False, f"penalties: {o['sdk_error']}")
+    repeats = {}
+    for key, run in o.items():
+        presence, frequency = (float(x) for x in key.split(","))
+        ref = json.loads(subprocess.run(
+            [MOESERVE, "generate", "--model", model, "--compute-dtype", "f32", "--temperature",
+             "0", "--json", "--all-logits", "--prompt", "The quick brown fox", "--max-new-tokens",
+             "32", "--presence-penalty", str(presence), "--frequency-penalty", str(frequency)],
+            capture_output=True, text=True, check=True).stdout)
+        tokens = ref["tokens"]
+        got = run["logprobs"]
+        same = got["tokens"] == [token_string(t) for t in tokens]
+        picks, worst = True, 0.0
+        for k, t in enumerate(tokens):
+            counts = np.bincount(np.asarray(tokens[:k], dtype=np.int64), minlength=VOCAB)[:VOCAB]
+            logits = np.asarray(ref["step_logits"][k][:VOCAB], dtype=np.float64)
+            logits = logits - presence * (counts > 0) - frequency * counts
+            picks &= int(np.argmax(logits)) == t
+            if k < len(got["token_logprobs"]):
+                worst = max(worst, abs(got["token_logprobs"][k] - log_softmax(logits)[t]))
+        check(same and picks and worst <= 2e-4,
+              f"penalties presence={presence} frequency={frequency}: cluster tokens equal "
+              f"generate's, numpy's penalised argmax picks each, logprobs match "
+              f"(max |diff| {worst:.2e})")
+        repeats[key] = len(tokens) - len(set(tokens))
+    print(f"     repeated tokens in 32 by (presence, frequency): {repeats}")
+    check(repeats["0,-2"] > repeats["0,0"] and repeats["-2,0"] > repeats["0,0"],
+          "negative penalties repeat more than no penalty")
+    # The random model hardly repeats unpenalised, so the positive penalties are measured
+    # against runs made to repeat by the other (negative) penalty.
+    check(repeats["-2,2"] < repeats["-2,0"] and repeats["2,-2"] < repeats["0,-2"],
+          "a positive frequency (presence) penalty repeats less than the same request without")
+
+
 def check_reasoner_rule(o):
     if o is None or "sdk_error" in o:
         return check(False, f"reasoner rule: {o}")
@@ -276,6 +321,7 @@ try:
     check_fields(out["fields"])
     check_logprobs(out["logprobs"])
     check_reasoner_rule(out.get("reasoner_rule"))
+    check_penalties(out["penalties"])
 finally:
     if strict is not None:
         stop(strict)
