@@ -10,8 +10,11 @@
 //    "\n". Other part types (images, audio) are rejected. An assistant message may have null
 //    content (it then renders as empty).
 //  - "prompt" (completions): a string, a single-element array holding a string, or an array of
-//    token ids (integers). Batched prompts (several strings, arrays of arrays) are rejected:
-//    one request produces one choice. "echo", "suffix", "best_of" > 1 and "n" > 1 are rejected.
+//    token ids (integers). Batched prompts (several strings, arrays of arrays) are rejected.
+//    "echo" and "best_of" > 1 are rejected.
+//  - "n": 1..16 choices (OpenAI allows 128; 16 bounds the work one request can ask for). Each
+//    choice is its own generation (ChoiceRequest: distinct id and derived seed); max_tokens
+//    applies per choice; usage counts the prompt once and the completion tokens of all.
 //  - Integers must be JSON integers (1.0 and "1" are rejected). "max_completion_tokens" is an
 //    alias of "max_tokens" (OpenAI's newer name); both may be given only when equal, else 400
 //    (a silent winner would hide a client bug). max_tokens >= 1.
@@ -171,7 +174,10 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
   }
 
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> n, GetInt(j, "n"));
-  if (n && *n != 1) return Invalid("n", "only 'n' = 1 is supported");
+  if (n && (*n < 1 || *n > kMaxChoices)) {
+    return Invalid("n", absl::StrCat("'n' must be in [1, ", kMaxChoices, "], got ", *n));
+  }
+  r->n = static_cast<int>(n.value_or(1));
 
   engine::SamplingParams& s = r->sampling;
   s.temperature = 1.0;
@@ -485,6 +491,7 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
   p.model = model.name;
   p.stream = r.stream;
   p.include_usage = r.include_usage;
+  p.n = r.n;
   p.stop = r.stop;
   for (const std::string& s : r.stop) {
     if (!IsValidUtf8(s)) return Invalid("stop", "'stop' is not valid UTF-8");

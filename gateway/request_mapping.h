@@ -42,6 +42,7 @@ struct ApiRequest {
   std::vector<std::string> stop;
   std::optional<std::string> reasoning_effort;
   bool ignore_eos = false;
+  int n = 1;         // choices
   std::string user;  // accepted and type-checked; not used for anything yet
   std::vector<std::pair<std::string, std::string>> metadata;  // likewise
 };
@@ -58,6 +59,9 @@ struct PreparedRequest {
   int32_t prompt_tokens = 0;
   int n = 1;  // choices
 };
+
+// Most choices ("n") one request may ask for.
+inline constexpr int kMaxChoices = 16;
 
 // Largest request body the HTTP server reads.
 inline constexpr size_t kMaxBodyBytes = size_t{8} << 20;

@@ -123,6 +123,65 @@ await section('penalties', async () => {
   return r;
 });
 
+// 4. n > 1. KV sharing is read from the KV-cache service's own counters (KvCache.Stats over
+// gRPC): the prompt's blocks must be stored once, not once per choice.
+async function kvStats() {
+  const grpc = require('@grpc/grpc-js');
+  const loader = require('@grpc/proto-loader');
+  const def = loader.loadSync('moeserve/v1/kvcache.proto', {
+    includeDirs: [process.env.PROTO_DIR], keepCase: true, longs: Number, defaults: true,
+  });
+  const { KvCache } = grpc.loadPackageDefinition(def).moeserve.v1;
+  const stub = new KvCache(process.env.KVCACHE_ADDR, grpc.credentials.createInsecure());
+  const stats = await new Promise((resolve, reject) => {
+    stub.Stats({}, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+  stub.close();
+  return stats;
+}
+function byIndex(chunks) {
+  const per = {};
+  for (const c of chunks) {
+    const p = (per[c.index] ??= { reasoning: '', content: '', text: '', finish_reason: null, roles: 0 });
+    if (c.delta?.role) p.roles += 1;
+    if (c.delta?.reasoning_content) p.reasoning += c.delta.reasoning_content;
+    if (c.delta?.content) p.content += c.delta.content;
+    if (c.text) p.text += c.text;
+    if (c.finish_reason) p.finish_reason = c.finish_reason;
+  }
+  return per;
+}
+await section('n', async () => {
+  const r = {};
+  const req = { model, messages: hello, max_tokens: 8, temperature: 1, seed: 7, n: 3, logprobs: true };
+  const a = await client.chat.completions.create(req);
+  const b = await client.chat.completions.create(req);
+  const one = await client.chat.completions.create({ ...req, n: 1 });
+  r.chat = { choices: a.choices, usage: a.usage };
+  r.chat_again = b.choices.map((c) => c.message);
+  r.chat_n1 = one.choices[0].message;
+  const s = await streamChat({ ...req, stream_options: { include_usage: true } });
+  r.chat_stream = { per: byIndex(s.chunks), usage: s.usage };
+  r.greedy = (await client.chat.completions.create({ ...req, temperature: 0, n: 2 })).choices
+    .map((c) => c.message);
+  const comp = { model, prompt: [5, 17, 300, 2000, 42], max_tokens: 6, temperature: 0.8, seed: 3, n: 2 };
+  r.completion = (await client.completions.create(comp)).choices;
+  r.completion_stream = byIndex((await streamCompletion(comp)).chunks);
+  const before = await kvStats();
+  const long = [{ role: 'user', content: `Summarise (${Date.now()}): ` + 'The sky is blue. '.repeat(40) }];
+  const shared = await client.chat.completions.create({
+    model, messages: long, max_tokens: 2, n: 3, temperature: 1, seed: 1,
+  });
+  const after = await kvStats();
+  r.shared = {
+    usage: shared.usage, choices: shared.choices.length,
+    published: after.published_blocks - before.published_blocks,
+    duplicates: after.duplicate_blocks - before.duplicate_blocks,
+    fetched: after.fetched_blocks - before.fetched_blocks, block_tokens: after.block_tokens,
+  };
+  return r;
+});
+
 // The reasoner rule, on a second gateway started with --reject-logprobs-for-reasoner.
 const strictURL = process.env.STRICT_BASE_URL;
 if (strictURL) {

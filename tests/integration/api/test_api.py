@@ -63,8 +63,9 @@ def stop(p):
         p.wait()
 
 
-def sdk(port, strict_port):
-    env = dict(os.environ, STRICT_BASE_URL=f"http://127.0.0.1:{strict_port}/v1")
+def sdk(port, strict_port, info):
+    env = dict(os.environ, STRICT_BASE_URL=f"http://127.0.0.1:{strict_port}/v1",
+               KVCACHE_ADDR=info["kvcache"], PROTO_DIR=os.path.join(HERE, "..", "..", "..", "proto"))
     r = subprocess.run(["node", os.path.join(HERE, "api_sdk.mjs"), f"http://127.0.0.1:{port}/v1",
                         "tiny", NODE_DIR], capture_output=True, text=True, timeout=600, env=env)
     if r.returncode != 0:
@@ -275,6 +276,46 @@ def check_penalties(o):
           "a positive frequency (presence) penalty repeats less than the same request without")
 
 
+def check_n(o):
+    if "sdk_error" in o:
+        return check(False, f"n: {o['sdk_error']}")
+    choices = o["chat"]["choices"]
+    msgs = [(c["message"]["reasoning_content"], c["message"]["content"]) for c in choices]
+    check([c["index"] for c in choices] == [0, 1, 2] and len(set(msgs)) == 3,
+          f"n=3 at temperature 1 with a seed: 3 indexed choices, all different: {msgs}")
+    entries = sum(len(c["logprobs"]["reasoning_content"]) + len(c["logprobs"]["content"])
+                  for c in choices)
+    check(o["chat"]["usage"]["completion_tokens"] == entries and entries > 8,
+          f"usage sums the completion tokens of every choice: {o['chat']['usage']}")
+    check([(m["reasoning_content"], m["content"]) for m in o["chat_again"]] == msgs,
+          "the same seeded request gives the same choices again")
+    check((o["chat_n1"]["reasoning_content"], o["chat_n1"]["content"]) == msgs[0],
+          "choice 0 is the n=1 request with the same seed")
+    per = o["chat_stream"]["per"]
+    check(sorted(per) == ["0", "1", "2"] and
+          [(per[str(i)]["reasoning"] or None, per[str(i)]["content"]) for i in range(3)] == msgs
+          and all(per[str(i)]["roles"] == 1 and per[str(i)]["finish_reason"] for i in range(3)),
+          "streamed n=3: each index has its role, deltas and finish reason, same text as "
+          "non-streamed")
+    check(o["chat_stream"]["usage"] == o["chat"]["usage"],
+          "streamed n=3 usage equals the non-streamed usage")
+    check(o["greedy"][0] == o["greedy"][1], "n=2 at temperature 0: identical choices")
+    comp = [c["text"] for c in o["completion"]]
+    st = o["completion_stream"]
+    check(len(comp) == 2 and comp[0] != comp[1] and [st["0"]["text"], st["1"]["text"]] == comp,
+          f"completions n=2 (token-id prompt), streamed and not: {comp}")
+    sh = o["shared"]
+    blocks = sh["usage"]["prompt_tokens"] // sh["block_tokens"]
+    print(f"     n=3 over a {sh['usage']['prompt_tokens']}-token prompt ({blocks} full blocks): "
+          f"published {sh['published']}, duplicates {sh['duplicates']}, fetched {sh['fetched']}")
+    # Each choice's decode worker fetches the prompt's blocks (3 x blocks); with sharing the
+    # prefills of choices 1 and 2 fetch them too (2 x blocks) instead of computing and publishing
+    # them again (which would count 2 x blocks duplicates).
+    check(sh["choices"] == 3 and sh["published"] == blocks and sh["duplicates"] == 0 and
+          sh["fetched"] >= 5 * blocks,
+          "n=3 shares the prompt's KV blocks: computed and stored once, fetched by the others")
+
+
 def check_reasoner_rule(o):
     if o is None or "sdk_error" in o:
         return check(False, f"reasoner rule: {o}")
@@ -315,13 +356,14 @@ VOCAB = max(BYTES) + 1
 cluster = start_cluster(model, port, run_dir)
 strict = None
 try:
-    strict, strict_port = start_strict_gateway(json.load(open(os.path.join(run_dir,
-                                                                          "cluster.json"))))
-    out = sdk(port, strict_port)
+    info = json.load(open(os.path.join(run_dir, "cluster.json")))
+    strict, strict_port = start_strict_gateway(info)
+    out = sdk(port, strict_port, info)
     check_fields(out["fields"])
     check_logprobs(out["logprobs"])
     check_reasoner_rule(out.get("reasoner_rule"))
     check_penalties(out["penalties"])
+    check_n(out["n"])
 finally:
     if strict is not None:
         stop(strict)

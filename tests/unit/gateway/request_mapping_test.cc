@@ -120,7 +120,9 @@ std::vector<BadCase> BadCases() {
       {kC, Chat(R"("logprobs":"yes")"), 400, "'logprobs' must be a boolean"},
       {kC, Chat(R"("logprobs":true,"top_logprobs":21)"), 400, "'top_logprobs' must be in [0, 20]"},
       {kC, Chat(R"("top_logprobs":2)"), 400, "requires 'logprobs'"},
-      {kC, Chat(R"("n":2)"), 400, "only 'n' = 1"},
+      {kC, Chat(R"("n":0)"), 400, "'n' must be in [1, 16], got 0"},
+      {kC, Chat(R"("n":17)"), 400, "'n' must be in [1, 16], got 17"},
+      {kP, Completion(R"("n":1.5)"), 400, "'n' must be an integer"},
       {kC, Chat(R"("ignore_eos":"no")"), 400, "'ignore_eos' must be a boolean"},
       {kC, Chat(R"("max_tokens":8,"max_completion_tokens":9)"), 400,
        "'max_completion_tokens' (9) and 'max_tokens' (8) disagree"},
@@ -304,6 +306,29 @@ TEST_F(RequestMappingTest, ReasonerLogprobsRuleIsConfigurable) {
   EXPECT_TRUE(absl::StrContains(OpenAiErrorBody(p.status()), R"("param":"logprobs")"));
   EXPECT_TRUE(without.ok()) << without.status();
   EXPECT_TRUE(completion.ok()) << completion.status();  // completions do not reason
+}
+
+TEST_F(RequestMappingTest, SeveralChoicesGetDistinctIdsAndSeeds) {
+  absl::StatusOr<PreparedRequest> p = Prepare(Endpoint::kChat, Chat(R"("n":3,"seed":7)"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->n, 3);
+  const GenerationRequest first = ChoiceRequest(p->generation, 0);
+  const GenerationRequest second = ChoiceRequest(p->generation, 1);
+  const GenerationRequest third = ChoiceRequest(p->generation, 2);
+  EXPECT_EQ(first.request_id, "req-1");
+  EXPECT_EQ(first.sampling.seed, 7u);  // choice 0 is the request itself
+  EXPECT_EQ(second.request_id, "req-1-1");
+  EXPECT_EQ(third.request_id, "req-1-2");
+  ASSERT_TRUE(second.sampling.seed && third.sampling.seed);
+  EXPECT_NE(*second.sampling.seed, 7u);
+  EXPECT_NE(*second.sampling.seed, *third.sampling.seed);
+  EXPECT_EQ(ChoiceRequest(p->generation, 1).sampling.seed, second.sampling.seed);  // stable
+  EXPECT_EQ(second.prompt_ids, first.prompt_ids);
+  // Without a seed the choices stay unseeded (the worker seeds each from its distinct id).
+  p = Prepare(Endpoint::kCompletion, Completion(R"("n":2)"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->n, 2);
+  EXPECT_FALSE(ChoiceRequest(p->generation, 1).sampling.seed.has_value());
 }
 
 TEST(Utf8Test, Validates) {
