@@ -96,6 +96,10 @@ void HttpSession::Handle(Request request) {
   response_done_ = false;
   std::string path(request.target());
   if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
+  // DeepSeek's beta base URL (FIM, chat prefix completion) serves the same API.
+  if (path == "/beta/chat/completions" || path == "/beta/completions" || path == "/beta/models") {
+    path.replace(0, 5, "/v1");
+  }
   const http::verb method = request.method();
   if (path == "/health") {
     if (method != http::verb::get)

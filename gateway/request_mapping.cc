@@ -4,6 +4,12 @@
 //  - The body must be a JSON object. Invalid UTF-8 anywhere in the body is reported as such
 //    (400 "not valid UTF-8"); other syntax errors as "not valid JSON". Unknown fields are
 //    ignored, as OpenAI does. JSON null counts as absent for every optional field.
+//  - DeepSeek beta (also served under /beta/...): "suffix" (completions, with a text prompt)
+//    makes a fill-in-the-middle prompt (EncodeFimPrompt; the prompt may then be empty);
+//    "prefix": true on the last message, an assistant's, makes the model continue it, with
+//    "reasoning_content" as the start of the thought on reasoning models
+//    (AppendAssistantPrefix). The response holds only the continuation. Accepted under /v1 too.
+//    reasoning_content on other messages is type-checked and ignored.
 //  - "model": required string. "messages" (chat): non-empty array of objects with "role" in
 //    system | user | assistant | tool | developer ("developer" is treated as "system") and
 //    "content" either a string or an array of {"type":"text","text":...} parts, joined with
@@ -70,6 +76,7 @@
 #include "absl/strings/str_join.h"
 #include "common/http_status.h"
 #include "common/status_macros.h"
+#include "gateway/beta_prompts.h"
 
 namespace moeserve::gateway {
 namespace {
@@ -407,7 +414,26 @@ absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body) {
       return Invalid(param + ".name", absl::StrCat("'", param, ".name' must be a string"));
     }
     MOESERVE_ASSIGN_OR_RETURN(std::string content, MessageContent(m, role_name, i));
-    r.messages.push_back({std::move(role_name), std::move(content)});
+    ChatMessageInput& msg = r.messages.emplace_back();
+    MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> prefix, GetBool(m, "prefix"));
+    if (prefix.value_or(false)) {
+      if (role_name != "assistant" || i + 1 != messages->size()) {
+        return Invalid(param + ".prefix",
+                       absl::StrCat("'", param,
+                                    ".prefix' is only allowed on the last message, an "
+                                    "assistant's"));
+      }
+      msg.prefix = true;
+    }
+    if (const Json* reasoning = Field(m, "reasoning_content")) {
+      if (!reasoning->is_string()) {
+        return Invalid(param + ".reasoning_content",
+                       absl::StrCat("'", param, ".reasoning_content' must be a string"));
+      }
+      msg.reasoning_content = reasoning->get<std::string>();
+    }
+    msg.role = std::move(role_name);
+    msg.content = std::move(content);
   }
   if (const Json* effort = Field(j, "reasoning_effort")) {
     if (!effort->is_string()) {
@@ -425,7 +451,10 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body) {
   MOESERVE_RETURN_IF_ERROR(ParseCommon(j, &r));
   MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> echo, GetBool(j, "echo"));
   if (echo.value_or(false)) return Invalid("echo", "'echo' is not supported");
-  if (Field(j, "suffix") != nullptr) return Invalid("suffix", "'suffix' is not supported");
+  if (const Json* suffix = Field(j, "suffix")) {
+    if (!suffix->is_string()) return Invalid("suffix", "'suffix' must be a string");
+    r.suffix = suffix->get<std::string>();
+  }
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> best_of, GetInt(j, "best_of"));
   if (best_of && *best_of != 1) return Invalid("best_of", "only 'best_of' = 1 is supported");
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> logprobs, GetInt(j, "logprobs"));
@@ -505,6 +534,7 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
       return Invalid("messages", "this model has no chat template; use /v1/completions");
     }
     engine::ChatTemplateInputs inputs;
+    const bool prefix = r.messages.back().prefix;
     for (size_t i = 0; i < r.messages.size(); ++i) {
       const ChatMessageInput& m = r.messages[i];
       const std::string param = absl::StrCat("messages[", i, "].content");
@@ -512,7 +542,16 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
         return Invalid(param, absl::StrCat("'", param, "' is not valid UTF-8"));
       }
       MOESERVE_RETURN_IF_ERROR(CheckNoSpecialTokens(m.content, model, param));
-      inputs.messages.push_back({{"role", m.role}, {"content", m.content}});
+      if (m.prefix && m.reasoning_content) {
+        const std::string rparam = absl::StrCat("messages[", i, "].reasoning_content");
+        if (!IsValidUtf8(*m.reasoning_content)) {
+          return Invalid(rparam, absl::StrCat("'", rparam, "' is not valid UTF-8"));
+        }
+        MOESERVE_RETURN_IF_ERROR(CheckNoSpecialTokens(*m.reasoning_content, model, rparam));
+      }
+      // The prefix message is not rendered by the template: AppendAssistantPrefix continues
+      // the generation prompt with it.
+      if (!m.prefix) inputs.messages.push_back({{"role", m.role}, {"content", m.content}});
     }
     inputs.add_generation_prompt = true;
     inputs.bos_token = model.bos_token;
@@ -528,9 +567,18 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
       return Invalid("logprobs",
                      "'logprobs' and 'top_logprobs' are not supported for this reasoning model");
     }
+    if (prefix) {
+      MOESERVE_ASSIGN_OR_RETURN(
+          *rendered, AppendAssistantPrefix(*rendered, r.messages.back(), r.messages.size() - 1,
+                                           &p.starts_in_reasoning));
+    }
     engine::EncodeOptions template_opts;
     template_opts.add_special_tokens = false;  // the template wrote BOS
     MOESERVE_ASSIGN_OR_RETURN(ids, model.tokenizer->Encode(*rendered, template_opts));
+  } else if (r.prompt_text && r.suffix) {
+    MOESERVE_ASSIGN_OR_RETURN(ids, EncodeFimPrompt(model, *r.prompt_text, *r.suffix));
+  } else if (r.suffix) {
+    return Invalid("suffix", "'suffix' needs a text 'prompt' (not token ids)");
   } else if (r.prompt_text) {
     if (!IsValidUtf8(*r.prompt_text)) return Invalid("prompt", "'prompt' is not valid UTF-8");
     if (r.prompt_text->empty()) return Invalid("prompt", "'prompt' must not be empty");

@@ -27,6 +27,10 @@ enum class Endpoint { kChat, kCompletion };
 struct ChatMessageInput {
   std::string role;
   std::string content;
+  // DeepSeek's chat prefix completion: the last message, an assistant's, that the model
+  // continues (see beta_prompts.h), with reasoning_content as the start of its thought.
+  bool prefix = false;
+  std::optional<std::string> reasoning_content;  // only used on the prefix message
 };
 
 struct ApiRequest {
@@ -34,6 +38,7 @@ struct ApiRequest {
   std::string model;
   std::vector<ChatMessageInput> messages;          // chat
   std::optional<std::string> prompt_text;          // completion
+  std::optional<std::string> suffix;               // completion: fill-in-the-middle
   std::optional<std::vector<int64_t>> prompt_ids;  // completion (or gRPC prompt_ids)
   bool stream = false;
   bool include_usage = false;

@@ -182,6 +182,45 @@ await section('n', async () => {
   return r;
 });
 
+// 5. DeepSeek beta, through the SDK pointed at /beta: FIM completions and chat prefix
+// completion (test_api.py compares them with /v1/completions on the equivalent raw prompt).
+await section('beta', async () => {
+  const beta = new OpenAI({ baseURL: baseURL.replace(/\/v1$/, '/beta'), apiKey: 'sk-local', maxRetries: 0 });
+  const r = {};
+  r.models = (await beta.models.list()).data.map((m) => m.id);
+  const fim = { model, prompt: 'def add(a, b):\n', suffix: '\n    return c\n', max_tokens: 10, temperature: 0 };
+  const f = await beta.completions.create(fim);
+  r.fim = { text: f.choices[0].text, usage: f.usage, finish_reason: f.choices[0].finish_reason };
+  r.fim_stream = byIndex((await beta.completions.create({ ...fim, stream: true }).then(async (s) => {
+    const chunks = [];
+    for await (const ev of s) for (const c of ev.choices) chunks.push(c);
+    return { chunks };
+  })).chunks);
+  const prefixed = async (last) => {
+    const c = await beta.chat.completions.create({
+      model, messages: [...hello, { role: 'assistant', ...last, prefix: true }], max_tokens: 10,
+      temperature: 0,
+    });
+    return { message: c.choices[0].message, usage: c.usage };
+  };
+  r.prefix_content = await prefixed({ content: '```python\n' });
+  r.prefix_reasoning = await prefixed({ content: '', reasoning_content: 'The user greets me, so' });
+  r.prefix_both = await prefixed({ content: 'Hello', reasoning_content: 'Greet back.' });
+  // The equivalent raw prompts (BOS comes from /v1/completions itself).
+  const raw = async (prompt) => {
+    const c = await client.completions.create({ model, prompt, max_tokens: 10, temperature: 0 });
+    return { text: c.choices[0].text, usage: c.usage };
+  };
+  const turn = '<｜User｜>Say hello.<｜Assistant｜><think>\n';
+  r.raw_content = await raw(`${turn}\n</think>\n\n\`\`\`python\n`);
+  r.raw_reasoning = await raw(`${turn}The user greets me, so`);
+  r.raw_both = await raw(`${turn}Greet back.\n</think>\n\nHello`);
+  r.bad_prefix = await errorOf(beta.chat.completions.create({
+    model, messages: [{ role: 'assistant', content: 'x', prefix: true }, ...hello] }));
+  r.bad_suffix = await errorOf(beta.completions.create({ model, prompt: [1, 2], suffix: 'x' }));
+  return r;
+});
+
 // The reasoner rule, on a second gateway started with --reject-logprobs-for-reasoner.
 const strictURL = process.env.STRICT_BASE_URL;
 if (strictURL) {

@@ -316,6 +316,46 @@ def check_n(o):
           "n=3 shares the prompt's KV blocks: computed and stored once, fetched by the others")
 
 
+def check_beta(o):
+    if "sdk_error" in o:
+        return check(False, f"beta: {o['sdk_error']}")
+    check(o["models"] == ["tiny"], f"/beta/models: {o['models']}")
+    ref = json.loads(subprocess.run(
+        [MOESERVE, "generate", "--model", model, "--compute-dtype", "f32", "--temperature", "0",
+         "--json", "--max-new-tokens", "10", "--prompt",
+         "<｜fim▁begin｜>def add(a, b):\n<｜fim▁hole｜>\n    return c\n<｜fim▁end｜>"],
+        capture_output=True, text=True, check=True).stdout)
+    check(o["fim"]["text"] == ref["text"] and
+          o["fim"]["usage"]["prompt_tokens"] == ref["prompt_tokens"],
+          f"FIM /beta/completions equals generate on the FIM-token prompt "
+          f"({ref['prompt_tokens']} prompt tokens): {o['fim']['text']!r}")
+    check(o["fim_stream"].get("0", {}).get("text") == o["fim"]["text"],
+          "streamed FIM equals the non-streamed")
+
+    def split(text):
+        if "</think>" in text:
+            r, c = text.split("</think>", 1)
+            return r, c.lstrip("\n")
+        return text, ""
+
+    for key, thought_open in (("content", False), ("reasoning", True), ("both", False)):
+        got, raw = o[f"prefix_{key}"], o[f"raw_{key}"]
+        msg = got["message"]
+        if thought_open:
+            want = split(raw["text"])
+            have = (msg.get("reasoning_content") or "", msg["content"] or "")
+        else:
+            want = ("", raw["text"])  # the thought is closed: everything is answer
+            have = (msg.get("reasoning_content") or "", msg["content"] or "")
+        check(have == want and got["usage"]["prompt_tokens"] == raw["usage"]["prompt_tokens"],
+              f"chat prefix completion ({key}) continues the message like the raw prompt: "
+              f"{have!r} vs {want!r}")
+    for key, param in (("bad_prefix", "messages[0].prefix"), ("bad_suffix", "suffix")):
+        e = o[key]
+        check(e is not None and e["status"] == 400 and e["param"] == param,
+              f"{key} -> 400 naming {param}: {e}")
+
+
 def check_reasoner_rule(o):
     if o is None or "sdk_error" in o:
         return check(False, f"reasoner rule: {o}")
@@ -364,6 +404,7 @@ try:
     check_reasoner_rule(out.get("reasoner_rule"))
     check_penalties(out["penalties"])
     check_n(out["n"])
+    check_beta(out["beta"])
 finally:
     if strict is not None:
         stop(strict)

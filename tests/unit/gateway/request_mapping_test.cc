@@ -146,6 +146,26 @@ std::vector<BadCase> BadCases() {
       {kP, absl::StrCat(R"({"model":"tiny-r1","prompt":")", long_prompt, R"("})"), 400,
        "maximum context length is 256"},
       {kP, Completion(R"("echo":true)"), 400, "'echo' is not supported"},
+      {kP, Completion(R"("suffix":3)"), 400, "'suffix' must be a string"},
+      {kP, R"({"model":"tiny-r1","prompt":[1,2],"suffix":"x"})", 400,
+       "'suffix' needs a text 'prompt'"},
+      {kP, Completion(R"("suffix":"a<｜fim▁hole｜>b")"), 400,
+       "'suffix' contains the reserved control token"},
+      {kC,
+       R"({"model":"tiny-r1","messages":[{"role":"assistant","content":"a","prefix":true},
+          {"role":"user","content":"hi"}]})",
+       400, "'messages[0].prefix' is only allowed on the last message"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi","prefix":true}]})", 400,
+       "only allowed on the last message, an assistant's"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"},
+          {"role":"assistant","content":"a","prefix":"yes"}]})",
+       400, "'prefix' must be a boolean"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"},
+          {"role":"assistant","content":"a","reasoning_content":5}]})",
+       400, "'messages[1].reasoning_content' must be a string"},
+      {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"},
+          {"role":"assistant","content":"","reasoning_content":"<｜User｜>","prefix":true}]})",
+       400, "'messages[1].reasoning_content' contains the reserved control token"},
       {kP, Completion(R"("logprobs":50)"), 400, "'logprobs' must be in [0, 20]"},
       {kP, Completion(R"("best_of":3)"), 400, "'best_of' = 1"},
       {kP, absl::StrCat(R"({"model":"other",)", R"("prompt":"x"})"), 404, "does not exist"},
@@ -329,6 +349,64 @@ TEST_F(RequestMappingTest, SeveralChoicesGetDistinctIdsAndSeeds) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->n, 2);
   EXPECT_FALSE(ChoiceRequest(p->generation, 1).sampling.seed.has_value());
+}
+
+std::string Decoded(const PreparedRequest& p, const ModelContext& model) {
+  absl::StatusOr<std::string> text = model.tokenizer->Decode(p.generation.prompt_ids);
+  return text.ok() ? *text : "";
+}
+
+TEST_F(RequestMappingTest, FillInTheMiddleLayout) {
+  absl::StatusOr<PreparedRequest> p = Prepare(
+      Endpoint::kCompletion,
+      R"({"model":"tiny-r1","prompt":"def f(x):\n","suffix":"\n    return y\n","max_tokens":4})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FALSE(p->split_reasoning);
+  const std::vector<int32_t>& ids = p->generation.prompt_ids;
+  ASSERT_GE(ids.size(), 5u);
+  EXPECT_EQ(ids[0], 0);           // BOS
+  EXPECT_EQ(ids[1], 128801);      // <｜fim▁begin｜>
+  EXPECT_EQ(ids.back(), 128802);  // <｜fim▁end｜>
+  EXPECT_EQ(Decoded(*p, *model_),
+            "<｜begin▁of▁sentence｜><｜fim▁begin｜>def f(x):\n<｜fim▁hole｜>\n    return "
+            "y\n<｜fim▁end｜>");
+  // An empty prompt is fine with a suffix.
+  p = Prepare(Endpoint::kCompletion, R"({"model":"tiny-r1","prompt":"","suffix":"end"})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->generation.prompt_ids[2], 128800);  // <｜fim▁hole｜> right after begin
+}
+
+TEST_F(RequestMappingTest, PrefixCompletionContinuesTheLastAssistantMessage) {
+  const std::string head = R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"},)";
+  // Content only: an empty thought is closed and the answer continues.
+  absl::StatusOr<PreparedRequest> p = Prepare(
+      Endpoint::kChat, head + R"({"role":"assistant","content":"```python\n","prefix":true}]})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FALSE(p->starts_in_reasoning);
+  EXPECT_TRUE(p->split_reasoning);
+  EXPECT_TRUE(absl::EndsWith(Decoded(*p, *model_),
+                             "<｜User｜>hi<｜Assistant｜><think>\n\n</think>\n\n```python\n"))
+      << Decoded(*p, *model_);
+  // Reasoning only: the thought continues.
+  p = Prepare(Endpoint::kChat,
+              head + R"({"role":"assistant","content":"","reasoning_content":"First,",
+                  "prefix":true}]})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->starts_in_reasoning);
+  EXPECT_TRUE(absl::EndsWith(Decoded(*p, *model_), "<｜Assistant｜><think>\nFirst,"));
+  // Both: the thought is closed after the reasoning, the answer continues.
+  p = Prepare(Endpoint::kChat,
+              head + R"({"role":"assistant","content":"So","reasoning_content":"Easy.",
+                  "prefix":true}]})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FALSE(p->starts_in_reasoning);
+  EXPECT_TRUE(absl::EndsWith(Decoded(*p, *model_), "<think>\nEasy.\n</think>\n\nSo"));
+  // Without "prefix" the same messages end with a finished assistant turn and a new prompt.
+  p = Prepare(Endpoint::kChat, head + R"({"role":"assistant","content":"So"}]})");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(
+      absl::EndsWith(Decoded(*p, *model_), "So<｜end▁of▁sentence｜><｜Assistant｜><think>\n"))
+      << Decoded(*p, *model_);
 }
 
 TEST(Utf8Test, Validates) {
