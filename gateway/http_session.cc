@@ -157,6 +157,7 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
 // Callbacks run on a backend thread: post onto this connection's strand. The registry entry is
 // removed last, after which the callback no longer touches the io_context.
 void HttpSession::StartChoice(size_t index) {
+  if (closed_) return;  // the client is gone: nobody would read it (and nothing would cancel it)
   Generation& g = *gen_;
   auto executor = stream_.get_executor();
   CallRegistry* calls = context_.calls;

@@ -20,6 +20,9 @@ namespace moeserve::gateway::testing {
 class FakeGenerationBackend final : public GenerationBackend {
  public:
   static constexpr int32_t kHoldMaxTokens = 77;
+  // With sampling.logprobs, token number i of the script reports this logprob, and
+  // top_logprobs alternatives (id + t, logprob - t).
+  static float FakeLogprob(size_t i) { return -0.125f * static_cast<float>(i + 1); }
 
   FakeGenerationBackend(std::vector<int32_t> tokens, int32_t cached_prompt_tokens,
                         size_t chunk_size = 2)
@@ -37,6 +40,17 @@ class FakeGenerationBackend final : public GenerationBackend {
       chunk.token_ids.assign(tokens_.begin() + i,
                              tokens_.begin() + std::min(tokens_.size(), i + chunk_size_));
       chunk.cached_prompt_tokens = i == 0 ? cached_ : 0;
+      if (request.sampling.logprobs) {
+        for (size_t k = 0; k < chunk.token_ids.size(); ++k) {
+          engine::SampleResult r;
+          r.token = chunk.token_ids[k];
+          r.logprob = FakeLogprob(i + k);
+          for (int32_t t = 0; t < request.sampling.top_logprobs; ++t) {
+            r.top_logprobs.push_back({r.token + t, r.logprob - static_cast<float>(t)});
+          }
+          chunk.logprobs.push_back(std::move(r));
+        }
+      }
       const bool last = i + chunk_size_ >= tokens_.size();
       if (last) chunk.finish_reason = FinishReason::kStop;
       call->Emit(std::move(chunk));

@@ -1,6 +1,8 @@
 // The gateway in-process on 127.0.0.1 (ports 0) over a fake backend serving a fixed token
 // script, driven by the official OpenAI Node SDK, a raw HTTP client (Beast) and a gRPC client.
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 
 #include <filesystem>
@@ -332,6 +334,75 @@ TEST_F(GatewayIntegrationTest, GrpcInferenceStreamsReasoningAnswerAndUsage) {
   EXPECT_EQ(last.usage().prompt_cache_hit_tokens(), kCached);
   EXPECT_EQ(last.usage().prompt_cache_miss_tokens(), last.usage().prompt_tokens() - kCached);
   EXPECT_EQ(backend_->requests().back().max_new_tokens, 32);
+}
+
+TEST_F(GatewayIntegrationTest, GrpcInferenceCarriesLogprobs) {
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server_->GrpcPort()), grpc::InsecureChannelCredentials()));
+  v1::InferenceRequest req;
+  req.set_model("tiny-r1");
+  req.set_prompt("Hello");
+  req.mutable_sampling()->set_logprobs(true);
+  req.mutable_sampling()->set_top_logprobs(2);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, req);
+  std::vector<v1::TokenLogprob> logprobs;
+  v1::InferenceResponse resp;
+  while (reader->Read(&resp)) {
+    logprobs.insert(logprobs.end(), resp.logprobs().begin(), resp.logprobs().end());
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_EQ(logprobs.size(), script_.size());
+  for (size_t i = 0; i < logprobs.size(); ++i) {
+    EXPECT_EQ(logprobs[i].token_id(), script_[i]);
+    EXPECT_FLOAT_EQ(logprobs[i].logprob(), FakeGenerationBackend::FakeLogprob(i));
+    ASSERT_EQ(logprobs[i].top_ids_size(), 2);
+    EXPECT_EQ(logprobs[i].top_ids(1), script_[i] + 1);
+  }
+}
+
+// n = 2 over one connection: both choices stream with their index; the client leaving cancels
+// both generations (the fake backend holds each after its first chunk).
+TEST_F(GatewayIntegrationTest, ClientLeavingCancelsEveryChoice) {
+  asio::io_context ioc;
+  asio::ip::tcp::socket sock(ioc);
+  asio::ip::tcp::resolver resolver(ioc);
+  asio::connect(sock, resolver.resolve("127.0.0.1", std::to_string(server_->HttpPort())));
+  // A read that waits past this fails instead of hanging the test.
+  timeval timeout{60, 0};
+  setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  const std::string body =
+      R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"}],"n":2,"stream":true,)"
+      R"("max_tokens":77})";
+  asio::write(sock, asio::buffer(absl::StrCat(
+                        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                        "application/json\r\nContent-Length: ",
+                        body.size(), "\r\n\r\n", body)));
+  std::string got;
+  char buf[4096];
+  // Each choice sends one chunk of reasoning text, then its generation holds.
+  auto deltas = [&got] {
+    int n = 0;
+    for (size_t at = got.find(R"("delta":{"reasoning_content")"); at != std::string::npos;
+         at = got.find(R"("delta":{"reasoning_content")", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  while (deltas() < 2) {
+    beast::error_code ec;
+    const size_t n = sock.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    got.append(buf, n);
+  }
+  EXPECT_EQ(deltas(), 2) << got;
+  EXPECT_TRUE(absl::StrContains(got, R"("finish_reason":null,"index":0,"logprobs":null)")) << got;
+  EXPECT_TRUE(absl::StrContains(got, R"("finish_reason":null,"index":1,"logprobs":null)")) << got;
+  sock.close();
+  EXPECT_TRUE(backend_->WaitForCancels(2, absl::Seconds(30)));
+  std::vector<GenerationRequest> requests = backend_->requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[1].request_id, requests[0].request_id + "-1");
 }
 
 TEST_F(GatewayIntegrationTest, GrpcInferenceRejectsBadRequests) {
