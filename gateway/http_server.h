@@ -21,6 +21,7 @@ struct HttpServerOptions {
 
 // The OpenAI-compatible HTTP/1.1 server (Boost.Beast on Asio, fully asynchronous):
 //   GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
+// and the playground (gateway/web, compiled in) at GET / and its files.
 // Keep-alive; streaming answers are Server-Sent Events over chunked transfer encoding. Handlers
 // never block: backend callbacks are posted onto the connection's strand. A client that closes
 // its connection while a generation runs cancels it (GenerationCall::Cancel). Errors use the

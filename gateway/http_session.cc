@@ -4,12 +4,14 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/write.hpp"
 #include "common/http_status.h"
+#include "gateway/static_files.h"
 #include "nlohmann/json.hpp"
 
 namespace moeserve::gateway {
@@ -115,8 +117,40 @@ void HttpSession::Handle(Request request) {
     return HandleGenerate(request,
                           path == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat);
   }
+  if (const StaticFile* file = FindStaticFile(path)) {
+    if (method != http::verb::get && method != http::verb::head) {
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET, HEAD");
+    }
+    return SendStatic(*file, std::string(request[http::field::if_none_match]),
+                      method == http::verb::head);
+  }
   SendError(absl::NotFoundError(
       absl::StrCat("no route for ", std::string(request.method_string()), " ", path)));
+}
+
+// An embedded playground file. The ETag lets a browser revalidate (304) instead of fetching
+// the bytes again; no-cache makes it revalidate after a gateway upgrade.
+void HttpSession::SendStatic(const StaticFile& file, absl::string_view if_none_match,
+                             bool head_only) {
+  const bool not_modified = !if_none_match.empty() &&
+                            (if_none_match == "*" || absl::StrContains(if_none_match, file.etag));
+  Response res{not_modified ? http::status::not_modified : http::status::ok, 11};
+  res.set(http::field::server, "moeserve-gateway");
+  res.set(http::field::etag, std::string(file.etag));
+  res.set(http::field::cache_control, "no-cache");
+  res.set("Content-Security-Policy", std::string(kStaticContentSecurityPolicy));
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Referrer-Policy", "no-referrer");
+  res.keep_alive(keep_alive_);
+  if (!not_modified) {
+    res.set(http::field::content_type, std::string(file.content_type));
+    res.content_length(file.body.size());
+    if (!head_only) res.body() = std::string(file.body);
+  }
+  std::ostringstream os;
+  os << res;
+  response_done_ = true;
+  QueueWrite(os.str());
 }
 
 void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {

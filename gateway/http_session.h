@@ -17,6 +17,7 @@
 #include "gateway/openai_format.h"
 #include "gateway/output_assembler.h"
 #include "gateway/request_mapping.h"
+#include "gateway/static_files.h"
 
 namespace moeserve::gateway {
 
@@ -60,6 +61,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
                 const char* allow = nullptr);
   void SendError(const absl::Status& status, int http_status = 0, const char* allow = nullptr);
+  void SendStatic(const StaticFile& file, absl::string_view if_none_match, bool head_only);
   void OnChunk(uint64_t seq, GenerationChunk chunk);
   void OnDone(uint64_t seq, absl::Status status);
   void EmitDelta(const TextDelta& delta);

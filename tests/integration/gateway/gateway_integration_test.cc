@@ -172,6 +172,7 @@ struct RawResponse {
   std::string body;
   std::string allow;
   bool keep_alive = false;
+  http::fields headers;
 };
 
 class RawClient {
@@ -214,6 +215,7 @@ class RawClient {
     out.body = parser.get().body();
     out.allow = std::string(parser.get()[http::field::allow]);
     out.keep_alive = parser.get().keep_alive();
+    out.headers = parser.get().base();
     return out;
   }
 
@@ -286,6 +288,39 @@ TEST_F(GatewayIntegrationTest, AnswersExpectContinue) {
   r = c.Read();
   EXPECT_EQ(r.status, 200);
   EXPECT_TRUE(absl::StrContains(r.body, kAnswer)) << r.body;
+}
+
+TEST_F(GatewayIntegrationTest, ServesThePlaygroundWithRevalidationAndSecurityHeaders) {
+  RawClient c(server_->HttpPort());
+  RawResponse r = c.Send(http::verb::get, "/");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers[http::field::content_type], "text/html; charset=utf-8");
+  EXPECT_TRUE(absl::StrContains(r.body, "<script src=\"playground.js\" defer></script>"));
+  EXPECT_TRUE(
+      absl::StrContains(std::string(r.headers["Content-Security-Policy"]), "connect-src 'self'"));
+  EXPECT_EQ(r.headers["X-Content-Type-Options"], "nosniff");
+  const std::string etag(r.headers[http::field::etag]);
+  ASSERT_FALSE(etag.empty());
+  // Same connection: the script, then a revalidation that costs no body.
+  r = c.Send(http::verb::get, "/playground.js?v=1");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers[http::field::content_type], "text/javascript; charset=utf-8");
+  EXPECT_TRUE(absl::StrContains(r.body, "v1/chat/completions"));
+  EXPECT_NE(std::string(r.headers[http::field::etag]), etag);
+  RawResponse again =
+      c.SendRaw(absl::StrCat("GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: ", etag, "\r\n\r\n"));
+  EXPECT_EQ(again.status, 304);
+  EXPECT_EQ(again.body, "");
+  RawResponse stale = c.SendRaw("GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"old\"\r\n\r\n");
+  EXPECT_EQ(stale.status, 200);
+  EXPECT_FALSE(stale.body.empty());
+  r = c.Send(http::verb::post, "/", "{}");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.allow, "GET, HEAD");
+  r = c.Send(http::verb::get, "/../CMakeLists.txt");
+  EXPECT_EQ(r.status, 404);
+  r = c.Send(http::verb::get, "/health");
+  EXPECT_EQ(r.status, 200);
 }
 
 // ---- gRPC Inference ----
