@@ -45,6 +45,8 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
       config.host = value;
     } else if (name == "router") {
       config.router_address = value;
+    } else if (name == "price-table") {
+      config.price_table_file = value;
     } else if (name != "port" && name != "grpc-port" && name != "http-threads" &&
                name != "max-tokens-default" && name != "router-timeout-s") {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));

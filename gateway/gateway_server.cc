@@ -35,6 +35,13 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       ModelContext::Load(config.model_dir, name, config.max_tokens_default);
   if (!model.ok()) return model.status();
   server->model_ = std::move(*model);
+  if (config.price_table_file.empty()) {
+    server->prices_ = std::make_unique<PriceTable>(PriceTable::Default());
+  } else {
+    absl::StatusOr<PriceTable> prices = PriceTable::LoadFile(config.price_table_file);
+    if (!prices.ok()) return prices.status();
+    server->prices_ = std::make_unique<PriceTable>(*std::move(prices));
+  }
   if (config.backend != nullptr) {
     server->backend_ = config.backend;
   } else {
@@ -60,7 +67,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   http.port = config.http_port;
   http.threads = config.http_threads;
   absl::StatusOr<std::unique_ptr<HttpServer>> http_server =
-      HttpServer::Create(http, server->model_.get(), server->backend_, &server->calls_);
+      HttpServer::Create(http, SessionContext{server->model_.get(), server->backend_,
+                                              &server->calls_, server->prices_.get()});
   if (!http_server.ok()) return http_server.status();
   server->http_ = std::move(*http_server);
   return server;

@@ -11,6 +11,7 @@
 #include "gateway/http_server.h"
 #include "gateway/inference_service.h"
 #include "gateway/model_context.h"
+#include "gateway/price_table.h"
 #include "grpcpp/server.h"
 
 namespace moeserve::gateway {
@@ -25,6 +26,7 @@ struct GatewayConfig {
   std::string router_address;  // host:port of the Router (unused when a backend is injected)
   absl::Duration router_timeout = absl::Minutes(30);
   int32_t max_tokens_default = 4096;
+  std::string price_table_file;  // empty: PriceTable::Default()
   // Not owned; null: a RouterBackend to router_address. Tests inject a fake.
   GenerationBackend* backend = nullptr;
 };
@@ -45,12 +47,14 @@ class GatewayServer {
   int HttpPort() const { return http_->Port(); }
   int GrpcPort() const { return grpc_port_; }
   const ModelContext& model() const { return *model_; }
+  const PriceTable& prices() const { return *prices_; }
   void Shutdown();
 
  private:
   GatewayServer() = default;
 
   std::unique_ptr<ModelContext> model_;
+  std::unique_ptr<PriceTable> prices_;
   std::unique_ptr<GenerationBackend> owned_backend_;
   GenerationBackend* backend_ = nullptr;
   CallRegistry calls_;

@@ -110,6 +110,14 @@ void HttpSession::Handle(Request request) {
                     DumpJson(ModelsJson(context_.model->name, 0, context_.model->context_length)),
                     keep_alive_);
   }
+  if (path == "/v1/prices") {
+    if (method != http::verb::get)
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    return SendJson(http::status::ok,
+                    context_.prices->PricesJson({context_.model->name})
+                        .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
+                    keep_alive_);
+  }
   if (path == "/v1/chat/completions" || path == "/v1/completions") {
     if (method != http::verb::post) {
       return SendError(absl::InvalidArgumentError("use POST"), 405, "POST");

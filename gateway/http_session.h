@@ -17,16 +17,10 @@
 #include "gateway/openai_format.h"
 #include "gateway/output_assembler.h"
 #include "gateway/request_mapping.h"
+#include "gateway/session_context.h"
 #include "gateway/static_files.h"
 
 namespace moeserve::gateway {
-
-// What every connection shares (not owned).
-struct SessionContext {
-  const ModelContext* model = nullptr;
-  GenerationBackend* backend = nullptr;
-  CallRegistry* calls = nullptr;
-};
 
 // One HTTP connection. Everything runs on the connection's strand: reading requests, writing
 // responses and handling backend callbacks (which are posted here). Lives as long as a handler

@@ -89,6 +89,7 @@ struct UpOptions {
   int64_t kv_cache_mb = 256;
   int64_t threads = 1;
   std::string run_dir;
+  std::string price_table;  // passed to the gateway when set
 };
 
 absl::Status Up(const UpOptions& o) {
@@ -168,11 +169,15 @@ absl::Status Up(const UpOptions& o) {
         router_port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     MOESERVE_ASSIGN_OR_RETURN(int grpc_port, FreeLoopbackPort());
-    MOESERVE_RETURN_IF_ERROR(start(
-        "gateway", {bin + "/moeserve-gateway", "--model", o.model, "--port",
-                    std::to_string(o.port), "--grpc-port", std::to_string(grpc_port), "--router",
-                    absl::StrCat("127.0.0.1:", router_port)},
-        o.port));
+    std::vector<std::string> gateway_argv = {
+        bin + "/moeserve-gateway", "--model", o.model, "--port", std::to_string(o.port),
+        "--grpc-port", std::to_string(grpc_port), "--router",
+        absl::StrCat("127.0.0.1:", router_port)};
+    if (!o.price_table.empty()) {
+      gateway_argv.push_back("--price-table");
+      gateway_argv.push_back(o.price_table);
+    }
+    MOESERVE_RETURN_IF_ERROR(start("gateway", gateway_argv, o.port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     std::string name = std::filesystem::path(o.model).filename().string();
     {
@@ -219,7 +224,7 @@ absl::Status Up(const UpOptions& o) {
 int RunUp(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> f = Flags::Parse(
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
-             "kv-cache-mb", "threads", "run-dir"},
+             "kv-cache-mb", "threads", "run-dir", "price-table"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -229,6 +234,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.model = f->Get("model").value_or(o.model);
   o.compute = f->Get("compute-dtype").value_or(o.compute);
   o.run_dir = f->Get("run-dir").value_or("");
+  o.price_table = f->Get("price-table").value_or("");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {

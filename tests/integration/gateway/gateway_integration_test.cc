@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -263,6 +264,62 @@ TEST_F(GatewayIntegrationTest, RoutesMethodsAndLimitsOverOneKeepAliveConnection)
   EXPECT_TRUE(absl::StartsWith(r.body, "data: {")) << r.body;
   r = c.Send(http::verb::get, "/health");
   EXPECT_EQ(r.status, 200);
+}
+
+TEST_F(GatewayIntegrationTest, PricesListTheServedModelAtTheDefaultTable) {
+  RawClient c(server_->HttpPort());
+  RawResponse r = c.Send(http::verb::get, "/v1/prices");
+  ASSERT_EQ(r.status, 200) << r.body;
+  // Exactly this shape and key order (clients may compare the text).
+  EXPECT_EQ(r.body, R"({"object":"list","currency":"USD","data":[{"model":"tiny-r1",)"
+                    R"("input_cache_hit_per_million":0.14,"input_cache_miss_per_million":0.55,)"
+                    R"("output_per_million":2.19}]})");
+  r = c.Send(http::verb::post, "/v1/prices", "{}");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.allow, "GET");
+}
+
+TEST(GatewayPriceTableTest, ServesTheTableFromThePriceTableFile) {
+  const std::string path = ::testing::TempDir() + "/gateway_prices.json";
+  {
+    std::ofstream out(path);
+    out << R"({"currency":"EUR","models":{"*":{"input_cache_hit_per_million":1,)"
+           R"("input_cache_miss_per_million":2,"output_per_million":3},)"
+           R"("tiny-r1":{"input_cache_hit_per_million":0.5,"input_cache_miss_per_million":0.25,)"
+           R"("output_per_million":8}}})";
+  }
+  testing::FakeGenerationBackend backend({1}, 0);
+  GatewayConfig config;
+  config.model_dir = testing::TestModelDir();
+  config.model_name = "tiny-r1";
+  config.host = "127.0.0.1";
+  config.backend = &backend;
+  config.price_table_file = path;
+  absl::StatusOr<std::unique_ptr<GatewayServer>> server = GatewayServer::Create(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient c((*server)->HttpPort());
+  RawResponse r = c.Send(http::verb::get, "/v1/prices");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json j = Json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.body;
+  EXPECT_EQ(j["currency"], "EUR");
+  ASSERT_EQ(j["data"].size(), 1u);
+  EXPECT_EQ(j["data"][0]["model"], "tiny-r1");
+  EXPECT_EQ(j["data"][0]["input_cache_hit_per_million"], 0.5);
+  EXPECT_EQ(j["data"][0]["input_cache_miss_per_million"], 0.25);
+  EXPECT_EQ(j["data"][0]["output_per_million"], 8);
+
+  // A bad file stops the gateway from starting, with the path in the message.
+  {
+    std::ofstream out(path);
+    out << R"({"models":{"tiny-r1":{"input_cache_hit_per_million":1,)"
+           R"("input_cache_miss_per_million":2,"output_per_million":3}}})";
+  }
+  absl::StatusOr<std::unique_ptr<GatewayServer>> bad = GatewayServer::Create(config);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), path)) << bad.status();
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "\"*\"")) << bad.status();
 }
 
 TEST_F(GatewayIntegrationTest, OversizedBodyIs413) {
