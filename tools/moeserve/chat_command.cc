@@ -33,6 +33,7 @@ constexpr char kHelp[] =
     "Type a message and press Enter. Commands:\n"
     "  /effort [low|medium|high|default]  show or set the reasoning effort\n"
     "  /system [TEXT]                     set the system prompt (no text: remove it)\n"
+    "  /max-tokens [N|default]            show or set the reply's token limit\n"
     "  /reset                             forget the conversation so far\n"
     "  /help                              this text\n"
     "  /quit                              leave (so does Ctrl-D)\n"
@@ -192,6 +193,9 @@ class ChatLoop {
           Note(cmd.arg.empty() ? "system prompt removed"
                                : absl::StrCat("system prompt set (", cmd.arg.size(), " chars)"));
           break;
+        case SlashCommand::Kind::kMaxTokens:
+          SetMaxTokens(cmd.arg);
+          break;
         case SlashCommand::Kind::kHelp:
           Write(kHelp);
           break;
@@ -231,6 +235,20 @@ class ChatLoop {
       o_.settings.reasoning_effort = *effort;
     }
     Note(absl::StrCat("reasoning effort: ", EffortName()));
+  }
+
+  void SetMaxTokens(const std::string& arg) {
+    if (!arg.empty()) {
+      absl::StatusOr<std::optional<int64_t>> n = ParseMaxTokens(arg);
+      if (!n.ok()) {
+        Note(std::string(n.status().message()));
+        return;
+      }
+      o_.settings.max_tokens = *n;
+    }
+    Note(absl::StrCat("max tokens: ", o_.settings.max_tokens
+                                          ? std::to_string(*o_.settings.max_tokens)
+                                          : std::string("default")));
   }
 
   void Turn(const std::string& text) {

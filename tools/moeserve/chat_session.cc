@@ -1,6 +1,7 @@
 #include "tools/moeserve/chat_session.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -69,6 +70,8 @@ SlashCommand ParseSlashCommand(absl::string_view line) {
     cmd.kind = SlashCommand::Kind::kEffort;
   } else if (name == "/system") {
     cmd.kind = SlashCommand::Kind::kSystem;
+  } else if (name == "/max-tokens") {
+    cmd.kind = SlashCommand::Kind::kMaxTokens;
   } else if (name == "/help" || name == "/?") {
     cmd.kind = SlashCommand::Kind::kHelp;
   } else if (name == "/quit" || name == "/exit") {
@@ -85,6 +88,16 @@ absl::StatusOr<std::optional<std::string>> ParseEffort(absl::string_view value) 
   if (value == "default") return std::optional<std::string>();
   return absl::InvalidArgumentError(
       absl::StrCat("reasoning effort '", value, "' is not one of low, medium, high, default"));
+}
+
+absl::StatusOr<std::optional<int64_t>> ParseMaxTokens(absl::string_view value) {
+  if (value == "default") return std::optional<int64_t>();
+  int64_t n = 0;
+  if (!absl::SimpleAtoi(value, &n) || n < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max tokens '", value, "' is not a whole number >= 1 (or default)"));
+  }
+  return n;
 }
 
 std::optional<Price> FindPrice(const Json& prices, const std::string& model) {

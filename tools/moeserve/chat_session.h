@@ -37,17 +37,21 @@ class Conversation {
 };
 
 struct SlashCommand {
-  enum class Kind { kNone, kReset, kEffort, kSystem, kHelp, kQuit, kUnknown };
+  enum class Kind { kNone, kReset, kEffort, kSystem, kMaxTokens, kHelp, kQuit, kUnknown };
   Kind kind = Kind::kNone;  // kNone: an ordinary message
   std::string arg;          // the rest of the line, trimmed
 };
 
-// "/reset", "/effort high", "/system Be brief.", "/help", "/quit" (or "/exit"). A line that
+// "/reset", "/effort high", "/system Be brief.", "/max-tokens 100", "/help", "/quit" (or
+// "/exit"). A line that
 // does not start with '/' is a message (kNone).
 SlashCommand ParseSlashCommand(absl::string_view line);
 
 // "low" | "medium" | "high" -> itself; "default" -> unset; anything else InvalidArgument.
 absl::StatusOr<std::optional<std::string>> ParseEffort(absl::string_view value);
+
+// A whole number >= 1 -> itself; "default" -> unset (the gateway's default); else InvalidArgument.
+absl::StatusOr<std::optional<int64_t>> ParseMaxTokens(absl::string_view value);
 
 // One row of GET /v1/prices (USD per million tokens).
 struct Price {

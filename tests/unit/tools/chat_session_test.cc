@@ -68,6 +68,15 @@ TEST(SlashCommandTest, EffortValues) {
   EXPECT_EQ(ParseEffort("").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(SlashCommandTest, MaxTokensValues) {
+  EXPECT_EQ(ParseSlashCommand("/max-tokens 40").kind, SlashCommand::Kind::kMaxTokens);
+  EXPECT_EQ(**ParseMaxTokens("40"), 40);
+  EXPECT_FALSE(ParseMaxTokens("default")->has_value());
+  for (const char* bad : {"0", "-3", "ten", "1.5", ""}) {
+    EXPECT_EQ(ParseMaxTokens(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(ReplyRendererTest, ReasoningDimThenAnswerThenUsage) {
   ReplyRenderer r(/*color=*/true);
   std::string out;
