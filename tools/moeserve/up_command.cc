@@ -199,6 +199,9 @@ absl::Status Up(const UpOptions& o) {
               << "/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \""
               << name << "\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], "
               << "\"max_tokens\": 32}'\n"
+              << "or watch it think: open http://127.0.0.1:" << o.port
+              << "/ in a browser, or run: moeserve chat --url http://127.0.0.1:" << o.port
+              << "/v1\n"
               << "Ctrl-C stops the cluster.\n"
               << std::flush;
     while (!g_stop) {
