@@ -42,6 +42,13 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     if (!prices.ok()) return prices.status();
     server->prices_ = std::make_unique<PriceTable>(*std::move(prices));
   }
+  server->metrics_ = std::make_unique<GatewayMetrics>(server->prices_.get());
+  if (config.metrics_port >= 0) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(config.host, config.metrics_port, server->metrics_->registry());
+    if (!endpoint.ok()) return endpoint.status();
+    server->metrics_endpoint_ = std::move(*endpoint);
+  }
   if (config.backend != nullptr) {
     server->backend_ = config.backend;
   } else {
@@ -50,7 +57,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   }
 
   server->service_ =
-      std::make_unique<InferenceService>(server->model_.get(), server->backend_, &server->calls_);
+      std::make_unique<InferenceService>(server->model_.get(), server->backend_, &server->calls_,
+                                         server->metrics_.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -68,7 +76,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   http.threads = config.http_threads;
   absl::StatusOr<std::unique_ptr<HttpServer>> http_server =
       HttpServer::Create(http, SessionContext{server->model_.get(), server->backend_,
-                                              &server->calls_, server->prices_.get()});
+                                              &server->calls_, server->prices_.get(),
+                                              server->metrics_.get()});
   if (!http_server.ok()) return http_server.status();
   server->http_ = std::move(*http_server);
   return server;

@@ -98,6 +98,10 @@ void HttpSession::Handle(Request request) {
   std::string path(request.target());
   if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
   const http::verb method = request.method();
+  route_ = path == "/health" || path == "/v1/models" || path == "/v1/prices" ||
+                   path == "/v1/chat/completions" || path == "/v1/completions"
+               ? path
+               : "other";
   if (path == "/health") {
     if (method != http::verb::get)
       return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
@@ -182,6 +186,11 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
   g.meta.include_usage = prepared->include_usage;
   g.output.emplace(*context_.model->tokenizer, prepared->split_reasoning,
                    prepared->starts_in_reasoning, prepared->stop, prepared->prompt_tokens);
+  const beast::string_view authorization = request[http::field::authorization];
+  g.metrics.emplace(context_.metrics, route_, context_.model->name,
+                    context_.metrics->ApiKeyLabel(
+                        absl::string_view(authorization.data(), authorization.size())),
+                    g.stream);
 
   // Callbacks run on a backend thread: post onto this connection's strand. The registry entry
   // is removed last, after which the callback no longer touches the io_context.
@@ -208,6 +217,7 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
 void HttpSession::OnChunk(uint64_t seq, GenerationChunk chunk) {
   if (!gen_ || gen_->seq != seq || gen_->done) return;
   TextDelta delta = gen_->output->OnChunk(chunk);
+  gen_->metrics->OnTokens(static_cast<int64_t>(chunk.token_ids.size()), gen_->output->usage());
   EmitDelta(delta);
   if (gen_->output->finished()) {
     // A stop string, or the backend's last chunk: either way nothing more is wanted.
@@ -244,8 +254,11 @@ void HttpSession::EmitDelta(const TextDelta& delta) {
 void HttpSession::FinishGeneration(absl::Status status) {
   Generation& g = *gen_;
   g.done = true;
-  if (closed_) return;
   const bool error = !status.ok() && !g.output->finished();
+  // A closed connection or a Cancelled generation is the client going away (499).
+  g.metrics->Finish(closed_ ? 499 : (error ? HttpStatusCode(status.code()) : 200),
+                    g.output->usage(), closed_ || (error && absl::IsCancelled(status)));
+  if (closed_) return;
   if (error && !g.headers_sent) {
     // Nothing went out yet: an ordinary error response.
     if (status.code() == absl::StatusCode::kCancelled) keep_alive_ = false;
@@ -278,6 +291,9 @@ void HttpSession::FinishGeneration(absl::Status status) {
 
 void HttpSession::SendJson(http::status status, std::string body, bool keep_alive,
                            const char* allow) {
+  if (!gen_ || !gen_->metrics) {
+    context_.metrics->CountResponse(route_, context_.model->name, static_cast<int>(status));
+  }
   Response res{status, 11};
   res.set(http::field::server, "moeserve-gateway");
   res.set(http::field::content_type, "application/json");

@@ -45,6 +45,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     bool stream = false;
     bool headers_sent = false;  // streaming: the SSE header went out
     bool done = false;          // the response is complete (no more events)
+    std::optional<RequestMetrics> metrics;
   };
 
   void DoRead();
@@ -72,6 +73,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   bool keep_alive_ = false;
+  std::string route_;  // the metrics label of the request being answered
   uint64_t next_seq_ = 0;
   std::optional<Generation> gen_;
   std::deque<std::string> out_;  // raw bytes queued for the socket

@@ -2,6 +2,7 @@
 #define MOESERVE_GATEWAY_SESSION_CONTEXT_H_
 
 #include "gateway/call_registry.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/generation_backend.h"
 #include "gateway/model_context.h"
 #include "gateway/price_table.h"
@@ -14,6 +15,7 @@ struct SessionContext {
   GenerationBackend* backend = nullptr;
   CallRegistry* calls = nullptr;
   const PriceTable* prices = nullptr;
+  GatewayMetrics* metrics = nullptr;
 };
 
 }  // namespace moeserve::gateway

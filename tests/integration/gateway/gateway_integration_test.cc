@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/strings/str_cat.h"
 #include "boost/asio/connect.hpp"
 #include "boost/asio/io_context.hpp"
@@ -66,6 +69,7 @@ class GatewayIntegrationTest : public ::testing::Test {
     config.host = "127.0.0.1";
     config.backend = backend_.get();
     config.max_tokens_default = 100;
+    config.metrics_port = 0;
     absl::StatusOr<std::unique_ptr<GatewayServer>> server = GatewayServer::Create(config);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -447,6 +451,117 @@ TEST_F(GatewayIntegrationTest, GrpcInferenceRejectsBadRequests) {
   auto reader2 = stub->Generate(&ctx2, other);
   EXPECT_FALSE(reader2->Read(&resp));
   EXPECT_EQ(reader2->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// The sum of the samples of `name` whose labels include every one of `labels` (k="v" text), or
+// -1 when there is none, from Prometheus text exposition.
+double SampleValue(const std::string& text, const std::string& name,
+                   const std::vector<std::string>& labels = {}) {
+  double sum = 0;
+  bool found = false;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+    bool all = true;
+    for (const std::string& l : labels) all = all && absl::StrContains(line, l);
+    if (!all) continue;
+    double v = 0;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) {
+      sum += v;
+      found = true;
+    }
+  }
+  return found ? sum : -1;
+}
+
+std::string Scrape(int port) {
+  RawClient c(port);
+  return c.Send(http::verb::get, "/metrics").body;
+}
+
+TEST_F(GatewayIntegrationTest, MetricsCountTokensLatenciesCostAndCancellations) {
+  ASSERT_GT(server_->MetricsPort(), 0);
+  const std::string chat_body =
+      R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"}]})";
+  RawClient c(server_->HttpPort());
+  RawResponse r = c.SendRaw(absl::StrCat(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Authorization: Bearer sk-secret-1\r\nContent-Length: ",
+      std::string(chat_body).size(), "\r\n\r\n", chat_body));
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json usage = Json::parse(r.body, nullptr, false)["usage"];
+  r = c.Send(http::verb::post, "/v1/completions",
+             R"({"model":"tiny-r1","prompt":"a prompt longer than the cached tokens","stream":true})");
+  ASSERT_EQ(r.status, 200);
+  r = c.Send(http::verb::get, "/v1/nope");
+  ASSERT_EQ(r.status, 404);
+
+  // A stream the client walks away from.
+  {
+    RawClient gone(server_->HttpPort());
+    gone.WriteRaw(absl::StrCat(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        "application/json\r\nContent-Length: ",
+        std::string(R"({"model":"tiny-r1","stream":true,"max_tokens":77,"messages":[{"role":"user","content":"hold"}]})")
+            .size(),
+        "\r\n\r\n",
+        R"({"model":"tiny-r1","stream":true,"max_tokens":77,"messages":[{"role":"user","content":"hold"}]})"));
+    ASSERT_TRUE(backend_->WaitForCancels(0, absl::Seconds(1)));
+    // Wait (bounded) until the stream is open, then close the connection.
+    std::string text;
+    for (int i = 0; i < 600; ++i) {
+      text = Scrape(server_->MetricsPort());
+      if (SampleValue(text, "moeserve_gateway_open_streams") == 1) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ASSERT_EQ(SampleValue(text, "moeserve_gateway_open_streams"), 1) << text;
+  }
+  ASSERT_TRUE(backend_->WaitForCancels(1, absl::Seconds(30)));
+  std::string text;
+  for (int i = 0; i < 600; ++i) {
+    text = Scrape(server_->MetricsPort());
+    if (SampleValue(text, "moeserve_gateway_requests_cancelled_total") == 1) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  SCOPED_TRACE(text);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_cancelled_total",
+                        {"route=\"/v1/chat/completions\""}),
+            1);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_open_streams"), 0);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_total",
+                        {"route=\"/v1/chat/completions\"", "code=\"200\"", "model=\"tiny-r1\""}),
+            1);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_total",
+                        {"route=\"/v1/chat/completions\"", "code=\"499\""}),
+            1);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_total",
+                        {"route=\"/v1/completions\"", "code=\"200\""}),
+            1);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_total",
+                        {"route=\"other\"", "code=\"404\""}),
+            1);
+  // Reasoning tokens come only from the chat request (completions do not split); answer tokens
+  // are the rest of both scripts, plus the held stream's first chunk (2 reasoning tokens).
+  const int script = static_cast<int>(script_.size());
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_reasoning_tokens_total"), reasoning_tokens_ + 2);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_answer_tokens_total"),
+            (script - reasoning_tokens_) + script);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_prompt_cache_hit_tokens_total"), 3 * kCached);
+  // Three generations saw a first token; two reached the answer.
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_time_to_first_token_seconds_count"), 3);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_time_to_first_answer_token_seconds_count"), 2);
+  EXPECT_GT(SampleValue(text, "moeserve_gateway_inter_token_latency_seconds_count"), 0);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_request_duration_seconds_count",
+                        {"route=\"/v1/completions\""}),
+            1);
+  // Cost per hashed key, at the default prices: 0.14 hit, 0.55 miss, 2.19 output per million.
+  const double prompt = usage["prompt_tokens"].get<double>();
+  const double expected = (kCached * 0.14 + (prompt - kCached) * 0.55 + script * 2.19) / 1e6;
+  const double cost = SampleValue(
+      text, "moeserve_gateway_cost_total",
+      {"api_key=\"sha256:07fd32658335c174\"", "currency=\"USD\"", "model=\"tiny-r1\""});
+  EXPECT_NEAR(cost, expected, 1e-12);
+  EXPECT_GT(SampleValue(text, "moeserve_gateway_cost_total", {"api_key=\"anonymous\""}), 0);
+  EXPECT_FALSE(absl::StrContains(text, "sk-secret-1"));
 }
 
 TEST_F(GatewayIntegrationTest, GrpcClientCancelCancelsTheBackend) {
