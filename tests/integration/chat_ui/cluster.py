@@ -1,7 +1,7 @@
 """A real cluster for the chat UI tests: `moeserve up` on a free loopback port with the tiny
 model, its addresses (RUN_DIR/cluster.json), what the server says about running work (workers'
-load and KV pools through `moeserve status`, and the gateway's Prometheus metrics when `up`
-exposes them), and a clean stop. Python 3 standard library only."""
+load and KV pools through `moeserve status`, and the gateway's Prometheus metrics), and a clean
+stop. Python 3 standard library only."""
 import json
 import os
 import signal
@@ -58,21 +58,12 @@ class Cluster:
             raise SystemExit("cluster did not start:\n" + "".join(lines) + self.logs())
         with open(os.path.join(self.run_dir, "cluster.json")) as f:
             self.info = json.load(f)
+        self.own_gateway = None
+        self.metrics = self._metrics_in_info()
+        if self.metrics is None:
+            self._start_metrics_gateway(bin_dir, extra)
 
-    def workers(self):
-        out = subprocess.run([self.moeserve, "status", "--router", self.info["router"]],
-                             capture_output=True, text=True).stdout
-        return json.loads(out)["workers"]
-
-    def busy(self):
-        return any(w["running"] > 0 for w in self.workers() if w["healthy"])
-
-    def idle(self):
-        return all(w["running"] == 0 and w["waiting"] == 0 and
-                   w["kv_blocks_free"] == w["kv_blocks_total"] for w in self.workers()
-                   if w["healthy"])
-
-    def metrics_address(self):
+    def _metrics_in_info(self):
         """The gateway's Prometheus endpoint, when `moeserve up` wrote one into cluster.json."""
         for key in ("gateway_metrics", "metrics"):
             v = self.info.get(key)
@@ -82,16 +73,59 @@ class Cluster:
                 return v["gateway"]
         return None
 
-    def gateway_metric(self, name):
-        """The value of an unlabelled gateway metric; None without metrics."""
-        addr = self.metrics_address()
-        if addr is None:
+    def _start_metrics_gateway(self, bin_dir, extra):
+        """Until `moeserve up` exposes the gateway's metrics port, a second gateway with
+        --metrics-port in front of the same router serves the tests (and is what they talk to)."""
+        port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+        argv = [os.path.join(bin_dir, "moeserve-gateway"), "--model", self.model, "--host",
+                "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port), "--router",
+                self.info["router"], "--metrics-port", str(metrics_port)]
+        extra = list(extra)
+        if "--price-table" in extra:
+            argv += ["--price-table", extra[extra.index("--price-table") + 1]]
+        log = open(os.path.join(self.run_dir, "test-gateway.log"), "w")
+        self.own_gateway = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        self.url = f"http://127.0.0.1:{port}"
+        self.metrics = f"127.0.0.1:{metrics_port}"
+
+    def workers(self):
+        """The healthy workers' loads; None when `moeserve status` failed this time."""
+        out = subprocess.run([self.moeserve, "status", "--router", self.info["router"]],
+                             capture_output=True, text=True)
+        try:
+            return [w for w in json.loads(out.stdout)["workers"] if w["healthy"]]
+        except (ValueError, KeyError, TypeError):
+            print(f"note: moeserve status failed ({out.stderr.strip()[:200]}); polling again")
             return None
-        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=30) as r:
+
+    def busy(self):
+        ws = self.workers()
+        return ws is not None and any(w["running"] > 0 for w in ws)
+
+    def idle(self):
+        ws = self.workers()
+        return ws is not None and all(w["running"] == 0 and w["waiting"] == 0 and
+                                      w["kv_blocks_free"] == w["kv_blocks_total"] for w in ws)
+
+    def metrics_address(self):
+        return self.metrics
+
+    def gateway_metric(self, name):
+        """The sum of a gateway metric over its label sets; None without metrics."""
+        if self.metrics is None:
+            return None
+        total = 0.0
+        with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=30) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{}"):
-                    return float(line.rsplit(" ", 1)[1])
-        return 0.0
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def wait(self, cond, tries=600, pause=0.1):
         """Polls `cond` (bounded by a count, never asserted on time) and returns its last value."""
@@ -112,6 +146,15 @@ class Cluster:
         return "\n".join(out)
 
     def stop(self):
+        if self.own_gateway is not None:
+            self.own_gateway.send_signal(signal.SIGTERM)
+            try:
+                self.own_gateway.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.own_gateway.kill()
+                self.own_gateway.wait()
+            check(self.own_gateway.returncode == 0,
+                  f"the test's gateway exited cleanly ({self.own_gateway.returncode})")
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)

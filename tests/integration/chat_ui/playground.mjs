@@ -25,18 +25,28 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- what the server says ----
 
+// The healthy workers' loads; null when `moeserve status` failed this time (polled again).
 function workers() {
-  return JSON.parse(execFileSync(moeserve, ['status', '--router', router], { encoding: 'utf8' }))
-    .workers.filter((w) => w.healthy);
+  try {
+    return JSON.parse(execFileSync(moeserve, ['status', '--router', router], { encoding: 'utf8' }))
+      .workers.filter((w) => w.healthy);
+  } catch (e) {
+    console.log(`note: moeserve status failed (${e.message.split('\n')[0]}); polling again`);
+    return null;
+  }
 }
-const busy = () => workers().some((w) => w.running > 0);
-const idle = () => workers().every((w) => w.running === 0 && w.waiting === 0 &&
-                                          w.kv_blocks_free === w.kv_blocks_total);
+const busy = () => { const ws = workers(); return ws !== null && ws.some((w) => w.running > 0); };
+const idle = () => {
+  const ws = workers();
+  return ws !== null && ws.every((w) => w.running === 0 && w.waiting === 0 &&
+                                        w.kv_blocks_free === w.kv_blocks_total);
+};
 async function metric(name) {
   if (metricsAddr === '-') return null;
+  // The sum over the metric's label sets.
   const text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{}'));
-  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+  return text.split('\n').filter((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'))
+    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
 }
 // Polls `cond` a bounded number of times (never asserting on elapsed time).
 async function until(cond, tries = 600, pauseMs = 100) {
@@ -66,6 +76,11 @@ function sseUsage(text) {
 
 // ---- the page ----
 
+process.on('unhandledRejection', (e) => {
+  console.log(`FAIL unexpected error: ${e && e.stack ? e.stack : e}`);
+  process.exit(1);
+});
+
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
 const page = await context.newPage();
@@ -90,20 +105,34 @@ page.on('response', async (r) => {
 });
 
 await page.goto(url + '/');
-await page.waitForFunction(() => document.getElementById('model').value !== '');
+await page.waitForFunction(() => document.getElementById('model').value !== '', null, { polling: 50 });
 check(await page.inputValue('#model') === 'tiny', 'the model picker lists the model from /v1/models');
 await until(async () => /per million/.test(await page.textContent('#server-info')), 100);
 check((await page.textContent('#server-info')).includes(`output ${price.output_per_million}`),
       `the price table from /v1/prices is shown: ${await page.textContent('#server-info')}`);
 
-// Records, inside the page, the order in which reasoning and answer text grow.
+// Records, inside the page, the order in which reasoning and answer text grow, and what the
+// reply looked like when its reasoning first passed 20 characters (taken in the page, so the
+// observation does not race the stream).
 await page.evaluate(() => {
   window.growth = [];
+  window.early = null;
   new MutationObserver((records) => {
     for (const rec of records) {
       const node = rec.target.nodeType === Node.TEXT_NODE ? rec.target.parentElement : rec.target;
       if (!node || !node.classList) continue;
-      if (node.classList.contains('reasoning')) window.growth.push(['reasoning', node.textContent.length]);
+      if (node.classList.contains('reasoning')) {
+        window.growth.push(['reasoning', node.textContent.length]);
+        const t = node.closest('.turn');
+        if (!window.early && node.textContent.length > 20) {
+          window.early = {
+            state: t.dataset.state, answer: t.querySelector('.answer').textContent.length,
+            panelShown: !t.querySelector('.thinking').hidden,
+            stop: !document.getElementById('stop').hidden,
+            send: document.getElementById('send').disabled,
+          };
+        }
+      }
       if (node.classList.contains('answer')) window.growth.push(['answer', node.textContent.length]);
     }
   }).observe(document.getElementById('transcript'),
@@ -126,7 +155,7 @@ async function waitState(states, timeout = 300000) {
   await page.waitForFunction((s) => {
     const t = [...document.querySelectorAll('.turn.assistant')].pop();
     return t && s.includes(t.dataset.state);
-  }, states, { timeout });
+  }, states, { timeout, polling: 50 });
 }
 async function stat(turn, key) {
   return (await turn.locator(`dd[data-stat="${key}"]`).textContent()).trim();
@@ -137,20 +166,11 @@ async function stat(turn, key) {
 const system = 'You are a careful assistant. ' + 'Think before you answer, and keep it short. '.repeat(6);
 await settings({ effort: 'low', maxTokens: 400, temperature: 0, system });
 await sendMessage('Why is the sky blue?');
-await page.waitForFunction(() => {
-  const t = [...document.querySelectorAll('.turn.assistant')].pop();
-  return t && t.querySelector('.reasoning').textContent.length > 20;
-});
-const mid = await lastTurn().evaluate((t) => ({
-  state: t.dataset.state,
-  reasoning: t.querySelector('.reasoning').textContent.length,
-  answer: t.querySelector('.answer').textContent.length,
-  summary: t.querySelector('.thinking summary').textContent,
-  stop: !document.getElementById('stop').hidden,
-}));
-await page.screenshot({ path: path.join(artifacts, 'playground-mid-stream.png') });
-check(mid.reasoning > 0 && mid.stop, `mid-stream: reasoning on screen, Stop offered (${JSON.stringify(mid)})`);
-check(/Thinking for \d+\.\d+ s/.test(mid.summary), `the panel counts thinking time live: ${mid.summary}`);
+await page.waitForFunction(() => window.early !== null, null, { polling: 50 });
+const early = await page.evaluate(() => window.early);
+check(early.state === 'thinking' && early.answer === 0 && early.panelShown && early.stop && early.send,
+      `while reasoning streams: the thinking panel shows, no answer yet, Stop offered, Send off ` +
+      `(${JSON.stringify(early)})`);
 await waitState(['done', 'error', 'stopped']);
 const t1 = lastTurn();
 check(await t1.getAttribute('data-state') === 'done', 'turn 1 finished');
@@ -220,7 +240,13 @@ await sendMessage('Tell me a very long story.');
 await page.waitForFunction(() => {
   const t = [...document.querySelectorAll('.turn.assistant')].pop();
   return t && t.querySelector('.reasoning').textContent.length > 0;
-});
+}, null, { polling: 50 });
+const mid = await lastTurn().evaluate((t) => ({
+  state: t.dataset.state, summary: t.querySelector('.thinking summary').textContent,
+}));
+await page.screenshot({ path: path.join(artifacts, 'playground-mid-stream.png') });
+check(mid.state === 'thinking' && /^Thinking for \d+\.\d+ s · ~\d+ tokens/.test(mid.summary),
+      `mid-stream the panel counts thinking time and tokens live: ${JSON.stringify(mid)}`);
 const streams = await metric('moeserve_gateway_open_streams');
 check(await until(busy, 100) && (streams === null || streams >= 1),
       `while streaming, the server is working on it (open streams ${streams})`);
@@ -272,7 +298,7 @@ await context.close();
 const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
 const p2 = await phone.newPage();
 await p2.goto(url + '/');
-await p2.waitForFunction(() => document.getElementById('model').value !== '');
+await p2.waitForFunction(() => document.getElementById('model').value !== '', null, { polling: 50 });
 check(!(await p2.locator('#settings-panel').evaluate((d) => d.open)), 'on a phone the settings start folded');
 await p2.locator('#settings-panel summary').tap();
 await p2.selectOption('#effort', 'low');
@@ -283,7 +309,7 @@ await p2.locator('#send').tap();
 await p2.waitForFunction(() => {
   const t = [...document.querySelectorAll('.turn.assistant')].pop();
   return t && t.dataset.state === 'done';
-}, null, { timeout: 300000 });
+}, null, { timeout: 300000, polling: 50 });
 const overflow = await p2.evaluate(() => {
   const w = document.documentElement.clientWidth;
   const wide = [...document.querySelectorAll('body *')]
