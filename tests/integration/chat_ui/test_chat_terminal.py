@@ -97,7 +97,7 @@ cluster = Cluster(BIN, WORK, "chat")
 try:
     tmux("kill-server")
     tmux("new-session", "-d", "-s", SESSION, "-x", "160", "-y", "50",
-         f"{cluster.moeserve} chat --url {cluster.url}/v1 --reasoning-effort low "
+         f"env -u NO_COLOR {cluster.moeserve} chat --url {cluster.url}/v1 --reasoning-effort low "
          "--max-tokens 400 --temperature 0")
     tmux("set-option", "-t", SESSION, "history-limit", "50000")
     check(bool(wait_for(lambda s: "moeserve chat: tiny at" in s and "you>" in s)),
