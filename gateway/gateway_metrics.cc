@@ -77,6 +77,24 @@ GatewayMetrics::GatewayMetrics(const PriceTable* prices)
                         .Register(*registry_)
                         .Add({})) {}
 
+void GatewayMetrics::Preinitialize(const std::string& model) {
+  for (const char* route : {"/v1/chat/completions", "/v1/completions",
+                            "/moeserve.v1.Inference/Generate"}) {
+    const prometheus::Labels labels = {{"route", route}, {"model", model}};
+    cancelled_.Add(labels);
+    ttft_.Add(labels, SlowSecondsBuckets());
+    ttfat_.Add(labels, SlowSecondsBuckets());
+    itl_.Add(labels, FastSecondsBuckets());
+    e2e_.Add(labels, SlowSecondsBuckets());
+  }
+  const prometheus::Labels model_only = {{"model", model}};
+  reasoning_tokens_.Add(model_only);
+  answer_tokens_.Add(model_only);
+  cache_hit_tokens_.Add(model_only);
+  cache_miss_tokens_.Add(model_only);
+  cost_.Add({{"api_key", "anonymous"}, {"model", model}, {"currency", prices_->currency()}});
+}
+
 void GatewayMetrics::CountResponse(absl::string_view route, absl::string_view model, int code) {
   requests_
       .Add({{"route", std::string(route)},

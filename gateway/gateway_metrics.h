@@ -35,6 +35,10 @@ class GatewayMetrics {
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
   const PriceTable& prices() const { return *prices_; }
 
+  // Creates the per-route series of `model` at zero (generation routes, the anonymous cost), so
+  // rates and ratios over them exist before the first request or cancellation.
+  void Preinitialize(const std::string& model);
+
   // A response that is not a generation (errors before one starts, /v1/models, /health, ...).
   void CountResponse(absl::string_view route, absl::string_view model, int code);
 

@@ -43,6 +43,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     server->prices_ = std::make_unique<PriceTable>(*std::move(prices));
   }
   server->metrics_ = std::make_unique<GatewayMetrics>(server->prices_.get());
+  server->metrics_->Preinitialize(server->model_->name);
   if (config.metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(config.host, config.metrics_port, server->metrics_->registry());

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -80,6 +81,16 @@ void StopAll(std::vector<Child>* children) {
   }
 }
 
+// "prefill-0" -> "worker", "expert-shard-1" -> "expert-shard", "router" -> "router".
+std::string ComponentOf(const std::string& name) {
+  std::string base = name;
+  const size_t dash = base.find_last_of('-');
+  if (dash != std::string::npos && dash + 1 < base.size() && std::isdigit(base[dash + 1])) {
+    base.resize(dash);
+  }
+  return base == "prefill" || base == "decode" ? "worker" : base;
+}
+
 struct UpOptions {
   std::string model = "models/tiny";
   int port = 8000;
@@ -109,8 +120,18 @@ absl::Status Up(const UpOptions& o) {
   }
   std::filesystem::create_directories(run_dir);
   std::vector<Child> children;
+  // Every moeserve service gets a Prometheus /metrics port; cluster.json lists them.
+  nlohmann::json metrics = nlohmann::json::array();
   auto start = [&](const std::string& name, std::vector<std::string> argv,
                    int port) -> absl::Status {
+    if (name != "redis") {
+      MOESERVE_ASSIGN_OR_RETURN(int metrics_port, FreeLoopbackPort());
+      argv.push_back("--metrics-port");
+      argv.push_back(std::to_string(metrics_port));
+      metrics.push_back({{"name", name},
+                         {"component", ComponentOf(name)},
+                         {"address", absl::StrCat("127.0.0.1:", metrics_port)}});
+    }
     absl::StatusOr<Child> c = Spawn(name, argv, port, run_dir);
     if (!c.ok()) return c.status();
     children.push_back(*c);
@@ -190,6 +211,7 @@ absl::Status Up(const UpOptions& o) {
                              {"prefill", prefill_addrs},
                              {"decode", decode_addrs},
                              {"expert_shards", shard_addrs},
+                             {"metrics", metrics},
                              {"model", name}};
       std::ofstream(run_dir + "/cluster.json") << info.dump(2) << "\n";
     }
