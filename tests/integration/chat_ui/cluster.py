@@ -58,41 +58,14 @@ class Cluster:
             raise SystemExit("cluster did not start:\n" + "".join(lines) + self.logs())
         with open(os.path.join(self.run_dir, "cluster.json")) as f:
             self.info = json.load(f)
-        self.own_gateway = None
-        self.metrics = self._metrics_in_info()
+        # The gateway's Prometheus endpoint: `up` lists every service's metrics port.
+        self.metrics = next((m["address"] for m in self.info.get("metrics", [])
+                             if m.get("name") == "gateway"), None)
         if self.metrics is None:
-            self._start_metrics_gateway(bin_dir, extra)
-
-    def _metrics_in_info(self):
-        """The gateway's Prometheus endpoint, when `moeserve up` wrote one into cluster.json."""
-        for key in ("gateway_metrics", "metrics"):
-            v = self.info.get(key)
-            if isinstance(v, str):
-                return v
-            if isinstance(v, dict) and isinstance(v.get("gateway"), str):
-                return v["gateway"]
-        return None
-
-    def _start_metrics_gateway(self, bin_dir, extra):
-        """Until `moeserve up` exposes the gateway's metrics port, a second gateway with
-        --metrics-port in front of the same router serves the tests (and is what they talk to)."""
-        port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-        argv = [os.path.join(bin_dir, "moeserve-gateway"), "--model", self.model, "--host",
-                "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port), "--router",
-                self.info["router"], "--metrics-port", str(metrics_port)]
-        extra = list(extra)
-        if "--price-table" in extra:
-            argv += ["--price-table", extra[extra.index("--price-table") + 1]]
-        log = open(os.path.join(self.run_dir, "test-gateway.log"), "w")
-        self.own_gateway = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        self.url = f"http://127.0.0.1:{port}"
-        self.metrics = f"127.0.0.1:{metrics_port}"
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait()
+            raise SystemExit("cluster.json lists no metrics port for the gateway: "
+                             + json.dumps(self.info))
 
     def workers(self):
         """The healthy workers' loads; None when `moeserve status` failed this time."""
@@ -117,9 +90,7 @@ class Cluster:
         return self.metrics
 
     def gateway_metric(self, name):
-        """The sum of a gateway metric over its label sets; None without metrics."""
-        if self.metrics is None:
-            return None
+        """The sum of a gateway metric over its label sets."""
         total = 0.0
         with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=30) as r:
             for line in r.read().decode().splitlines():
@@ -146,15 +117,6 @@ class Cluster:
         return "\n".join(out)
 
     def stop(self):
-        if self.own_gateway is not None:
-            self.own_gateway.send_signal(signal.SIGTERM)
-            try:
-                self.own_gateway.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.own_gateway.kill()
-                self.own_gateway.wait()
-            check(self.own_gateway.returncode == 0,
-                  f"the test's gateway exited cleanly ({self.own_gateway.returncode})")
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)

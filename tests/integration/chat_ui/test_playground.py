@@ -35,7 +35,7 @@ cluster = Cluster(BIN, WORK, "playground", ["--price-table", price_file])
 try:
     run = subprocess.run(
         ["node", os.path.join(HERE, "playground.mjs"), cluster.url, shots, NODE_DIR,
-         cluster.moeserve, cluster.info["router"], cluster.metrics_address() or "-",
+         cluster.moeserve, cluster.info["router"], cluster.metrics_address(),
          json.dumps(price)], capture_output=True, text=True, timeout=900)
     print(run.stdout, end="")
     if run.returncode != 0:
