@@ -65,8 +65,10 @@ absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
     health->SetServingStatus("moeserve.v1.ExpertShard", true);
   }
   LogInfo(absl::StrCat("expert shard ", id, "/", config.num_shards, " (placement '",
-                       config.placement, "') serving on port ", s->port_, ", metrics port ",
-                       s->MetricsPort()));
+                       config.placement, "') serving on port ", s->port_));
+  if (s->metrics_endpoint_ != nullptr) {
+    LogInfo(absl::StrCat("expert shard metrics on port ", s->MetricsPort()));
+  }
   return s;
 }
 
