@@ -4,12 +4,14 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/write.hpp"
 #include "common/http_status.h"
+#include "gateway/static_files.h"
 #include "nlohmann/json.hpp"
 
 namespace moeserve::gateway {
@@ -96,6 +98,10 @@ void HttpSession::Handle(Request request) {
   std::string path(request.target());
   if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
   const http::verb method = request.method();
+  route_ = path == "/health" || path == "/v1/models" || path == "/v1/prices" ||
+                   path == "/v1/chat/completions" || path == "/v1/completions"
+               ? path
+               : "other";
   if (path == "/health") {
     if (method != http::verb::get)
       return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
@@ -108,6 +114,14 @@ void HttpSession::Handle(Request request) {
                     DumpJson(ModelsJson(context_.model->name, 0, context_.model->context_length)),
                     keep_alive_);
   }
+  if (path == "/v1/prices") {
+    if (method != http::verb::get)
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    return SendJson(http::status::ok,
+                    context_.prices->PricesJson({context_.model->name})
+                        .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
+                    keep_alive_);
+  }
   if (path == "/v1/chat/completions" || path == "/v1/completions") {
     if (method != http::verb::post) {
       return SendError(absl::InvalidArgumentError("use POST"), 405, "POST");
@@ -115,8 +129,40 @@ void HttpSession::Handle(Request request) {
     return HandleGenerate(request,
                           path == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat);
   }
+  if (const StaticFile* file = FindStaticFile(path)) {
+    if (method != http::verb::get && method != http::verb::head) {
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET, HEAD");
+    }
+    return SendStatic(*file, std::string(request[http::field::if_none_match]),
+                      method == http::verb::head);
+  }
   SendError(absl::NotFoundError(
       absl::StrCat("no route for ", std::string(request.method_string()), " ", path)));
+}
+
+// An embedded playground file. The ETag lets a browser revalidate (304) instead of fetching
+// the bytes again; no-cache makes it revalidate after a gateway upgrade.
+void HttpSession::SendStatic(const StaticFile& file, absl::string_view if_none_match,
+                             bool head_only) {
+  const bool not_modified = !if_none_match.empty() &&
+                            (if_none_match == "*" || absl::StrContains(if_none_match, file.etag));
+  Response res{not_modified ? http::status::not_modified : http::status::ok, 11};
+  res.set(http::field::server, "moeserve-gateway");
+  res.set(http::field::etag, std::string(file.etag));
+  res.set(http::field::cache_control, "no-cache");
+  res.set("Content-Security-Policy", std::string(kStaticContentSecurityPolicy));
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Referrer-Policy", "no-referrer");
+  res.keep_alive(keep_alive_);
+  if (!not_modified) {
+    res.set(http::field::content_type, std::string(file.content_type));
+    res.content_length(file.body.size());
+    if (!head_only) res.body() = std::string(file.body);
+  }
+  std::ostringstream os;
+  os << res;
+  response_done_ = true;
+  QueueWrite(os.str());
 }
 
 void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
@@ -140,6 +186,11 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
   g.meta.include_usage = prepared->include_usage;
   g.output.emplace(*context_.model->tokenizer, prepared->split_reasoning,
                    prepared->starts_in_reasoning, prepared->stop, prepared->prompt_tokens);
+  const beast::string_view authorization = request[http::field::authorization];
+  g.metrics.emplace(context_.metrics, route_, context_.model->name,
+                    context_.metrics->ApiKeyLabel(
+                        absl::string_view(authorization.data(), authorization.size())),
+                    g.stream);
 
   // Callbacks run on a backend thread: post onto this connection's strand. The registry entry
   // is removed last, after which the callback no longer touches the io_context.
@@ -166,6 +217,7 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
 void HttpSession::OnChunk(uint64_t seq, GenerationChunk chunk) {
   if (!gen_ || gen_->seq != seq || gen_->done) return;
   TextDelta delta = gen_->output->OnChunk(chunk);
+  gen_->metrics->OnTokens(static_cast<int64_t>(chunk.token_ids.size()), gen_->output->usage());
   EmitDelta(delta);
   if (gen_->output->finished()) {
     // A stop string, or the backend's last chunk: either way nothing more is wanted.
@@ -202,8 +254,11 @@ void HttpSession::EmitDelta(const TextDelta& delta) {
 void HttpSession::FinishGeneration(absl::Status status) {
   Generation& g = *gen_;
   g.done = true;
-  if (closed_) return;
   const bool error = !status.ok() && !g.output->finished();
+  // A closed connection or a Cancelled generation is the client going away (499).
+  g.metrics->Finish(closed_ ? 499 : (error ? HttpStatusCode(status.code()) : 200),
+                    g.output->usage(), closed_ || (error && absl::IsCancelled(status)));
+  if (closed_) return;
   if (error && !g.headers_sent) {
     // Nothing went out yet: an ordinary error response.
     if (status.code() == absl::StatusCode::kCancelled) keep_alive_ = false;
@@ -236,6 +291,9 @@ void HttpSession::FinishGeneration(absl::Status status) {
 
 void HttpSession::SendJson(http::status status, std::string body, bool keep_alive,
                            const char* allow) {
+  if (!gen_ || !gen_->metrics) {
+    context_.metrics->CountResponse(route_, context_.model->name, static_cast<int>(status));
+  }
   Response res{status, 11};
   res.set(http::field::server, "moeserve-gateway");
   res.set(http::field::content_type, "application/json");
