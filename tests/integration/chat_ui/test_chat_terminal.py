@@ -203,6 +203,10 @@ finally:
     if FAILS:
         print("---- screen\n" + screen())
     tmux("kill-server")
+    # tmux leaves its socket file behind.
+    sock = os.path.join(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}", SOCKET)
+    if os.path.exists(sock):
+        os.remove(sock)
     cluster.stop()
 
 print(f"{len(FAILS)} failed")
