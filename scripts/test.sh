@@ -27,7 +27,7 @@ cmake --build --preset asan -j "$jobs" --target moeserve_unit_tests
 echo "== unit tests under sanitizers =="
 ctest --preset asan -j "$jobs" --repeat until-pass:3
 
-echo "== build (tsan: ThreadSanitizer; router, kvcache, gateway and worker-loop tests) =="
+echo "== build (tsan: ThreadSanitizer; the kvcache and router unit tests) =="
 cmake --preset tsan
 cmake --build --preset tsan -j "$jobs" --target moeserve_tsan_tests
 echo "== concurrent services' tests under ThreadSanitizer =="
