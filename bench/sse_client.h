@@ -21,7 +21,7 @@ struct StreamTiming {
 };
 
 // POSTs `body` (JSON, with "stream": true) to http://127.0.0.1:`port``path` over a fresh
-// HTTP/1.1 connection (Connection: close), reads the SSE stream (chunked or not) and times it.
+// HTTP/1.1 connection (common/http_client.h), reads the SSE stream and times it.
 // Blocking; the socket gives up after `timeout_s` without data (DeadlineExceeded). A non-200
 // status is Unavailable with the response body in the message.
 absl::StatusOr<StreamTiming> StreamCompletion(int port, const std::string& path,

@@ -9,9 +9,15 @@ function(moeserve_add_test)
   if(NOT T_LABELS)
     set(T_LABELS unit)
   endif()
-  if("unit" IN_LIST T_LABELS)
+  # One label per test (gtest_discover_tests keeps only the first of a list). Presets filter by
+  # regular expression, so "unit-tsan" counts as unit (asan preset) and as tsan (tsan preset).
+  if("unit" IN_LIST T_LABELS OR "unit-tsan" IN_LIST T_LABELS)
     # The sanitizer job builds only these (scripts/test.sh).
     add_dependencies(moeserve_unit_tests ${T_NAME})
+  endif()
+  if("unit-tsan" IN_LIST T_LABELS)
+    # The ThreadSanitizer job builds only these (scripts/test.sh).
+    add_dependencies(moeserve_tsan_tests ${T_NAME})
   endif()
   gtest_discover_tests(${T_NAME}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}

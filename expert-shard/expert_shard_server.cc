@@ -39,9 +39,16 @@ absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
   s->model_ = *std::move(model);
   s->compute_ = std::make_unique<ShardCompute>(s->model_.get());
   s->thread_ = std::make_unique<ComputeThread>();
+  s->metrics_ = std::make_unique<ShardMetrics>(id, *p);
   s->service_ = std::make_unique<ExpertShardService>(
       s->compute_.get(), s->thread_.get(), p, id,
-      config.compute == engine::ComputeDType::kF32 ? "f32" : "bf16");
+      config.compute == engine::ComputeDType::kF32 ? "f32" : "bf16", s->metrics_.get());
+  if (config.metrics_port >= 0) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(config.host, config.metrics_port, s->metrics_->registry());
+    if (!endpoint.ok()) return endpoint.status();
+    s->metrics_endpoint_ = *std::move(endpoint);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -59,6 +66,9 @@ absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
   }
   LogInfo(absl::StrCat("expert shard ", id, "/", config.num_shards, " (placement '",
                        config.placement, "') serving on port ", s->port_));
+  if (s->metrics_endpoint_ != nullptr) {
+    LogInfo(absl::StrCat("expert shard metrics on port ", s->MetricsPort()));
+  }
   return s;
 }
 

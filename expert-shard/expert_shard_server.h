@@ -5,12 +5,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/metrics.h"
 #include "engine/dtype.h"
 #include "engine/model.h"
 #include "expert-shard/compute_thread.h"
 #include "expert-shard/expert_shard_service.h"
 #include "expert-shard/placement.h"
 #include "expert-shard/shard_compute.h"
+#include "expert-shard/shard_metrics.h"
 #include "grpcpp/server.h"
 
 namespace moeserve::expert_shard {
@@ -19,6 +21,7 @@ struct ShardConfig {
   std::string model_dir;
   std::string host = "0.0.0.0";
   int port = 0;  // 0: any free port (read it back with Port())
+  int metrics_port = -1;  // Prometheus /metrics: -1 off, 0 any free port
   int32_t shard_id = 0;
   int num_shards = 1;
   std::string placement = "round_robin";
@@ -39,6 +42,7 @@ class ExpertShardServer {
   ~ExpertShardServer();
 
   int Port() const { return port_; }
+  int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
   // Stops accepting calls, lets in-flight ones finish (up to a short grace period), then stops
   // the compute thread.
   void Shutdown();
@@ -49,11 +53,13 @@ class ExpertShardServer {
   ExpertShardServer() = default;
 
   std::unique_ptr<Placement> placement_;
+  std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<engine::Model> model_;
   std::unique_ptr<ShardCompute> compute_;
   std::unique_ptr<ComputeThread> thread_;
   std::unique_ptr<ExpertShardService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   int port_ = 0;
   bool shut_down_ = false;
 };

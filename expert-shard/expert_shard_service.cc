@@ -1,5 +1,6 @@
 #include "expert-shard/expert_shard_service.h"
 
+#include <chrono>
 #include <memory>
 #include <utility>
 
@@ -10,12 +11,13 @@ namespace moeserve::expert_shard {
 
 ExpertShardService::ExpertShardService(ShardCompute* compute, ComputeThread* thread,
                                        const Placement* placement, int32_t shard_id,
-                                       std::string compute_dtype)
+                                       std::string compute_dtype, ShardMetrics* metrics)
     : compute_(compute),
       thread_(thread),
       placement_(placement),
       shard_id_(shard_id),
-      compute_dtype_(std::move(compute_dtype)) {}
+      compute_dtype_(std::move(compute_dtype)),
+      metrics_(metrics) {}
 
 grpc::ServerUnaryReactor* ExpertShardService::Info(grpc::CallbackServerContext* context,
                                                    const moeserve::v1::ShardInfoRequest*,
@@ -49,20 +51,34 @@ grpc::ServerUnaryReactor* ExpertShardService::Exchange(grpc::CallbackServerConte
                                                        const moeserve::v1::ExchangeRequest* request,
                                                        moeserve::v1::ExchangeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point arrived = Clock::now();
   const int64_t hidden = compute_->model().config().hidden_size;
   auto batch = std::make_shared<ShardBatch>();
   absl::Status parsed = BatchFromProto(*request, hidden, batch.get());
   if (!parsed.ok()) {
+    if (metrics_ != nullptr) {
+      metrics_->Exchanged("grpc", parsed, 0, 0, static_cast<int64_t>(request->ByteSizeLong()), 0);
+    }
     reactor->Finish(ToGrpcStatus(parsed));
     return reactor;
   }
   // request and response stay valid until Finish; the batch is owned by the closure.
-  thread_->Post([this, reactor, request, response, batch, hidden] {
+  thread_->Post([this, reactor, request, response, batch, hidden, arrived] {
+    const Clock::time_point start = Clock::now();
     ShardResult result;
     absl::Status s = compute_->Run(*batch, &result);
+    const Clock::time_point computed = Clock::now();
     if (s.ok()) {
       response->set_step(request->step());
       ResultToProto(*batch, result, hidden, response);
+    }
+    if (metrics_ != nullptr) {
+      if (s.ok()) metrics_->CountTokens(*batch);
+      metrics_->Exchanged("grpc", s, std::chrono::duration<double>(Clock::now() - arrived).count(),
+                          std::chrono::duration<double>(computed - start).count(),
+                          static_cast<int64_t>(request->ByteSizeLong()),
+                          static_cast<int64_t>(response->ByteSizeLong()));
     }
     reactor->Finish(ToGrpcStatus(s));
   });

@@ -6,6 +6,7 @@
 #include "expert-shard/compute_thread.h"
 #include "expert-shard/placement.h"
 #include "expert-shard/shard_compute.h"
+#include "expert-shard/shard_metrics.h"
 #include "moeserve/v1/expert_shard.grpc.pb.h"
 
 namespace moeserve::expert_shard {
@@ -16,7 +17,8 @@ namespace moeserve::expert_shard {
 class ExpertShardService final : public moeserve::v1::ExpertShard::CallbackService {
  public:
   ExpertShardService(ShardCompute* compute, ComputeThread* thread, const Placement* placement,
-                     int32_t shard_id, std::string compute_dtype);
+                     int32_t shard_id, std::string compute_dtype,
+                     ShardMetrics* metrics = nullptr);
 
   grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* context,
                                  const moeserve::v1::ShardInfoRequest* request,
@@ -31,6 +33,7 @@ class ExpertShardService final : public moeserve::v1::ExpertShard::CallbackServi
   const Placement* placement_;
   int32_t shard_id_;
   std::string compute_dtype_;
+  ShardMetrics* metrics_;  // may be null
 };
 
 }  // namespace moeserve::expert_shard

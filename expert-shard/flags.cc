@@ -24,7 +24,8 @@ absl::Status ParseInt(const std::string& flag, const std::string& text, int lo, 
 
 absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv) {
   static const char* const kFlags[] = {"model",     "port",          "shard-id", "num-shards",
-                                       "placement", "compute-dtype", "threads",  "host"};
+                                       "placement", "compute-dtype", "threads",  "host",
+                                       "metrics-port"};
   std::map<std::string, std::string> values;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
@@ -56,8 +57,13 @@ absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv) {
     s.Update(ParseInt("num-shards", values["num-shards"], 1, &c.num_shards));
   }
   if (values.count("threads")) s.Update(ParseInt("threads", values["threads"], 0, &c.threads));
+  if (values.count("metrics-port")) {
+    s.Update(ParseInt("metrics-port", values["metrics-port"], 0, &c.metrics_port));
+  }
   if (!s.ok()) return s;
-  if (c.port > 65535) return absl::InvalidArgumentError("--port must be at most 65535");
+  if (c.port > 65535 || c.metrics_port > 65535) {
+    return absl::InvalidArgumentError("--port and --metrics-port must be at most 65535");
+  }
   if (c.shard_id >= c.num_shards) {
     return absl::InvalidArgumentError(
         absl::StrCat("--shard-id ", c.shard_id, " must be below --num-shards ", c.num_shards));

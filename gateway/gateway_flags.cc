@@ -57,17 +57,22 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
       config.host = value;
     } else if (name == "router") {
       config.router_address = value;
-    } else if (name != "port" && name != "grpc-port" && name != "http-threads" &&
+    } else if (name == "price-table") {
+      config.price_table_file = value;
+    } else if (name != "port" && name != "grpc-port" && name != "metrics-port" &&
+               name != "http-threads" &&
                name != "max-tokens-default" && name != "router-timeout-s") {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     } else {
       absl::StatusOr<int64_t> n =
-          Count(name, value, name == "port" || name == "grpc-port" ? 65535 : int64_t{1} << 30);
+          Count(name, value, name == "port" || name == "grpc-port" || name == "metrics-port" ? 65535 : int64_t{1} << 30);
       if (!n.ok()) return n.status();
       if (name == "port") {
         config.http_port = static_cast<int>(*n);
       } else if (name == "grpc-port") {
         config.grpc_port = static_cast<int>(*n);
+      } else if (name == "metrics-port") {
+        config.metrics_port = static_cast<int>(*n);
       } else if (name == "http-threads") {
         config.http_threads = static_cast<int>(*n);
       } else if (name == "max-tokens-default") {

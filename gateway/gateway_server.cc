@@ -35,6 +35,21 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       ModelContext::Load(config.model_dir, name, config.max_tokens_default);
   if (!model.ok()) return model.status();
   server->model_ = std::move(*model);
+  if (config.price_table_file.empty()) {
+    server->prices_ = std::make_unique<PriceTable>(PriceTable::Default());
+  } else {
+    absl::StatusOr<PriceTable> prices = PriceTable::LoadFile(config.price_table_file);
+    if (!prices.ok()) return prices.status();
+    server->prices_ = std::make_unique<PriceTable>(*std::move(prices));
+  }
+  server->metrics_ = std::make_unique<GatewayMetrics>(server->prices_.get());
+  server->metrics_->Preinitialize(server->model_->name);
+  if (config.metrics_port >= 0) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(config.host, config.metrics_port, server->metrics_->registry());
+    if (!endpoint.ok()) return endpoint.status();
+    server->metrics_endpoint_ = std::move(*endpoint);
+  }
   server->model_->reject_reasoner_logprobs = config.reject_reasoner_logprobs;
   if (config.backend != nullptr) {
     server->backend_ = config.backend;
@@ -44,7 +59,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   }
 
   server->service_ =
-      std::make_unique<InferenceService>(server->model_.get(), server->backend_, &server->calls_);
+      std::make_unique<InferenceService>(server->model_.get(), server->backend_, &server->calls_,
+                                         server->metrics_.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -61,7 +77,9 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   http.port = config.http_port;
   http.threads = config.http_threads;
   absl::StatusOr<std::unique_ptr<HttpServer>> http_server =
-      HttpServer::Create(http, server->model_.get(), server->backend_, &server->calls_);
+      HttpServer::Create(http, SessionContext{server->model_.get(), server->backend_,
+                                              &server->calls_, server->prices_.get(),
+                                              server->metrics_.get()});
   if (!http_server.ok()) return http_server.status();
   server->http_ = std::move(*http_server);
   return server;

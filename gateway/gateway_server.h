@@ -6,11 +6,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/metrics.h"
 #include "gateway/call_registry.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/generation_backend.h"
 #include "gateway/http_server.h"
 #include "gateway/inference_service.h"
 #include "gateway/model_context.h"
+#include "gateway/price_table.h"
 #include "grpcpp/server.h"
 
 namespace moeserve::gateway {
@@ -21,6 +24,7 @@ struct GatewayConfig {
   std::string host = "0.0.0.0";
   int http_port = 0;  // 0: any free port
   int grpc_port = 0;
+  int metrics_port = -1;  // Prometheus /metrics: -1 off, 0 any free port
   int http_threads = 2;
   std::string router_address;  // host:port of the Router (unused when a backend is injected)
   absl::Duration router_timeout = absl::Minutes(30);
@@ -28,6 +32,7 @@ struct GatewayConfig {
   // DeepSeek's rule for its reasoner: chat requests to a model whose template opens <think>
   // get 400 when they ask for logprobs. Off by default (logprobs are served for every model).
   bool reject_reasoner_logprobs = false;
+  std::string price_table_file;  // empty: PriceTable::Default()
   // Not owned; null: a RouterBackend to router_address. Tests inject a fake.
   GenerationBackend* backend = nullptr;
 };
@@ -47,13 +52,19 @@ class GatewayServer {
 
   int HttpPort() const { return http_->Port(); }
   int GrpcPort() const { return grpc_port_; }
+  int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
+  GatewayMetrics& metrics() { return *metrics_; }
   const ModelContext& model() const { return *model_; }
+  const PriceTable& prices() const { return *prices_; }
   void Shutdown();
 
  private:
   GatewayServer() = default;
 
   std::unique_ptr<ModelContext> model_;
+  std::unique_ptr<PriceTable> prices_;
+  std::unique_ptr<GatewayMetrics> metrics_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<GenerationBackend> owned_backend_;
   GenerationBackend* backend_ = nullptr;
   CallRegistry calls_;

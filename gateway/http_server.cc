@@ -36,14 +36,12 @@ struct HttpServer::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& options,
-                                                               const ModelContext* model,
-                                                               GenerationBackend* backend,
-                                                               CallRegistry* calls) {
+                                                               SessionContext context) {
   if (options.threads <= 0) return absl::InvalidArgumentError("http threads must be > 0");
   std::unique_ptr<HttpServer> server(new HttpServer());
   server->impl_ = std::make_unique<Impl>(options.threads);
   Impl& impl = *server->impl_;
-  impl.context = SessionContext{model, backend, calls};
+  impl.context = context;
   boost::system::error_code ec;
   const asio::ip::address address = asio::ip::make_address(options.host, ec);
   if (ec) {

@@ -10,6 +10,7 @@
 #include "gateway/call_registry.h"
 #include "gateway/generation_backend.h"
 #include "gateway/model_context.h"
+#include "gateway/session_context.h"
 
 namespace moeserve::gateway {
 
@@ -20,21 +21,20 @@ struct HttpServerOptions {
 };
 
 // The OpenAI-compatible HTTP/1.1 server (Boost.Beast on Asio, fully asynchronous):
-//   GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
+//   GET /health, GET /v1/models, GET /v1/prices, POST /v1/chat/completions, POST /v1/completions,
+// and the playground (gateway/web, compiled in) at GET / and its files.
 // Keep-alive; streaming answers are Server-Sent Events over chunked transfer encoding. Handlers
 // never block: backend callbacks are posted onto the connection's strand. A client that closes
 // its connection while a generation runs cancels it (GenerationCall::Cancel). Errors use the
 // OpenAI error body of common/http_status.h; bodies over kMaxBodyBytes get 413, a known path
 // with the wrong method 405, an unknown path 404.
 //
-// `model`, `backend` and `calls` are not owned and must outlive the server.
+// What `context` points to is not owned and must outlive the server.
 class HttpServer {
  public:
   // UNAVAILABLE when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options,
-                                                            const ModelContext* model,
-                                                            GenerationBackend* backend,
-                                                            CallRegistry* calls);
+                                                            SessionContext context);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -5,12 +5,14 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/write.hpp"
 #include "common/http_status.h"
+#include "gateway/static_files.h"
 #include "nlohmann/json.hpp"
 
 namespace moeserve::gateway {
@@ -101,6 +103,10 @@ void HttpSession::Handle(Request request) {
     path.replace(0, 5, "/v1");
   }
   const http::verb method = request.method();
+  route_ = path == "/health" || path == "/v1/models" || path == "/v1/prices" ||
+                   path == "/v1/chat/completions" || path == "/v1/completions"
+               ? path
+               : "other";
   if (path == "/health") {
     if (method != http::verb::get)
       return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
@@ -113,6 +119,14 @@ void HttpSession::Handle(Request request) {
                     DumpJson(ModelsJson(context_.model->name, 0, context_.model->context_length)),
                     keep_alive_);
   }
+  if (path == "/v1/prices") {
+    if (method != http::verb::get)
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    return SendJson(http::status::ok,
+                    context_.prices->PricesJson({context_.model->name})
+                        .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
+                    keep_alive_);
+  }
   if (path == "/v1/chat/completions" || path == "/v1/completions") {
     if (method != http::verb::post) {
       return SendError(absl::InvalidArgumentError("use POST"), 405, "POST");
@@ -120,8 +134,40 @@ void HttpSession::Handle(Request request) {
     return HandleGenerate(request,
                           path == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat);
   }
+  if (const StaticFile* file = FindStaticFile(path)) {
+    if (method != http::verb::get && method != http::verb::head) {
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET, HEAD");
+    }
+    return SendStatic(*file, std::string(request[http::field::if_none_match]),
+                      method == http::verb::head);
+  }
   SendError(absl::NotFoundError(
       absl::StrCat("no route for ", std::string(request.method_string()), " ", path)));
+}
+
+// An embedded playground file. The ETag lets a browser revalidate (304) instead of fetching
+// the bytes again; no-cache makes it revalidate after a gateway upgrade.
+void HttpSession::SendStatic(const StaticFile& file, absl::string_view if_none_match,
+                             bool head_only) {
+  const bool not_modified = !if_none_match.empty() &&
+                            (if_none_match == "*" || absl::StrContains(if_none_match, file.etag));
+  Response res{not_modified ? http::status::not_modified : http::status::ok, 11};
+  res.set(http::field::server, "moeserve-gateway");
+  res.set(http::field::etag, std::string(file.etag));
+  res.set(http::field::cache_control, "no-cache");
+  res.set("Content-Security-Policy", std::string(kStaticContentSecurityPolicy));
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Referrer-Policy", "no-referrer");
+  res.keep_alive(keep_alive_);
+  if (!not_modified) {
+    res.set(http::field::content_type, std::string(file.content_type));
+    res.content_length(file.body.size());
+    if (!head_only) res.body() = std::string(file.body);
+  }
+  std::ostringstream os;
+  os << res;
+  response_done_ = true;
+  QueueWrite(os.str());
 }
 
 void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
@@ -149,6 +195,11 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
     c.output.emplace(*context_.model->tokenizer, prepared->split_reasoning,
                      prepared->starts_in_reasoning, prepared->stop, prepared->prompt_tokens);
   }
+  const beast::string_view authorization = request[http::field::authorization];
+  g.metrics.emplace(context_.metrics, route_, context_.model->name,
+                    context_.metrics->ApiKeyLabel(
+                        absl::string_view(authorization.data(), authorization.size())),
+                    g.stream);
   g.request = std::move(prepared->generation);
   StartChoice(0);
   WatchPeer();
@@ -193,6 +244,7 @@ void HttpSession::OnChunk(uint64_t seq, size_t index, GenerationChunk chunk) {
   Choice& c = gen_->choices[index];
   if (c.done) return;
   TextDelta delta = c.output->OnChunk(chunk);
+  gen_->metrics->OnTokens(static_cast<int64_t>(chunk.token_ids.size()), TotalUsage());
   EmitDelta(index, delta);
   if (c.output->finished()) {
     // A stop string, or the backend's last chunk: either way nothing more is wanted.
@@ -255,6 +307,17 @@ void HttpSession::FinishChoice(size_t index, FinishReason reason) {
   FinishGeneration(absl::OkStatus());
 }
 
+// Usage: the prompt once, the completions of every choice.
+UsageInfo HttpSession::TotalUsage() const {
+  const Generation& g = *gen_;
+  UsageInfo usage = g.choices[0].output->usage();
+  for (size_t i = 1; i < g.choices.size(); ++i) {
+    usage.completion_tokens += g.choices[i].output->usage().completion_tokens;
+    usage.reasoning_tokens += g.choices[i].output->usage().reasoning_tokens;
+  }
+  return usage;
+}
+
 // The whole response ends: every choice finished (OK), or one failed (the others are cancelled).
 void HttpSession::FinishGeneration(absl::Status status) {
   Generation& g = *gen_;
@@ -262,19 +325,18 @@ void HttpSession::FinishGeneration(absl::Status status) {
   for (Choice& c : g.choices) {
     if (!c.done && c.call != nullptr) c.call->Cancel();
   }
+  const bool error = !status.ok();
+  // A closed connection or a Cancelled generation is the client going away (499).
+  g.metrics->Finish(closed_ ? 499 : (error ? HttpStatusCode(status.code()) : 200), TotalUsage(),
+                    closed_ || (error && absl::IsCancelled(status)));
   if (closed_) return;
-  if (!status.ok() && !g.headers_sent) {
+  if (error && !g.headers_sent) {
     // Nothing went out yet: an ordinary error response.
     if (status.code() == absl::StatusCode::kCancelled) keep_alive_ = false;
     SendError(status);
     return;
   }
-  // Usage: the prompt once, the completions of every choice.
-  UsageInfo usage = g.choices[0].output->usage();
-  for (size_t i = 1; i < g.choices.size(); ++i) {
-    usage.completion_tokens += g.choices[i].output->usage().completion_tokens;
-    usage.reasoning_tokens += g.choices[i].output->usage().reasoning_tokens;
-  }
+  const UsageInfo usage = TotalUsage();
   if (!g.stream) {
     std::vector<ChoiceResult> results;
     for (Choice& c : g.choices) results.push_back({std::move(c.text), c.output->finish_reason()});
@@ -300,6 +362,9 @@ void HttpSession::FinishGeneration(absl::Status status) {
 
 void HttpSession::SendJson(http::status status, std::string body, bool keep_alive,
                            const char* allow) {
+  if (!gen_ || !gen_->metrics) {
+    context_.metrics->CountResponse(route_, context_.model->name, static_cast<int>(status));
+  }
   Response res{status, 11};
   res.set(http::field::server, "moeserve-gateway");
   res.set(http::field::content_type, "application/json");

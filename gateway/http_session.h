@@ -18,15 +18,10 @@
 #include "gateway/openai_format.h"
 #include "gateway/output_assembler.h"
 #include "gateway/request_mapping.h"
+#include "gateway/session_context.h"
+#include "gateway/static_files.h"
 
 namespace moeserve::gateway {
-
-// What every connection shares (not owned).
-struct SessionContext {
-  const ModelContext* model = nullptr;
-  GenerationBackend* backend = nullptr;
-  CallRegistry* calls = nullptr;
-};
 
 // One HTTP connection. Everything runs on the connection's strand: reading requests, writing
 // responses and handling backend callbacks (which are posted here). Lives as long as a handler
@@ -57,6 +52,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     bool stream = false;
     bool headers_sent = false;  // streaming: the SSE header went out
     bool done = false;          // the response is complete (no more events)
+    std::optional<RequestMetrics> metrics;
   };
 
   void DoRead();
@@ -67,11 +63,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
                 const char* allow = nullptr);
   void SendError(const absl::Status& status, int http_status = 0, const char* allow = nullptr);
+  void SendStatic(const StaticFile& file, absl::string_view if_none_match, bool head_only);
   void StartChoice(size_t index);
   void OnChunk(uint64_t seq, size_t index, GenerationChunk chunk);
   void OnDone(uint64_t seq, size_t index, absl::Status status);
   void EmitDelta(size_t index, const TextDelta& delta);
   void FinishChoice(size_t index, FinishReason reason);
+  UsageInfo TotalUsage() const;  // over every choice of the current generation
   void FinishGeneration(absl::Status status);
   void QueueWrite(std::string bytes);
   void DoWrite();
@@ -85,6 +83,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   bool keep_alive_ = false;
+  std::string route_;  // the metrics label of the request being answered
   uint64_t next_seq_ = 0;
   std::optional<Generation> gen_;
   std::deque<std::string> out_;  // raw bytes queued for the socket

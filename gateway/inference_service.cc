@@ -7,6 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
+#include "common/http_status.h"
 #include "gateway/openai_format.h"
 #include "gateway/output_assembler.h"
 #include "nlohmann/json.hpp"
@@ -15,6 +16,15 @@ namespace moeserve::gateway {
 namespace {
 
 using Json = nlohmann::json;
+
+constexpr char kGenerateRoute[] = "/moeserve.v1.Inference/Generate";
+constexpr char kListModelsRoute[] = "/moeserve.v1.Inference/ListModels";
+
+std::string AuthorizationOf(const grpc::CallbackServerContext& context) {
+  const auto& md = context.client_metadata();
+  const auto it = md.find("authorization");
+  return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+}
 
 v1::FinishReason ToProtoFinishReason(FinishReason reason) {
   switch (reason) {
@@ -36,10 +46,11 @@ v1::FinishReason ToProtoFinishReason(FinishReason reason) {
 class GenerateState : public std::enable_shared_from_this<GenerateState> {
  public:
   GenerateState(grpc::ServerWriteReactor<v1::InferenceResponse>* reactor, const ModelContext* model,
-                const PreparedRequest& prepared)
+                const PreparedRequest& prepared, GatewayMetrics* metrics, std::string api_key)
       : reactor_(reactor),
         output_(*model->tokenizer, prepared.split_reasoning, prepared.starts_in_reasoning,
-                prepared.stop, prepared.prompt_tokens) {}
+                prepared.stop, prepared.prompt_tokens),
+        metrics_(metrics, kGenerateRoute, model->name, std::move(api_key), /*stream=*/true) {}
 
   void SetCall(GenerationCallPtr call) {
     bool cancel = false;
@@ -57,6 +68,7 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
       absl::MutexLock lock(&mu_);
       if (output_.finished() || finish_.has_value()) return;
       TextDelta d = output_.OnChunk(chunk);
+      metrics_.OnTokens(static_cast<int64_t>(chunk.token_ids.size()), output_.usage());
       v1::InferenceResponse& p = Pending();
       p.mutable_reasoning_delta()->append(d.reasoning);
       p.mutable_content_delta()->append(d.content);
@@ -124,6 +136,9 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
   void FinishLocked(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const bool natural = status.ok() || output_.finished();
     TextDelta d = output_.Finish(status.ok() ? FinishReason::kStop : FinishReason::kCancelled);
+    const bool gone = cancelled_ || broken_ || (!natural && absl::IsCancelled(status));
+    metrics_.Finish(gone ? 499 : (natural ? 200 : HttpStatusCode(status.code())), output_.usage(),
+                    gone);
     if (natural) {
       v1::InferenceResponse& p = Pending();
       p.mutable_reasoning_delta()->append(d.reasoning);
@@ -167,6 +182,7 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
   grpc::ServerWriteReactor<v1::InferenceResponse>* const reactor_;
   absl::Mutex mu_;
   OutputAssembler output_ ABSL_GUARDED_BY(mu_);
+  RequestMetrics metrics_ ABSL_GUARDED_BY(mu_);
   GenerationCallPtr call_ ABSL_GUARDED_BY(mu_);
   std::optional<v1::InferenceResponse> pending_ ABSL_GUARDED_BY(mu_);
   v1::InferenceResponse current_;  // the message being written; only touched by the writer
@@ -180,9 +196,11 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceResponse> {
  public:
   GenerateReactor(const ModelContext* model, GenerationBackend* backend, CallRegistry* calls,
+                  GatewayMetrics* metrics, const std::string& authorization,
                   const v1::InferenceRequest& request) {
     absl::StatusOr<ApiRequest> api = FromInferenceRequest(request);
     if (!api.ok()) {
+      metrics->CountResponse(kGenerateRoute, model->name, HttpStatusCode(api.status().code()));
       Finish(ToGrpcStatus(api.status()));
       return;
     }
@@ -190,10 +208,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceRespo
     absl::StatusOr<PreparedRequest> prepared =
         PrepareRequest(*api, *model, calls->NextRequestId(prefix));
     if (!prepared.ok()) {
+      metrics->CountResponse(kGenerateRoute, model->name,
+                             HttpStatusCode(prepared.status().code()));
       Finish(ToGrpcStatus(prepared.status()));
       return;
     }
-    state_ = std::make_shared<GenerateState>(this, model, *prepared);
+    state_ = std::make_shared<GenerateState>(this, model, *prepared, metrics,
+                                             metrics->ApiKeyLabel(authorization));
     const uint64_t key = calls->Reserve();
     GenerationCallbacks callbacks;
     callbacks.on_chunk = [state = state_](GenerationChunk chunk) { state->OnChunk(chunk); };
@@ -286,8 +307,9 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
 }
 
 grpc::ServerWriteReactor<v1::InferenceResponse>* InferenceService::Generate(
-    grpc::CallbackServerContext* /*context*/, const v1::InferenceRequest* request) {
-  return new GenerateReactor(model_, backend_, calls_, *request);
+    grpc::CallbackServerContext* context, const v1::InferenceRequest* request) {
+  return new GenerateReactor(model_, backend_, calls_, metrics_, AuthorizationOf(*context),
+                             *request);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerContext* context,
@@ -296,6 +318,7 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
   v1::Model* m = response->add_models();
   m->set_id(model_->name);
   m->set_context_length(model_->context_length);
+  metrics_->CountResponse(kListModelsRoute, model_->name, 200);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -3,6 +3,7 @@
 
 #include "absl/status/statusor.h"
 #include "gateway/call_registry.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/generation_backend.h"
 #include "gateway/model_context.h"
 #include "gateway/request_mapping.h"
@@ -17,11 +18,12 @@ namespace moeserve::gateway {
 // gone or deadline) cancels the backend call. Errors: INVALID_ARGUMENT / NOT_FOUND from
 // validation, else the backend's status.
 //
-// `model`, `backend` and `calls` are not owned and must outlive the service and its calls.
+// `model`, `backend`, `calls` and `metrics` are not owned and must outlive the service and its calls.
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  InferenceService(const ModelContext* model, GenerationBackend* backend, CallRegistry* calls)
-      : model_(model), backend_(backend), calls_(calls) {}
+  InferenceService(const ModelContext* model, GenerationBackend* backend, CallRegistry* calls,
+                   GatewayMetrics* metrics)
+      : model_(model), backend_(backend), calls_(calls), metrics_(metrics) {}
 
   grpc::ServerWriteReactor<v1::InferenceResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::InferenceRequest* request) override;
@@ -33,6 +35,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   const ModelContext* const model_;
   GenerationBackend* const backend_;
   CallRegistry* const calls_;
+  GatewayMetrics* const metrics_;
 };
 
 // The InferenceRequest as an ApiRequest, validated like the HTTP API's (pure; for tests too).

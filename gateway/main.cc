@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
   }
   moeserve::LogInfo(absl::StrCat("moeserve-gateway serving '", (*server)->model().name,
                                  "': http port ", (*server)->HttpPort(), ", grpc port ",
-                                 (*server)->GrpcPort()));
+                                 (*server)->GrpcPort(), ", metrics port ",
+                                 (*server)->MetricsPort()));
   const int signal_number = stop.Wait();
   moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
   (*server)->Shutdown();

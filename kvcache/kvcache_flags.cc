@@ -38,6 +38,13 @@ absl::StatusOr<KvCacheServerConfig> ParseFlags(const std::vector<std::string>& a
     }
     if (name == "host") {
       config.host = value;
+    } else if (name == "metrics-port") {
+      int64_t n = -1;
+      if (!absl::SimpleAtoi(value, &n) || n < 0 || n > 65535) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--metrics-port: '", value, "' is not a port in [0, 65535]"));
+      }
+      config.metrics_port = static_cast<int>(n);
     } else if (name == "redis") {
       if (!value.empty()) {
         absl::StatusOr<std::vector<RedisEndpoint>> endpoints = ParseRedisEndpoints(value);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kvcache/kvcache_metrics.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -47,6 +48,8 @@ absl::StatusOr<std::unique_ptr<KvCacheServer>> KvCacheServer::Create(KvCacheServ
     if (!redis.ok()) return redis.status();
     store = std::move(*redis);
   }
+  const std::string backend = config.redis.endpoints.empty() ? "memory" : "redis";
+  store = InstrumentBlockStore(std::move(store), backend, server->metrics_.get());
   server->cache_ = std::make_unique<KvCache>(config.cache, std::move(store), clock);
   server->queue_ = std::make_unique<WorkQueue>(config.worker_threads);
   server->service_ = std::make_unique<KvCacheService>(server->cache_.get(), server->queue_.get(),
@@ -67,6 +70,13 @@ absl::StatusOr<std::unique_ptr<KvCacheServer>> KvCacheServer::Create(KvCacheServ
   if (server->server_ == nullptr || server->port_ == 0) {
     server->queue_->Stop();
     return absl::UnavailableError(absl::StrCat("kvcache: cannot listen on ", address));
+  }
+  if (config.metrics_port >= 0) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(config.host, config.metrics_port, server->metrics_);
+    if (!endpoint.ok()) return endpoint.status();
+    server->metrics_endpoint_ = std::move(*endpoint);
+    server->metrics_endpoint_->Add(KvCacheStatsCollectable(server->cache_.get(), backend));
   }
   return server;
 }

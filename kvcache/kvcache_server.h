@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "grpcpp/server.h"
 #include "kvcache/kv_cache.h"
 #include "kvcache/kvcache_service.h"
@@ -17,6 +18,7 @@ namespace moeserve::kvcache {
 struct KvCacheServerConfig {
   std::string host = "0.0.0.0";
   int port = 0;  // 0: pick a free port (read it back with Port())
+  int metrics_port = -1;  // Prometheus /metrics: -1 off, 0 any free port
   // Endpoints empty: blocks in process memory. Otherwise blocks in Redis, sharded by hash.
   RedisStoreOptions redis;
   KvCacheOptions cache;
@@ -42,6 +44,7 @@ class KvCacheServer {
   KvCacheServer& operator=(const KvCacheServer&) = delete;
 
   int Port() const { return port_; }
+  int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
   void Shutdown();
   // Blocks until Shutdown is called (from another thread).
   void Wait();
@@ -50,10 +53,12 @@ class KvCacheServer {
   KvCacheServer() = default;
 
   RealClock real_clock_;
+  std::shared_ptr<prometheus::Registry> metrics_ = std::make_shared<prometheus::Registry>();
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<WorkQueue> queue_;
   std::unique_ptr<KvCacheService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;  // last: scrapes read cache_
   int port_ = 0;
   bool shut_down_ = false;
 };

@@ -24,7 +24,8 @@ int main(int argc, char** argv) {
     moeserve::LogError(server.status());
     return 1;
   }
-  moeserve::LogInfo(absl::StrCat("moeserve-kvcache listening on port ", (*server)->Port()));
+  moeserve::LogInfo(absl::StrCat("moeserve-kvcache listening on port ", (*server)->Port(),
+                                 ", metrics port ", (*server)->MetricsPort()));
   const int signal_number = stop.Wait();
   moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
   (*server)->Shutdown();

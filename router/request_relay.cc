@@ -70,10 +70,12 @@ class TokenRelay {
 
 }  // namespace
 
-RequestRelay::RequestRelay(WorkerRegistry* registry, RelayOptions options, const Clock* clock)
+RequestRelay::RequestRelay(WorkerRegistry* registry, RelayOptions options, const Clock* clock,
+                           RouterMetrics* metrics)
     : registry_(registry),
       options_(options),
       clock_(clock),
+      metrics_(metrics),
       index_(options.prefix_index_blocks) {}
 
 bool RequestRelay::Retryable(const absl::Status& status, const CallOptions& options) const {
@@ -125,6 +127,10 @@ absl::Status RequestRelay::Run(const v1::GenerationSpec& spec, const CallOptions
     absl::StatusOr<WorkerId> pick =
         PickPrefillWorker(registry_->Snapshot(), hits, options_.prefill, excluded);
     if (!pick.ok()) return Exhausted(pick.status(), last);
+    if (metrics_ != nullptr) {
+      if (attempt > 0) metrics_->PrefillRetry();
+      metrics_->PrefillDecision(hits.contains(*pick) ? hits.at(*pick) : 0);
+    }
     prefilled = registry_->Client(*pick)->Prefill(prefill_request, options);
     if (prefilled.ok()) {
       absl::MutexLock lock(&mu_);
@@ -152,6 +158,10 @@ absl::Status RequestRelay::Run(const v1::GenerationSpec& spec, const CallOptions
     if (absl::Status s = stopped(); !s.ok()) return s;
     absl::StatusOr<WorkerId> pick = PickDecodeWorker(registry_->Snapshot(), excluded);
     if (!pick.ok()) return Exhausted(pick.status(), last);
+    if (metrics_ != nullptr) {
+      if (hop > 0) metrics_->DecodeMigration();
+      metrics_->DecodeDecision();
+    }
     v1::DecodeRequest request;
     *request.mutable_spec() = spec;
     request.mutable_spec()->mutable_generated_ids()->Assign(relay.generated().begin(),

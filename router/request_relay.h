@@ -11,6 +11,7 @@
 #include "moeserve/v1/router.pb.h"
 #include "router/policy.h"
 #include "router/prefix_index.h"
+#include "router/router_metrics.h"
 #include "router/worker_client.h"
 #include "router/worker_registry.h"
 
@@ -34,8 +35,9 @@ struct RelayOptions {
 // Thread-safe; Run blocks (worker calls are blocking), so it runs on a relay thread.
 class RequestRelay {
  public:
-  // `registry` and `clock` are not owned and outlive the relay.
-  RequestRelay(WorkerRegistry* registry, RelayOptions options, const Clock* clock);
+  // `registry`, `clock` and `metrics` (null: none) are not owned and outlive the relay.
+  RequestRelay(WorkerRegistry* registry, RelayOptions options, const Clock* clock,
+               RouterMetrics* metrics = nullptr);
 
   // Emits RouteChunks in order (the first carries cached_prompt_tokens; the last, on success, a
   // finish_reason) and returns the request's final status: OK, INVALID_ARGUMENT for a bad spec,
@@ -53,6 +55,7 @@ class RequestRelay {
   WorkerRegistry* const registry_;
   const RelayOptions options_;
   const Clock* const clock_;
+  RouterMetrics* const metrics_;
   mutable absl::Mutex mu_;
   PrefixIndex index_ ABSL_GUARDED_BY(mu_);
 };

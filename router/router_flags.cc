@@ -51,6 +51,9 @@ absl::StatusOr<RouterConfig> ParseFlags(const std::vector<std::string>& args) {
     } else if (name == "port") {
       if (!absl::SimpleAtoi(value, &n) || n < 0 || n > 65535) return Bad(name, value);
       config.port = static_cast<int>(n);
+    } else if (name == "metrics-port") {
+      if (!absl::SimpleAtoi(value, &n) || n < 0 || n > 65535) return Bad(name, value);
+      config.metrics_port = static_cast<int>(n);
     } else if (name == "block-tokens") {
       if (!absl::SimpleAtoi(value, &n) || n <= 0 || n > (1 << 20)) return Bad(name, value);
       config.relay.prefill.block_tokens = n;

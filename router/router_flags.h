@@ -13,6 +13,7 @@ inline constexpr char kRouterUsage[] =
     "usage: moeserve-router --prefill host:port[,host:port...] --decode host:port[,...]\n"
     "                       [--port N] [--host ADDR] [--block-tokens N] [--retry-attempts N]\n"
     "                       [--alpha X] [--load-cost-tokens N] [--poll-ms N] [--relay-threads N]\n"
+    "                       [--metrics-port N]\n"
     "  A worker listed in both --prefill and --decode serves both phases.\n";
 
 // Parses `--name value` / `--name=value` flags (args excludes the program name). Unknown flags,

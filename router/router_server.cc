@@ -53,10 +53,21 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig 
   }
   server->registry_ =
       std::make_unique<WorkerRegistry>(*std::move(endpoints), factory, config.registry, clock);
-  server->relay_ = std::make_unique<RequestRelay>(server->registry_.get(), config.relay, clock);
+  server->relay_ = std::make_unique<RequestRelay>(server->registry_.get(), config.relay, clock,
+                                                  &server->metrics_);
   server->executor_ = std::make_unique<RelayExecutor>(config.relay_threads);
   server->service_ = std::make_unique<RouterService>(
-      server->relay_.get(), server->registry_.get(), server->executor_.get());
+      server->relay_.get(), server->registry_.get(), server->executor_.get(), &server->metrics_);
+  if (config.metrics_port >= 0) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(config.host, config.metrics_port, server->metrics_.registry());
+    if (!endpoint.ok()) {
+      server->executor_->Stop();
+      return endpoint.status();
+    }
+    server->metrics_endpoint_ = std::move(*endpoint);
+    server->metrics_endpoint_->Add(RouterMetrics::WorkerLoads(server->registry_.get()));
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -67,6 +78,7 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig 
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     server->executor_->Stop();
+    server->metrics_endpoint_.reset();
     return absl::UnavailableError(absl::StrCat("router: cannot listen on ", address));
   }
   if (config.poll_workers) server->registry_->Start();

@@ -7,9 +7,11 @@
 
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "grpcpp/server.h"
 #include "router/relay_executor.h"
 #include "router/request_relay.h"
+#include "router/router_metrics.h"
 #include "router/router_service.h"
 #include "router/worker_registry.h"
 
@@ -18,6 +20,7 @@ namespace moeserve::router {
 struct RouterConfig {
   std::string host = "0.0.0.0";
   int port = 0;  // 0: pick a free port (read it back with Port())
+  int metrics_port = -1;  // Prometheus /metrics: -1 off, 0 any free port
   std::vector<std::string> prefill;  // worker addresses, host:port
   std::vector<std::string> decode;   // an address in both lists serves both phases
   RelayOptions relay;
@@ -47,6 +50,7 @@ class RouterServer {
   RouterServer& operator=(const RouterServer&) = delete;
 
   int Port() const { return port_; }
+  int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
   WorkerRegistry* registry() { return registry_.get(); }
   RequestRelay* relay() { return relay_.get(); }
   void Shutdown();
@@ -57,11 +61,13 @@ class RouterServer {
   RouterServer() = default;
 
   RealClock real_clock_;
+  RouterMetrics metrics_;
   std::unique_ptr<WorkerRegistry> registry_;
   std::unique_ptr<RequestRelay> relay_;
   std::unique_ptr<RelayExecutor> executor_;
   std::unique_ptr<RouterService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;  // last: scrapes read the members above
   int port_ = 0;
   bool shut_down_ = false;
 };

@@ -111,8 +111,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::RouteChunk> {
 }  // namespace
 
 RouterService::RouterService(RequestRelay* relay, WorkerRegistry* registry,
-                             RelayExecutor* executor)
-    : relay_(relay), registry_(registry), executor_(executor) {}
+                             RelayExecutor* executor, RouterMetrics* metrics)
+    : relay_(relay), registry_(registry), executor_(executor), metrics_(metrics) {}
 
 grpc::ServerWriteReactor<v1::RouteChunk>* RouterService::Generate(
     grpc::CallbackServerContext* context, const v1::RouteRequest* request) {
@@ -121,10 +121,16 @@ grpc::ServerWriteReactor<v1::RouteChunk>* RouterService::Generate(
   options.deadline = DeadlineOf(*context);
   options.cancel = reactor->cancel();
   // The request message lives until Finish, which only Done (below, on the relay thread) calls.
-  executor_->Schedule([this, reactor, request, options] {
+  const auto queued = std::chrono::steady_clock::now();
+  executor_->Schedule([this, reactor, request, options, queued] {
+    if (metrics_ != nullptr) {
+      metrics_->ObserveQueueSeconds(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - queued).count());
+    }
     absl::Status status = relay_->Run(request->spec(), options, [reactor](v1::RouteChunk chunk) {
       reactor->Push(std::move(chunk));
     });
+    if (metrics_ != nullptr) metrics_->CountRequest(status);
     reactor->Done(status);
   });
   return reactor;

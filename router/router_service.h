@@ -4,6 +4,7 @@
 #include "moeserve/v1/router.grpc.pb.h"
 #include "router/relay_executor.h"
 #include "router/request_relay.h"
+#include "router/router_metrics.h"
 #include "router/worker_registry.h"
 
 namespace moeserve::router {
@@ -15,7 +16,9 @@ namespace moeserve::router {
 // Dependencies are not owned and must outlive the service (and the grpc::Server).
 class RouterService final : public v1::Router::CallbackService {
  public:
-  RouterService(RequestRelay* relay, WorkerRegistry* registry, RelayExecutor* executor);
+  // `metrics` may be null.
+  RouterService(RequestRelay* relay, WorkerRegistry* registry, RelayExecutor* executor,
+                RouterMetrics* metrics = nullptr);
 
   grpc::ServerWriteReactor<v1::RouteChunk>* Generate(grpc::CallbackServerContext* context,
                                                      const v1::RouteRequest* request) override;
@@ -27,6 +30,7 @@ class RouterService final : public v1::Router::CallbackService {
   RequestRelay* const relay_;
   WorkerRegistry* const registry_;
   RelayExecutor* const executor_;
+  RouterMetrics* const metrics_;
 };
 
 }  // namespace moeserve::router

@@ -39,7 +39,14 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 cd "$root/tools/node"
 if [ ! -f node_modules/.moeserve-installed ] || [ package-lock.json -nt node_modules/.moeserve-installed ]; then
-  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+  # npm 11's `npm ci` refuses this lock file because it holds no entries for @bufbuild/buf's
+  # optional binaries of other platforms (which `npm install` does not record either); `npm install`
+  # then installs the same locked versions and leaves the lock file unchanged.
+  if [ -f package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error
+  else
+    npm install --no-audit --no-fund --loglevel=error
+  fi
   touch node_modules/.moeserve-installed
 fi
 echo "install-deps: ok"

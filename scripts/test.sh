@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs every test: the warnings-as-errors release build with
-# all CPU tests (unit + integration), then the AddressSanitizer/UBSan build with the unit tests.
+# all CPU tests (unit + integration), then the AddressSanitizer/UBSan build with the unit tests,
+# then the ThreadSanitizer build with the tests of the concurrent services (label tsan).
 # This is exactly what CI runs (.ci/run calls this script).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,3 +26,9 @@ cmake --preset asan
 cmake --build --preset asan -j "$jobs" --target moeserve_unit_tests
 echo "== unit tests under sanitizers =="
 ctest --preset asan -j "$jobs" --repeat until-pass:3
+
+echo "== build (tsan: ThreadSanitizer; the kvcache and router unit tests) =="
+cmake --preset tsan
+cmake --build --preset tsan -j "$jobs" --target moeserve_tsan_tests
+echo "== concurrent services' tests under ThreadSanitizer =="
+ctest --preset tsan -j "$jobs"

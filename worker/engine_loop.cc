@@ -119,6 +119,7 @@ void EngineLoop::Run() {
     load_.running = static_cast<int64_t>(running_.size());
     load_.waiting = static_cast<int64_t>(waiting_.size() + incoming_.size());
     load_.kv_blocks_free = engine_.cache().free_blocks();
+    if (options_.metrics != nullptr) options_.metrics->SetLoad(load_);
   }
   for (auto& [seq, job] : running_) End(job.get(), Finish::kCancelled);
   for (JobPtr& job : waiting_) End(job.get(), Finish::kCancelled);
@@ -168,6 +169,7 @@ bool EngineLoop::TryAdmit(Job* job) {
   }
   job->seq = *seq;
   job->admitted = true;
+  if (options_.metrics != nullptr) options_.metrics->Admitted(job->queued);
   job->cached_tokens = 0;
   job->imported_blocks = 0;
   const int64_t bt = engine_.cache().block_tokens();
@@ -176,6 +178,7 @@ bool EngineLoop::TryAdmit(Job* job) {
     std::vector<kvcache::BlockHash> hashes =
         kvcache::ChainedBlockHashes(tokens, bt, options_.hash_seed);
     hashes.resize(usable);
+    KvWaitScope kv_wait(options_.metrics);
     absl::StatusOr<kvcache::FetchResult> fetched = kv_->Fetch(hashes);
     if (fetched.ok() && !fetched->blocks.empty()) {
       std::vector<std::string> data;
@@ -221,7 +224,9 @@ bool EngineLoop::TryAdmit(Job* job) {
 
 void EngineLoop::Step() {
   if (!engine_.HasPending()) return;
+  StepProbe probe(options_.metrics, engine_, running_);
   absl::StatusOr<std::vector<engine::StepOutput>> out = engine_.Step(experts_);
+  probe.Done();
   if (!out.ok()) {
     if (out.status().code() == absl::StatusCode::kResourceExhausted && running_.size() > 1) {
       Preempt();
@@ -321,6 +326,7 @@ void EngineLoop::Publish(Job* job, JobEvent* event) {
 }
 
 void EngineLoop::Deliver(Job* job, JobEvent event) {
+  if (options_.metrics != nullptr) options_.metrics->Generated(event.tokens.size());
   if (!job->first_event_sent) {
     event.cached_tokens = job->cached_tokens;
     job->first_event_sent = true;
@@ -346,6 +352,7 @@ void EngineLoop::Preempt() {
   Job* job = newest->second.get();
   (void)engine_.Free(job->seq);
   job->admitted = false;
+  job->queued = WorkerMetrics::Clock::now();
   waiting_.push_front(std::move(newest->second));
   running_.erase(newest);
 }

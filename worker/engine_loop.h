@@ -15,12 +15,14 @@
 #include "engine/sampler.h"
 #include "kvcache/kvcache_client.h"
 #include "worker/job.h"
+#include "worker/worker_metrics.h"
 
 namespace moeserve::worker {
 
 struct LoopOptions {
   engine::EngineOptions engine;
   uint64_t hash_seed = 0;  // separates models in the shared KV cache (see PrefixSeed)
+  WorkerMetrics* metrics = nullptr;  // not owned; null: no metrics
 };
 
 struct LoadSnapshot {
@@ -63,6 +65,7 @@ class EngineLoop {
     bool first_event_sent = false;
     int64_t cached_tokens = 0;
     int64_t imported_blocks = 0;
+    WorkerMetrics::Clock::time_point queued = WorkerMetrics::Clock::now();  // or preempted
   };
   using JobPtr = std::unique_ptr<Job>;
 

@@ -19,13 +19,20 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
                                       {"model", "port", "role", "kvcache", "compute-dtype",
                                        "threads", "kv-cache-tokens", "kv-cache-mb",
                                        "block-tokens", "max-step-tokens", "expert-shards",
-                                       "placement"},
+                                       "placement", "host", "metrics-port"},
                                       {}));
   WorkerConfig c;
   MOESERVE_ASSIGN_OR_RETURN(c.model_dir, f.Required("model"));
   MOESERVE_ASSIGN_OR_RETURN(int64_t port, f.GetInt("port", 0));
   if (port < 0 || port > 65535) return absl::InvalidArgumentError("--port out of range");
   c.port = static_cast<int>(port);
+  c.host = f.Get("host").value_or(c.host);
+  if (c.host.empty()) return absl::InvalidArgumentError("--host must not be empty");
+  MOESERVE_ASSIGN_OR_RETURN(int64_t metrics_port, f.GetInt("metrics-port", -1));
+  if (metrics_port < -1 || metrics_port > 65535) {
+    return absl::InvalidArgumentError("--metrics-port out of range");
+  }
+  c.metrics_port = static_cast<int>(metrics_port);
   MOESERVE_ASSIGN_OR_RETURN(c.role, ParseRole(f.Get("role").value_or("both")));
   c.kvcache = f.Get("kvcache").value_or("");
   c.placement = f.Get("placement").value_or(c.placement);
@@ -50,6 +57,7 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerConfig& config) {
   std::unique_ptr<WorkerServer> s(new WorkerServer());
+  s->metrics_ = std::make_unique<WorkerMetrics>(std::string(RoleName(config.role)));
   engine::ModelOptions model_options = config.model;
   if (!config.expert_shards.empty()) {
     // The routed experts live on the shards: load none of them here.
@@ -81,17 +89,23 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
   LoopOptions lo;
   lo.engine = config.engine;
   lo.hash_seed = PrefixSeed(ss.str(), config.model.compute);
+  lo.metrics = s->metrics_.get();
   s->loop_ = std::make_unique<EngineLoop>(s->model_.get(), experts, s->kv_.get(), lo);
   s->service_ = std::make_unique<WorkerService>(s->loop_.get(), config.role);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat("127.0.0.1:", config.port),
+  builder.AddListeningPort(absl::StrCat(config.host, ":", config.port),
                            grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->service_.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("worker cannot listen on port ", config.port));
+  }
+  if (config.metrics_port >= 0) {
+    MOESERVE_ASSIGN_OR_RETURN(
+        s->metrics_endpoint_,
+        MetricsEndpoint::Start(config.host, config.metrics_port, s->metrics_->registry()));
   }
   return s;
 }

@@ -12,14 +12,18 @@
 #include "expert-shard/placement.h"
 #include "expert-shard/remote_expert_executor.h"
 #include "expert-shard/transport/grpc_transport.h"
+#include "common/metrics.h"
 #include "worker/engine_loop.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_service.h"
 
 namespace moeserve::worker {
 
 struct WorkerConfig {
   std::string model_dir;
+  std::string host = "127.0.0.1";
   int port = 0;  // 0: a free port (read back with Port())
+  int metrics_port = -1;  // Prometheus /metrics: -1 off, 0 any free port
   Role role = Role::kBoth;
   std::string kvcache;  // host:port of the KV-cache service; empty: no shared cache
   // Expert shards (host:port, shard i at index i) and their placement spec; empty: the routed
@@ -40,11 +44,13 @@ class WorkerServer {
   static absl::StatusOr<std::unique_ptr<WorkerServer>> Create(const WorkerConfig& config);
   ~WorkerServer();
   int Port() const { return port_; }
+  int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
   void Shutdown();
   void Wait();
 
  private:
   WorkerServer() = default;
+  std::unique_ptr<WorkerMetrics> metrics_;
   std::unique_ptr<engine::Model> model_;
   std::unique_ptr<kvcache::KvCacheClient> kv_;
   std::unique_ptr<expert_shard::Placement> placement_;
@@ -53,6 +59,7 @@ class WorkerServer {
   std::unique_ptr<EngineLoop> loop_;
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   int port_ = 0;
 };
 

@@ -14,6 +14,7 @@ int RunTokenize(const std::vector<std::string>& args);
 int RunDetokenize(const std::vector<std::string>& args);
 int RunUp(const std::vector<std::string>& args);
 int RunStatus(const std::vector<std::string>& args);
+int RunChat(const std::vector<std::string>& args);
 
 }  // namespace moeserve::cli
 

@@ -15,6 +15,10 @@ constexpr char kUsage[] =
     "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"
     "            [--temperature T] [--seed N] [--compute-dtype bf16|f32] [--json] [--all-logits]\n"
     "  status    --router HOST:PORT            workers' load and KV pools (JSON)\n"
+    "  chat      [--url http://127.0.0.1:8000/v1] [--model M] [--reasoning-effort "
+    "low|medium|high]\n"
+    "            [--system TEXT] [--max-tokens N] [--temperature T] [--api-key KEY] [--no-color]\n"
+    "            an interactive chat with a running gateway\n"
     "  tokenize  --model DIR (--text TEXT | --file F) [--json]\n"
     "  detokenize --model DIR --ids 1,2,3\n";
 }  // namespace
@@ -30,6 +34,7 @@ int main(int argc, char** argv) {
   if (cmd == "generate") return moeserve::cli::RunGenerate(args);
   if (cmd == "up") return moeserve::cli::RunUp(args);
   if (cmd == "status") return moeserve::cli::RunStatus(args);
+  if (cmd == "chat") return moeserve::cli::RunChat(args);
   if (cmd == "tokenize") return moeserve::cli::RunTokenize(args);
   if (cmd == "detokenize") return moeserve::cli::RunDetokenize(args);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {

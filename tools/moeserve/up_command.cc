@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -80,6 +81,16 @@ void StopAll(std::vector<Child>* children) {
   }
 }
 
+// "prefill-0" -> "worker", "expert-shard-1" -> "expert-shard", "router" -> "router".
+std::string ComponentOf(const std::string& name) {
+  std::string base = name;
+  const size_t dash = base.find_last_of('-');
+  if (dash != std::string::npos && dash + 1 < base.size() && std::isdigit(base[dash + 1])) {
+    base.resize(dash);
+  }
+  return base == "prefill" || base == "decode" ? "worker" : base;
+}
+
 struct UpOptions {
   std::string model = "models/tiny";
   int port = 8000;
@@ -89,6 +100,7 @@ struct UpOptions {
   int64_t kv_cache_mb = 256;
   int64_t threads = 1;
   std::string run_dir;
+  std::string price_table;  // passed to the gateway when set
 };
 
 absl::Status Up(const UpOptions& o) {
@@ -108,8 +120,18 @@ absl::Status Up(const UpOptions& o) {
   }
   std::filesystem::create_directories(run_dir);
   std::vector<Child> children;
+  // Every moeserve service gets a Prometheus /metrics port; cluster.json lists them.
+  nlohmann::json metrics = nlohmann::json::array();
   auto start = [&](const std::string& name, std::vector<std::string> argv,
                    int port) -> absl::Status {
+    if (name != "redis") {
+      MOESERVE_ASSIGN_OR_RETURN(int metrics_port, FreeLoopbackPort());
+      argv.push_back("--metrics-port");
+      argv.push_back(std::to_string(metrics_port));
+      metrics.push_back({{"name", name},
+                         {"component", ComponentOf(name)},
+                         {"address", absl::StrCat("127.0.0.1:", metrics_port)}});
+    }
     absl::StatusOr<Child> c = Spawn(name, argv, port, run_dir);
     if (!c.ok()) return c.status();
     children.push_back(*c);
@@ -168,11 +190,15 @@ absl::Status Up(const UpOptions& o) {
         router_port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     MOESERVE_ASSIGN_OR_RETURN(int grpc_port, FreeLoopbackPort());
-    MOESERVE_RETURN_IF_ERROR(start(
-        "gateway", {bin + "/moeserve-gateway", "--model", o.model, "--port",
-                    std::to_string(o.port), "--grpc-port", std::to_string(grpc_port), "--router",
-                    absl::StrCat("127.0.0.1:", router_port)},
-        o.port));
+    std::vector<std::string> gateway_argv = {
+        bin + "/moeserve-gateway", "--model", o.model, "--port", std::to_string(o.port),
+        "--grpc-port", std::to_string(grpc_port), "--router",
+        absl::StrCat("127.0.0.1:", router_port)};
+    if (!o.price_table.empty()) {
+      gateway_argv.push_back("--price-table");
+      gateway_argv.push_back(o.price_table);
+    }
+    MOESERVE_RETURN_IF_ERROR(start("gateway", gateway_argv, o.port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     std::string name = std::filesystem::path(o.model).filename().string();
     {
@@ -185,6 +211,7 @@ absl::Status Up(const UpOptions& o) {
                              {"prefill", prefill_addrs},
                              {"decode", decode_addrs},
                              {"expert_shards", shard_addrs},
+                             {"metrics", metrics},
                              {"model", name}};
       std::ofstream(run_dir + "/cluster.json") << info.dump(2) << "\n";
     }
@@ -194,6 +221,9 @@ absl::Status Up(const UpOptions& o) {
               << "/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \""
               << name << "\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], "
               << "\"max_tokens\": 32}'\n"
+              << "or watch it think: open http://127.0.0.1:" << o.port
+              << "/ in a browser, or run: moeserve chat --url http://127.0.0.1:" << o.port
+              << "/v1\n"
               << "Ctrl-C stops the cluster.\n"
               << std::flush;
     while (!g_stop) {
@@ -219,7 +249,7 @@ absl::Status Up(const UpOptions& o) {
 int RunUp(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> f = Flags::Parse(
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
-             "kv-cache-mb", "threads", "run-dir"},
+             "kv-cache-mb", "threads", "run-dir", "price-table"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -229,6 +259,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.model = f->Get("model").value_or(o.model);
   o.compute = f->Get("compute-dtype").value_or(o.compute);
   o.run_dir = f->Get("run-dir").value_or("");
+  o.price_table = f->Get("price-table").value_or("");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {

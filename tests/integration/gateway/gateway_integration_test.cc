@@ -6,11 +6,15 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/strings/str_cat.h"
 #include "boost/asio/connect.hpp"
 #include "boost/asio/io_context.hpp"
@@ -67,6 +71,7 @@ class GatewayIntegrationTest : public ::testing::Test {
     config.host = "127.0.0.1";
     config.backend = backend_.get();
     config.max_tokens_default = 100;
+    config.metrics_port = 0;
     absl::StatusOr<std::unique_ptr<GatewayServer>> server = GatewayServer::Create(config);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -174,6 +179,7 @@ struct RawResponse {
   std::string body;
   std::string allow;
   bool keep_alive = false;
+  http::fields headers;
 };
 
 class RawClient {
@@ -216,6 +222,7 @@ class RawClient {
     out.body = parser.get().body();
     out.allow = std::string(parser.get()[http::field::allow]);
     out.keep_alive = parser.get().keep_alive();
+    out.headers = parser.get().base();
     return out;
   }
 
@@ -265,6 +272,62 @@ TEST_F(GatewayIntegrationTest, RoutesMethodsAndLimitsOverOneKeepAliveConnection)
   EXPECT_EQ(r.status, 200);
 }
 
+TEST_F(GatewayIntegrationTest, PricesListTheServedModelAtTheDefaultTable) {
+  RawClient c(server_->HttpPort());
+  RawResponse r = c.Send(http::verb::get, "/v1/prices");
+  ASSERT_EQ(r.status, 200) << r.body;
+  // Exactly this shape and key order (clients may compare the text).
+  EXPECT_EQ(r.body, R"({"object":"list","currency":"USD","data":[{"model":"tiny-r1",)"
+                    R"("input_cache_hit_per_million":0.14,"input_cache_miss_per_million":0.55,)"
+                    R"("output_per_million":2.19}]})");
+  r = c.Send(http::verb::post, "/v1/prices", "{}");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.allow, "GET");
+}
+
+TEST(GatewayPriceTableTest, ServesTheTableFromThePriceTableFile) {
+  const std::string path = ::testing::TempDir() + "/gateway_prices.json";
+  {
+    std::ofstream out(path);
+    out << R"({"currency":"EUR","models":{"*":{"input_cache_hit_per_million":1,)"
+           R"("input_cache_miss_per_million":2,"output_per_million":3},)"
+           R"("tiny-r1":{"input_cache_hit_per_million":0.5,"input_cache_miss_per_million":0.25,)"
+           R"("output_per_million":8}}})";
+  }
+  testing::FakeGenerationBackend backend({1}, 0);
+  GatewayConfig config;
+  config.model_dir = testing::TestModelDir();
+  config.model_name = "tiny-r1";
+  config.host = "127.0.0.1";
+  config.backend = &backend;
+  config.price_table_file = path;
+  absl::StatusOr<std::unique_ptr<GatewayServer>> server = GatewayServer::Create(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  RawClient c((*server)->HttpPort());
+  RawResponse r = c.Send(http::verb::get, "/v1/prices");
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json j = Json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.body;
+  EXPECT_EQ(j["currency"], "EUR");
+  ASSERT_EQ(j["data"].size(), 1u);
+  EXPECT_EQ(j["data"][0]["model"], "tiny-r1");
+  EXPECT_EQ(j["data"][0]["input_cache_hit_per_million"], 0.5);
+  EXPECT_EQ(j["data"][0]["input_cache_miss_per_million"], 0.25);
+  EXPECT_EQ(j["data"][0]["output_per_million"], 8);
+
+  // A bad file stops the gateway from starting, with the path in the message.
+  {
+    std::ofstream out(path);
+    out << R"({"models":{"tiny-r1":{"input_cache_hit_per_million":1,)"
+           R"("input_cache_miss_per_million":2,"output_per_million":3}}})";
+  }
+  absl::StatusOr<std::unique_ptr<GatewayServer>> bad = GatewayServer::Create(config);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), path)) << bad.status();
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "\"*\"")) << bad.status();
+}
+
 TEST_F(GatewayIntegrationTest, OversizedBodyIs413) {
   RawClient c(server_->HttpPort());
   // Only the header is sent: the server must refuse by the declared length.
@@ -288,6 +351,39 @@ TEST_F(GatewayIntegrationTest, AnswersExpectContinue) {
   r = c.Read();
   EXPECT_EQ(r.status, 200);
   EXPECT_TRUE(absl::StrContains(r.body, kAnswer)) << r.body;
+}
+
+TEST_F(GatewayIntegrationTest, ServesThePlaygroundWithRevalidationAndSecurityHeaders) {
+  RawClient c(server_->HttpPort());
+  RawResponse r = c.Send(http::verb::get, "/");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers[http::field::content_type], "text/html; charset=utf-8");
+  EXPECT_TRUE(absl::StrContains(r.body, "<script src=\"playground.js\" defer></script>"));
+  EXPECT_TRUE(
+      absl::StrContains(std::string(r.headers["Content-Security-Policy"]), "connect-src 'self'"));
+  EXPECT_EQ(r.headers["X-Content-Type-Options"], "nosniff");
+  const std::string etag(r.headers[http::field::etag]);
+  ASSERT_FALSE(etag.empty());
+  // Same connection: the script, then a revalidation that costs no body.
+  r = c.Send(http::verb::get, "/playground.js?v=1");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers[http::field::content_type], "text/javascript; charset=utf-8");
+  EXPECT_TRUE(absl::StrContains(r.body, "v1/chat/completions"));
+  EXPECT_NE(std::string(r.headers[http::field::etag]), etag);
+  RawResponse again =
+      c.SendRaw(absl::StrCat("GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: ", etag, "\r\n\r\n"));
+  EXPECT_EQ(again.status, 304);
+  EXPECT_EQ(again.body, "");
+  RawResponse stale = c.SendRaw("GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"old\"\r\n\r\n");
+  EXPECT_EQ(stale.status, 200);
+  EXPECT_FALSE(stale.body.empty());
+  r = c.Send(http::verb::post, "/", "{}");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.allow, "GET, HEAD");
+  r = c.Send(http::verb::get, "/../CMakeLists.txt");
+  EXPECT_EQ(r.status, 404);
+  r = c.Send(http::verb::get, "/health");
+  EXPECT_EQ(r.status, 200);
 }
 
 // ---- gRPC Inference ----
@@ -426,6 +522,117 @@ TEST_F(GatewayIntegrationTest, GrpcInferenceRejectsBadRequests) {
   auto reader2 = stub->Generate(&ctx2, other);
   EXPECT_FALSE(reader2->Read(&resp));
   EXPECT_EQ(reader2->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// The sum of the samples of `name` whose labels include every one of `labels` (k="v" text), or
+// -1 when there is none, from Prometheus text exposition.
+double SampleValue(const std::string& text, const std::string& name,
+                   const std::vector<std::string>& labels = {}) {
+  double sum = 0;
+  bool found = false;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, name + "{") && !absl::StartsWith(line, name + " ")) continue;
+    bool all = true;
+    for (const std::string& l : labels) all = all && absl::StrContains(line, l);
+    if (!all) continue;
+    double v = 0;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) {
+      sum += v;
+      found = true;
+    }
+  }
+  return found ? sum : -1;
+}
+
+std::string Scrape(int port) {
+  RawClient c(port);
+  return c.Send(http::verb::get, "/metrics").body;
+}
+
+TEST_F(GatewayIntegrationTest, MetricsCountTokensLatenciesCostAndCancellations) {
+  ASSERT_GT(server_->MetricsPort(), 0);
+  const std::string chat_body =
+      R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi"}]})";
+  RawClient c(server_->HttpPort());
+  RawResponse r = c.SendRaw(absl::StrCat(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Authorization: Bearer sk-secret-1\r\nContent-Length: ",
+      std::string(chat_body).size(), "\r\n\r\n", chat_body));
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json usage = Json::parse(r.body, nullptr, false)["usage"];
+  r = c.Send(http::verb::post, "/v1/completions",
+             R"({"model":"tiny-r1","prompt":"a prompt longer than the cached tokens","stream":true})");
+  ASSERT_EQ(r.status, 200);
+  r = c.Send(http::verb::get, "/v1/nope");
+  ASSERT_EQ(r.status, 404);
+
+  // A stream the client walks away from.
+  {
+    RawClient gone(server_->HttpPort());
+    gone.WriteRaw(absl::StrCat(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        "application/json\r\nContent-Length: ",
+        std::string(R"({"model":"tiny-r1","stream":true,"max_tokens":77,"messages":[{"role":"user","content":"hold"}]})")
+            .size(),
+        "\r\n\r\n",
+        R"({"model":"tiny-r1","stream":true,"max_tokens":77,"messages":[{"role":"user","content":"hold"}]})"));
+    ASSERT_TRUE(backend_->WaitForCancels(0, absl::Seconds(1)));
+    // Wait (bounded) until the stream is open, then close the connection.
+    std::string text;
+    for (int i = 0; i < 600; ++i) {
+      text = Scrape(server_->MetricsPort());
+      if (SampleValue(text, "moeserve_gateway_open_streams") == 1) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ASSERT_EQ(SampleValue(text, "moeserve_gateway_open_streams"), 1) << text;
+  }
+  ASSERT_TRUE(backend_->WaitForCancels(1, absl::Seconds(30)));
+  std::string text;
+  for (int i = 0; i < 600; ++i) {
+    text = Scrape(server_->MetricsPort());
+    if (SampleValue(text, "moeserve_gateway_requests_cancelled_total") == 1) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  SCOPED_TRACE(text);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_cancelled_total",
+                        {"route=\"/v1/chat/completions\""}),
+            1);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_open_streams"), 0);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_total",
+                        {"route=\"/v1/chat/completions\"", "code=\"200\"", "model=\"tiny-r1\""}),
+            1);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_total",
+                        {"route=\"/v1/chat/completions\"", "code=\"499\""}),
+            1);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_total",
+                        {"route=\"/v1/completions\"", "code=\"200\""}),
+            1);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_requests_total",
+                        {"route=\"other\"", "code=\"404\""}),
+            1);
+  // Reasoning tokens come only from the chat request (completions do not split); answer tokens
+  // are the rest of both scripts, plus the held stream's first chunk (2 reasoning tokens).
+  const int script = static_cast<int>(script_.size());
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_reasoning_tokens_total"), reasoning_tokens_ + 2);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_answer_tokens_total"),
+            (script - reasoning_tokens_) + script);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_prompt_cache_hit_tokens_total"), 3 * kCached);
+  // Three generations saw a first token; two reached the answer.
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_time_to_first_token_seconds_count"), 3);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_time_to_first_answer_token_seconds_count"), 2);
+  EXPECT_GT(SampleValue(text, "moeserve_gateway_inter_token_latency_seconds_count"), 0);
+  EXPECT_EQ(SampleValue(text, "moeserve_gateway_request_duration_seconds_count",
+                        {"route=\"/v1/completions\""}),
+            1);
+  // Cost per hashed key, at the default prices: 0.14 hit, 0.55 miss, 2.19 output per million.
+  const double prompt = usage["prompt_tokens"].get<double>();
+  const double expected = (kCached * 0.14 + (prompt - kCached) * 0.55 + script * 2.19) / 1e6;
+  const double cost = SampleValue(
+      text, "moeserve_gateway_cost_total",
+      {"api_key=\"sha256:07fd32658335c174\"", "currency=\"USD\"", "model=\"tiny-r1\""});
+  EXPECT_NEAR(cost, expected, 1e-12);
+  EXPECT_GT(SampleValue(text, "moeserve_gateway_cost_total", {"api_key=\"anonymous\""}), 0);
+  EXPECT_FALSE(absl::StrContains(text, "sk-secret-1"));
 }
 
 TEST_F(GatewayIntegrationTest, GrpcClientCancelCancelsTheBackend) {

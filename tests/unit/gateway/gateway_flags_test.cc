@@ -13,7 +13,8 @@ TEST(GatewayFlagsTest, ParsesEveryFlag) {
   absl::StatusOr<GatewayConfig> c =
       ParseFlags({"--model", "/m/DeepSeek-R1", "--model-name=r1", "--port", "8000",
                   "--grpc-port=9000", "--router", "router:7000", "--max-tokens-default", "512",
-                  "--http-threads", "4", "--host", "127.0.0.1", "--router-timeout-s", "30"});
+                  "--http-threads", "4", "--host", "127.0.0.1", "--router-timeout-s", "30",
+                  "--price-table", "/etc/moeserve/prices.json"});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->model_dir, "/m/DeepSeek-R1");
   EXPECT_EQ(c->model_name, "r1");
@@ -25,6 +26,7 @@ TEST(GatewayFlagsTest, ParsesEveryFlag) {
   EXPECT_EQ(c->host, "127.0.0.1");
   EXPECT_EQ(c->router_timeout, absl::Seconds(30));
   EXPECT_FALSE(c->reject_reasoner_logprobs);
+  EXPECT_EQ(c->price_table_file, "/etc/moeserve/prices.json");
 }
 
 TEST(GatewayFlagsTest, RejectLogprobsForReasonerIsASwitch) {

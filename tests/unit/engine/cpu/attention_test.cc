@@ -10,23 +10,14 @@
 #include "engine/cpu/linear.h"
 #include "engine/cpu/linear_internal.h"
 #include "gtest/gtest.h"
+#include "tests/testing/kernel_scope.h"
 
 namespace moeserve::engine::cpu {
 namespace {
 
 constexpr int kL = kAttentionLanes;
 
-// Selects the kernel family (attention follows Linear's choice) for one test.
-class KernelScope {
- public:
-  explicit KernelScope(const std::string& name) : saved_(LinearKernelName()) {
-    EXPECT_TRUE(SetLinearKernel(name).ok()) << name;
-  }
-  ~KernelScope() { EXPECT_TRUE(SetLinearKernel(saved_).ok()); }
-
- private:
-  std::string saved_;
-};
+using testing::KernelScope;
 
 // A paged key cache of `blocks` blocks in shuffled order (as a real block table is).
 struct Keys {

@@ -14,6 +14,7 @@
 #include "engine/dtype.h"
 #include "engine/weights.h"
 #include "gtest/gtest.h"
+#include "tests/testing/kernel_scope.h"
 
 namespace moeserve::engine::cpu {
 namespace {
@@ -69,17 +70,7 @@ std::vector<float> RandomActivations(int64_t m, int64_t ldx, std::mt19937& rng) 
   return x;
 }
 
-// Switches the kernel for one test and restores the default afterwards.
-class KernelScope {
- public:
-  explicit KernelScope(const std::string& name) : saved_(LinearKernelName()) {
-    EXPECT_TRUE(SetLinearKernel(name).ok()) << name;
-  }
-  ~KernelScope() { EXPECT_TRUE(SetLinearKernel(saved_).ok()); }
-
- private:
-  std::string saved_;
-};
+using testing::KernelScope;
 
 class LinearTest : public ::testing::TestWithParam<std::string> {};
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""The playground end to end: a real cluster (`moeserve up`, with a price table of its own), the
+page in headless Chromium through playground.mjs. Screenshots land in WORKDIR/screenshots.
+Usage: test_playground.py BIN_DIR WORKDIR"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import FAILS, Cluster, check  # noqa: E402
+
+BIN, WORK = sys.argv[1], sys.argv[2]
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "..", "tools", "node"))
+
+if not os.path.exists("/usr/bin/chromium") or not os.path.exists(
+        os.path.join(NODE_DIR, "node_modules", "playwright-core")):
+    print("chromium or playwright-core is missing (scripts/install-deps.sh installs both)")
+    sys.exit(1)
+
+os.makedirs(WORK, exist_ok=True)
+# Prices of our own, so the cost on the page is checked against numbers the test chose.
+price = {"input_cache_hit_per_million": 0.5, "input_cache_miss_per_million": 3.25,
+         "output_per_million": 12.0}
+price_file = os.path.join(WORK, "prices.json")
+with open(price_file, "w") as f:
+    json.dump({"currency": "USD", "models": {"*": price}}, f)
+shots = os.path.join(WORK, "screenshots")
+shutil.rmtree(shots, ignore_errors=True)
+
+cluster = Cluster(BIN, WORK, "playground", ["--price-table", price_file])
+try:
+    run = subprocess.run(
+        ["node", os.path.join(HERE, "playground.mjs"), cluster.url, shots, NODE_DIR,
+         cluster.moeserve, cluster.info["router"], cluster.metrics_address(),
+         json.dumps(price)], capture_output=True, text=True, timeout=900)
+    print(run.stdout, end="")
+    if run.returncode != 0:
+        print(run.stderr)
+    check(run.returncode == 0, "playground.mjs passed")
+    for name in ("playground-mid-stream.png", "playground-answer.png", "playground-phone.png"):
+        check(os.path.getsize(os.path.join(shots, name)) > 10000 if os.path.exists(
+            os.path.join(shots, name)) else False, f"screenshot {name} saved")
+finally:
+    cluster.stop()
+
+print(f"{len(FAILS)} failed")
+sys.exit(1 if FAILS else 0)
