@@ -1,0 +1,77 @@
+#ifndef MOESERVE_ENGINE_GRAMMAR_TOKEN_CONSTRAINT_H_
+#define MOESERVE_ENGINE_GRAMMAR_TOKEN_CONSTRAINT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "engine/grammar/json_matcher.h"
+#include "engine/grammar/json_schema.h"
+
+namespace moeserve::engine::grammar {
+
+// The byte strings of a model's tokens, in a trie, so that the tokens a matcher allows are found
+// by walking shared prefixes once. Immutable after construction; share one per model.
+class Vocabulary {
+ public:
+  // token_bytes[id] is what token id stands for; an empty entry is never allowed under a
+  // constraint (special tokens). `end_id` is the token that ends generation (EOS).
+  Vocabulary(const std::vector<std::string>& token_bytes, int32_t end_id);
+
+  int32_t size() const { return size_; }
+  int32_t end_id() const { return end_id_; }
+  const std::string& bytes(int32_t id) const { return bytes_[static_cast<size_t>(id)]; }
+
+ private:
+  friend class TokenConstraint;
+  struct Node {
+    int32_t first_child = -1;
+    int32_t next_sibling = -1;
+    int32_t first_token = -1;  // into tokens_ of this node: [first_token, first_token + count)
+    int32_t token_count = 0;
+    uint8_t byte = 0;
+  };
+  std::vector<Node> nodes_;     // nodes_[0] is the root (the empty prefix)
+  std::vector<int32_t> tokens_;  // token ids grouped by the node that spells them
+  std::vector<std::string> bytes_;
+  int32_t size_ = 0;
+  int32_t end_id_ = -1;
+  int32_t max_length_ = 0;  // longest token, in bytes
+};
+
+// One request's output constraint: the JSON its answer must be. MaskLogits sets every token that
+// cannot come next to -inf (the end token only once the value is complete); Accept moves past the
+// chosen token. Masks are cached by matcher state, so repeated states (inside a long string, say)
+// cost one lookup. Not thread-safe.
+class TokenConstraint {
+ public:
+  TokenConstraint(std::shared_ptr<const Vocabulary> vocab, std::shared_ptr<const SchemaGraph> schema);
+
+  // `logits` covers ids [0, logits.size()); ids past the vocabulary are masked too.
+  void MaskLogits(absl::Span<float> logits);
+  // Whether `token` may come next.
+  bool Allows(int32_t token) const;
+  // FailedPrecondition if `token` was not allowed (the state is then unchanged).
+  absl::Status Accept(int32_t token);
+  bool IsComplete() const { return matcher_.IsComplete(); }
+
+ private:
+  using Mask = std::vector<uint64_t>;
+  const Mask& CurrentMask();
+  void Collect(int32_t node, int depth, Mask* mask);
+
+  std::shared_ptr<const Vocabulary> vocab_;
+  std::shared_ptr<const SchemaGraph> schema_;
+  JsonMatcher matcher_;
+  std::vector<JsonMatcher> levels_;  // scratch for the trie walk, one matcher per depth
+  absl::flat_hash_map<std::string, std::unique_ptr<Mask>> cache_;
+  std::string key_;
+};
+
+}  // namespace moeserve::engine::grammar
+
+#endif  // MOESERVE_ENGINE_GRAMMAR_TOKEN_CONSTRAINT_H_
