@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ struct GenerationRequest {
   int32_t thinking_budget = -1;  // -1: none; else close reasoning after that many tokens
   std::vector<int32_t> think_close_ids;
   int32_t sample_vocab = 0;  // > 0: sample only ids below this
+  std::string response_schema;                   // non-empty: the answer is JSON matching it
+  std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled };

@@ -77,6 +77,7 @@
 #include "common/http_status.h"
 #include "common/status_macros.h"
 #include "gateway/beta_prompts.h"
+#include "gateway/response_format.h"
 
 namespace moeserve::gateway {
 namespace {
@@ -390,6 +391,7 @@ absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body) {
   MOESERVE_RETURN_IF_ERROR(ParseCommon(j, &r));
   MOESERVE_RETURN_IF_ERROR(ParseChatLogprobs(j, &r));
   MOESERVE_RETURN_IF_ERROR(ParseMetadata(j, &r));
+  MOESERVE_ASSIGN_OR_RETURN(r.response_schema, ResponseSchemaFromBody(body));
   const Json* messages = Field(j, "messages");
   if (messages == nullptr) return Invalid("messages", "'messages' is required");
   if (!messages->is_array()) return Invalid("messages", "'messages' must be an array");
@@ -637,6 +639,18 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
     if (p.starts_in_reasoning && !model.think_close_ids.empty()) {
       g.thinking_budget = static_cast<int32_t>(*budget);
       g.think_close_ids = model.think_close_ids;
+    }
+  }
+  if (!r.response_schema.empty()) {
+    // The constraint holds for the answer, not the thought: with a template that opens <think>,
+    // it starts after the model (or the thinking budget) writes "</think>".
+    g.response_schema = r.response_schema;
+    if (p.starts_in_reasoning) {
+      if (model.think_close_ids.empty()) {
+        return Invalid("response_format",
+                       "this model's tokenizer has no </think> token to end its reasoning");
+      }
+      g.constraint_after_token = model.think_close_ids[0];
     }
   }
   if (absl::Status s = engine::ValidateSamplingParams(g.sampling, model.vocab_size); !s.ok()) {

@@ -50,6 +50,7 @@ struct ApiRequest {
   int n = 1;         // choices
   std::string user;  // accepted and type-checked; not used for anything yet
   std::vector<std::pair<std::string, std::string>> metadata;  // likewise
+  std::string response_schema;  // chat "response_format" as a JSON schema; "" = free text
 };
 
 struct PreparedRequest {

@@ -111,6 +111,8 @@ v1::GenerationSpec ToGenerationSpec(const GenerationRequest& r) {
   spec.set_thinking_budget(r.thinking_budget);
   spec.mutable_think_close_ids()->Add(r.think_close_ids.begin(), r.think_close_ids.end());
   spec.set_sample_vocab(r.sample_vocab);
+  spec.set_response_schema(r.response_schema);
+  if (r.constraint_after_token) spec.set_constraint_after_token(*r.constraint_after_token);
   return spec;
 }
 

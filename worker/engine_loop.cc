@@ -81,7 +81,16 @@ absl::Status EngineLoop::Submit(JobSpec spec, std::shared_ptr<JobControl> contro
     return absl::InvalidArgumentError("sample_vocab out of range");
   }
   MOESERVE_RETURN_IF_ERROR(engine::ValidateSamplingParams(spec.sampling, c.vocab_size));
+  std::shared_ptr<const engine::grammar::SchemaGraph> schema;
+  if (!spec.response_schema.empty()) {
+    if (options_.vocabulary == nullptr) {
+      return absl::FailedPreconditionError(
+          "structured output needs the model's tokenizer, and this worker's model has none");
+    }
+    MOESERVE_ASSIGN_OR_RETURN(schema, engine::grammar::CompileJsonSchema(spec.response_schema));
+  }
   auto job = std::make_unique<Job>();
+  job->schema = std::move(schema);
   job->spec = std::move(spec);
   job->control = std::move(control);
   job->sink = std::move(sink);
@@ -196,6 +205,17 @@ bool EngineLoop::TryAdmit(Job* job) {
     }
   }
   job->sampler.emplace(job->spec.sampling, DefaultSeed(job->spec.request_id));
+  job->constraint.reset();
+  if (job->schema != nullptr) {
+    // Replay what was generated before (resume, migration, preemption) through the constraint.
+    if (!job->spec.constraint_after_token) job->constraint.emplace(options_.vocabulary, job->schema);
+    for (int32_t t : job->spec.generated) {
+      if (absl::Status st = Constrain(job, t); !st.ok()) {
+        End(job, Finish::kNone, st);
+        return false;
+      }
+    }
+  }
   job->budget.reset();
   if (job->spec.thinking_budget >= 0 && !job->spec.think_close_ids.empty()) {
     job->budget.emplace(job->spec.thinking_budget, job->spec.think_close_ids);
@@ -253,6 +273,7 @@ void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
   if (spec.sample_vocab > 0 && spec.sample_vocab < static_cast<int64_t>(logits.size())) {
     choices = choices.subspan(0, spec.sample_vocab);
   }
+  if (job->constraint) job->constraint->MaskLogits(absl::MakeSpan(logits.data(), choices.size()));
   engine::SampleResult r = job->sampler->Sample(choices, spec.prompt, spec.generated);
   JobEvent ev;
   const int32_t t = r.token;
@@ -269,6 +290,10 @@ void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
       }
     }
     for (int32_t f : fresh) {
+      if (absl::Status st = Constrain(job, f); !st.ok()) {
+        End(job, Finish::kNone, st);
+        return;
+      }
       spec.generated.push_back(f);
       ev.tokens.push_back(f);
     }
@@ -294,6 +319,17 @@ void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
     return;
   }
   Deliver(job, std::move(ev));
+}
+
+absl::Status EngineLoop::Constrain(Job* job, int32_t token) {
+  if (job->schema == nullptr) return absl::OkStatus();
+  if (!job->constraint) {
+    if (job->spec.constraint_after_token && token == *job->spec.constraint_after_token) {
+      job->constraint.emplace(options_.vocabulary, job->schema);
+    }
+    return absl::OkStatus();
+  }
+  return job->constraint->Accept(token);
 }
 
 void EngineLoop::Publish(Job* job, JobEvent* event) {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/engine.h"
+#include "engine/grammar/token_constraint.h"
 #include "engine/model.h"
 #include "engine/reasoning.h"
 #include "engine/sampler.h"
@@ -23,6 +24,9 @@ struct LoopOptions {
   engine::EngineOptions engine;
   uint64_t hash_seed = 0;  // separates models in the shared KV cache (see PrefixSeed)
   WorkerMetrics* metrics = nullptr;  // not owned; null: no metrics
+  // The model's token bytes, for constrained decoding (response_schema); null: such jobs are
+  // refused with FailedPrecondition (no tokenizer in the model directory).
+  std::shared_ptr<const engine::grammar::Vocabulary> vocabulary;
 };
 
 struct LoadSnapshot {
@@ -60,6 +64,8 @@ class EngineLoop {
     std::shared_ptr<JobSink> sink;
     std::optional<engine::Sampler> sampler;
     std::optional<engine::ThinkingBudgetEnforcer> budget;
+    std::shared_ptr<const engine::grammar::SchemaGraph> schema;  // null: unconstrained
+    std::optional<engine::grammar::TokenConstraint> constraint;   // set once the answer starts
     engine::SeqId seq = 0;
     bool admitted = false;
     bool first_event_sent = false;
@@ -74,6 +80,9 @@ class EngineLoop {
   bool TryAdmit(Job* job);
   void Step();
   void HandleOutput(Job* job, std::vector<float>& logits);
+  // Feeds a token the sequence now has to the job's output constraint (which starts after
+  // constraint_after_token). A token the constraint refuses ends the job with an error.
+  absl::Status Constrain(Job* job, int32_t token);
   void Deliver(Job* job, JobEvent event);
   void End(Job* job, Finish finish, absl::Status error = absl::OkStatus(),
               JobEvent event = JobEvent());

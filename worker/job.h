@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,8 @@ struct JobSpec {
   std::vector<int32_t> think_close_ids;
   int64_t sample_vocab = 0;        // > 0: sample only ids below it
   bool prefill_only = false;       // stop after the first token and publish the prompt's blocks
+  std::string response_schema;     // non-empty: the answer is JSON matching this schema
+  std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
 };
 
 // What a job produced since the last event. The first event carries cached_tokens.

@@ -1,5 +1,7 @@
 #include "worker/worker_server.h"
 
+#include <filesystem>
+
 #include <fstream>
 #include <sstream>
 
@@ -9,6 +11,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "kvcache/grpc_kvcache_client.h"
+#include "nlohmann/json.hpp"
 #include "tools/moeserve/flags.h"
 
 namespace moeserve::worker {
@@ -55,6 +58,29 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
   return c;
 }
 
+namespace {
+
+// Ids of tokenizer.json's added tokens (DeepSeek marks even its chat markers special=false).
+std::vector<int32_t> AddedTokenIds(const std::string& model_dir) {
+  std::ifstream in(model_dir + "/tokenizer.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json tok = nlohmann::json::parse(ss.str(), nullptr, false);
+  std::vector<int32_t> ids;
+  if (tok.is_discarded() || !tok.is_object() || !tok.contains("added_tokens") ||
+      !tok["added_tokens"].is_array()) {
+    return ids;
+  }
+  for (const nlohmann::json& t : tok["added_tokens"]) {
+    if (t.is_object() && t.contains("id") && t["id"].is_number_integer()) {
+      ids.push_back(t["id"].get<int32_t>());
+    }
+  }
+  return ids;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerConfig& config) {
   std::unique_ptr<WorkerServer> s(new WorkerServer());
   s->metrics_ = std::make_unique<WorkerMetrics>(std::string(RoleName(config.role)));
@@ -90,6 +116,14 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
   lo.engine = config.engine;
   lo.hash_seed = PrefixSeed(ss.str(), config.model.compute);
   lo.metrics = s->metrics_.get();
+  // Structured output masks tokens by their bytes: take them from the model's tokenizer.
+  if (std::filesystem::exists(config.model_dir + "/tokenizer.json")) {
+    MOESERVE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Tokenizer> tokenizer,
+                              engine::Tokenizer::Load(config.model_dir));
+    const std::optional<int64_t> eos = s->model_->config().eos_token_id;
+    lo.vocabulary = engine::grammar::VocabularyFromTokenizer(
+        *tokenizer, eos ? static_cast<int32_t>(*eos) : -1, AddedTokenIds(config.model_dir));
+  }
   s->loop_ = std::make_unique<EngineLoop>(s->model_.get(), experts, s->kv_.get(), lo);
   s->service_ = std::make_unique<WorkerService>(s->loop_.get(), config.role);
   grpc::EnableDefaultHealthCheckService(true);

@@ -186,6 +186,8 @@ JobSpec SpecFromProto(const v1::GenerationSpec& p) {
   s.thinking_budget = p.thinking_budget();
   s.think_close_ids.assign(p.think_close_ids().begin(), p.think_close_ids().end());
   s.sample_vocab = p.sample_vocab();
+  s.response_schema = p.response_schema();
+  if (p.has_constraint_after_token()) s.constraint_after_token = p.constraint_after_token();
   return s;
 }
 

@@ -62,6 +62,19 @@ Vocabulary::Vocabulary(const std::vector<std::string>& token_bytes, int32_t end_
   }
 }
 
+std::shared_ptr<const Vocabulary> VocabularyFromTokenizer(const Tokenizer& tokenizer, int32_t end_id,
+                                                          const std::vector<int32_t>& excluded) {
+  std::vector<std::string> bytes(static_cast<size_t>(tokenizer.vocab_size()));
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
+    if (tokenizer.IsSpecial(id)) continue;
+    if (std::optional<absl::string_view> b = tokenizer.TokenBytes(id)) bytes[id] = std::string(*b);
+  }
+  for (int32_t id : excluded) {
+    if (id >= 0 && id < tokenizer.vocab_size()) bytes[static_cast<size_t>(id)].clear();
+  }
+  return std::make_shared<Vocabulary>(bytes, end_id);
+}
+
 TokenConstraint::TokenConstraint(std::shared_ptr<const Vocabulary> vocab,
                                  std::shared_ptr<const SchemaGraph> schema)
     : vocab_(std::move(vocab)), schema_(std::move(schema)), matcher_(schema_.get()) {}

@@ -11,6 +11,7 @@
 #include "absl/types/span.h"
 #include "engine/grammar/json_matcher.h"
 #include "engine/grammar/json_schema.h"
+#include "engine/tokenizer.h"
 
 namespace moeserve::engine::grammar {
 
@@ -42,6 +43,12 @@ class Vocabulary {
   int32_t end_id_ = -1;
   int32_t max_length_ = 0;  // longest token, in bytes
 };
+
+// The vocabulary of a byte-level BPE tokenizer for constrained output: every token but the special
+// ones and `excluded` (a model's added tokens: chat markers, <think>, tool-call markers, which
+// must never appear inside an answer's JSON); `end_id` (the model's EOS) ends the output.
+std::shared_ptr<const Vocabulary> VocabularyFromTokenizer(const Tokenizer& tokenizer, int32_t end_id,
+                                                          const std::vector<int32_t>& excluded);
 
 // One request's output constraint: the JSON its answer must be. MaskLogits sets every token that
 // cannot come next to -inf (the end token only once the value is complete); Accept moves past the

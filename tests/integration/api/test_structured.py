@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Structured output (response_format json_schema / json_object) through a real cluster
+(`moeserve up`) and the official OpenAI Node SDK, each answer validated by ajv
+(structured_sdk.mjs). Usage: test_structured.py BIN_DIR WORKDIR"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "testing"))
+from moeserve_cluster import FAILS, check, free_port, start_cluster, stop  # noqa: E402
+
+BIN, WORK = sys.argv[1], sys.argv[2]
+NODE_DIR = os.path.join(HERE, "..", "..", "..", "tools", "node")
+MOESERVE = os.path.join(BIN, "moeserve")
+
+
+def main():
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    model = os.path.join(WORK, "tiny")
+    subprocess.run([MOESERVE, "mkmodel", "--out", model, "--preset", "tiny"], check=True,
+                   stdout=subprocess.DEVNULL)
+    port = free_port()
+    cluster = start_cluster(MOESERVE, model, port, os.path.join(WORK, "run"), "--prefill", "1",
+                            "--decode", "1", "--shards", "1")
+    try:
+        r = subprocess.run(["node", os.path.join(HERE, "structured_sdk.mjs"),
+                            f"http://127.0.0.1:{port}/v1", "tiny", NODE_DIR],
+                           capture_output=True, text=True, timeout=900)
+        sys.stderr.write(r.stderr[-2000:])
+        if r.returncode != 0:
+            check(False, f"structured_sdk.mjs exited {r.returncode}")
+        else:
+            result = json.loads(r.stdout)
+            check(len(result["checks"]) >= 20, f"{len(result['checks'])} checks ran")
+            for c in result["checks"]:
+                check(c["ok"], c["what"])
+    finally:
+        stop(cluster)
+    if FAILS:
+        print(f"{len(FAILS)} check(s) failed")
+        sys.exit(1)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
