@@ -19,7 +19,7 @@ namespace v1 = moeserve::v1;
 v1::Inference::Stub& Stub() {
   static v1::Inference::Stub* stub = [] {
     moeserve::fuzz::GatewayFixture& f = moeserve::fuzz::GatewayFixture::Get();
-    auto* service = new moeserve::gateway::InferenceService(f.model.get(), f.backend.get(),
+    auto* service = new moeserve::gateway::InferenceService(f.model.get(), f.no_hold_backend.get(),
                                                             &f.calls, f.metrics.get());
     moeserve::fuzz::InProcessServer* server = moeserve::fuzz::InProcessServer::Start(service);
     return v1::Inference::NewStub(server->channel).release();
