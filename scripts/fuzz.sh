@@ -15,7 +15,7 @@ jobs="${MOESERVE_JOBS:-$(nproc)}"
 seconds="${MOESERVE_FUZZ_SECONDS:-15}"
 artifacts="${MOESERVE_FUZZ_ARTIFACTS:-$root/build/fuzz/artifacts}"
 all_targets=(http_request_fuzzer request_mapping_fuzzer chat_template_fuzzer tokenizer_fuzzer
-             safetensors_fuzzer inference_grpc_fuzzer kvcache_grpc_fuzzer router_grpc_fuzzer
+             safetensors_fuzzer model_config_fuzzer inference_grpc_fuzzer kvcache_grpc_fuzzer router_grpc_fuzzer
              worker_grpc_fuzzer expert_shard_grpc_fuzzer)
 read -r -a targets <<< "${MOESERVE_FUZZ_TARGETS:-${all_targets[*]}}"
 

@@ -165,6 +165,29 @@ def safetensors_seeds():
     write(t, "huge_header_len", struct.pack("<Q", 2**63) + b"{}")
 
 
+def model_config_seeds():
+    t = "model_config_fuzzer"
+    small = {
+        "model_type": "deepseek_v3", "vocab_size": 384, "hidden_size": 64,
+        "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "q_lora_rank": 48, "kv_lora_rank": 32, "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 16,
+        "num_experts_per_tok": 4, "n_shared_experts": 1, "n_group": 4, "topk_group": 2,
+        "topk_method": "noaux_tc", "scoring_func": "sigmoid", "norm_topk_prob": True,
+        "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000, "max_position_embeddings": 512,
+        "bos_token_id": 0, "eos_token_id": 1,
+        "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128,
+                         "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}}
+    write(t, "small", json.dumps(small))
+    dense = dict(small, n_routed_experts=0, q_lora_rank=None, rope_scaling=None,
+                 quantization_config={"quant_method": "fp8", "fmt": "e4m3",
+                                      "weight_block_size": [128, 128],
+                                      "activation_scheme": "dynamic"})
+    write(t, "dense_fp8", json.dumps(dense))
+    write(t, "bad_freq", json.dumps(dict(small, moe_layer_freq=0, n_group=0)))
+
+
 def protoc_encode(proto, message, text):
     out = subprocess.run(
         ["protoc", f"--encode=moeserve.v1.{message}", f"-I{os.path.join(ROOT, 'proto')}",
@@ -236,6 +259,7 @@ def main():
     chat_template_seeds()
     tokenizer_seeds()
     safetensors_seeds()
+    model_config_seeds()
     grpc_seeds()
     return 0
 
