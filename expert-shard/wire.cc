@@ -34,9 +34,11 @@ absl::Status BatchFromProto(const moeserve::v1::ExchangeRequest& request, int64_
   batch->counts.clear();
   batch->rows.clear();
   int64_t total = 0;
+  const size_t row_bytes = static_cast<size_t>(hidden) * sizeof(float);
   for (const moeserve::v1::ExpertRows& r : request.batches()) {
-    if (r.rows() < 0 || static_cast<int64_t>(r.activations().size()) !=
-                            r.rows() * hidden * static_cast<int64_t>(sizeof(float))) {
+    // Compared by division: rows * row_bytes could overflow for a hostile row count.
+    if (r.rows() < 0 || hidden <= 0 || r.activations().size() % row_bytes != 0 ||
+        static_cast<uint64_t>(r.rows()) != r.activations().size() / row_bytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("expert ", r.expert(), ": ", r.activations().size(), " bytes are not ",
                        r.rows(), " rows of ", hidden, " float32 values"));
@@ -48,6 +50,7 @@ absl::Status BatchFromProto(const moeserve::v1::ExchangeRequest& request, int64_
   for (const moeserve::v1::ExpertRows& r : request.batches()) {
     batch->experts.push_back(r.expert());
     batch->counts.push_back(r.rows());
+    if (r.activations().empty()) continue;  // dst may be null when every batch is empty
     std::memcpy(dst, r.activations().data(), r.activations().size());
     dst += r.activations().size();
   }

@@ -45,6 +45,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // The generation behind the current request: n choices (n > 1 in gen_->choices).
   struct Generation {
+    // User-provided so that std::optional<Generation> below sees a default constructor: clang
+    // cannot use the default member initializers before the enclosing class is complete.
+    Generation() {}
     uint64_t seq = 0;
     ResponseMeta meta;
     GenerationRequest request;  // choice 0's; the others derive theirs (ChoiceRequest)

@@ -12,6 +12,8 @@ apt_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy clang-format
   libboost-dev
+  # the fuzz preset: clang 14 and its compiler-rt (libFuzzer, ASan, UBSan runtimes)
+  clang-14 libclang-rt-14-dev
   # operations checks (promtool, a real Prometheus, YAML lint), the browser and terminal UI tests
   prometheus yamllint chromium tmux
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs every test: the warnings-as-errors release build with
 # all CPU tests (unit + integration), then the AddressSanitizer/UBSan build with the unit tests,
-# then the ThreadSanitizer build with the tests of the concurrent services (label tsan).
+# then the ThreadSanitizer build with the tests of the concurrent services (label tsan), then the
+# libFuzzer targets (clang, fuzz preset), each for a bounded time over its seed corpus.
 # This is exactly what CI runs (.ci/run calls this script).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,3 +33,6 @@ cmake --preset tsan
 cmake --build --preset tsan -j "$jobs" --target moeserve_tsan_tests
 echo "== concurrent services' tests under ThreadSanitizer =="
 ctest --preset tsan -j "$jobs"
+
+echo "== fuzz (libFuzzer targets, ${MOESERVE_FUZZ_SECONDS:-15}s each over tests/fuzz/corpus) =="
+scripts/fuzz.sh

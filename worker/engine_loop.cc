@@ -71,12 +71,27 @@ absl::Status EngineLoop::Submit(JobSpec spec, std::shared_ptr<JobControl> contro
                                                      c.vocab_size, ")"));
     }
   }
+  // The thinking budget's close tokens are appended unsampled: they must be tokens of the model
+  // too (found by tests/fuzz/worker_grpc_fuzzer; such an id reached the client).
+  for (int32_t id : spec.think_close_ids) {
+    if (id < 0 || id >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "think_close_ids holds ", id, ", outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
   if (static_cast<int64_t>(all.size()) >= c.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat("sequence of ", all.size(),
                                                    " tokens leaves no room in the context of ",
                                                    c.max_position_embeddings));
   }
   if (spec.max_new_tokens < 1) return absl::InvalidArgumentError("max_new_tokens must be >= 1");
+  // max_new_tokens counts generated_ids: a resumed spec with no budget left would still get a
+  // token from the first step (found by tests/fuzz/worker_grpc_fuzzer).
+  if (static_cast<int64_t>(spec.generated.size()) >= spec.max_new_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(spec.generated.size(), " generated_ids leave nothing of max_new_tokens ",
+                     spec.max_new_tokens));
+  }
   if (spec.sample_vocab < 0 || spec.sample_vocab > c.vocab_size) {
     return absl::InvalidArgumentError("sample_vocab out of range");
   }
@@ -288,6 +303,16 @@ void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
         fresh.push_back(f);
         if (spec.sampling.logprobs) ev.logprobs.push_back(ForcedToken(f));
       }
+    }
+    // The thinking budget's forced close tokens never run past max_new_tokens or the context
+    // (found by tests/fuzz/worker_grpc_fuzzer); the sampled token always fits (Submit checks).
+    const int64_t room = std::min<int64_t>(
+        spec.max_new_tokens - static_cast<int64_t>(spec.generated.size()),
+        c.max_position_embeddings -
+            static_cast<int64_t>(spec.prompt.size() + spec.generated.size()));
+    if (static_cast<int64_t>(fresh.size()) > room) {
+      fresh.resize(static_cast<size_t>(std::max<int64_t>(room, 1)));
+      if (ev.logprobs.size() > fresh.size()) ev.logprobs.resize(fresh.size());
     }
     for (int32_t f : fresh) {
       if (absl::Status st = Constrain(job, f); !st.ok()) {

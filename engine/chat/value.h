@@ -25,19 +25,7 @@ struct Value;
 
 using Array = std::vector<Value>;
 
-// An insertion-ordered string-keyed map.
-class Object {
- public:
-  const Value* Find(absl::string_view key) const;
-  void Set(const std::string& key, Value value);
-  size_t size() const { return entries_.size(); }
-  void Clear();
-  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
-
- private:
-  std::vector<std::pair<std::string, Value>> entries_;
-  absl::flat_hash_map<std::string, size_t> index_;
-};
+class Object;
 
 // A callable: builtin functions, bound methods, macros. `args` holds positional arguments and,
 // when keyword arguments were passed, a trailing keyword-arguments object.
@@ -74,6 +62,21 @@ struct Value {
   bool Truthy() const;
   // JavaScript truthiness of the underlying value (!!value): arrays and objects are true.
   bool JsTruthy() const;
+};
+
+// An insertion-ordered string-keyed map. Defined after Value: its inline members need Value
+// complete (clang rejects them otherwise).
+class Object {
+ public:
+  const Value* Find(absl::string_view key) const;
+  void Set(const std::string& key, Value value);
+  size_t size() const { return entries_.size(); }
+  void Clear();
+  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
+
+ private:
+  std::vector<std::pair<std::string, Value>> entries_;
+  absl::flat_hash_map<std::string, size_t> index_;
 };
 
 // A number as an integer index or count, saturated to +-2^53 (NaN becomes 0).
