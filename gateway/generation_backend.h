@@ -22,6 +22,7 @@ struct GenerationRequest {
   int32_t thinking_budget = -1;  // -1: none; else close reasoning after that many tokens
   std::vector<int32_t> think_close_ids;
   int32_t sample_vocab = 0;  // > 0: sample only ids below this
+  int32_t priority = 0;      // the router's queue order: lower first (RouteRequest.priority)
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled };

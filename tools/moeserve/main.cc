@@ -19,6 +19,8 @@ constexpr char kUsage[] =
     "low|medium|high]\n"
     "            [--system TEXT] [--max-tokens N] [--temperature T] [--api-key KEY] [--no-color]\n"
     "            an interactive chat with a running gateway\n"
+    "  keys      hash [--key KEY] | add --file F --name N --tier T [--admin] [--key KEY]\n"
+    "            API key entries (SHA-256 hashes) for the gateway's --api-keys file\n"
     "  tokenize  --model DIR (--text TEXT | --file F) [--json]\n"
     "  detokenize --model DIR --ids 1,2,3\n";
 }  // namespace
@@ -35,6 +37,7 @@ int main(int argc, char** argv) {
   if (cmd == "up") return moeserve::cli::RunUp(args);
   if (cmd == "status") return moeserve::cli::RunStatus(args);
   if (cmd == "chat") return moeserve::cli::RunChat(args);
+  if (cmd == "keys") return moeserve::cli::RunKeys(args);
   if (cmd == "tokenize") return moeserve::cli::RunTokenize(args);
   if (cmd == "detokenize") return moeserve::cli::RunDetokenize(args);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
