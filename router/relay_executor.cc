@@ -14,10 +14,11 @@ RelayExecutor::~RelayExecutor() { Stop(); }
 
 void RelayExecutor::Schedule(std::function<void()> task, int32_t priority) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (!stop_) {
       queue_.push(Task{priority, next_seq_++, std::move(task)});
       if (on_depth_) on_depth_(queue_.size());
+      cv_.notify_one();
       return;
     }
   }
@@ -25,14 +26,15 @@ void RelayExecutor::Schedule(std::function<void()> task, int32_t priority) {
 }
 
 size_t RelayExecutor::queued() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return queue_.size();
 }
 
 void RelayExecutor::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
+    cv_.notify_all();
   }
   for (std::thread& t : threads_) {
     if (t.joinable()) t.join();
@@ -43,12 +45,8 @@ void RelayExecutor::Loop() {
   while (true) {
     std::function<void()> task;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](RelayExecutor* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
-            return e->stop_ || !e->queue_.empty();
-          },
-          this));
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopped and drained
       // top() is const: the task is moved out of the element about to be popped.
       task = std::move(const_cast<Task&>(queue_.top()).run);

@@ -1,14 +1,14 @@
 #ifndef MOESERVE_ROUTER_RELAY_EXECUTOR_H_
 #define MOESERVE_ROUTER_RELAY_EXECUTOR_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <queue>
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 
 namespace moeserve::router {
 
@@ -48,10 +48,14 @@ class RelayExecutor {
   void Loop();
 
   const std::function<void(size_t)> on_depth_;
-  mutable absl::Mutex mu_;
-  std::priority_queue<Task, std::vector<Task>, Later> queue_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // std::mutex rather than absl::Mutex: Debian's abseil is not built with ThreadSanitizer, so
+  // TSan cannot see its synchronisation and reports every hand-over of a task as a race; the
+  // pthread-based std::mutex is intercepted. Everything below is guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // notified when a task arrives or Stop() is called
+  std::priority_queue<Task, std::vector<Task>, Later> queue_;
+  uint64_t next_seq_ = 0;
+  bool stop_ = false;
   std::vector<std::thread> threads_;
 };
 
