@@ -189,10 +189,17 @@ await section('admin', async () => {
 out.seen = seen;
 
 // 5. Priorities with one relay slot (gateway B), and keep-alive comments on queued streams.
+// The router's queue length from its /metrics; -1 when a scrape fails (polled again: the
+// exposer may close a kept-alive connection just as the next scrape reuses it).
 async function routerQueued() {
-  const res = await fetch(`http://${cfg.router_metrics}/metrics`);
-  const line = (await res.text()).split('\n').find((l) => l.startsWith('moeserve_router_queued_requests'));
-  return line ? Number(line.split(' ').pop()) : -1;
+  try {
+    const res = await fetch(`http://${cfg.router_metrics}/metrics`);
+    const line = (await res.text()).split('\n')
+      .find((l) => l.startsWith('moeserve_router_queued_requests'));
+    return line ? Number(line.split(' ').pop()) : -1;
+  } catch (e) {
+    return -1;
+  }
 }
 
 async function until(what, cond) {
