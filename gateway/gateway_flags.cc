@@ -59,6 +59,16 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
       config.router_address = value;
     } else if (name == "price-table") {
       config.price_table_file = value;
+    } else if (name == "api-keys") {
+      if (value.empty()) return absl::InvalidArgumentError("--api-keys needs a file");
+      config.api_keys_file = value;
+    } else if (name == "sse-keepalive-s") {
+      double seconds = 0;
+      if (!absl::SimpleAtod(value, &seconds) || !(seconds >= 0) || seconds > 3600) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--sse-keepalive-s: '", value, "' is not a number of seconds in [0, 3600]"));
+      }
+      config.sse_keepalive = absl::Seconds(seconds);
     } else if (name != "port" && name != "grpc-port" && name != "metrics-port" &&
                name != "http-threads" &&
                name != "max-tokens-default" && name != "router-timeout-s") {

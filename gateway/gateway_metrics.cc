@@ -184,6 +184,10 @@ void RequestMetrics::Finish(int code, const UsageInfo& usage, bool cancelled) {
   metrics_->cost_
       .Add({{"api_key", api_key_}, {"model", model_}, {"currency", prices.currency()}})
       .Increment(cost);
+  if (on_finish_) {
+    const bool reached = first_token_seen_ || usage.completion_tokens > 0;
+    on_finish_(reached ? usage : UsageInfo{}, cost);
+  }
 }
 
 }  // namespace moeserve::gateway

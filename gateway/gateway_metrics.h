@@ -3,8 +3,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -87,6 +89,9 @@ class RequestMetrics {
   // The end: the status code, the final usage, and whether the client went away or cancelled.
   // Only the first call counts.
   void Finish(int code, const UsageInfo& usage, bool cancelled);
+  // Called once by Finish with the usage that reached the model (zero when no token was
+  // generated) and its cost as the cost metric counts it; for per-key accounting.
+  void OnFinish(std::function<void(const UsageInfo&, double)> fn) { on_finish_ = std::move(fn); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -100,6 +105,7 @@ class RequestMetrics {
   bool first_answer_seen_ = false;
   bool finished_ = false;
   UsageInfo last_usage_;
+  std::function<void(const UsageInfo&, double)> on_finish_;
 };
 
 }  // namespace moeserve::gateway

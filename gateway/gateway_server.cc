@@ -42,6 +42,15 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     if (!prices.ok()) return prices.status();
     server->prices_ = std::make_unique<PriceTable>(*std::move(prices));
   }
+  if (!config.api_keys_file.empty()) {
+    absl::StatusOr<std::unique_ptr<ApiKeyStore>> keys =
+        ApiKeyStore::LoadFile(config.api_keys_file, &server->clock_);
+    if (!keys.ok()) return keys.status();
+    server->keys_ = *std::move(keys);
+  }
+  if (config.sse_keepalive < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--sse-keepalive-s must be >= 0");
+  }
   server->metrics_ = std::make_unique<GatewayMetrics>(server->prices_.get());
   server->metrics_->Preinitialize(server->model_->name);
   if (config.metrics_port >= 0) {
@@ -60,7 +69,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
 
   server->service_ =
       std::make_unique<InferenceService>(server->model_.get(), server->backend_, &server->calls_,
-                                         server->metrics_.get());
+                                         server->metrics_.get(), server->keys_.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -79,7 +88,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   absl::StatusOr<std::unique_ptr<HttpServer>> http_server =
       HttpServer::Create(http, SessionContext{server->model_.get(), server->backend_,
                                               &server->calls_, server->prices_.get(),
-                                              server->metrics_.get()});
+                                              server->metrics_.get(), server->keys_.get(),
+                                              config.sse_keepalive});
   if (!http_server.ok()) return http_server.status();
   server->http_ = std::move(*http_server);
   return server;

@@ -6,7 +6,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "common/metrics.h"
+#include "gateway/api_keys.h"
 #include "gateway/call_registry.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/generation_backend.h"
@@ -33,6 +35,9 @@ struct GatewayConfig {
   // get 400 when they ask for logprobs. Off by default (logprobs are served for every model).
   bool reject_reasoner_logprobs = false;
   std::string price_table_file;  // empty: PriceTable::Default()
+  std::string api_keys_file;     // empty: no API keys (no authentication, no quotas)
+  // SSE comment interval while a stream has no token yet; zero: none.
+  absl::Duration sse_keepalive = absl::Seconds(10);
   // Not owned; null: a RouterBackend to router_address. Tests inject a fake.
   GenerationBackend* backend = nullptr;
 };
@@ -63,6 +68,8 @@ class GatewayServer {
 
   std::unique_ptr<ModelContext> model_;
   std::unique_ptr<PriceTable> prices_;
+  RealClock clock_;
+  std::unique_ptr<ApiKeyStore> keys_;  // null without --api-keys
   std::unique_ptr<GatewayMetrics> metrics_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<GenerationBackend> owned_backend_;

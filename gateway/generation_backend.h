@@ -25,6 +25,7 @@ struct GenerationRequest {
   int32_t sample_vocab = 0;  // > 0: sample only ids below this
   std::string response_schema;                   // non-empty: the answer is JSON matching it
   std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
+  int32_t priority = 0;      // the router's queue order: lower first (RouteRequest.priority)
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled };

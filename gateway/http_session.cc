@@ -30,10 +30,18 @@ std::string ChunkFrame(absl::string_view data) {
   return absl::StrCat(absl::Hex(data.size()), "\r\n", data, "\r\n");
 }
 
+// Routes that need an API key when keys are on (the page, /health and /v1/prices stay open).
+bool NeedsKey(absl::string_view path) {
+  return path == "/v1/models" || path == "/v1/chat/completions" || path == "/v1/completions" ||
+         path == "/admin/usage";
+}
+
 }  // namespace
 
 HttpSession::HttpSession(asio::ip::tcp::socket&& socket, SessionContext context)
-    : stream_(std::move(socket)), context_(context) {}
+    : stream_(std::move(socket)),
+      keepalive_timer_(stream_.get_executor()),
+      context_(context) {}
 
 void HttpSession::Start() {
   asio::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoRead(); });
@@ -103,6 +111,15 @@ void HttpSession::Handle(Request request) {
     path.replace(0, 5, "/v1");
   }
   const http::verb method = request.method();
+  std::optional<Principal> principal;
+  if (context_.keys != nullptr && NeedsKey(path)) {
+    const beast::string_view auth = request[http::field::authorization];
+    absl::StatusOr<Principal> p =
+        context_.keys->Authenticate(absl::string_view(auth.data(), auth.size()));
+    if (!p.ok()) return SendError(p.status());
+    principal = *std::move(p);
+  }
+  if (path == "/admin/usage") return HandleAdminUsage(principal, method);
   route_ = path == "/health" || path == "/v1/models" || path == "/v1/prices" ||
                    path == "/v1/chat/completions" || path == "/v1/completions"
                ? path
@@ -131,8 +148,8 @@ void HttpSession::Handle(Request request) {
     if (method != http::verb::post) {
       return SendError(absl::InvalidArgumentError("use POST"), 405, "POST");
     }
-    return HandleGenerate(request,
-                          path == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat);
+    return HandleGenerate(
+        request, path == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat, principal);
   }
   if (const StaticFile* file = FindStaticFile(path)) {
     if (method != http::verb::get && method != http::verb::head) {
@@ -170,7 +187,28 @@ void HttpSession::SendStatic(const StaticFile& file, absl::string_view if_none_m
   QueueWrite(os.str());
 }
 
-void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
+// Usage and cost per API key, for an admin key (keys.json "admin": true).
+void HttpSession::HandleAdminUsage(const std::optional<Principal>& principal, http::verb method) {
+  if (context_.keys == nullptr) {
+    return SendError(absl::NotFoundError(
+        "the admin API needs API keys: start the gateway with --api-keys FILE"));
+  }
+  if (!principal->admin) {
+    return SendError(WithErrorCode(
+        absl::PermissionDeniedError("this API key is not an admin key (\"admin\": true)"),
+        "not_admin"));
+  }
+  if (method != http::verb::get) {
+    return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+  }
+  SendJson(http::status::ok,
+           context_.keys->UsageJson(context_.prices->currency())
+               .dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
+           keep_alive_);
+}
+
+void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
+                                 const std::optional<Principal>& principal) {
   absl::StatusOr<ApiRequest> api = endpoint == Endpoint::kChat
                                        ? ParseChatCompletionRequest(request.body())
                                        : ParseCompletionRequest(request.body());
@@ -179,6 +217,14 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
       context_.calls->NextRequestId(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
   absl::StatusOr<PreparedRequest> prepared = PrepareRequest(*api, *context_.model, id);
   if (!prepared.ok()) return SendError(prepared.status());
+  if (principal) {
+    // Quotas count requests that would run, so a malformed one costs the client nothing.
+    if (absl::Status admitted = context_.keys->Admit(*principal); !admitted.ok()) {
+      return SendError(admitted);
+    }
+    // The tier's priority is the best this key gets; a request may ask for a lower one.
+    prepared->generation.priority = std::max(prepared->generation.priority, principal->priority);
+  }
 
   Generation& g = gen_.emplace();
   g.seq = ++next_seq_;
@@ -200,9 +246,16 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint) {
                     context_.metrics->ApiKeyLabel(
                         absl::string_view(authorization.data(), authorization.size())),
                     g.stream);
+  if (principal) {
+    g.metrics->OnFinish([keys = context_.keys, p = *principal](const UsageInfo& usage,
+                                                                double cost) {
+      keys->Record(p, usage, cost);
+    });
+  }
   g.request = std::move(prepared->generation);
   StartChoice(0);
   WatchPeer();
+  if (g.stream) ArmKeepAlive();
 }
 
 // Callbacks run on a backend thread: post onto this connection's strand. The registry entry is
@@ -236,6 +289,10 @@ void HttpSession::StartChoice(size_t index) {
 // them again.
 void HttpSession::OnChunk(uint64_t seq, size_t index, GenerationChunk chunk) {
   if (!gen_ || gen_->seq != seq || gen_->done) return;
+  if (!gen_->first_chunk) {
+    gen_->first_chunk = true;
+    keepalive_timer_.cancel();
+  }
   if (index == 0) {
     for (size_t i = 1; i < gen_->choices.size(); ++i) {
       if (gen_->choices[i].call == nullptr) StartChoice(i);
@@ -263,18 +320,43 @@ void HttpSession::OnDone(uint64_t seq, size_t index, absl::Status status) {
   FinishGeneration(std::move(status));
 }
 
+void HttpSession::SendStreamHeader() {
+  Generation& g = *gen_;
+  if (g.headers_sent) return;
+  g.headers_sent = true;
+  QueueWrite(absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                          "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n",
+                          keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n",
+                          "\r\n"));
+}
+
+// While a stream waits for its first token (queued behind busier work, or a long prefill), an
+// SSE comment every `sse_keepalive` keeps proxies and clients from timing the connection out.
+// SSE parsers (the OpenAI SDKs included) ignore comment lines. Once sent, the 200 is committed:
+// a later failure arrives as an error event, as it would mid-stream.
+void HttpSession::ArmKeepAlive() {
+  if (context_.sse_keepalive <= absl::ZeroDuration()) return;
+  keepalive_timer_.expires_after(absl::ToChronoNanoseconds(context_.sse_keepalive));
+  keepalive_timer_.async_wait([self = shared_from_this(), seq = gen_->seq](beast::error_code ec) {
+    if (ec || self->closed_ || !self->gen_ || self->gen_->seq != seq || self->gen_->done ||
+        self->gen_->first_chunk) {
+      return;
+    }
+    self->SendStreamHeader();
+    self->QueueWrite(ChunkFrame(": keep-alive\n\n"));
+    self->ArmKeepAlive();
+  });
+}
+
 void HttpSession::EmitDelta(size_t index, const TextDelta& delta) {
   Generation& g = *gen_;
   if (!g.stream) {
     g.choices[index].text.Append(delta);
     return;
   }
-  if (!g.headers_sent) {
-    g.headers_sent = true;
-    QueueWrite(
-        absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n",
-                     keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n", "\r\n"));
+  SendStreamHeader();
+  if (!g.roles_sent) {
+    g.roles_sent = true;
     if (g.meta.endpoint == Endpoint::kChat) {
       for (size_t i = 0; i < g.choices.size(); ++i) {
         QueueWrite(ChunkFrame(SseEvent(RoleChunkJson(g.meta, static_cast<int>(i)))));
@@ -322,6 +404,7 @@ UsageInfo HttpSession::TotalUsage() const {
 void HttpSession::FinishGeneration(absl::Status status) {
   Generation& g = *gen_;
   g.done = true;
+  keepalive_timer_.cancel();
   for (Choice& c : g.choices) {
     if (!c.done && c.call != nullptr) c.call->Cancel();
   }
@@ -361,7 +444,7 @@ void HttpSession::FinishGeneration(absl::Status status) {
 }
 
 void HttpSession::SendJson(http::status status, std::string body, bool keep_alive,
-                           const char* allow) {
+                           const char* allow, std::optional<int64_t> retry_after) {
   if (!gen_ || !gen_->metrics) {
     context_.metrics->CountResponse(route_, context_.model->name, static_cast<int>(status));
   }
@@ -369,6 +452,7 @@ void HttpSession::SendJson(http::status status, std::string body, bool keep_aliv
   res.set(http::field::server, "moeserve-gateway");
   res.set(http::field::content_type, "application/json");
   if (allow != nullptr) res.set(http::field::allow, allow);
+  if (retry_after) res.set(http::field::retry_after, std::to_string(*retry_after));
   res.keep_alive(keep_alive);
   res.body() = std::move(body);
   res.prepare_payload();
@@ -380,7 +464,9 @@ void HttpSession::SendJson(http::status status, std::string body, bool keep_aliv
 
 void HttpSession::SendError(const absl::Status& status, int http_status, const char* allow) {
   const int code = http_status != 0 ? http_status : HttpStatusCode(status.code());
-  SendJson(static_cast<http::status>(code), OpenAiErrorBody(status, code), keep_alive_, allow);
+  // A 429 tells the client when to retry (Retry-After, seconds), as OpenAI's API does.
+  SendJson(static_cast<http::status>(code), OpenAiErrorBody(status, code), keep_alive_, allow,
+           RetryAfterSeconds(status));
 }
 
 void HttpSession::QueueWrite(std::string bytes) {
@@ -477,6 +563,7 @@ void HttpSession::ClientGone() {
 void HttpSession::Close() {
   if (closed_) return;
   closed_ = true;
+  keepalive_timer_.cancel();
   if (!writing_) out_.clear();  // else the buffer in flight goes in OnWritten
   beast::error_code ignored;
   stream_.socket().close(ignored);

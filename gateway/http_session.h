@@ -10,8 +10,10 @@
 
 #include "absl/status/status.h"
 #include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "gateway/api_keys.h"
 #include "gateway/call_registry.h"
 #include "gateway/generation_backend.h"
 #include "gateway/model_context.h"
@@ -54,6 +56,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     std::vector<Choice> choices;
     bool stream = false;
     bool headers_sent = false;  // streaming: the SSE header went out
+    bool roles_sent = false;    // streaming chat: the role chunks went out
+    bool first_chunk = false;   // a chunk came from the backend (keep-alives stop)
     bool done = false;          // the response is complete (no more events)
     std::optional<RequestMetrics> metrics;
   };
@@ -62,14 +66,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void OnHeader(boost::beast::error_code ec);
   void OnRead(boost::beast::error_code ec);
   void Handle(Request request);
-  void HandleGenerate(const Request& request, Endpoint endpoint);
+  void HandleGenerate(const Request& request, Endpoint endpoint,
+                      const std::optional<Principal>& principal);
+  void HandleAdminUsage(const std::optional<Principal>& principal, boost::beast::http::verb method);
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
-                const char* allow = nullptr);
+                const char* allow = nullptr, std::optional<int64_t> retry_after = std::nullopt);
   void SendError(const absl::Status& status, int http_status = 0, const char* allow = nullptr);
   void SendStatic(const StaticFile& file, absl::string_view if_none_match, bool head_only);
   void StartChoice(size_t index);
   void OnChunk(uint64_t seq, size_t index, GenerationChunk chunk);
   void OnDone(uint64_t seq, size_t index, absl::Status status);
+  void SendStreamHeader();
+  void ArmKeepAlive();
   void EmitDelta(size_t index, const TextDelta& delta);
   void FinishChoice(size_t index, FinishReason reason);
   UsageInfo TotalUsage() const;  // over every choice of the current generation
@@ -82,6 +90,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void Close();
 
   boost::beast::tcp_stream stream_;
+  boost::asio::steady_timer keepalive_timer_;  // SSE comments while a stream waits for a token
   SessionContext context_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;

@@ -1,5 +1,7 @@
 #include "gateway/inference_service.h"
 
+#include <algorithm>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -51,6 +53,11 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
         output_(*model->tokenizer, prepared.split_reasoning, prepared.starts_in_reasoning,
                 prepared.stop, prepared.prompt_tokens),
         metrics_(metrics, kGenerateRoute, model->name, std::move(api_key), /*stream=*/true) {}
+
+  // Per-key accounting at the end (set before the backend starts, so unguarded).
+  void OnFinish(std::function<void(const UsageInfo&, double)> fn) {
+    metrics_.OnFinish(std::move(fn));
+  }
 
   void SetCall(GenerationCallPtr call) {
     bool cancel = false;
@@ -196,8 +203,18 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceResponse> {
  public:
   GenerateReactor(const ModelContext* model, GenerationBackend* backend, CallRegistry* calls,
-                  GatewayMetrics* metrics, const std::string& authorization,
+                  GatewayMetrics* metrics, ApiKeyStore* keys, const std::string& authorization,
                   const v1::InferenceRequest& request) {
+    std::optional<Principal> principal;
+    if (keys != nullptr) {
+      absl::StatusOr<Principal> p = keys->Authenticate(authorization);
+      if (!p.ok()) {
+        metrics->CountResponse(kGenerateRoute, model->name, HttpStatusCode(p.status().code()));
+        Finish(ToGrpcStatus(p.status()));
+        return;
+      }
+      principal = *std::move(p);
+    }
     absl::StatusOr<ApiRequest> api = FromInferenceRequest(request);
     if (!api.ok()) {
       metrics->CountResponse(kGenerateRoute, model->name, HttpStatusCode(api.status().code()));
@@ -213,8 +230,22 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceRespo
       Finish(ToGrpcStatus(prepared.status()));
       return;
     }
+    if (principal) {
+      if (absl::Status admitted = keys->Admit(*principal); !admitted.ok()) {
+        metrics->CountResponse(kGenerateRoute, model->name, HttpStatusCode(admitted.code()));
+        Finish(ToGrpcStatus(admitted));
+        return;
+      }
+      prepared->generation.priority =
+          std::max(prepared->generation.priority, principal->priority);
+    }
     state_ = std::make_shared<GenerateState>(this, model, *prepared, metrics,
                                              metrics->ApiKeyLabel(authorization));
+    if (principal) {
+      state_->OnFinish([keys, p = *principal](const UsageInfo& usage, double cost) {
+        keys->Record(p, usage, cost);
+      });
+    }
     const uint64_t key = calls->Reserve();
     GenerationCallbacks callbacks;
     callbacks.on_chunk = [state = state_](GenerationChunk chunk) { state->OnChunk(chunk); };
@@ -293,6 +324,7 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
   }
   if (!r.reasoning_effort().empty()) j["reasoning_effort"] = r.reasoning_effort();
   j["ignore_eos"] = r.ignore_eos();
+  if (r.priority() != 0) j["priority"] = r.priority();
   const std::string body = j.dump(-1, ' ', false, Json::error_handler_t::replace);
   absl::StatusOr<ApiRequest> api =
       chat ? ParseChatCompletionRequest(body) : ParseCompletionRequest(body);
@@ -308,18 +340,25 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
 
 grpc::ServerWriteReactor<v1::InferenceResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::InferenceRequest* request) {
-  return new GenerateReactor(model_, backend_, calls_, metrics_, AuthorizationOf(*context),
+  return new GenerateReactor(model_, backend_, calls_, metrics_, keys_, AuthorizationOf(*context),
                              *request);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerContext* context,
                                                        const v1::ListModelsRequest* /*request*/,
                                                        v1::ListModelsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (keys_ != nullptr) {
+    if (absl::StatusOr<Principal> p = keys_->Authenticate(AuthorizationOf(*context)); !p.ok()) {
+      metrics_->CountResponse(kListModelsRoute, model_->name, HttpStatusCode(p.status().code()));
+      reactor->Finish(ToGrpcStatus(p.status()));
+      return reactor;
+    }
+  }
   v1::Model* m = response->add_models();
   m->set_id(model_->name);
   m->set_context_length(model_->context_length);
   metrics_->CountResponse(kListModelsRoute, model_->name, 200);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

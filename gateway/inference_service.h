@@ -2,6 +2,7 @@
 #define MOESERVE_GATEWAY_INFERENCE_SERVICE_H_
 
 #include "absl/status/statusor.h"
+#include "gateway/api_keys.h"
 #include "gateway/call_registry.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/generation_backend.h"
@@ -21,9 +22,12 @@ namespace moeserve::gateway {
 // `model`, `backend`, `calls` and `metrics` are not owned and must outlive the service and its calls.
 class InferenceService final : public v1::Inference::CallbackService {
  public:
+  // `keys` (null: no API keys) is not owned either. With keys, Generate needs metadata
+  // `authorization: Bearer KEY` (else UNAUTHENTICATED) and is subject to the key's quotas
+  // (RESOURCE_EXHAUSTED); ListModels needs a key too.
   InferenceService(const ModelContext* model, GenerationBackend* backend, CallRegistry* calls,
-                   GatewayMetrics* metrics)
-      : model_(model), backend_(backend), calls_(calls), metrics_(metrics) {}
+                   GatewayMetrics* metrics, ApiKeyStore* keys = nullptr)
+      : model_(model), backend_(backend), calls_(calls), metrics_(metrics), keys_(keys) {}
 
   grpc::ServerWriteReactor<v1::InferenceResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::InferenceRequest* request) override;
@@ -36,6 +40,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   GenerationBackend* const backend_;
   CallRegistry* const calls_;
   GatewayMetrics* const metrics_;
+  ApiKeyStore* const keys_;
 };
 
 // The InferenceRequest as an ApiRequest, validated like the HTTP API's (pure; for tests too).

@@ -187,6 +187,15 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
   }
   r->n = static_cast<int>(n.value_or(1));
 
+  // vLLM's request priority: lower values are scheduled first. An API key's tier may raise it
+  // (HttpSession), never lower it.
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> priority, GetInt(j, "priority"));
+  if (priority && (*priority < -kMaxPriority || *priority > kMaxPriority)) {
+    return Invalid("priority", absl::StrCat("'priority' must be in [", -kMaxPriority, ", ",
+                                            kMaxPriority, "], got ", *priority));
+  }
+  r->priority = static_cast<int32_t>(priority.value_or(0));
+
   engine::SamplingParams& s = r->sampling;
   s.temperature = 1.0;
   MOESERVE_ASSIGN_OR_RETURN(std::optional<double> temperature, GetNumber(j, "temperature"));
@@ -523,6 +532,7 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
   p.stream = r.stream;
   p.include_usage = r.include_usage;
   p.n = r.n;
+  p.generation.priority = r.priority;
   p.stop = r.stop;
   for (const std::string& s : r.stop) {
     if (!IsValidUtf8(s)) return Invalid("stop", "'stop' is not valid UTF-8");

@@ -48,6 +48,7 @@ struct ApiRequest {
   std::optional<std::string> reasoning_effort;
   bool ignore_eos = false;
   int n = 1;         // choices
+  int32_t priority = 0;  // lower runs first (vLLM's convention), in [-kMaxPriority, kMaxPriority]
   std::string user;  // accepted and type-checked; not used for anything yet
   std::vector<std::pair<std::string, std::string>> metadata;  // likewise
   std::string response_schema;  // chat "response_format" as a JSON schema; "" = free text
@@ -65,6 +66,9 @@ struct PreparedRequest {
   int32_t prompt_tokens = 0;
   int n = 1;  // choices
 };
+
+// Bound of a request's "priority" (and of a key tier's).
+inline constexpr int32_t kMaxPriority = 1000;
 
 // Most choices ("n") one request may ask for.
 inline constexpr int kMaxChoices = 16;

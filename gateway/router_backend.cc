@@ -173,6 +173,7 @@ std::unique_ptr<RouterBackend> RouterBackend::Connect(const std::string& address
 GenerationCallPtr RouterBackend::Start(GenerationRequest request, GenerationCallbacks callbacks) {
   v1::RouteRequest route;
   *route.mutable_spec() = ToGenerationSpec(request);
+  route.set_priority(request.priority);
   auto call = std::make_shared<RouterCall>(std::move(callbacks), outstanding_);
   call->Begin(stub_.get(), std::move(route), timeout_);
   return call;

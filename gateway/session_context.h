@@ -1,6 +1,8 @@
 #ifndef MOESERVE_GATEWAY_SESSION_CONTEXT_H_
 #define MOESERVE_GATEWAY_SESSION_CONTEXT_H_
 
+#include "absl/time/time.h"
+#include "gateway/api_keys.h"
 #include "gateway/call_registry.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/generation_backend.h"
@@ -16,6 +18,9 @@ struct SessionContext {
   CallRegistry* calls = nullptr;
   const PriceTable* prices = nullptr;
   GatewayMetrics* metrics = nullptr;
+  ApiKeyStore* keys = nullptr;  // null: no API keys (every request is served, unauthenticated)
+  // A streaming response with no token yet gets an SSE comment this often (zero: never).
+  absl::Duration sse_keepalive = absl::ZeroDuration();
 };
 
 }  // namespace moeserve::gateway

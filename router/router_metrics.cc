@@ -14,6 +14,11 @@ RouterMetrics::RouterMetrics()
                  .Help("From a Generate call's arrival until a relay thread starts it.")
                  .Register(*registry_)
                  .Add({}, FastSecondsBuckets())),
+      queued_(prometheus::BuildGauge()
+                  .Name("moeserve_router_queued_requests")
+                  .Help("Generate calls waiting for a relay thread (ordered by priority).")
+                  .Register(*registry_)
+                  .Add({})),
       decisions_(prometheus::BuildCounter()
                      .Name("moeserve_router_decisions_total")
                      .Help("Workers chosen, by phase (prefill, decode) and reason (prefix_hit: "

@@ -7,6 +7,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "router/worker_registry.h"
@@ -23,6 +24,7 @@ class RouterMetrics {
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
   void ObserveQueueSeconds(double seconds) { queue_.Observe(seconds); }
+  void SetQueued(size_t waiting) { queued_.Set(static_cast<double>(waiting)); }
   // A prefill worker was chosen; `cached_blocks` of the prompt were on it (reason prefix_hit
   // when > 0, else least_load).
   void PrefillDecision(int64_t cached_blocks);
@@ -38,6 +40,7 @@ class RouterMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Histogram& queue_;
+  prometheus::Gauge& queued_;
   prometheus::Family<prometheus::Counter>& decisions_;
   prometheus::Counter& prefill_prefix_hit_;
   prometheus::Counter& prefill_least_load_;

@@ -55,7 +55,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig 
       std::make_unique<WorkerRegistry>(*std::move(endpoints), factory, config.registry, clock);
   server->relay_ = std::make_unique<RequestRelay>(server->registry_.get(), config.relay, clock,
                                                   &server->metrics_);
-  server->executor_ = std::make_unique<RelayExecutor>(config.relay_threads);
+  server->executor_ = std::make_unique<RelayExecutor>(
+      config.relay_threads, [metrics = &server->metrics_](size_t n) { metrics->SetQueued(n); });
   server->service_ = std::make_unique<RouterService>(
       server->relay_.get(), server->registry_.get(), server->executor_.get(), &server->metrics_);
   if (config.metrics_port >= 0) {

@@ -132,7 +132,7 @@ grpc::ServerWriteReactor<v1::RouteChunk>* RouterService::Generate(
     });
     if (metrics_ != nullptr) metrics_->CountRequest(status);
     reactor->Done(status);
-  });
+  }, request->priority());
   return reactor;
 }
 

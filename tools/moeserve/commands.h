@@ -15,6 +15,7 @@ int RunDetokenize(const std::vector<std::string>& args);
 int RunUp(const std::vector<std::string>& args);
 int RunStatus(const std::vector<std::string>& args);
 int RunChat(const std::vector<std::string>& args);
+int RunKeys(const std::vector<std::string>& args);
 
 }  // namespace moeserve::cli
 

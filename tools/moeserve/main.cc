@@ -10,7 +10,8 @@ constexpr char kUsage[] =
     "usage: moeserve <command> [flags]\n"
     "commands:\n"
     "  up        [--model DIR] [--port 8000] [--prefill N] [--decode N] [--shards N]\n"
-    "            [--compute-dtype bf16|f32]   start a whole cluster on loopback\n"
+    "            [--compute-dtype bf16|f32] [--price-table FILE] [--api-keys FILE]\n"
+    "            start a whole cluster on loopback\n"
     "  mkmodel   --out DIR [--preset tiny|small|v2-lite|v3] [--seed N] [--dtype bf16|fp8]\n"
     "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"
     "            [--temperature T] [--seed N] [--compute-dtype bf16|f32] [--json] [--all-logits]\n"
@@ -19,6 +20,8 @@ constexpr char kUsage[] =
     "low|medium|high]\n"
     "            [--system TEXT] [--max-tokens N] [--temperature T] [--api-key KEY] [--no-color]\n"
     "            an interactive chat with a running gateway\n"
+    "  keys      hash [--key KEY] | add --file F --name N --tier T [--admin] [--key KEY]\n"
+    "            API key entries (SHA-256 hashes) for the gateway's --api-keys file\n"
     "  tokenize  --model DIR (--text TEXT | --file F) [--json]\n"
     "  detokenize --model DIR --ids 1,2,3\n";
 }  // namespace
@@ -35,6 +38,7 @@ int main(int argc, char** argv) {
   if (cmd == "up") return moeserve::cli::RunUp(args);
   if (cmd == "status") return moeserve::cli::RunStatus(args);
   if (cmd == "chat") return moeserve::cli::RunChat(args);
+  if (cmd == "keys") return moeserve::cli::RunKeys(args);
   if (cmd == "tokenize") return moeserve::cli::RunTokenize(args);
   if (cmd == "detokenize") return moeserve::cli::RunDetokenize(args);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {

@@ -101,6 +101,7 @@ struct UpOptions {
   int64_t threads = 1;
   std::string run_dir;
   std::string price_table;  // passed to the gateway when set
+  std::string api_keys;     // likewise
 };
 
 absl::Status Up(const UpOptions& o) {
@@ -198,6 +199,10 @@ absl::Status Up(const UpOptions& o) {
       gateway_argv.push_back("--price-table");
       gateway_argv.push_back(o.price_table);
     }
+    if (!o.api_keys.empty()) {
+      gateway_argv.push_back("--api-keys");
+      gateway_argv.push_back(o.api_keys);
+    }
     MOESERVE_RETURN_IF_ERROR(start("gateway", gateway_argv, o.port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     std::string name = std::filesystem::path(o.model).filename().string();
@@ -249,7 +254,7 @@ absl::Status Up(const UpOptions& o) {
 int RunUp(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> f = Flags::Parse(
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
-             "kv-cache-mb", "threads", "run-dir", "price-table"},
+             "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -260,6 +265,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.compute = f->Get("compute-dtype").value_or(o.compute);
   o.run_dir = f->Get("run-dir").value_or("");
   o.price_table = f->Get("price-table").value_or("");
+  o.api_keys = f->Get("api-keys").value_or("");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {

@@ -316,6 +316,71 @@ check(overflow.scroll <= overflow.client && overflow.wide.length === 0,
       `no horizontal overflow at 390 px: ${JSON.stringify(overflow)}`);
 await p2.screenshot({ path: path.join(artifacts, 'playground-phone.png'), fullPage: true });
 await phone.close();
+
+// ---- a gateway with API keys (KEYED_URL, KEYED_KEY): the 401 in plain words, then the key ----
+
+async function keyedGateway(keyedUrl, key) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const kp = await ctx.newPage();
+  const sent = [];  // Authorization of every API request the page made
+  kp.on('request', (r) => {
+    if (r.url().includes('/v1/')) sent.push([r.url().split('/v1/')[1], r.headers().authorization ?? null]);
+  });
+  const noticeSays = async (re) => {
+    await kp.waitForFunction((src) => new RegExp(src).test(document.getElementById('notice').textContent),
+                             re.source, { polling: 50, timeout: 60000 }).catch(() => {});
+    return kp.textContent('#notice');
+  };
+  await kp.goto(keyedUrl + '/');
+  let notice = await noticeSays(/needs an API key/);
+  check(/needs an API key/.test(notice) && /Settings/.test(notice),
+        `keys on, no key: the page says in plain words that a key is needed: ${notice}`);
+  await kp.fill('#prompt', 'Hello?');
+  await kp.press('#prompt', 'Enter');
+  notice = await noticeSays(/No model/);
+  check(/No model to talk to yet/.test(notice) && !sent.some(([u]) => u === 'chat/completions'),
+        `without a key nothing is sent, and the page says why: ${notice}`);
+  await kp.fill('#api-key', 'sk-wrong');
+  await kp.locator('#api-key').dispatchEvent('change');
+  await until(() => sent.some(([, a]) => a === 'Bearer sk-wrong'), 300, 50);
+  notice = await noticeSays(/needs an API key/);
+  check(/wrong one/.test(notice), `a wrong key: the 401 reads as plain words again: ${notice}`);
+  // The right key (the page reloads the models when the field changes), then a message.
+  await kp.fill('#api-key', key);
+  await kp.locator('#api-key').dispatchEvent('change');
+  await kp.waitForFunction(() => document.getElementById('model').value === 'tiny', null,
+                           { polling: 50, timeout: 60000 });
+  await kp.fill('#max-tokens', '40');
+  await kp.evaluate(() => {
+    window.deltas = 0;
+    new MutationObserver((records) => {
+      for (const rec of records) {
+        const n = rec.target.nodeType === Node.TEXT_NODE ? rec.target.parentElement : rec.target;
+        if (n?.classList?.contains('reasoning') || n?.classList?.contains('answer')) window.deltas += 1;
+      }
+    }).observe(document.getElementById('transcript'),
+               { subtree: true, characterData: true, childList: true });
+  });
+  await kp.fill('#prompt', 'Hello?');
+  await kp.press('#prompt', 'Enter');
+  await kp.waitForFunction(() => {
+    const t = [...document.querySelectorAll('.turn.assistant')].pop();
+    return t && ['error', 'done', 'stopped'].includes(t.dataset.state);
+  }, null, { timeout: 300000, polling: 50 });
+  const last = kp.locator('.turn.assistant').last();
+  const state = await last.getAttribute('data-state');
+  const text = (await last.locator('.reasoning').textContent()) + (await last.locator('.answer').textContent());
+  const deltas = await kp.evaluate(() => window.deltas);
+  check(state === 'done' && text.length > 0 && deltas > 1,
+        `with the key typed in, the reply streams (${deltas} text updates, state ${state})`);
+  const chatAuth = sent.filter(([u]) => u === 'chat/completions').map(([, a]) => a);
+  check(chatAuth.length === 1 && chatAuth[0] === `Bearer ${key}` && sent[0][1] === null,
+        `the page asked with no key first, and sent the chat with 'Bearer <key>'`);
+  await kp.screenshot({ path: path.join(artifacts, 'playground-keys.png'), fullPage: true });
+  await ctx.close();
+}
+if (process.env.KEYED_URL) await keyedGateway(process.env.KEYED_URL, process.env.KEYED_KEY);
+
 await browser.close();
 
 console.log(`${failures} failed; screenshots in ${artifacts}`);

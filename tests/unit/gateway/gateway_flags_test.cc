@@ -43,6 +43,19 @@ TEST(GatewayFlagsTest, RejectLogprobsForReasonerIsASwitch) {
       ParseFlags({"--model", "m", "--router", "r:1", "--reject-logprobs-for-reasoner=maybe"}).ok());
 }
 
+TEST(GatewayFlagsTest, ApiKeysAndKeepAlive) {
+  absl::StatusOr<GatewayConfig> c = ParseFlags({"--model", "m", "--router", "r:1", "--api-keys",
+                                                "/etc/moeserve/keys.json", "--sse-keepalive-s",
+                                                "0.25"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->api_keys_file, "/etc/moeserve/keys.json");
+  EXPECT_EQ(c->sse_keepalive, absl::Milliseconds(250));
+  c = ParseFlags({"--model", "m", "--router", "r:1"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->api_keys_file.empty());
+  EXPECT_EQ(c->sse_keepalive, absl::Seconds(10));
+}
+
 TEST(GatewayFlagsTest, RejectsBadFlags) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--router", "r:1"}, "--model"},
@@ -52,6 +65,9 @@ TEST(GatewayFlagsTest, RejectsBadFlags) {
       {{"--model", "m", "--router", "r:1", "--colour", "red"}, "unknown flag --colour"},
       {{"model"}, "unexpected argument"},
       {{"--model"}, "needs a value"},
+      {{"--model", "m", "--router", "r:1", "--sse-keepalive-s", "-1"}, "--sse-keepalive-s"},
+      {{"--model", "m", "--router", "r:1", "--sse-keepalive-s", "soon"}, "--sse-keepalive-s"},
+      {{"--model", "m", "--router", "r:1", "--api-keys="}, "--api-keys"},
   };
   for (const auto& [args, message] : cases) {
     absl::StatusOr<GatewayConfig> c = ParseFlags(args);

@@ -194,6 +194,22 @@ TEST_F(RequestMappingTest, ErrorsNameTheParam) {
   EXPECT_TRUE(absl::StrContains(OpenAiErrorBody(p.status()), R"("code":"model_not_found")"));
 }
 
+TEST_F(RequestMappingTest, PriorityGoesToTheGenerationAndIsBounded) {
+  absl::StatusOr<PreparedRequest> p = Prepare(Endpoint::kChat, Chat(R"("priority":7)"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->generation.priority, 7);
+  EXPECT_EQ(ChoiceRequest(p->generation, 1).priority, 7);
+  p = Prepare(Endpoint::kChat, Chat(R"("priority":-3)"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->generation.priority, -3);
+  EXPECT_EQ(Prepare(Endpoint::kChat, Chat("")).value().generation.priority, 0);
+  for (const char* bad : {R"("priority":1001)", R"("priority":"high")", R"("priority":1.5)"}) {
+    p = Prepare(Endpoint::kChat, Chat(bad));
+    ASSERT_FALSE(p.ok()) << bad;
+    EXPECT_TRUE(absl::StrContains(OpenAiErrorBody(p.status()), R"("param":"priority")")) << bad;
+  }
+}
+
 TEST_F(RequestMappingTest, ChatRendersTemplateAndBuildsGeneration) {
   absl::StatusOr<PreparedRequest> p =
       Prepare(Endpoint::kChat,
