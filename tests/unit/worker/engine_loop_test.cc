@@ -7,10 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/model.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/testing/tiny_model.h"
 #include "tools/moeserve/mkmodel.h"
 
@@ -39,6 +41,11 @@ class CollectingSink final : public JobSink {
   Finish finish() {
     absl::MutexLock lock(&mu_);
     return finish_;
+  }
+
+  absl::Status error() {
+    absl::MutexLock lock(&mu_);
+    return error_;
   }
 
  private:
@@ -136,6 +143,113 @@ TEST_F(EngineLoopTest, RejectsThinkCloseIdsOutsideTheVocabulary) {
   spec.think_close_ids = {-1};
   s = loop_->Submit(spec, std::make_shared<JobControl>(), std::make_shared<CollectingSink>());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+// Structured output over a synthetic vocabulary for the 384-token model: id 1 ends (EOS), ids
+// 2..96 are the printable ASCII bytes, a few more are multi-byte JSON pieces, the rest are never
+// allowed. Whatever the random model prefers, the answer must be a document the schema accepts,
+// checked here with nlohmann's parser and by hand.
+class ConstrainedLoopTest : public EngineLoopTest {
+ protected:
+  void SetUp() override {
+    EngineLoopTest::SetUp();
+    std::vector<std::string> bytes(384);
+    for (int c = 0x20; c < 0x7f; ++c) bytes[static_cast<size_t>(c - 0x20 + 2)] = std::string(1, static_cast<char>(c));
+    const std::vector<std::string> pieces = {"{\"", "\":", "\",\"", "true", "false", "null", "12",
+                                             "\n  ", "\"}", "ab", "\xc3\xa9", "\\u00e9"};
+    for (size_t i = 0; i < pieces.size(); ++i) bytes[100 + i] = pieces[i];
+    bytes_ = bytes;
+    LoopOptions lo;
+    lo.engine.block_tokens = 4;
+    lo.engine.kv_cache_tokens = 2048;
+    lo.vocabulary = std::make_shared<engine::grammar::Vocabulary>(bytes, 1);
+    loop_ = std::make_unique<EngineLoop>(model_.get(), nullptr, nullptr, lo);
+  }
+
+  static JobSpec Spec(uint64_t seed) {
+    JobSpec s;
+    s.request_id = absl::StrCat("c", seed);
+    s.prompt = {0, 40, 41, 42};
+    s.sampling.temperature = 1.0;
+    s.sampling.seed = seed;
+    s.max_new_tokens = 400;
+    s.response_schema = kSchema;
+    return s;
+  }
+
+  std::string Text(const std::vector<int32_t>& tokens) const {
+    std::string out;
+    for (int32_t t : tokens) {
+      if (t != 1) out += bytes_[static_cast<size_t>(t)];
+    }
+    return out;
+  }
+
+  static void ExpectValid(const std::string& text) {
+    nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+    ASSERT_FALSE(doc.is_discarded()) << text;
+    ASSERT_TRUE(doc.is_object()) << text;
+    ASSERT_TRUE(doc.contains("k") && doc["k"].is_string() && doc["k"].get<std::string>().size() <= 6) << text;
+    ASSERT_TRUE(doc.contains("n") && doc["n"].is_number_integer()) << text;
+    for (auto& [key, value] : doc.items()) {
+      (void)value;
+      ASSERT_TRUE(key == "k" || key == "n" || key == "b") << text;
+    }
+    if (doc.contains("b")) {
+      ASSERT_TRUE(doc["b"].is_boolean() || doc["b"].is_null()) << text;
+    }
+  }
+
+  static constexpr const char* kSchema =
+      R"({"type":"object","properties":{"k":{"type":"string","maxLength":6},"n":{"type":"integer"},)"
+      R"("b":{"type":["boolean","null"]}},"required":["k","n"],"additionalProperties":false})";
+  std::vector<std::string> bytes_;
+};
+
+TEST_F(ConstrainedLoopTest, EveryAnswerMatchesTheSchema) {
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(loop_->Submit(Spec(seed), std::make_shared<JobControl>(), sink).ok());
+    ASSERT_TRUE(sink->Wait());
+    ASSERT_TRUE(sink->error().ok()) << sink->error();
+    EXPECT_EQ(sink->finish(), Finish::kStop) << Text(sink->tokens());
+    ExpectValid(Text(sink->tokens()));
+  }
+}
+
+// The constraint starts after constraint_after_token; what came before (the reasoning) is free,
+// and a resumed job replays its generated tokens through the constraint.
+TEST_F(ConstrainedLoopTest, StartsAfterTheTriggerAndResumes) {
+  JobSpec spec = Spec(9);
+  spec.constraint_after_token = 300;  // never allowed inside the answer: only a trigger
+  spec.generated = {250, 251, 300, 100, 2 + ('k' - 0x20), 101};  // free, trigger, `{"k":`
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(loop_->Submit(spec, std::make_shared<JobControl>(), sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  ASSERT_TRUE(sink->error().ok()) << sink->error();
+  EXPECT_EQ(sink->finish(), Finish::kStop);
+  ExpectValid(Text({100, 2 + ('k' - 0x20), 101}) + Text(sink->tokens()));
+
+  // A resumed answer that already broke the schema is refused, not continued.
+  spec.generated = {300, 2 + ('[' - 0x20)};
+  sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(loop_->Submit(spec, std::make_shared<JobControl>(), sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->error().code(), absl::StatusCode::kFailedPrecondition) << sink->error();
+  EXPECT_TRUE(sink->tokens().empty());
+}
+
+TEST_F(ConstrainedLoopTest, BadSchemasAndMissingVocabularyAreRefused) {
+  JobSpec spec = Spec(1);
+  spec.response_schema = R"({"type":"string","pattern":"x"})";
+  absl::Status s = loop_->Submit(spec, std::make_shared<JobControl>(), std::make_shared<CollectingSink>());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  LoopOptions plain;
+  plain.engine.block_tokens = 4;
+  plain.engine.kv_cache_tokens = 512;
+  EngineLoop no_vocab(model_.get(), nullptr, nullptr, plain);
+  s = no_vocab.Submit(Spec(1), std::make_shared<JobControl>(), std::make_shared<CollectingSink>());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
 }
 
 }  // namespace
