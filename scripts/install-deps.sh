@@ -12,8 +12,9 @@ apt_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy clang-format
   libboost-dev
-  # operations checks (promtool, a real Prometheus, YAML lint), the browser and terminal UI tests
-  prometheus yamllint chromium tmux
+  # operations checks (promtool, a real Prometheus, YAML lint), the browser (Chromium and Firefox)
+  # and terminal UI tests
+  prometheus yamllint chromium firefox-esr tmux
 )
 # Node.js: the image ships Node 20 with npm 11 (nodesource); Debian's nodejs conflicts with that npm,
 # so Debian's packages are used only when no node is present.
