@@ -14,8 +14,9 @@ apt_packages=(
   libboost-dev
   # the fuzz preset: clang 14 and its compiler-rt (libFuzzer, ASan, UBSan runtimes)
   clang-14 libclang-rt-14-dev
-  # operations checks (promtool, a real Prometheus, YAML lint), the browser and terminal UI tests
-  prometheus yamllint chromium tmux
+  # operations checks (promtool, a real Prometheus, YAML lint), the browser (Chromium and Firefox)
+  # and terminal UI tests
+  prometheus yamllint chromium firefox-esr tmux
 )
 # Node.js: the image ships Node 20 with npm 11 (nodesource); Debian's nodejs conflicts with that npm,
 # so Debian's packages are used only when no node is present.
@@ -42,8 +43,10 @@ fi
 cd "$root/tools/node"
 if [ ! -f node_modules/.moeserve-installed ] || [ package-lock.json -nt node_modules/.moeserve-installed ]; then
   # npm 11's `npm ci` refuses this lock file because it holds no entries for @bufbuild/buf's
-  # optional binaries of other platforms (which `npm install` does not record either); `npm install`
-  # then installs the same locked versions and leaves the lock file unchanged.
+  # optional binaries of other platforms: the npm registry reachable from our machines answers 404
+  # for those (darwin-*, win32-*, linux-armv7), so no `npm install` here can record them, and a
+  # lock regenerated here has the same gap. `npm install` then installs the same locked versions
+  # and leaves the lock file unchanged.
   if [ -f package-lock.json ]; then
     npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error
   else

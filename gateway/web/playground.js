@@ -232,6 +232,10 @@
       addStat(r, 'cached', String(cached), 'cached');
       addStat(r, 'reasoning', String(reasoningTokens), 'reasoning');
       addStat(r, 'answer', String(u.completion_tokens - reasoningTokens), 'answer');
+    } else if (r.stopped) {
+      // A stopped stream never gets its usage event: show what arrived, one token per delta.
+      addStat(r, 'reasoning', `~${r.reasoningChunks} received`, 'reasoning');
+      addStat(r, 'answer', `~${r.answerChunks} received`, 'answer');
     }
     addStat(r, 'first token', seconds(r.firstToken === null ? null : r.firstToken - r.start), 'ttft');
     addStat(r, 'first answer token',
@@ -304,7 +308,7 @@
     const r = {
       controller: new AbortController(), model: ui.model.value, view: null, start: 0,
       firstToken: null, firstReasoning: null, firstAnswer: null, end: null, usage: null,
-      reasoningChunks: 0, answerText: '', error: null, stopped: false, timer: 0,
+      reasoningChunks: 0, answerChunks: 0, answerText: '', error: null, stopped: false, timer: 0,
     };
     r.view = addAssistantTurn(r.model);
     current = r;
@@ -362,6 +366,7 @@
     if (delta.content) {
       if (r.firstToken === null) r.firstToken = now;
       if (r.firstAnswer === null) r.firstAnswer = now;
+      r.answerChunks += 1;
       r.answerText += delta.content;
       r.view.answer.firstChild.appendData(delta.content);
       r.view.turn.dataset.state = 'answering';

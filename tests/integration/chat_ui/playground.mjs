@@ -1,17 +1,17 @@
 // The playground as a person uses it, in headless Chromium (Debian's, driven by playwright-core)
+// or Firefox (Debian's firefox-esr, driven by puppeteer-core over WebDriver BiDi; browsers.mjs)
 // against a real cluster: reasoning streams into its panel before the answer, the panel
 // collapses, usage/timings/cost match what the server sent, history goes back without
 // reasoning, Stop cancels on the server, API errors read as plain words, and a phone-width
 // screen has no horizontal overflow. Prints "ok"/"FAIL" lines; exits 1 on any failure.
-//   node playground.mjs URL ARTIFACT_DIR NODE_DIR MOESERVE ROUTER GATEWAY_METRICS PRICES_JSON
+//   node playground.mjs URL ARTIFACT_DIR NODE_DIR MOESERVE ROUTER GATEWAY_METRICS PRICES_JSON [BROWSER]
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
+import { launch } from './browsers.mjs';
 
-const [url, artifacts, nodeDir, moeserve, router, metricsAddr, pricesJson] = process.argv.slice(2);
-const require = createRequire(path.join(nodeDir, 'package.json'));
-const { chromium } = require('playwright-core');
+const [url, artifacts, nodeDir, moeserve, router, metricsAddr, pricesJson,
+       browserName = 'chromium'] = process.argv.slice(2);
 const price = JSON.parse(pricesJson);
 fs.mkdirSync(artifacts, { recursive: true });
 
@@ -80,7 +80,8 @@ process.on('unhandledRejection', (e) => {
   process.exit(1);
 });
 
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+const browser = await launch(browserName, nodeDir);
+console.log(`browser: ${browserName} ${await browser.version()}`);
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
 const page = await context.newPage();
 const consoleErrors = [];
@@ -235,6 +236,7 @@ check(u2 && u2.prompt_tokens > u1.prompt_tokens &&
 
 const cancelledBefore = await metric('moeserve_gateway_requests_cancelled_total');
 await settings({ effort: 'high', maxTokens: 4000, apiKey: '' });
+await page.evaluate(() => { window.growth = []; });  // from here on: only the stopped turn
 await sendMessage('Tell me a very long story.');
 await page.waitForFunction(() => {
   const t = [...document.querySelectorAll('.turn.assistant')].pop();
@@ -264,6 +266,15 @@ check(await until(async () => (await metric('moeserve_gateway_open_streams')) ==
 const stoppedReasoning = (await stopped.locator('.reasoning').textContent()).length;
 check(stoppedReasoning > 0 && (await stopped.locator('.answer').textContent()) === '',
       `the partial reasoning stays on screen (${stoppedReasoning} chars), no answer`);
+// No usage event comes on a stopped stream; the reply shows what arrived (one token per delta,
+// i.e. one text update the page's observer saw), marked as received, and no cost.
+const received = (await page.evaluate(() => window.growth)).filter(([k]) => k === 'reasoning').length;
+const partial = { reasoning: await stat(stopped, 'reasoning'), answer: await stat(stopped, 'answer'),
+                  cost: await stopped.locator('dd[data-stat="cost"]').count() };
+check(received > 0 && partial.reasoning === `~${received} received` &&
+      partial.answer === '~0 received' && partial.cost === 0,
+      `the stopped reply shows the tokens received so far (${received} reasoning updates seen): ` +
+      JSON.stringify(partial));
 
 check(consoleErrors.length === 0, `no console errors or CSP violations: ${JSON.stringify(consoleErrors)}`);
 
@@ -283,8 +294,10 @@ const req5 = chats[chats.length - 1].body;
 check(req5.messages.length === 6 && req5.messages.every((m) => m.content !== 'Too many tokens, please.'),
       `after a stopped turn (no answer) and a failed one, the history has 2 turns + the new message`);
 
-// Chromium logs every 4xx fetch; the one 400 provoked above is the only error allowed.
-check(consoleErrors.length === 1 && /status of 400/.test(consoleErrors[0]),
+// Chromium logs every 4xx fetch (Firefox does not); the one 400 provoked above is the only error
+// allowed.
+const logged400 = consoleErrors.filter((e) => /status of 400/.test(e)).length;
+check(consoleErrors.length === logged400 && logged400 === (browserName === 'chromium' ? 1 : 0),
       `no other console errors: ${JSON.stringify(consoleErrors)}`);
 await context.close();
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The playground end to end: a real cluster (`moeserve up`, with a price table of its own), the
-page in headless Chromium through playground.mjs. Screenshots land in WORKDIR/screenshots.
-Usage: test_playground.py BIN_DIR WORKDIR"""
+page in headless Chromium (default) or Firefox through playground.mjs. Screenshots land in
+WORKDIR/screenshots.
+Usage: test_playground.py BIN_DIR WORKDIR [chromium|firefox]"""
 import json
 import os
 import shutil
@@ -15,12 +16,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import FAILS, Cluster, check, free_port  # noqa: E402
 
 BIN, WORK = sys.argv[1], sys.argv[2]
+BROWSER = sys.argv[3] if len(sys.argv) > 3 else "chromium"
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "..", "tools", "node"))
 
-if not os.path.exists("/usr/bin/chromium") or not os.path.exists(
-        os.path.join(NODE_DIR, "node_modules", "playwright-core")):
-    print("chromium or playwright-core is missing (scripts/install-deps.sh installs both)")
+# The browser and the npm package that drives it (see browsers.mjs).
+EXE, DRIVER = {"chromium": ("/usr/bin/chromium", "playwright-core"),
+               "firefox": ("/usr/bin/firefox-esr", "puppeteer-core")}[BROWSER]
+if not os.path.exists(EXE) or not os.path.exists(os.path.join(NODE_DIR, "node_modules", DRIVER)):
+    print(f"{EXE} or {DRIVER} is missing (scripts/install-deps.sh installs both)")
     sys.exit(1)
 
 os.makedirs(WORK, exist_ok=True)
@@ -65,7 +69,7 @@ try:
     run = subprocess.run(
         ["node", os.path.join(HERE, "playground.mjs"), cluster.url, shots, NODE_DIR,
          cluster.moeserve, cluster.info["router"], cluster.metrics_address(),
-         json.dumps(price)], capture_output=True, text=True, timeout=900,
+         json.dumps(price), BROWSER], capture_output=True, text=True, timeout=900,
         env=dict(os.environ, KEYED_URL=keyed_url, KEYED_KEY=keyed_key))
     print(run.stdout, end="")
     if run.returncode != 0:
