@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "engine/sampler.h"
 
 namespace moeserve::gateway {
@@ -22,6 +23,9 @@ struct GenerationRequest {
   int32_t thinking_budget = -1;  // -1: none; else close reasoning after that many tokens
   std::vector<int32_t> think_close_ids;
   int32_t sample_vocab = 0;  // > 0: sample only ids below this
+  // The client's deadline (gRPC deadline, HTTP X-Request-Timeout), passed on to the router and
+  // from there to the workers; past it the generation ends with DEADLINE_EXCEEDED.
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled };

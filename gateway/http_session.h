@@ -53,6 +53,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     bool headers_sent = false;  // streaming: the SSE header went out
     bool done = false;          // the response is complete (no more events)
     std::optional<RequestMetrics> metrics;
+    std::optional<ResponseHold> hold;  // keeps a drain waiting until the response is out
   };
 
   void DoRead();
@@ -60,8 +61,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void OnRead(boost::beast::error_code ec);
   void Handle(Request request);
   void HandleGenerate(const Request& request, Endpoint endpoint);
+  // `retry_after_s` > 0 adds a Retry-After header (every 429 has one; see SendError).
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
-                const char* allow = nullptr);
+                const char* allow = nullptr, int retry_after_s = 0);
   void SendError(const absl::Status& status, int http_status = 0, const char* allow = nullptr);
   void SendStatic(const StaticFile& file, absl::string_view if_none_match, bool head_only);
   void StartChoice(size_t index);

@@ -1,11 +1,13 @@
 #include "gateway/inference_service.h"
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/grpc_status.h"
 #include "common/http_status.h"
 #include "gateway/openai_format.h"
@@ -197,7 +199,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceRespo
  public:
   GenerateReactor(const ModelContext* model, GenerationBackend* backend, CallRegistry* calls,
                   GatewayMetrics* metrics, const std::string& authorization,
-                  const v1::InferenceRequest& request) {
+                  const v1::InferenceRequest& request, absl::Time deadline) {
+    if (calls->draining()) {
+      metrics->CountResponse(kGenerateRoute, model->name, 503);
+      Finish(ToGrpcStatus(absl::UnavailableError(
+          "the gateway is shutting down and takes no new requests; retry (another replica)")));
+      return;
+    }
     absl::StatusOr<ApiRequest> api = FromInferenceRequest(request);
     if (!api.ok()) {
       metrics->CountResponse(kGenerateRoute, model->name, HttpStatusCode(api.status().code()));
@@ -213,6 +221,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceRespo
       Finish(ToGrpcStatus(prepared.status()));
       return;
     }
+    hold_.emplace(calls);  // until OnDone: the last message is written
+    prepared->generation.deadline = deadline;  // the client's, passed down to the workers
     state_ = std::make_shared<GenerateState>(this, model, *prepared, metrics,
                                              metrics->ApiKeyLabel(authorization));
     const uint64_t key = calls->Reserve();
@@ -235,6 +245,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceRespo
 
  private:
   std::shared_ptr<GenerateState> state_;
+  std::optional<ResponseHold> hold_;
 };
 
 }  // namespace
@@ -308,8 +319,13 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
 
 grpc::ServerWriteReactor<v1::InferenceResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::InferenceRequest* request) {
+  // gRPC's "no deadline" is a far-future time point; anything beyond a year counts as none.
+  absl::Time deadline = absl::InfiniteFuture();
+  if (context->deadline() < std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
+    deadline = absl::FromChrono(context->deadline());
+  }
   return new GenerateReactor(model_, backend_, calls_, metrics_, AuthorizationOf(*context),
-                             *request);
+                             *request, deadline);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerContext* context,

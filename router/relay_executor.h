@@ -24,14 +24,20 @@ class RelayExecutor {
 
   // Runs `task` on a relay thread. Tasks scheduled after Stop() run on the calling thread.
   void Schedule(std::function<void()> task);
+  // Like Schedule, but refuses (false, `task` not run) when every thread is busy and
+  // `max_waiting` tasks already wait: the router's bounded queue (--max-queue).
+  bool TrySchedule(std::function<void()> task, size_t max_waiting);
+  // Tasks waiting for a thread.
+  size_t waiting() const;
   // Runs the queued tasks to completion, then joins the threads. Idempotent.
   void Stop();
 
  private:
   void Loop();
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  size_t idle_ ABSL_GUARDED_BY(mu_) = 0;  // threads waiting for a task
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
