@@ -198,9 +198,9 @@ def workers(info):
     return json.loads(r.stdout)["workers"] if r.returncode == 0 else []
 
 
-def all_idle(info):
+def all_idle(info, tries=600):
     ws = []
-    for _ in range(600):
+    for _ in range(tries):
         ws = [w for w in workers(info) if w["healthy"]]
         if ws and all(w["running"] == 0 and w.get("waiting", 0) == 0 and
                       w["kv_blocks_free"] == w["kv_blocks_total"] for w in ws):
@@ -350,7 +350,9 @@ try:
     out = json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else {"err": r.stderr}
     check(out.get("code") == "DEADLINE_EXCEEDED" and out.get("messages", 0) > 0,
           f"gRPC Inference with a 3 s deadline on a 4000-token request: {out}")
-    idle, ws = all_idle(info)
+    # Left running, the 4000-token sequence would take ~40 s more: look for the free blocks
+    # well before that (~15 s), so that a worker that never freed it fails here.
+    idle, ws = all_idle(info, tries=150)
     check(idle, f"after the deadline the worker freed the sequence: {ws}")
 
     # HTTP X-Request-Timeout: 504, sequence freed; a bad value is a 400.
@@ -358,7 +360,7 @@ try:
         "model": NAME, "prompt": "a long one", "max_tokens": 4000, "ignore_eos": True},
         headers={"X-Request-Timeout": "2"})
     check(st == 504 and "error" in json.loads(body), f"X-Request-Timeout: 2 -> {st} {body[:100]}")
-    idle, ws = all_idle(info)
+    idle, ws = all_idle(info, tries=150)
     check(idle, f"after the HTTP timeout the worker freed the sequence: {ws}")
     st, _, body = request(port, "/v1/completions", {"model": NAME, "prompt": "x", "max_tokens": 2},
                           headers={"X-Request-Timeout": "soon"})
