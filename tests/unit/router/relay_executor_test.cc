@@ -20,10 +20,10 @@ TEST(RelayExecutorTest, TryScheduleBoundsTheWaitingTasks) {
     release.WaitForNotification();
     ran.fetch_add(1);
   };
-  ASSERT_TRUE(executor.TrySchedule(hold, 1));
-  ASSERT_TRUE(executor.TrySchedule(hold, 1));
-  while (started.load() < 2) {
-  }  // both threads now busy
+  // Room to queue both even before the threads have started waiting for work.
+  EXPECT_TRUE(executor.TrySchedule(hold, 100));
+  EXPECT_TRUE(executor.TrySchedule(hold, 100));
+  while (started.load() < 2) absl::SleepFor(absl::Milliseconds(1));  // both threads busy
   EXPECT_EQ(executor.waiting(), 0u);
   EXPECT_TRUE(executor.TrySchedule([&] { ran.fetch_add(1); }, 1));
   EXPECT_EQ(executor.waiting(), 1u);
