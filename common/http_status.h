@@ -22,6 +22,7 @@ namespace moeserve {
 
 inline constexpr char kErrorParamPayload[] = "type.moeserve.dev/error-param";
 inline constexpr char kErrorCodePayload[] = "type.moeserve.dev/error-code";
+inline constexpr char kRetryAfterPayload[] = "type.moeserve.dev/retry-after";
 
 inline absl::Status WithErrorParam(absl::Status status, absl::string_view param) {
   status.SetPayload(kErrorParamPayload, absl::Cord(param));
@@ -31,6 +32,27 @@ inline absl::Status WithErrorParam(absl::Status status, absl::string_view param)
 inline absl::Status WithErrorCode(absl::Status status, absl::string_view code) {
   status.SetPayload(kErrorCodePayload, absl::Cord(code));
   return status;
+}
+
+// How many seconds a client should wait before retrying (the HTTP layer sends it as
+// `Retry-After` on every 429: overload, and quotas).
+inline absl::Status WithRetryAfter(absl::Status status, int seconds) {
+  status.SetPayload(kRetryAfterPayload, absl::Cord(std::to_string(seconds)));
+  return status;
+}
+
+// The Retry-After seconds of `status`: its payload, else 1 (the default for a 429).
+inline int RetryAfterSeconds(const absl::Status& status) {
+  if (auto p = status.GetPayload(kRetryAfterPayload)) {
+    const std::string text(*p);
+    int seconds = 0;
+    for (char c : text) {
+      if (c < '0' || c > '9' || seconds > 86400) return 1;
+      seconds = seconds * 10 + (c - '0');
+    }
+    if (!text.empty()) return seconds;
+  }
+  return 1;
 }
 
 inline int HttpStatusCode(absl::StatusCode code) {

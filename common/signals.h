@@ -2,6 +2,7 @@
 #define MOESERVE_COMMON_SIGNALS_H_
 
 #include <signal.h>
+#include <time.h>
 
 namespace moeserve {
 
@@ -21,6 +22,12 @@ class StopSignals {
     int signal_number = 0;
     sigwait(&set_, &signal_number);
     return signal_number;
+  }
+  // Like Wait, but gives up after `millis` milliseconds: the signal's number, or 0.
+  int WaitFor(int millis) {
+    timespec timeout{millis / 1000, static_cast<long>(millis % 1000) * 1000000L};
+    const int signal_number = sigtimedwait(&set_, nullptr, &timeout);
+    return signal_number > 0 ? signal_number : 0;
   }
 
  private:

@@ -74,6 +74,13 @@ absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
 
 ExpertShardServer::~ExpertShardServer() { Shutdown(); }
 
+void ExpertShardServer::StartDrain() {
+  if (server_ == nullptr) return;
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(false);
+  }
+}
+
 void ExpertShardServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;

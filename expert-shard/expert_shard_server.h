@@ -45,6 +45,9 @@ class ExpertShardServer {
   int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
   // Stops accepting calls, lets in-flight ones finish (up to a short grace period), then stops
   // the compute thread.
+  // Drain (SIGTERM): health NOT_SERVING so that clients stop picking this process. Its calls
+  // are short unary ones: Shutdown's grace period lets those in flight finish.
+  void StartDrain();
   void Shutdown();
   // Blocks until Shutdown has been called (from another thread).
   void Wait();

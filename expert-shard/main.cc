@@ -1,14 +1,22 @@
 // moeserve-expert-shard: serves a slice of a model's routed experts over gRPC.
 #include <memory>
+#include <string>
+#include <vector>
 
+#include "common/drain.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "expert-shard/expert_shard_server.h"
 #include "expert-shard/flags.h"
 
 int main(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);  // with argv[0], as ParseFlags wants
+  absl::StatusOr<absl::Duration> drain = moeserve::TakeDrainTimeoutFlag(&args);
+  std::vector<char*> rest;
+  for (std::string& a : args) rest.push_back(a.data());
   absl::StatusOr<moeserve::expert_shard::ShardConfig> config =
-      moeserve::expert_shard::ParseFlags(argc, argv);
+      drain.ok() ? moeserve::expert_shard::ParseFlags(static_cast<int>(rest.size()), rest.data())
+                 : absl::StatusOr<moeserve::expert_shard::ShardConfig>(drain.status());
   if (!config.ok()) {
     moeserve::LogError(config.status());
     return 2;
@@ -20,8 +28,8 @@ int main(int argc, char** argv) {
     moeserve::LogError(server.status());
     return 1;
   }
-  stop.Wait();
-  moeserve::LogInfo("expert shard stopping");
-  (*server)->Shutdown();
-  return 0;
+  moeserve::expert_shard::ExpertShardServer* s = server->get();
+  return moeserve::ServeUntilDrained(stop, *drain, "moeserve-expert-shard",
+                                     {[s] { s->StartDrain(); }, [] { return true; },
+                                      [s] { s->Shutdown(); }});
 }

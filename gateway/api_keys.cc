@@ -21,7 +21,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr char kRetryAfterPayload[] = "type.moeserve.dev/retry-after";
 constexpr absl::Duration kMinute = absl::Seconds(60);
 
 absl::Status Bad(absl::string_view where, absl::string_view what) {
@@ -67,16 +66,9 @@ absl::Status Unauthenticated(absl::string_view message) {
 }  // namespace
 
 absl::Status RateLimitedError(absl::string_view message, int64_t seconds) {
-  absl::Status s = WithErrorCode(absl::ResourceExhaustedError(message), "rate_limit_exceeded");
-  s.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(std::max<int64_t>(seconds, 1))));
-  return s;
-}
-
-std::optional<int64_t> RetryAfterSeconds(const absl::Status& status) {
-  const auto p = status.GetPayload(kRetryAfterPayload);
-  int64_t seconds = 0;
-  if (!p || !absl::SimpleAtoi(std::string(*p), &seconds)) return std::nullopt;
-  return seconds;
+  return WithRetryAfter(
+      WithErrorCode(absl::ResourceExhaustedError(message), "rate_limit_exceeded"),
+      static_cast<int>(std::clamp<int64_t>(seconds, 1, 86400)));
 }
 
 std::string ApiKeyStore::HashKey(absl::string_view key) {

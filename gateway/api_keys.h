@@ -132,8 +132,6 @@ class ApiKeyStore {
 // A 429 (RESOURCE_EXHAUSTED, OpenAI's code rate_limit_exceeded) that tells the client to retry
 // after `seconds` (>= 1). The HTTP layer sends it as a Retry-After header.
 absl::Status RateLimitedError(absl::string_view message, int64_t seconds);
-// The retry-after of a RateLimitedError, if `status` carries one.
-std::optional<int64_t> RetryAfterSeconds(const absl::Status& status);
 
 }  // namespace moeserve::gateway
 

@@ -15,7 +15,9 @@
 
 namespace moeserve::gateway {
 
-// The generations in flight, so that shutdown can cancel them, plus request id allocation.
+// The generations in flight, so that shutdown can cancel them, plus request id allocation and
+// the drain state: once StartDrain() is called, new requests are refused (UNAVAILABLE / 503),
+// and the gateway waits until open_responses() is 0 (every accepted response fully written).
 // Thread-safe.
 class CallRegistry {
  public:
@@ -48,6 +50,13 @@ class CallRegistry {
     absl::MutexLock lock(&mu_);
     return calls_.size();
   }
+  void StartDrain() { draining_.store(true); }
+  bool draining() const { return draining_.load(); }
+  // An accepted request holds one from acceptance until its response is completely written
+  // (or its client is gone), so a drain ends only after the last byte went out.
+  void OpenResponse() { open_responses_.fetch_add(1); }
+  void CloseResponse() { open_responses_.fetch_sub(1); }
+  int64_t open_responses() const { return open_responses_.load(); }
   // Cancels every call in flight, then waits (up to `timeout`) until all have ended.
   // True when none is left.
   bool CancelAllAndWait(absl::Duration timeout) {
@@ -68,9 +77,25 @@ class CallRegistry {
  private:
   const std::string instance_;
   std::atomic<uint64_t> next_id_{0};
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> open_responses_{0};
   mutable absl::Mutex mu_;
   uint64_t next_key_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint64_t, GenerationCallPtr> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+// Holds one of a registry's open responses for its own lifetime.
+class ResponseHold {
+ public:
+  explicit ResponseHold(CallRegistry* registry) : registry_(registry) {
+    registry_->OpenResponse();
+  }
+  ~ResponseHold() { registry_->CloseResponse(); }
+  ResponseHold(const ResponseHold&) = delete;
+  ResponseHold& operator=(const ResponseHold&) = delete;
+
+ private:
+  CallRegistry* const registry_;
 };
 
 }  // namespace moeserve::gateway

@@ -13,7 +13,8 @@ inline constexpr char kGatewayUsage[] =
     "usage: moeserve-gateway --model DIR --router HOST:PORT [--model-name NAME] [--host H]\n"
     "         [--port N] [--grpc-port N] [--http-threads N] [--max-tokens-default N]\n"
     "         [--router-timeout-s N] [--price-table FILE] [--metrics-port N]\n"
-    "         [--reject-logprobs-for-reasoner] [--api-keys FILE] [--sse-keepalive-s SECONDS]\n";
+    "         [--reject-logprobs-for-reasoner] [--api-keys FILE] [--sse-keepalive-s SECONDS]\n"
+    "         [--drain-timeout-s N]\n";
 
 // Parses the flags (without argv[0]); `--name value` and `--name=value` both work.
 // INVALID_ARGUMENT naming the bad flag.

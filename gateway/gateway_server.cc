@@ -97,6 +97,17 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
 
 GatewayServer::~GatewayServer() { Shutdown(); }
 
+void GatewayServer::StartDrain() {
+  calls_.StartDrain();
+  if (grpc_ != nullptr) {
+    if (grpc::HealthCheckServiceInterface* health = grpc_->GetHealthCheckService()) {
+      health->SetServingStatus(false);
+    }
+  }
+}
+
+bool GatewayServer::Idle() const { return calls_.size() == 0 && calls_.open_responses() == 0; }
+
 void GatewayServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;

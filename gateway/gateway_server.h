@@ -44,7 +44,8 @@ struct GatewayConfig {
 
 // The gateway process: the OpenAI-compatible HTTP server and the gRPC Inference service (plus
 // the standard health service and reflection) over one GenerationBackend.
-// Create() returns once both listen. Shutdown() stops both, cancels the generations in flight
+// Create() returns once both listen. StartDrain() then Idle() drain it (SIGTERM); Shutdown()
+// stops both, cancels the generations in flight
 // and waits for them; idempotent, and the destructor calls it.
 class GatewayServer {
  public:
@@ -61,6 +62,10 @@ class GatewayServer {
   GatewayMetrics& metrics() { return *metrics_; }
   const ModelContext& model() const { return *model_; }
   const PriceTable& prices() const { return *prices_; }
+  // Graceful drain: health NOT_SERVING, /readyz 503, new requests UNAVAILABLE / 503; the
+  // requests in flight go on. Idle() is true once every accepted response is complete.
+  void StartDrain();
+  bool Idle() const;
   void Shutdown();
 
  private:

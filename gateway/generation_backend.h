@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "engine/sampler.h"
 
 namespace moeserve::gateway {
@@ -26,6 +27,9 @@ struct GenerationRequest {
   std::string response_schema;                   // non-empty: the answer is JSON matching it
   std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
   int32_t priority = 0;      // the router's queue order: lower first (RouteRequest.priority)
+  // The client's deadline (gRPC deadline, HTTP X-Request-Timeout), passed on to the router and
+  // from there to the workers; past it the generation ends with DEADLINE_EXCEEDED.
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled };

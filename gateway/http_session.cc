@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "boost/asio/dispatch.hpp"
@@ -120,14 +121,26 @@ void HttpSession::Handle(Request request) {
     principal = *std::move(p);
   }
   if (path == "/admin/usage") return HandleAdminUsage(principal, method);
-  route_ = path == "/health" || path == "/v1/models" || path == "/v1/prices" ||
+  route_ = path == "/health" || path == "/healthz" || path == "/readyz" ||
+                   path == "/v1/models" || path == "/v1/prices" ||
                    path == "/v1/chat/completions" || path == "/v1/completions"
                ? path
                : "other";
-  if (path == "/health") {
+  const bool draining = context_.calls->draining();
+  if (draining) keep_alive_ = false;  // clients reconnect, to another replica
+  // Liveness (/health, /healthz): the process answers. Readiness (/readyz): it takes new
+  // requests; 503 from the first SIGTERM on, while the requests in flight finish.
+  if (path == "/health" || path == "/healthz") {
     if (method != http::verb::get)
       return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
     return SendJson(http::status::ok, R"({"status":"ok"})", keep_alive_);
+  }
+  if (path == "/readyz") {
+    if (method != http::verb::get)
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    return draining ? SendJson(http::status::service_unavailable, R"({"status":"draining"})",
+                               keep_alive_)
+                    : SendJson(http::status::ok, R"({"status":"ready"})", keep_alive_);
   }
   if (path == "/v1/models") {
     if (method != http::verb::get)
@@ -209,6 +222,22 @@ void HttpSession::HandleAdminUsage(const std::optional<Principal>& principal, ht
 
 void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
                                  const std::optional<Principal>& principal) {
+  if (context_.calls->draining()) {
+    return SendError(absl::UnavailableError(
+        "the gateway is shutting down and takes no new requests; retry (another replica)"));
+  }
+  // X-Request-Timeout: seconds the client will wait; past it the generation stops everywhere
+  // (router, workers) and the answer is 504 (or an error event once streaming).
+  std::optional<absl::Duration> timeout;
+  if (const beast::string_view t = request["X-Request-Timeout"]; !t.empty()) {
+    double seconds = 0;
+    if (!absl::SimpleAtod(absl::string_view(t.data(), t.size()), &seconds) ||
+        !(seconds > 0 && seconds <= 86400)) {
+      return SendError(absl::InvalidArgumentError(
+          "X-Request-Timeout must be a number of seconds in (0, 86400]"));
+    }
+    timeout = absl::Seconds(seconds);
+  }
   absl::StatusOr<ApiRequest> api = endpoint == Endpoint::kChat
                                        ? ParseChatCompletionRequest(request.body())
                                        : ParseCompletionRequest(request.body());
@@ -227,6 +256,7 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
   }
 
   Generation& g = gen_.emplace();
+  g.hold.emplace(context_.calls);
   g.seq = ++next_seq_;
   g.stream = prepared->stream;
   g.meta.id = id;
@@ -253,6 +283,7 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
     });
   }
   g.request = std::move(prepared->generation);
+  if (timeout) g.request.deadline = absl::Now() + *timeout;
   StartChoice(0);
   WatchPeer();
   if (g.stream) ArmKeepAlive();
@@ -444,7 +475,7 @@ void HttpSession::FinishGeneration(absl::Status status) {
 }
 
 void HttpSession::SendJson(http::status status, std::string body, bool keep_alive,
-                           const char* allow, std::optional<int64_t> retry_after) {
+                           const char* allow, int retry_after_s) {
   if (!gen_ || !gen_->metrics) {
     context_.metrics->CountResponse(route_, context_.model->name, static_cast<int>(status));
   }
@@ -452,7 +483,7 @@ void HttpSession::SendJson(http::status status, std::string body, bool keep_aliv
   res.set(http::field::server, "moeserve-gateway");
   res.set(http::field::content_type, "application/json");
   if (allow != nullptr) res.set(http::field::allow, allow);
-  if (retry_after) res.set(http::field::retry_after, std::to_string(*retry_after));
+  if (retry_after_s > 0) res.set(http::field::retry_after, std::to_string(retry_after_s));
   res.keep_alive(keep_alive);
   res.body() = std::move(body);
   res.prepare_payload();
@@ -464,9 +495,9 @@ void HttpSession::SendJson(http::status status, std::string body, bool keep_aliv
 
 void HttpSession::SendError(const absl::Status& status, int http_status, const char* allow) {
   const int code = http_status != 0 ? http_status : HttpStatusCode(status.code());
-  // A 429 tells the client when to retry (Retry-After, seconds), as OpenAI's API does.
+  // Every 429 (overload here, quotas elsewhere) tells the client when to come back.
   SendJson(static_cast<http::status>(code), OpenAiErrorBody(status, code), keep_alive_, allow,
-           RetryAfterSeconds(status));
+           code == 429 ? RetryAfterSeconds(status) : 0);
 }
 
 void HttpSession::QueueWrite(std::string bytes) {

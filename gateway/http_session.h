@@ -60,6 +60,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     bool first_chunk = false;   // a chunk came from the backend (keep-alives stop)
     bool done = false;          // the response is complete (no more events)
     std::optional<RequestMetrics> metrics;
+    std::optional<ResponseHold> hold;  // keeps a drain waiting until the response is out
   };
 
   void DoRead();
@@ -69,8 +70,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void HandleGenerate(const Request& request, Endpoint endpoint,
                       const std::optional<Principal>& principal);
   void HandleAdminUsage(const std::optional<Principal>& principal, boost::beast::http::verb method);
+  // `retry_after_s` > 0 adds a Retry-After header (every 429 has one; see SendError).
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
-                const char* allow = nullptr, std::optional<int64_t> retry_after = std::nullopt);
+                const char* allow = nullptr, int retry_after_s = 0);
   void SendError(const absl::Status& status, int http_status = 0, const char* allow = nullptr);
   void SendStatic(const StaticFile& file, absl::string_view if_none_match, bool head_only);
   void StartChoice(size_t index);

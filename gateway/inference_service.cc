@@ -1,6 +1,7 @@
 #include "gateway/inference_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -8,6 +9,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/grpc_status.h"
 #include "common/http_status.h"
 #include "gateway/openai_format.h"
@@ -204,7 +206,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceRespo
  public:
   GenerateReactor(const ModelContext* model, GenerationBackend* backend, CallRegistry* calls,
                   GatewayMetrics* metrics, ApiKeyStore* keys, const std::string& authorization,
-                  const v1::InferenceRequest& request) {
+                  const v1::InferenceRequest& request, absl::Time deadline) {
+    if (calls->draining()) {
+      metrics->CountResponse(kGenerateRoute, model->name, 503);
+      Finish(ToGrpcStatus(absl::UnavailableError(
+          "the gateway is shutting down and takes no new requests; retry (another replica)")));
+      return;
+    }
     std::optional<Principal> principal;
     if (keys != nullptr) {
       absl::StatusOr<Principal> p = keys->Authenticate(authorization);
@@ -239,6 +247,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceRespo
       prepared->generation.priority =
           std::max(prepared->generation.priority, principal->priority);
     }
+    hold_.emplace(calls);  // until OnDone: the last message is written
+    prepared->generation.deadline = deadline;  // the client's, passed down to the workers
     state_ = std::make_shared<GenerateState>(this, model, *prepared, metrics,
                                              metrics->ApiKeyLabel(authorization));
     if (principal) {
@@ -266,6 +276,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::InferenceRespo
 
  private:
   std::shared_ptr<GenerateState> state_;
+  std::optional<ResponseHold> hold_;
 };
 
 }  // namespace
@@ -340,8 +351,13 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
 
 grpc::ServerWriteReactor<v1::InferenceResponse>* InferenceService::Generate(
     grpc::CallbackServerContext* context, const v1::InferenceRequest* request) {
+  // gRPC's "no deadline" is a far-future time point; anything beyond a year counts as none.
+  absl::Time deadline = absl::InfiniteFuture();
+  if (context->deadline() < std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
+    deadline = absl::FromChrono(context->deadline());
+  }
   return new GenerateReactor(model_, backend_, calls_, metrics_, keys_, AuthorizationOf(*context),
-                             *request);
+                             *request, deadline);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerContext* context,

@@ -5,14 +5,18 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/drain.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "gateway/gateway_flags.h"
 #include "gateway/gateway_server.h"
 
 int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<absl::Duration> drain = moeserve::TakeDrainTimeoutFlag(&args);
   absl::StatusOr<moeserve::gateway::GatewayConfig> config =
-      moeserve::gateway::ParseFlags(std::vector<std::string>(argv + 1, argv + argc));
+      drain.ok() ? moeserve::gateway::ParseFlags(args)
+                 : absl::StatusOr<moeserve::gateway::GatewayConfig>(drain.status());
   if (!config.ok()) {
     moeserve::LogError(config.status());
     std::fputs(moeserve::gateway::kGatewayUsage, stderr);
@@ -28,8 +32,8 @@ int main(int argc, char** argv) {
                                  "': http port ", (*server)->HttpPort(), ", grpc port ",
                                  (*server)->GrpcPort(), ", metrics port ",
                                  (*server)->MetricsPort()));
-  const int signal_number = stop.Wait();
-  moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
-  (*server)->Shutdown();
-  return 0;
+  moeserve::gateway::GatewayServer* s = server->get();
+  return moeserve::ServeUntilDrained(stop, *drain, "moeserve-gateway",
+                                     {[s] { s->StartDrain(); }, [s] { return s->Idle(); },
+                                      [s] { s->Shutdown(); }});
 }

@@ -40,7 +40,7 @@ class RouterCall final : public GenerationCall,
              std::shared_ptr<RouterBackend::Outstanding> outstanding)
       : callbacks_(std::move(callbacks)), outstanding_(std::move(outstanding)) {}
 
-  void Begin(v1::Router::Stub* stub, v1::RouteRequest request, absl::Duration timeout) {
+  void Begin(v1::Router::Stub* stub, v1::RouteRequest request, absl::Time deadline) {
     self_ = shared_from_this();
     {
       absl::MutexLock lock(&outstanding_->mu);
@@ -48,7 +48,7 @@ class RouterCall final : public GenerationCall,
       outstanding_->calls[id_] = self_;
     }
     request_ = std::move(request);
-    context_.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    context_.set_deadline(absl::ToChronoTime(deadline));
     stub->async()->Generate(&context_, &request_, this);
     StartRead(&chunk_);
     StartCall();
@@ -174,8 +174,10 @@ GenerationCallPtr RouterBackend::Start(GenerationRequest request, GenerationCall
   v1::RouteRequest route;
   *route.mutable_spec() = ToGenerationSpec(request);
   route.set_priority(request.priority);
+  // The client's own deadline when it is sooner than the gateway's --router-timeout-s.
+  const absl::Time deadline = std::min(absl::Now() + timeout_, request.deadline);
   auto call = std::make_shared<RouterCall>(std::move(callbacks), outstanding_);
-  call->Begin(stub_.get(), std::move(route), timeout_);
+  call->Begin(stub_.get(), std::move(route), deadline);
   return call;
 }
 

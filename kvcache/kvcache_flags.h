@@ -13,6 +13,7 @@ inline constexpr char kKvCacheUsage[] =
     "usage: moeserve-kvcache [--port N] [--host ADDR] [--redis host:port[,host:port...]]\n"
     "                        [--budget-mb N] [--lease-ttl-ms N] [--block-tokens N]\n"
     "                        [--max-block-mb N] [--threads N] [--metrics-port N]\n"
+    "                        [--drain-timeout-s N]\n"
     "  --redis empty (the default) keeps blocks in process memory.\n";
 
 // Parses `--name value` / `--name=value` flags (args excludes the program name). Unknown flags,

@@ -83,6 +83,13 @@ absl::StatusOr<std::unique_ptr<KvCacheServer>> KvCacheServer::Create(KvCacheServ
 
 KvCacheServer::~KvCacheServer() { Shutdown(); }
 
+void KvCacheServer::StartDrain() {
+  if (server_ == nullptr) return;
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(false);
+  }
+}
+
 void KvCacheServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;

@@ -45,6 +45,9 @@ class KvCacheServer {
 
   int Port() const { return port_; }
   int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
+  // Drain (SIGTERM): health NOT_SERVING so that clients stop picking this process. Its calls
+  // are short unary ones: Shutdown's grace period lets those in flight finish.
+  void StartDrain();
   void Shutdown();
   // Blocks until Shutdown is called (from another thread).
   void Wait();

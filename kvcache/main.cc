@@ -5,14 +5,18 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/drain.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "kvcache/kvcache_flags.h"
 #include "kvcache/kvcache_server.h"
 
 int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<absl::Duration> drain = moeserve::TakeDrainTimeoutFlag(&args);
   absl::StatusOr<moeserve::kvcache::KvCacheServerConfig> config =
-      moeserve::kvcache::ParseFlags(std::vector<std::string>(argv + 1, argv + argc));
+      drain.ok() ? moeserve::kvcache::ParseFlags(args)
+                 : absl::StatusOr<moeserve::kvcache::KvCacheServerConfig>(drain.status());
   if (!config.ok()) {
     moeserve::LogError(config.status());
     std::fputs(moeserve::kvcache::kKvCacheUsage, stderr);
@@ -26,8 +30,8 @@ int main(int argc, char** argv) {
   }
   moeserve::LogInfo(absl::StrCat("moeserve-kvcache listening on port ", (*server)->Port(),
                                  ", metrics port ", (*server)->MetricsPort()));
-  const int signal_number = stop.Wait();
-  moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
-  (*server)->Shutdown();
-  return 0;
+  moeserve::kvcache::KvCacheServer* s = server->get();
+  return moeserve::ServeUntilDrained(stop, *drain, "moeserve-kvcache",
+                                     {[s] { s->StartDrain(); }, [] { return true; },
+                                      [s] { s->Shutdown(); }});
 }

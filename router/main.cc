@@ -5,14 +5,18 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/drain.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "router/router_flags.h"
 #include "router/router_server.h"
 
 int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<absl::Duration> drain = moeserve::TakeDrainTimeoutFlag(&args);
   absl::StatusOr<moeserve::router::RouterConfig> config =
-      moeserve::router::ParseFlags(std::vector<std::string>(argv + 1, argv + argc));
+      drain.ok() ? moeserve::router::ParseFlags(args)
+                 : absl::StatusOr<moeserve::router::RouterConfig>(drain.status());
   if (!config.ok()) {
     moeserve::LogError(config.status());
     std::fputs(moeserve::router::kRouterUsage, stderr);
@@ -26,8 +30,8 @@ int main(int argc, char** argv) {
   }
   moeserve::LogInfo(absl::StrCat("moeserve-router listening on port ", (*server)->Port(),
                                  ", metrics port ", (*server)->MetricsPort()));
-  const int signal_number = stop.Wait();
-  moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
-  (*server)->Shutdown();
-  return 0;
+  moeserve::router::RouterServer* s = server->get();
+  return moeserve::ServeUntilDrained(stop, *drain, "moeserve-router",
+                                     {[s] { s->StartDrain(); }, [s] { return s->Idle(); },
+                                      [s] { s->Shutdown(); }});
 }

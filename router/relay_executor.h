@@ -28,8 +28,13 @@ class RelayExecutor {
 
   // Runs `task` on a relay thread. Tasks scheduled after Stop() run on the calling thread.
   void Schedule(std::function<void()> task, int32_t priority = 0);
-  // Tasks waiting for a thread.
+  // Like Schedule, but refuses (false, `task` not run) when every thread is busy and
+  // `max_waiting` tasks already wait: the router's bounded queue (--max-queue).
+  bool TrySchedule(std::function<void()> task, size_t max_waiting, int32_t priority = 0);
+  // Tasks in the queue (including those an idle thread is about to take).
   size_t queued() const;
+  // Tasks waiting for a thread: the queue beyond the idle threads.
+  size_t waiting() const;
   // Runs the queued tasks to completion, then joins the threads. Idempotent.
   void Stop();
 
@@ -46,6 +51,7 @@ class RelayExecutor {
   };
 
   void Loop();
+  void PushLocked(std::function<void()> task, int32_t priority);
 
   const std::function<void(size_t)> on_depth_;
   // std::mutex rather than absl::Mutex: Debian's abseil is not built with ThreadSanitizer, so
@@ -55,6 +61,7 @@ class RelayExecutor {
   std::condition_variable cv_;  // notified when a task arrives or Stop() is called
   std::priority_queue<Task, std::vector<Task>, Later> queue_;
   uint64_t next_seq_ = 0;
+  size_t idle_ = 0;  // threads waiting for a task
   bool stop_ = false;
   std::vector<std::thread> threads_;
 };

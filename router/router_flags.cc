@@ -72,6 +72,9 @@ absl::StatusOr<RouterConfig> ParseFlags(const std::vector<std::string>& args) {
     } else if (name == "relay-threads") {
       if (!absl::SimpleAtoi(value, &n) || n <= 0 || n > 4096) return Bad(name, value);
       config.relay_threads = static_cast<int>(n);
+    } else if (name == "max-queue") {
+      if (!absl::SimpleAtoi(value, &n) || n < 0 || n > (1 << 20)) return Bad(name, value);
+      config.max_queue = static_cast<int>(n);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }

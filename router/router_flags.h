@@ -13,8 +13,11 @@ inline constexpr char kRouterUsage[] =
     "usage: moeserve-router --prefill host:port[,host:port...] --decode host:port[,...]\n"
     "                       [--port N] [--host ADDR] [--block-tokens N] [--retry-attempts N]\n"
     "                       [--alpha X] [--load-cost-tokens N] [--poll-ms N] [--relay-threads N]\n"
-    "                       [--metrics-port N]\n"
-    "  A worker listed in both --prefill and --decode serves both phases.\n";
+    "                       [--max-queue N] [--metrics-port N] [--drain-timeout-s N]\n"
+    "  A worker listed in both --prefill and --decode serves both phases.\n"
+    "  --relay-threads bounds the requests relayed at once (default 64); --max-queue bounds\n"
+    "  those waiting for a relay thread (default 512), beyond which requests are refused\n"
+    "  with RESOURCE_EXHAUSTED (the gateway's 429).\n";
 
 // Parses `--name value` / `--name=value` flags (args excludes the program name). Unknown flags,
 // missing or malformed values are INVALID_ARGUMENT naming the flag.

@@ -28,6 +28,7 @@ absl::Status Validate(const RouterConfig& config) {
   }
   if (config.relay.prefill.alpha < 0) return absl::InvalidArgumentError("alpha must be >= 0");
   if (config.relay_threads <= 0) return absl::InvalidArgumentError("relay_threads must be > 0");
+  if (config.max_queue < 0) return absl::InvalidArgumentError("max_queue must be >= 0");
   if (config.registry.poll_interval <= absl::ZeroDuration() ||
       config.registry.poll_deadline <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("poll interval and deadline must be > 0");
@@ -58,7 +59,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig 
   server->executor_ = std::make_unique<RelayExecutor>(
       config.relay_threads, [metrics = &server->metrics_](size_t n) { metrics->SetQueued(n); });
   server->service_ = std::make_unique<RouterService>(
-      server->relay_.get(), server->registry_.get(), server->executor_.get(), &server->metrics_);
+      server->relay_.get(), server->registry_.get(), server->executor_.get(), &server->metrics_,
+      static_cast<size_t>(config.max_queue));
   if (config.metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(config.host, config.metrics_port, server->metrics_.registry());
@@ -87,6 +89,13 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig 
 }
 
 RouterServer::~RouterServer() { Shutdown(); }
+
+void RouterServer::StartDrain() {
+  service_->StartDrain();
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(false);
+  }
+}
 
 void RouterServer::Shutdown() {
   if (shut_down_) return;

@@ -26,6 +26,8 @@ struct RouterConfig {
   RelayOptions relay;
   RegistryOptions registry;
   int relay_threads = 64;  // requests relayed at once
+  // Requests that may wait for a relay thread; beyond it Generate is RESOURCE_EXHAUSTED.
+  int max_queue = static_cast<int>(RouterService::kDefaultMaxQueue);
   // Run the background GetLoad poller. Without it loads stay zero, staleness is off, and a worker
   // the relay saw fail stays unhealthy.
   bool poll_workers = true;
@@ -53,6 +55,10 @@ class RouterServer {
   int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
   WorkerRegistry* registry() { return registry_.get(); }
   RequestRelay* relay() { return relay_.get(); }
+  // Graceful drain: health NOT_SERVING, new requests UNAVAILABLE, accepted ones go on;
+  // Idle() is true once none is left.
+  void StartDrain();
+  bool Idle() const { return service_->in_flight() == 0; }
   void Shutdown();
   // Blocks until Shutdown is called (from another thread).
   void Wait();

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
@@ -111,8 +112,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::RouteChunk> {
 }  // namespace
 
 RouterService::RouterService(RequestRelay* relay, WorkerRegistry* registry,
-                             RelayExecutor* executor, RouterMetrics* metrics)
-    : relay_(relay), registry_(registry), executor_(executor), metrics_(metrics) {}
+                             RelayExecutor* executor, RouterMetrics* metrics, size_t max_queue)
+    : relay_(relay),
+      registry_(registry),
+      executor_(executor),
+      metrics_(metrics),
+      max_queue_(max_queue) {}
 
 grpc::ServerWriteReactor<v1::RouteChunk>* RouterService::Generate(
     grpc::CallbackServerContext* context, const v1::RouteRequest* request) {
@@ -121,8 +126,16 @@ grpc::ServerWriteReactor<v1::RouteChunk>* RouterService::Generate(
   options.deadline = DeadlineOf(*context);
   options.cancel = reactor->cancel();
   // The request message lives until Finish, which only Done (below, on the relay thread) calls.
+  if (draining_.load()) {
+    const absl::Status status = absl::UnavailableError(
+        "the router is shutting down and takes no new requests; retry (another replica)");
+    if (metrics_ != nullptr) metrics_->CountRequest(status);
+    reactor->Done(status);
+    return reactor;
+  }
+  in_flight_.fetch_add(1);
   const auto queued = std::chrono::steady_clock::now();
-  executor_->Schedule([this, reactor, request, options, queued] {
+  const bool accepted = executor_->TrySchedule([this, reactor, request, options, queued] {
     if (metrics_ != nullptr) {
       metrics_->ObserveQueueSeconds(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - queued).count());
@@ -132,7 +145,16 @@ grpc::ServerWriteReactor<v1::RouteChunk>* RouterService::Generate(
     });
     if (metrics_ != nullptr) metrics_->CountRequest(status);
     reactor->Done(status);
-  }, request->priority());
+    in_flight_.fetch_sub(1);
+  }, max_queue_, request->priority());
+  if (!accepted) {
+    in_flight_.fetch_sub(1);
+    const absl::Status status = absl::ResourceExhaustedError(absl::StrCat(
+        "overloaded: every relay thread is busy and ", max_queue_,
+        " requests are queued (router --max-queue); retry later"));
+    if (metrics_ != nullptr) metrics_->CountRequest(status);
+    reactor->Done(status);
+  }
   return reactor;
 }
 

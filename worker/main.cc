@@ -3,13 +3,17 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/drain.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "worker/worker_server.h"
 
 int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<absl::Duration> drain = moeserve::TakeDrainTimeoutFlag(&args);
   absl::StatusOr<moeserve::worker::WorkerConfig> config =
-      moeserve::worker::ParseWorkerFlags(std::vector<std::string>(argv + 1, argv + argc));
+      drain.ok() ? moeserve::worker::ParseWorkerFlags(args)
+                 : absl::StatusOr<moeserve::worker::WorkerConfig>(drain.status());
   if (!config.ok()) {
     moeserve::LogError(config.status());
     return 2;
@@ -23,8 +27,8 @@ int main(int argc, char** argv) {
   }
   moeserve::LogInfo(absl::StrCat("worker listening on port ", (*server)->Port(), ", metrics port ",
                                  (*server)->MetricsPort()));
-  const int signal_number = stop.Wait();
-  moeserve::LogInfo(absl::StrCat("signal ", signal_number, ": shutting down"));
-  (*server)->Shutdown();
-  return 0;
+  moeserve::worker::WorkerServer* s = server->get();
+  return moeserve::ServeUntilDrained(stop, *drain, "moeserve-worker",
+                                     {[s] { s->StartDrain(); }, [s] { return s->Idle(); },
+                                      [s] { s->Shutdown(); }});
 }

@@ -146,6 +146,13 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
 
 WorkerServer::~WorkerServer() { Shutdown(); }
 
+void WorkerServer::StartDrain() {
+  service_->StartDrain();
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(false);
+  }
+}
+
 void WorkerServer::Shutdown() {
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
   loop_.reset();  // ends unfinished jobs (Cancelled) before the server object goes

@@ -45,6 +45,9 @@ class WorkerServer {
   ~WorkerServer();
   int Port() const { return port_; }
   int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
+  // Graceful drain: health NOT_SERVING, new work UNAVAILABLE; Idle() once no call is left.
+  void StartDrain();
+  bool Idle() const { return service_->calls() == 0; }
   void Shutdown();
   void Wait();
 

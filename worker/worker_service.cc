@@ -28,8 +28,11 @@ void AddLogprobs(const JobEvent& ev, google::protobuf::RepeatedPtrField<v1::Toke
 // Prefill: one unary call; the job's final event completes it.
 class PrefillReactor final : public grpc::ServerUnaryReactor, public JobSink {
  public:
-  PrefillReactor(v1::PrefillResponse* response, std::shared_ptr<JobControl> control)
-      : response_(response), control_(std::move(control)) {}
+  PrefillReactor(v1::PrefillResponse* response, std::shared_ptr<JobControl> control,
+                 std::atomic<int64_t>* calls)
+      : response_(response), control_(std::move(control)), calls_(calls) {
+    calls_->fetch_add(1);
+  }
 
   void Start(std::shared_ptr<PrefillReactor> self) { self_ = std::move(self); }
 
@@ -58,12 +61,16 @@ class PrefillReactor final : public grpc::ServerUnaryReactor, public JobSink {
     Finish(ToGrpcStatus(status));
   }
   void OnCancel() override { control_->cancelled.store(true); }
-  void OnDone() override { self_.reset(); }  // the loop's sink reference may outlive this
+  void OnDone() override {  // the loop's sink reference may outlive this
+    calls_->fetch_sub(1);
+    self_.reset();
+  }
 
  private:
   absl::Mutex mu_;
   v1::PrefillResponse* response_;
   std::shared_ptr<JobControl> control_;
+  std::atomic<int64_t>* const calls_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<PrefillReactor> self_;
 };
@@ -71,7 +78,10 @@ class PrefillReactor final : public grpc::ServerUnaryReactor, public JobSink {
 // Decode: a token stream with at most one write in flight; events queue behind it.
 class DecodeReactor final : public grpc::ServerWriteReactor<v1::DecodeChunk>, public JobSink {
  public:
-  explicit DecodeReactor(std::shared_ptr<JobControl> control) : control_(std::move(control)) {}
+  DecodeReactor(std::shared_ptr<JobControl> control, std::atomic<int64_t>* calls)
+      : control_(std::move(control)), calls_(calls) {
+    calls_->fetch_add(1);
+  }
   void Start(std::shared_ptr<DecodeReactor> self) { self_ = std::move(self); }
 
   void OnEvent(JobEvent ev) override {
@@ -113,7 +123,10 @@ class DecodeReactor final : public grpc::ServerWriteReactor<v1::DecodeChunk>, pu
     Pump();
   }
   void OnCancel() override { control_->cancelled.store(true); }
-  void OnDone() override { self_.reset(); }
+  void OnDone() override {
+    calls_->fetch_sub(1);
+    self_.reset();
+  }
 
  private:
   void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -133,6 +146,7 @@ class DecodeReactor final : public grpc::ServerWriteReactor<v1::DecodeChunk>, pu
 
   absl::Mutex mu_;
   std::shared_ptr<JobControl> control_;
+  std::atomic<int64_t>* const calls_;
   std::deque<v1::DecodeChunk> queue_ ABSL_GUARDED_BY(mu_);
   v1::DecodeChunk current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -209,8 +223,12 @@ grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* /*
                                                  const v1::PrefillRequest* request,
                                                  v1::PrefillResponse* response) {
   auto control = std::make_shared<JobControl>();
-  auto reactor = std::make_shared<PrefillReactor>(response, control);
+  auto reactor = std::make_shared<PrefillReactor>(response, control, &calls_);
   reactor->Start(reactor);
+  if (draining_.load()) {
+    reactor->FailNow(absl::UnavailableError("worker is shutting down (draining)"));
+    return reactor.get();
+  }
   if (role_ == Role::kDecode) {
     reactor->FailNow(absl::FailedPreconditionError("this worker only decodes"));
     return reactor.get();
@@ -225,8 +243,12 @@ grpc::ServerUnaryReactor* WorkerService::Prefill(grpc::CallbackServerContext* /*
 grpc::ServerWriteReactor<v1::DecodeChunk>* WorkerService::Decode(
     grpc::CallbackServerContext* /*context*/, const v1::DecodeRequest* request) {
   auto control = std::make_shared<JobControl>();
-  auto reactor = std::make_shared<DecodeReactor>(control);
+  auto reactor = std::make_shared<DecodeReactor>(control, &calls_);
   reactor->Start(reactor);
+  if (draining_.load()) {
+    reactor->FailNow(absl::UnavailableError("worker is shutting down (draining)"));
+    return reactor.get();
+  }
   if (role_ == Role::kPrefill) {
     reactor->FailNow(absl::FailedPreconditionError("this worker only prefills"));
     return reactor.get();
@@ -239,13 +261,18 @@ grpc::ServerWriteReactor<v1::DecodeChunk>* WorkerService::Decode(
 grpc::ServerUnaryReactor* WorkerService::GetLoad(grpc::CallbackServerContext* context,
                                                  const v1::GetLoadRequest* /*request*/,
                                                  v1::WorkerLoad* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (draining_.load()) {
+    // The router's poller then marks this worker unhealthy and picks others for new requests.
+    reactor->Finish(ToGrpcStatus(absl::UnavailableError("worker is shutting down (draining)")));
+    return reactor;
+  }
   LoadSnapshot load = loop_->Load();
   response->set_role(RoleName(role_));
   response->set_running(static_cast<int32_t>(load.running));
   response->set_waiting(static_cast<int32_t>(load.waiting));
   response->set_kv_blocks_free(load.kv_blocks_free);
   response->set_kv_blocks_total(load.kv_blocks_total);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

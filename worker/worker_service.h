@@ -1,6 +1,8 @@
 #ifndef MOESERVE_WORKER_WORKER_SERVICE_H_
 #define MOESERVE_WORKER_WORKER_SERVICE_H_
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "moeserve/v1/worker.grpc.pb.h"
@@ -28,9 +30,17 @@ class WorkerService final : public moeserve::v1::Worker::CallbackService {
                                     const moeserve::v1::GetLoadRequest* request,
                                     moeserve::v1::WorkerLoad* response) override;
 
+  // Graceful drain: new Prefill / Decode calls and GetLoad get UNAVAILABLE (so the router
+  // retries them on other workers and stops picking this one); accepted calls go on.
+  void StartDrain() { draining_.store(true); }
+  // Prefill and Decode calls not yet done (their last message written).
+  int64_t calls() const { return calls_.load(); }
+
  private:
   EngineLoop* loop_;
   Role role_;
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> calls_{0};
 };
 
 // Proto <-> domain conversions (exposed for tests).

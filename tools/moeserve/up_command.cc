@@ -61,13 +61,17 @@ absl::Status WaitReady(const Child& c, int seconds) {
                                                   " s; see ", c.log));
 }
 
-void StopAll(std::vector<Child>* children) {
+// Stops the children front to back: the gateway first, so it drains (up to `drain_s`) while
+// the router and workers still serve its requests in flight; then the router, and so on. An
+// idle service exits at once, so a stop without traffic stays quick. SIGKILL after drain + 10 s.
+void StopAll(std::vector<Child>* children, int64_t drain_s) {
   for (auto it = children->rbegin(); it != children->rend(); ++it) {
-    if (it->pid > 0) kill(it->pid, SIGTERM);
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (Child& c : *children) {
-    while (c.pid > 0) {
+    Child& c = *it;
+    if (c.pid <= 0) continue;
+    kill(c.pid, SIGTERM);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(drain_s + 10);
+    while (true) {
       int status;
       if (waitpid(c.pid, &status, WNOHANG) == c.pid) break;
       if (std::chrono::steady_clock::now() > deadline) {
@@ -102,6 +106,8 @@ struct UpOptions {
   std::string run_dir;
   std::string price_table;  // passed to the gateway when set
   std::string api_keys;     // likewise
+  int64_t drain_s = 5;       // --drain-timeout-s of every service (and of the stop)
+  int64_t relay_threads = 64, max_queue = 512;  // the router's
 };
 
 absl::Status Up(const UpOptions& o) {
@@ -126,6 +132,8 @@ absl::Status Up(const UpOptions& o) {
   auto start = [&](const std::string& name, std::vector<std::string> argv,
                    int port) -> absl::Status {
     if (name != "redis") {
+      argv.push_back("--drain-timeout-s");
+      argv.push_back(std::to_string(o.drain_s));
       MOESERVE_ASSIGN_OR_RETURN(int metrics_port, FreeLoopbackPort());
       argv.push_back("--metrics-port");
       argv.push_back(std::to_string(metrics_port));
@@ -187,7 +195,8 @@ absl::Status Up(const UpOptions& o) {
     MOESERVE_RETURN_IF_ERROR(start(
         "router", {bin + "/moeserve-router", "--port", std::to_string(router_port), "--prefill",
                    absl::StrJoin(prefill_addrs, ","), "--decode", absl::StrJoin(decode_addrs, ","),
-                   "--block-tokens", std::to_string(o.block_tokens)},
+                   "--block-tokens", std::to_string(o.block_tokens), "--relay-threads",
+                   std::to_string(o.relay_threads), "--max-queue", std::to_string(o.max_queue)},
         router_port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     MOESERVE_ASSIGN_OR_RETURN(int grpc_port, FreeLoopbackPort());
@@ -244,7 +253,7 @@ absl::Status Up(const UpOptions& o) {
     return absl::OkStatus();
   };
   absl::Status st = run();
-  StopAll(&children);
+  StopAll(&children, o.drain_s);
   std::cout << "moeserve stopped (" << children.size() << " processes)\n";
   return st;
 }
@@ -254,7 +263,8 @@ absl::Status Up(const UpOptions& o) {
 int RunUp(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> f = Flags::Parse(
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
-             "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys"},
+             "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys", "drain-timeout-s",
+             "relay-threads", "max-queue"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -280,7 +290,8 @@ int RunUp(const std::vector<std::string>& args) {
   if (!get("port", 8000, 1, &port) || !get("prefill", 1, 1, &o.prefill) ||
       !get("decode", 1, 1, &o.decode) || !get("shards", 0, 0, &o.shards) ||
       !get("block-tokens", 16, 1, &o.block_tokens) || !get("kv-cache-mb", 256, 1, &o.kv_cache_mb) ||
-      !get("threads", 1, 1, &o.threads)) {
+      !get("threads", 1, 1, &o.threads) || !get("drain-timeout-s", 5, 0, &o.drain_s) ||
+      !get("relay-threads", 64, 1, &o.relay_threads) || !get("max-queue", 512, 0, &o.max_queue)) {
     return 2;
   }
   o.port = static_cast<int>(port);
