@@ -1,5 +1,9 @@
 // moeserve-expert-shard: serves a slice of a model's routed experts over gRPC.
+#include <unistd.h>
+
+#include <cstdio>
 #include <memory>
+#include <string>
 
 #include "common/log.h"
 #include "common/signals.h"
@@ -7,10 +11,13 @@
 #include "expert-shard/flags.h"
 
 int main(int argc, char** argv) {
+  char hostname[256] = {};
+  if (gethostname(hostname, sizeof(hostname) - 1) != 0) hostname[0] = '\0';
   absl::StatusOr<moeserve::expert_shard::ShardConfig> config =
-      moeserve::expert_shard::ParseFlags(argc, argv);
+      moeserve::expert_shard::ParseFlags(argc, argv, hostname);
   if (!config.ok()) {
     moeserve::LogError(config.status());
+    std::fputs(moeserve::expert_shard::kShardUsage, stderr);
     return 2;
   }
   moeserve::StopSignals stop;  // before gRPC starts its threads

@@ -1,4 +1,5 @@
 // moeserve-worker: the attention side of the model (roles prefill, decode or both).
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@ int main(int argc, char** argv) {
       moeserve::worker::ParseWorkerFlags(std::vector<std::string>(argv + 1, argv + argc));
   if (!config.ok()) {
     moeserve::LogError(config.status());
+    std::fputs(moeserve::worker::kWorkerUsage, stderr);
     return 2;
   }
   moeserve::StopSignals stop;  // before any thread starts
