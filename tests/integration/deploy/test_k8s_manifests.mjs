@@ -319,7 +319,14 @@ function checkTree(root) {
   const dockerfiles = fs.readdirSync(dockerDir).filter((f) => f.startsWith('Dockerfile')).map((f) => path.join(dockerDir, f));
   if (dockerfiles.length === 0) errors.push('no Dockerfiles');
   const dl = run(path.join(nodeDir, 'node_modules/.bin/dockerfilelint'), ['-o', 'json', ...dockerfiles]);
-  if (dl.status !== 0) errors.push(`dockerfilelint: ${dl.stdout.trim().slice(0, 800)}`);
+  if (dl.status !== 0) {
+    let issues = dl.stdout.trim();
+    try {
+      issues = JSON.parse(dl.stdout).files.flatMap((f) => f.issues.map(
+        (i) => `${path.basename(f.file)}:${i.line}: ${i.title} (${i.category})`)).join('; ');
+    } catch { /* not JSON: report the raw output */ }
+    errors.push(`dockerfilelint: ${issues || dl.stderr.trim()}`);
+  }
   for (const overlay of OVERLAYS) {
     const r = run('kubectl', ['kustomize', path.join(k8s, 'overlays', overlay)]);
     if (r.status !== 0) { errors.push(`${overlay}: kubectl kustomize: ${r.stderr.trim()}`); continue; }
