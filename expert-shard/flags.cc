@@ -22,10 +22,24 @@ absl::Status ParseInt(const std::string& flag, const std::string& text, int lo, 
 
 }  // namespace
 
-absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv) {
-  static const char* const kFlags[] = {"model",     "port",          "shard-id", "num-shards",
-                                       "placement", "compute-dtype", "threads",  "host",
-                                       "metrics-port"};
+absl::StatusOr<int> ShardIdFromHostname(absl::string_view hostname) {
+  const absl::string_view name = hostname.substr(0, hostname.find('.'));
+  const size_t dash = name.rfind('-');
+  int id = 0;
+  if (dash == absl::string_view::npos || dash + 1 == name.size() ||
+      name.substr(dash + 1).find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(name.substr(dash + 1), &id)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--shard-id-from-hostname: hostname '", hostname, "' does not end in -<ordinal>"));
+  }
+  return id;
+}
+
+absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv, const std::string& hostname) {
+  static const char* const kFlags[] = {"model",        "port",          "shard-id",
+                                       "num-shards",   "placement",     "compute-dtype",
+                                       "threads",      "host",          "metrics-port",
+                                       "shard-id-from-hostname"};
   std::map<std::string, std::string> values;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
@@ -59,6 +73,22 @@ absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv) {
   if (values.count("threads")) s.Update(ParseInt("threads", values["threads"], 0, &c.threads));
   if (values.count("metrics-port")) {
     s.Update(ParseInt("metrics-port", values["metrics-port"], 0, &c.metrics_port));
+  }
+  if (values.count("shard-id-from-hostname")) {
+    const std::string& v = values["shard-id-from-hostname"];
+    if (v != "true" && v != "false") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--shard-id-from-hostname '", v, "' must be true or false"));
+    }
+    if (v == "true") {
+      if (values.count("shard-id")) {
+        return absl::InvalidArgumentError(
+            "--shard-id and --shard-id-from-hostname true exclude each other");
+      }
+      absl::StatusOr<int> id = ShardIdFromHostname(hostname);
+      if (!id.ok()) return id.status();
+      c.shard_id = *id;
+    }
   }
   if (!s.ok()) return s;
   if (c.port > 65535 || c.metrics_port > 65535) {

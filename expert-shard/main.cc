@@ -1,4 +1,7 @@
 // moeserve-expert-shard: serves a slice of a model's routed experts over gRPC.
+#include <unistd.h>
+
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,11 +17,15 @@ int main(int argc, char** argv) {
   absl::StatusOr<absl::Duration> drain = moeserve::TakeDrainTimeoutFlag(&args);
   std::vector<char*> rest;
   for (std::string& a : args) rest.push_back(a.data());
+  char hostname[256] = {};
+  if (gethostname(hostname, sizeof(hostname) - 1) != 0) hostname[0] = '\0';
   absl::StatusOr<moeserve::expert_shard::ShardConfig> config =
-      drain.ok() ? moeserve::expert_shard::ParseFlags(static_cast<int>(rest.size()), rest.data())
+      drain.ok() ? moeserve::expert_shard::ParseFlags(static_cast<int>(rest.size()), rest.data(),
+                                                      hostname)
                  : absl::StatusOr<moeserve::expert_shard::ShardConfig>(drain.status());
   if (!config.ok()) {
     moeserve::LogError(config.status());
+    std::fputs(moeserve::expert_shard::kShardUsage, stderr);
     return 2;
   }
   moeserve::StopSignals stop;  // before gRPC starts its threads

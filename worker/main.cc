@@ -1,4 +1,5 @@
 // moeserve-worker: the attention side of the model (roles prefill, decode or both).
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
                  : absl::StatusOr<moeserve::worker::WorkerConfig>(drain.status());
   if (!config.ok()) {
     moeserve::LogError(config.status());
+    std::fputs(moeserve::worker::kWorkerUsage, stderr);
     return 2;
   }
   moeserve::StopSignals stop;  // before any thread starts

@@ -34,7 +34,13 @@ struct WorkerConfig {
   engine::EngineOptions engine;
 };
 
-// Parses the worker's flags (see main.cc); InvalidArgument naming the flag.
+inline constexpr char kWorkerUsage[] =
+    "usage: moeserve-worker --model DIR [--port N] [--host ADDR] [--role prefill|decode|both]\n"
+    "         [--kvcache HOST:PORT] [--expert-shards HOST:PORT[,...]] [--placement SPEC]\n"
+    "         [--compute-dtype bf16|f32] [--threads N] [--kv-cache-tokens N] [--kv-cache-mb N]\n"
+    "         [--block-tokens N] [--max-step-tokens N] [--metrics-port N]\n";
+
+// Parses the worker's flags (see kWorkerUsage); InvalidArgument naming the flag.
 absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& args);
 
 // A worker process: loads the model, owns the engine loop and the gRPC server (Worker service,
