@@ -143,6 +143,10 @@ class FirefoxLocator {
   async getAttribute(name) { return this.evaluate((e, n) => e.getAttribute(n), name); }
   async isVisible() { return this.evaluate(visible); }
   async click() { await (await this.handle()).click(); }
+  // Playwright's dispatchEvent: a DOM event of that type, bubbling like one the browser fires.
+  async dispatchEvent(type) {
+    await this.evaluate((e, t) => e.dispatchEvent(new Event(t, { bubbles: true })), type);
+  }
   // No touch emulation over BiDi: the tap is a real (mouse) click on the element.
   async tap() { await this.click(); }
 }
