@@ -50,21 +50,32 @@ class Vocabulary {
 std::shared_ptr<const Vocabulary> VocabularyFromTokenizer(const Tokenizer& tokenizer, int32_t end_id,
                                                           const std::vector<int32_t>& excluded);
 
+// What a request's output must be, one token at a time. MaskLogits sets every token that cannot
+// come next to -inf; Accept moves past the chosen token (FailedPrecondition, state unchanged,
+// for a token that was not allowed). Not thread-safe; one per generation.
+class OutputConstraint {
+ public:
+  virtual ~OutputConstraint() = default;
+  // `logits` covers ids [0, logits.size()); ids past the vocabulary are masked too.
+  virtual void MaskLogits(absl::Span<float> logits) = 0;
+  virtual absl::Status Accept(int32_t token) = 0;
+  virtual bool IsComplete() const = 0;
+};
+
 // One request's output constraint: the JSON its answer must be. MaskLogits sets every token that
 // cannot come next to -inf (the end token only once the value is complete); Accept moves past the
 // chosen token. Masks are cached by matcher state, so repeated states (inside a long string, say)
 // cost one lookup. Not thread-safe.
-class TokenConstraint {
+class TokenConstraint : public OutputConstraint {
  public:
   TokenConstraint(std::shared_ptr<const Vocabulary> vocab, std::shared_ptr<const SchemaGraph> schema);
 
-  // `logits` covers ids [0, logits.size()); ids past the vocabulary are masked too.
-  void MaskLogits(absl::Span<float> logits);
+  void MaskLogits(absl::Span<float> logits) override;
   // Whether `token` may come next.
   bool Allows(int32_t token) const;
-  // FailedPrecondition if `token` was not allowed (the state is then unchanged).
-  absl::Status Accept(int32_t token);
-  bool IsComplete() const { return matcher_.IsComplete(); }
+  absl::Status Accept(int32_t token) override;
+  bool IsComplete() const override { return matcher_.IsComplete(); }
+  const Vocabulary& vocabulary() const { return *vocab_; }
 
  private:
   using Mask = std::vector<uint64_t>;
