@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "engine/grammar/tool_call_constraint.h"
 #include "kvcache/block_hash.h"
 
 namespace moeserve::worker {
@@ -30,6 +31,42 @@ std::vector<int32_t> AllTokens(const JobSpec& s) {
 }
 
 }  // namespace
+
+absl::StatusOr<ConstraintFactory> CompileConstraint(
+    const JobSpec& spec, std::shared_ptr<const engine::grammar::Vocabulary> vocabulary) {
+  namespace grammar = engine::grammar;
+  if (!spec.response_schema.empty() && spec.tool_calls) {
+    return absl::InvalidArgumentError("response_schema and tool_calls are exclusive");
+  }
+  if (!spec.response_schema.empty()) {
+    MOESERVE_ASSIGN_OR_RETURN(std::shared_ptr<const grammar::SchemaGraph> schema,
+                              grammar::CompileJsonSchema(spec.response_schema));
+    return ConstraintFactory([vocabulary, schema]() -> std::unique_ptr<grammar::OutputConstraint> {
+      return std::make_unique<grammar::TokenConstraint>(vocabulary, schema);
+    });
+  }
+  auto g = std::make_shared<grammar::ToolCallGrammar>();
+  const JobSpec::ToolCalls& t = *spec.tool_calls;
+  g->open = t.open;
+  g->tail = t.tail;
+  g->separator = t.separator;
+  g->close = t.close;
+  g->parallel = t.parallel;
+  for (const JobSpec::ToolCalls::Option& o : t.options) {
+    absl::StatusOr<std::shared_ptr<const grammar::SchemaGraph>> schema =
+        grammar::CompileJsonSchema(o.arguments_schema);
+    if (!schema.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tool_calls: arguments schema: ", schema.status().message()));
+    }
+    g->options.push_back({o.head, *std::move(schema)});
+  }
+  MOESERVE_RETURN_IF_ERROR(grammar::ValidateToolCallGrammar(*g, vocabulary->size()));
+  std::shared_ptr<const grammar::ToolCallGrammar> shared = std::move(g);
+  return ConstraintFactory([vocabulary, shared]() -> std::unique_ptr<grammar::OutputConstraint> {
+    return std::make_unique<grammar::ToolCallConstraint>(vocabulary, shared);
+  });
+}
 
 uint64_t PrefixSeed(const std::string& config_json, engine::ComputeDType compute) {
   return Mix(kvcache::SipHash128(1, 2, config_json).lo ^
@@ -96,16 +133,16 @@ absl::Status EngineLoop::Submit(JobSpec spec, std::shared_ptr<JobControl> contro
     return absl::InvalidArgumentError("sample_vocab out of range");
   }
   MOESERVE_RETURN_IF_ERROR(engine::ValidateSamplingParams(spec.sampling, c.vocab_size));
-  std::shared_ptr<const engine::grammar::SchemaGraph> schema;
-  if (!spec.response_schema.empty()) {
+  ConstraintFactory make_constraint;
+  if (!spec.response_schema.empty() || spec.tool_calls) {
     if (options_.vocabulary == nullptr) {
       return absl::FailedPreconditionError(
           "structured output needs the model's tokenizer, and this worker's model has none");
     }
-    MOESERVE_ASSIGN_OR_RETURN(schema, engine::grammar::CompileJsonSchema(spec.response_schema));
+    MOESERVE_ASSIGN_OR_RETURN(make_constraint, CompileConstraint(spec, options_.vocabulary));
   }
   auto job = std::make_unique<Job>();
-  job->schema = std::move(schema);
+  job->make_constraint = std::move(make_constraint);
   job->spec = std::move(spec);
   job->control = std::move(control);
   job->sink = std::move(sink);
@@ -221,9 +258,9 @@ bool EngineLoop::TryAdmit(Job* job) {
   }
   job->sampler.emplace(job->spec.sampling, DefaultSeed(job->spec.request_id));
   job->constraint.reset();
-  if (job->schema != nullptr) {
+  if (job->make_constraint) {
     // Replay what was generated before (resume, migration, preemption) through the constraint.
-    if (!job->spec.constraint_after_token) job->constraint.emplace(options_.vocabulary, job->schema);
+    if (!job->spec.constraint_after_token) job->constraint = job->make_constraint();
     for (int32_t t : job->spec.generated) {
       if (absl::Status st = Constrain(job, t); !st.ok()) {
         End(job, Finish::kNone, st);
@@ -347,10 +384,10 @@ void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
 }
 
 absl::Status EngineLoop::Constrain(Job* job, int32_t token) {
-  if (job->schema == nullptr) return absl::OkStatus();
+  if (!job->make_constraint) return absl::OkStatus();
   if (!job->constraint) {
     if (job->spec.constraint_after_token && token == *job->spec.constraint_after_token) {
-      job->constraint.emplace(options_.vocabulary, job->schema);
+      job->constraint = job->make_constraint();
     }
     return absl::OkStatus();
   }

@@ -2,6 +2,7 @@
 #define MOESERVE_WORKER_ENGINE_LOOP_H_
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -44,6 +45,15 @@ struct LoadSnapshot {
 //
 // With a KV-cache client, a new job first imports the cached full blocks of its tokens, and a
 // prefill-only job publishes its prompt's full blocks before it ends.
+// Makes a fresh output constraint for one job (each admission replays the job's tokens into a
+// new one).
+using ConstraintFactory = std::function<std::unique_ptr<engine::grammar::OutputConstraint>()>;
+
+// Compiles the spec's response_schema or tool_calls into a factory. InvalidArgument for a bad
+// schema or grammar, or for both at once.
+absl::StatusOr<ConstraintFactory> CompileConstraint(
+    const JobSpec& spec, std::shared_ptr<const engine::grammar::Vocabulary> vocabulary);
+
 class EngineLoop {
  public:
   // Borrows `model`, `experts` (null: local) and `kv` (null: no shared cache); all must outlive
@@ -64,8 +74,8 @@ class EngineLoop {
     std::shared_ptr<JobSink> sink;
     std::optional<engine::Sampler> sampler;
     std::optional<engine::ThinkingBudgetEnforcer> budget;
-    std::shared_ptr<const engine::grammar::SchemaGraph> schema;  // null: unconstrained
-    std::optional<engine::grammar::TokenConstraint> constraint;   // set once the answer starts
+    ConstraintFactory make_constraint;                                // empty: unconstrained
+    std::unique_ptr<engine::grammar::OutputConstraint> constraint;  // set once the answer starts
     engine::SeqId seq = 0;
     bool admitted = false;
     bool first_event_sent = false;

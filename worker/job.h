@@ -29,6 +29,20 @@ struct JobSpec {
   bool prefill_only = false;       // stop after the first token and publish the prompt's blocks
   std::string response_schema;     // non-empty: the answer is JSON matching this schema
   std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
+  // Set: the answer is forced tool calls (exclusive with response_schema).
+  struct ToolCalls {
+    struct Option {
+      std::vector<int32_t> head;
+      std::string arguments_schema;
+    };
+    std::vector<int32_t> open;
+    std::vector<Option> options;
+    std::vector<int32_t> tail;
+    std::vector<int32_t> separator;
+    std::vector<int32_t> close;
+    bool parallel = true;
+  };
+  std::optional<ToolCalls> tool_calls;
 };
 
 // What a job produced since the last event. The first event carries cached_tokens.

@@ -202,6 +202,18 @@ JobSpec SpecFromProto(const v1::GenerationSpec& p) {
   s.sample_vocab = p.sample_vocab();
   s.response_schema = p.response_schema();
   if (p.has_constraint_after_token()) s.constraint_after_token = p.constraint_after_token();
+  if (p.has_tool_calls()) {
+    const v1::ToolCallGrammar& g = p.tool_calls();
+    JobSpec::ToolCalls& t = s.tool_calls.emplace();
+    t.open.assign(g.open_ids().begin(), g.open_ids().end());
+    for (const v1::ToolCallGrammar::Option& o : g.options()) {
+      t.options.push_back({{o.head_ids().begin(), o.head_ids().end()}, o.arguments_schema()});
+    }
+    t.tail.assign(g.tail_ids().begin(), g.tail_ids().end());
+    t.separator.assign(g.separator_ids().begin(), g.separator_ids().end());
+    t.close.assign(g.close_ids().begin(), g.close_ids().end());
+    t.parallel = g.parallel();
+  }
   return s;
 }
 

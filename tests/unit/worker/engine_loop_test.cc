@@ -189,7 +189,10 @@ class ConstrainedLoopTest : public EngineLoopTest {
     nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
     ASSERT_FALSE(doc.is_discarded()) << text;
     ASSERT_TRUE(doc.is_object()) << text;
-    ASSERT_TRUE(doc.contains("k") && doc["k"].is_string() && doc["k"].get<std::string>().size() <= 6) << text;
+    ASSERT_TRUE(doc.contains("k") && doc["k"].is_string()) << text;
+    int code_points = 0;  // maxLength counts characters, not bytes
+    for (char c : doc["k"].get<std::string>()) code_points += (c & 0xC0) != 0x80;
+    ASSERT_LE(code_points, 6) << text;
     ASSERT_TRUE(doc.contains("n") && doc["n"].is_number_integer()) << text;
     for (auto& [key, value] : doc.items()) {
       (void)value;
@@ -250,6 +253,73 @@ TEST_F(ConstrainedLoopTest, BadSchemasAndMissingVocabularyAreRefused) {
   EngineLoop no_vocab(model_.get(), nullptr, nullptr, plain);
   s = no_vocab.Submit(Spec(1), std::make_shared<JobControl>(), std::make_shared<CollectingSink>());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+}
+
+// tool_choice "required": markup ids (300..304, which have no bytes, like a model's added tokens)
+// are forced, the arguments follow the function's schema, and the answer ends with close + EOS.
+TEST_F(ConstrainedLoopTest, ForcedToolCallsFollowTheGrammar) {
+  auto ascii = [](const std::string& text) {
+    std::vector<int32_t> ids;
+    for (char c : text) ids.push_back(2 + (c - 0x20));
+    return ids;
+  };
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    JobSpec spec = Spec(seed);
+    spec.response_schema.clear();
+    JobSpec::ToolCalls& t = spec.tool_calls.emplace();
+    t.open = {300};
+    std::vector<int32_t> head = {301};
+    for (int32_t id : ascii("fn")) head.push_back(id);
+    head.push_back(302);
+    t.options.push_back({head, kSchema});
+    t.tail = {303};
+    t.separator = ascii(";");
+    t.close = {304};
+    t.parallel = seed != 1;
+    spec.max_new_tokens = 1500;
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(loop_->Submit(spec, std::make_shared<JobControl>(), sink).ok());
+    ASSERT_TRUE(sink->Wait());
+    ASSERT_TRUE(sink->error().ok()) << sink->error();
+    // Parallel calls may go on until the token limit (each call is still whole or cut short).
+    const bool stopped = sink->finish() == Finish::kStop;
+    if (!t.parallel) {
+      EXPECT_TRUE(stopped);
+    }
+    // Read the calls back: 300, then (head, JSON, 303) separated by ';', then 304.
+    const std::vector<int32_t>& out = sink->tokens();
+    ASSERT_GE(out.size(), 2u);
+    EXPECT_EQ(out.front(), 300);
+    if (stopped) {
+      EXPECT_EQ(out.back(), 304) << "the EOS after close ends the job and is not delivered";
+    }
+    size_t i = 1, calls = 0;
+    while (i < out.size() - (stopped ? 1 : 0)) {
+      if (calls > 0) {
+        ASSERT_EQ(out[i], ascii(";")[0]);
+        ++i;
+      }
+      if (!stopped && out.size() - i < head.size() + 1) break;  // cut by the limit in the head
+      ASSERT_TRUE(std::equal(head.begin(), head.end(), out.begin() + static_cast<std::ptrdiff_t>(i)));
+      i += head.size();
+      size_t end = i;
+      while (end < out.size() && out[end] != 303) ++end;
+      if (end == out.size() && !stopped) break;  // cut by the limit inside a call
+      ASSERT_LT(end, out.size());
+      ExpectValid(Text(std::vector<int32_t>(out.begin() + static_cast<std::ptrdiff_t>(i),
+                                            out.begin() + static_cast<std::ptrdiff_t>(end))));
+      i = end + 1;
+      ++calls;
+    }
+    EXPECT_GE(calls, 1u);
+    if (!t.parallel) {
+      EXPECT_EQ(calls, 1u);
+    }
+  }
+  JobSpec both = Spec(1);
+  both.tool_calls.emplace().options.push_back({{301}, kSchema});
+  absl::Status s = loop_->Submit(both, std::make_shared<JobControl>(), std::make_shared<CollectingSink>());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
 }
 
 }  // namespace
