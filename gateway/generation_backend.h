@@ -14,6 +14,21 @@
 
 namespace moeserve::gateway {
 
+// A forced tool call as token ids (moeserve.v1.ToolCallGrammar): open, then calls (an option's
+// head, JSON arguments matching its schema, tail) joined by separator when parallel, then close.
+struct ToolCallGrammarIds {
+  struct Option {
+    std::vector<int32_t> head;
+    std::string arguments_schema;
+  };
+  std::vector<int32_t> open;
+  std::vector<Option> options;
+  std::vector<int32_t> tail;
+  std::vector<int32_t> separator;
+  std::vector<int32_t> close;
+  bool parallel = true;
+};
+
 // What the gateway asks the cluster to generate (moeserve.v1.GenerationSpec as a domain struct).
 struct GenerationRequest {
   std::string request_id;
@@ -26,13 +41,15 @@ struct GenerationRequest {
   int32_t sample_vocab = 0;  // > 0: sample only ids below this
   std::string response_schema;                   // non-empty: the answer is JSON matching it
   std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
+  std::optional<ToolCallGrammarIds> tool_calls;   // set: the answer is forced tool calls
   int32_t priority = 0;      // the router's queue order: lower first (RouteRequest.priority)
   // The client's deadline (gRPC deadline, HTTP X-Request-Timeout), passed on to the router and
   // from there to the workers; past it the generation ends with DEADLINE_EXCEEDED.
   absl::Time deadline = absl::InfiniteFuture();
 };
 
-enum class FinishReason { kNone, kStop, kLength, kCancelled };
+// kToolCalls: the answer ended after calling tools (decided by the gateway, never a backend).
+enum class FinishReason { kNone, kStop, kLength, kCancelled, kToolCalls };
 
 // One piece of the token stream.
 struct GenerationChunk {

@@ -38,6 +38,8 @@ v1::FinishReason ToProtoFinishReason(FinishReason reason) {
       return v1::FINISH_REASON_LENGTH;
     case FinishReason::kCancelled:
       return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kToolCalls:
+      return v1::FINISH_REASON_TOOL_CALLS;
     case FinishReason::kNone:
       break;
   }

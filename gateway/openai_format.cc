@@ -95,6 +95,8 @@ Json FinishReasonJson(FinishReason reason) {
       return "stop";
     case FinishReason::kLength:
       return "length";
+    case FinishReason::kToolCalls:
+      return "tool_calls";
     case FinishReason::kNone:
     case FinishReason::kCancelled:
       break;
@@ -129,6 +131,17 @@ Json CompletionResponseJson(const ResponseMeta& meta, const std::vector<ChoiceRe
       if (meta.split_reasoning) {
         body["reasoning_content"] = text.reasoning.empty() ? Json(nullptr) : Json(text.reasoning);
       }
+      if (!text.tool_calls.empty()) {
+        // OpenAI's shape: content null when the answer is only calls.
+        if (text.content.empty()) body["content"] = nullptr;
+        body["tool_calls"] = Json::array();
+        for (const ToolCallDelta& c : text.tool_calls) {
+          body["tool_calls"].push_back(
+              {{"id", c.id},
+               {"type", "function"},
+               {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+        }
+      }
     } else {
       body = text.content;
     }
@@ -154,6 +167,20 @@ Json DeltaChunkJson(const ResponseMeta& meta, const TextDelta& delta, int index)
     body = Json::object();
     if (!delta.reasoning.empty()) body["reasoning_content"] = delta.reasoning;
     if (!delta.content.empty()) body["content"] = delta.content;
+    if (!delta.tool_calls.empty()) {
+      body["tool_calls"] = Json::array();
+      for (const ToolCallDelta& c : delta.tool_calls) {
+        Json call = {{"index", c.index}};
+        if (!c.id.empty()) {
+          call["id"] = c.id;
+          call["type"] = "function";
+          call["function"] = {{"name", c.name}, {"arguments", c.arguments}};
+        } else {
+          call["function"] = {{"arguments", c.arguments}};
+        }
+        body["tool_calls"].push_back(std::move(call));
+      }
+    }
   } else {
     body = delta.content;
   }

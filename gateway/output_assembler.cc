@@ -45,6 +45,15 @@ std::string StopStringMatcher::Flush() {
 void TextDelta::Append(TextDelta other) {
   reasoning += other.reasoning;
   content += other.content;
+  for (ToolCallDelta& c : other.tool_calls) {
+    auto same = std::find_if(tool_calls.begin(), tool_calls.end(),
+                             [&](const ToolCallDelta& t) { return t.index == c.index; });
+    if (same == tool_calls.end()) {
+      tool_calls.push_back(std::move(c));
+    } else {
+      same->arguments += c.arguments;
+    }
+  }
   for (LogprobEntry& e : other.reasoning_logprobs) reasoning_logprobs.push_back(std::move(e));
   for (LogprobEntry& e : other.content_logprobs) content_logprobs.push_back(std::move(e));
 }
@@ -61,13 +70,39 @@ int64_t CodePoints(absl::string_view utf8) {
 
 OutputAssembler::OutputAssembler(const engine::Tokenizer& tokenizer, bool split_reasoning,
                                  bool starts_in_reasoning, std::vector<std::string> stop,
-                                 int32_t prompt_tokens)
+                                 int32_t prompt_tokens, bool parse_tool_calls)
     : tokenizer_(tokenizer),
       decoder_(tokenizer, engine::DecodeOptions{.skip_special_tokens = true}),
       split_reasoning_(split_reasoning),
       splitter_(starts_in_reasoning),
       stop_(std::move(stop)) {
   usage_.prompt_tokens = prompt_tokens;
+  if (parse_tool_calls) tools_.emplace();
+}
+
+void OutputAssembler::Answer(std::string text, bool flush, TextDelta* out) {
+  if (tools_) {
+    ToolCallParser::Output parsed = tools_->Add(text);
+    if (flush) {
+      ToolCallParser::Output rest = tools_->Flush();
+      parsed.content += rest.content;
+      for (ToolCallDelta& c : rest.calls) parsed.calls.push_back(std::move(c));
+    }
+    text = std::move(parsed.content);
+    TextDelta calls;
+    calls.tool_calls = std::move(parsed.calls);
+    out->Append(std::move(calls));
+  }
+  out->content += stop_.Add(text);
+  if (flush) out->content += stop_.Flush();
+  if (stop_.stopped() && finish_reason_ == FinishReason::kNone) SetFinish(FinishReason::kStop);
+}
+
+void OutputAssembler::SetFinish(FinishReason reason) {
+  if (reason == FinishReason::kStop && tools_ && tools_->calls() > 0) {
+    reason = FinishReason::kToolCalls;
+  }
+  finish_reason_ = reason;
 }
 
 TextDelta OutputAssembler::Route(const std::string& text) {
@@ -80,10 +115,7 @@ TextDelta OutputAssembler::Route(const std::string& text) {
   } else {
     content = text;
   }
-  out.content = stop_.Add(content);
-  if (stop_.stopped() && finish_reason_ == FinishReason::kNone) {
-    finish_reason_ = FinishReason::kStop;
-  }
+  Answer(std::move(content), false, &out);
   return out;
 }
 
@@ -92,9 +124,9 @@ TextDelta OutputAssembler::Flush() {
   if (split_reasoning_) {
     engine::ReasoningSplitter::Delta d = splitter_.Flush();
     out.reasoning += d.reasoning;
-    out.content += stop_.Add(d.content);
+    Answer(std::move(d.content), false, &out);
   }
-  out.content += stop_.Flush();
+  Answer("", true, &out);
   return out;
 }
 
@@ -120,16 +152,12 @@ TextDelta OutputAssembler::OnChunk(const GenerationChunk& chunk) {
     // An id the tokenizer cannot decode (a padding row) shows as nothing.
     if (!text.ok()) continue;
     decoded_chars_ += CodePoints(*text);
-    TextDelta d = Route(*text);
-    out.reasoning += d.reasoning;
-    out.content += d.content;
+    out.Append(Route(*text));
     if (finished()) return out;  // stop string
   }
   if (chunk.finish_reason != FinishReason::kNone) {
-    TextDelta d = Flush();
-    out.reasoning += d.reasoning;
-    out.content += d.content;
-    if (finish_reason_ == FinishReason::kNone) finish_reason_ = chunk.finish_reason;
+    out.Append(Flush());
+    if (finish_reason_ == FinishReason::kNone) SetFinish(chunk.finish_reason);
   }
   return out;
 }
@@ -148,7 +176,7 @@ LogprobEntry OutputAssembler::Entry(const engine::SampleResult& r) const {
 TextDelta OutputAssembler::Finish(FinishReason reason) {
   if (finished()) return {};
   TextDelta out = Flush();
-  if (finish_reason_ == FinishReason::kNone) finish_reason_ = reason;
+  if (finish_reason_ == FinishReason::kNone) SetFinish(reason);
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include "engine/reasoning.h"
 #include "engine/tokenizer.h"
 #include "gateway/generation_backend.h"
+#include "gateway/tool_calls.h"
 
 namespace moeserve::gateway {
 
@@ -47,13 +48,16 @@ struct LogprobEntry {
 struct TextDelta {
   std::string reasoning;
   std::string content;
+  // Tool calls in the answer (chat with tools). In a stream, each call's first piece has its
+  // id and name; Append merges pieces of one call, so an accumulated delta holds whole calls.
+  std::vector<ToolCallDelta> tool_calls;
   // Logprobs of the tokens behind this delta (when asked for), by the section each token was
   // generated in: reasoning (the tokens counted as reasoning_tokens) or the answer.
   std::vector<LogprobEntry> reasoning_logprobs;
   std::vector<LogprobEntry> content_logprobs;
   bool empty() const {
-    return reasoning.empty() && content.empty() && reasoning_logprobs.empty() &&
-           content_logprobs.empty();
+    return reasoning.empty() && content.empty() && tool_calls.empty() &&
+           reasoning_logprobs.empty() && content_logprobs.empty();
   }
   // Appends `other` (text and logprobs).
   void Append(TextDelta other);
@@ -76,8 +80,11 @@ struct UsageInfo {
 // hides. A chunk whose logprobs do not match its tokens one to one contributes no entries.
 class OutputAssembler {
  public:
+  // `parse_tool_calls`: DeepSeek tool-call markup in the answer becomes tool_calls, and a
+  // natural end after calls finishes with FinishReason::kToolCalls.
   OutputAssembler(const engine::Tokenizer& tokenizer, bool split_reasoning,
-                  bool starts_in_reasoning, std::vector<std::string> stop, int32_t prompt_tokens);
+                  bool starts_in_reasoning, std::vector<std::string> stop, int32_t prompt_tokens,
+                  bool parse_tool_calls = false);
 
   // Feeds a chunk; returns the text decided so far. Once finished() (the chunk carried a
   // finish reason, or a stop string matched) later chunks are ignored. A stop-string match
@@ -93,7 +100,10 @@ class OutputAssembler {
 
  private:
   TextDelta Route(const std::string& text);
+  // The answer text through the tool-call parser (when on) and the stop strings.
+  void Answer(std::string text, bool flush, TextDelta* out);
   TextDelta Flush();
+  void SetFinish(FinishReason reason);
   LogprobEntry Entry(const engine::SampleResult& r) const;
 
   const engine::Tokenizer& tokenizer_;
@@ -102,6 +112,7 @@ class OutputAssembler {
   bool split_reasoning_;
   engine::ReasoningSplitter splitter_;
   StopStringMatcher stop_;
+  std::optional<ToolCallParser> tools_;
   UsageInfo usage_;
   bool first_chunk_ = true;
   FinishReason finish_reason_ = FinishReason::kNone;

@@ -71,6 +71,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -357,6 +358,91 @@ absl::Status ContextError(absl::string_view message) {
   return WithErrorCode(Invalid("messages", message), "context_length_exceeded");
 }
 
+// An assistant message's "tool_calls": [{"id", "type": "function", "function": {"name",
+// "arguments"}}], as OpenAI clients send them back.
+absl::Status ParseMessageToolCalls(const Json& calls, const std::string& role,
+                                   const std::string& param, ChatMessageInput* msg) {
+  const std::string p = param + ".tool_calls";
+  if (role != "assistant") {
+    return Invalid(p, absl::StrCat("'", p, "' is only allowed on assistant messages"));
+  }
+  if (!calls.is_array()) return Invalid(p, absl::StrCat("'", p, "' must be an array"));
+  for (size_t k = 0; k < calls.size(); ++k) {
+    const Json& c = calls[k];
+    const std::string cp = absl::StrCat(p, "[", k, "]");
+    if (!c.is_object()) return Invalid(cp, absl::StrCat("'", cp, "' must be an object"));
+    const Json* id = Field(c, "id");
+    if (id == nullptr || !id->is_string()) {
+      return Invalid(cp + ".id", absl::StrCat("'", cp, ".id' must be a string"));
+    }
+    if (const Json* type = Field(c, "type"); type != nullptr && *type != "function") {
+      return Invalid(cp + ".type", absl::StrCat("'", cp, ".type' must be 'function'"));
+    }
+    const Json* f = Field(c, "function");
+    const Json* name = f != nullptr && f->is_object() ? Field(*f, "name") : nullptr;
+    const Json* arguments = f != nullptr && f->is_object() ? Field(*f, "arguments") : nullptr;
+    if (name == nullptr || !name->is_string() || name->get<std::string>().empty()) {
+      return Invalid(cp + ".function.name",
+                     absl::StrCat("'", cp, ".function.name' must be a non-empty string"));
+    }
+    if (arguments == nullptr || !arguments->is_string()) {
+      return Invalid(cp + ".function.arguments",
+                     absl::StrCat("'", cp, ".function.arguments' must be a string (JSON text)"));
+    }
+    msg->tool_calls.push_back(
+        {id->get<std::string>(), name->get<std::string>(), arguments->get<std::string>()});
+  }
+  return absl::OkStatus();
+}
+
+// Every "tool" message answers a call of the assistant message before it (other tool messages
+// may come between), and every call of an assistant message is answered before the next
+// message of another role, as OpenAI requires.
+absl::Status CheckToolMessages(const std::vector<ChatMessageInput>& messages) {
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessageInput& m = messages[i];
+    if (m.role == "tool") {
+      size_t j = i;
+      while (j > 0 && messages[j - 1].role == "tool") --j;
+      const bool answers =
+          j > 0 && std::any_of(messages[j - 1].tool_calls.begin(), messages[j - 1].tool_calls.end(),
+                               [&](const ToolCallInput& c) { return c.id == m.tool_call_id; });
+      if (!answers) {
+        return Invalid(absl::StrCat("messages[", i, "].tool_call_id"),
+                       absl::StrCat("'messages[", i, "]' (role 'tool') must answer a tool call of "
+                                    "the assistant message before it; no call has the id '",
+                                    m.tool_call_id, "'"));
+      }
+    }
+    if (!m.tool_calls.empty() && !m.prefix) {
+      for (const ToolCallInput& c : m.tool_calls) {
+        bool answered = false;
+        for (size_t k = i + 1; k < messages.size() && messages[k].role == "tool"; ++k) {
+          answered = answered || messages[k].tool_call_id == c.id;
+        }
+        if (!answered) {
+          return Invalid(absl::StrCat("messages[", i, "].tool_calls"),
+                         absl::StrCat("the tool call '", c.id, "' of 'messages[", i,
+                                      "]' has no 'tool' message answering it"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Whether a chat template reads a "tools" variable (else the tools go into the system prompt).
+bool TemplateTakesTools(absl::string_view source) {
+  auto word = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  for (size_t at = source.find("tools"); at != absl::string_view::npos;
+       at = source.find("tools", at + 1)) {
+    const bool starts = at == 0 || !word(source[at - 1]);
+    const bool ends = at + 5 == source.size() || !word(source[at + 5]);
+    if (starts && ends) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 bool IsValidUtf8(absl::string_view s) {
@@ -401,6 +487,7 @@ absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body) {
   MOESERVE_RETURN_IF_ERROR(ParseChatLogprobs(j, &r));
   MOESERVE_RETURN_IF_ERROR(ParseMetadata(j, &r));
   MOESERVE_ASSIGN_OR_RETURN(r.response_schema, ResponseSchemaFromBody(body));
+  MOESERVE_ASSIGN_OR_RETURN(r.tools, ToolsFromBody(body));
   const Json* messages = Field(j, "messages");
   if (messages == nullptr) return Invalid("messages", "'messages' is required");
   if (!messages->is_array()) return Invalid("messages", "'messages' must be an array");
@@ -442,6 +529,20 @@ absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body) {
                        absl::StrCat("'", param, ".reasoning_content' must be a string"));
       }
       msg.reasoning_content = reasoning->get<std::string>();
+    }
+    if (const Json* calls = Field(m, "tool_calls")) {
+      MOESERVE_RETURN_IF_ERROR(ParseMessageToolCalls(*calls, role_name, param, &msg));
+    }
+    if (const Json* id = Field(m, "tool_call_id")) {
+      if (!id->is_string()) {
+        return Invalid(param + ".tool_call_id",
+                       absl::StrCat("'", param, ".tool_call_id' must be a string"));
+      }
+      msg.tool_call_id = id->get<std::string>();
+    }
+    if (role_name == "tool" && msg.tool_call_id.empty()) {
+      return Invalid(param + ".tool_call_id",
+                     absl::StrCat("'", param, ".tool_call_id' is required for a 'tool' message"));
     }
     msg.role = std::move(role_name);
     msg.content = std::move(content);
@@ -547,6 +648,12 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
     }
     engine::ChatTemplateInputs inputs;
     const bool prefix = r.messages.back().prefix;
+    MOESERVE_RETURN_IF_ERROR(CheckToolMessages(r.messages));
+    const bool thinking_template = absl::StrContains(model.chat_template->source(), "<think>");
+    size_t turn_start = 0;  // the current turn: after the last user message
+    for (size_t i = 0; i < r.messages.size(); ++i) {
+      if (r.messages[i].role == "user") turn_start = i + 1;
+    }
     for (size_t i = 0; i < r.messages.size(); ++i) {
       const ChatMessageInput& m = r.messages[i];
       const std::string param = absl::StrCat("messages[", i, "].content");
@@ -554,7 +661,8 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
         return Invalid(param, absl::StrCat("'", param, "' is not valid UTF-8"));
       }
       MOESERVE_RETURN_IF_ERROR(CheckNoSpecialTokens(m.content, model, param));
-      if (m.prefix && m.reasoning_content) {
+      const bool reasoning_needed = !m.tool_calls.empty() && i >= turn_start && thinking_template;
+      if ((m.prefix || reasoning_needed) && m.reasoning_content) {
         const std::string rparam = absl::StrCat("messages[", i, "].reasoning_content");
         if (!IsValidUtf8(*m.reasoning_content)) {
           return Invalid(rparam, absl::StrCat("'", rparam, "' is not valid UTF-8"));
@@ -563,8 +671,72 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
       }
       // The prefix message is not rendered by the template: AppendAssistantPrefix continues
       // the generation prompt with it.
-      if (!m.prefix) inputs.messages.push_back({{"role", m.role}, {"content", m.content}});
+      if (m.prefix) continue;
+      nlohmann::ordered_json msg = {{"role", m.role}, {"content", m.content}};
+      if (!m.tool_calls.empty()) {
+        // DeepSeek's templates render the calls of an assistant message whose content is null.
+        msg["content"] = nullptr;
+        msg["tool_calls"] = nlohmann::ordered_json::array();
+        for (size_t k = 0; k < m.tool_calls.size(); ++k) {
+          const ToolCallInput& c = m.tool_calls[k];
+          const std::string cparam = absl::StrCat("messages[", i, "].tool_calls[", k, "]");
+          for (const std::string* text : {&c.id, &c.name, &c.arguments}) {
+            if (!IsValidUtf8(*text)) {
+              return Invalid(cparam, absl::StrCat("'", cparam, "' is not valid UTF-8"));
+            }
+            MOESERVE_RETURN_IF_ERROR(CheckNoSpecialTokens(*text, model, cparam));
+          }
+          msg["tool_calls"].push_back(
+              {{"id", c.id},
+               {"type", "function"},
+               {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+        }
+        if (reasoning_needed) {
+          // DeepSeek's rule for thinking with tools: within the turn, the thought behind each
+          // call goes back to the model.
+          if (!m.reasoning_content) {
+            return Invalid(absl::StrCat("messages[", i, "].reasoning_content"),
+                           absl::StrCat("'messages[", i,
+                                        "].reasoning_content' is required: an assistant message "
+                                        "that called tools in the current turn must carry its "
+                                        "reasoning_content back"));
+          }
+          msg["reasoning_content"] = *m.reasoning_content;
+        }
+      }
+      if (m.role == "tool") msg["tool_call_id"] = m.tool_call_id;
+      inputs.messages.push_back(std::move(msg));
     }
+    const bool with_tools = r.tools.choice != ToolChoice::kNone && !r.tools.tools.empty();
+    if (with_tools) {
+      if (!ModelSupportsToolCalls(model)) {
+        return Invalid("tools", "this model's tokenizer has no tool-call tokens");
+      }
+      const std::string description = ToolsSystemPrompt(r.tools.tools);
+      for (size_t i = 0; i < r.tools.tools.size(); ++i) {
+        const ToolDefinition& t = r.tools.tools[i];
+        const std::string tparam = absl::StrCat("tools[", i, "].function");
+        const std::string text = absl::StrCat(t.description, t.parameters.dump());
+        if (!IsValidUtf8(text)) return Invalid(tparam, absl::StrCat("'", tparam, "' is not valid UTF-8"));
+        MOESERVE_RETURN_IF_ERROR(CheckNoSpecialTokens(text, model, tparam));
+      }
+      if (TemplateTakesTools(model.chat_template->source())) {
+        nlohmann::ordered_json tools = nlohmann::ordered_json::array();
+        for (const ToolDefinition& t : r.tools.tools) {
+          nlohmann::ordered_json f = {{"name", t.name}, {"description", t.description}};
+          if (!t.parameters.is_null()) f["parameters"] = t.parameters;
+          tools.push_back({{"type", "function"}, {"function", std::move(f)}});
+        }
+        inputs.extra["tools"] = std::move(tools);
+      } else if (!inputs.messages.empty() && inputs.messages[0]["role"] == "system") {
+        inputs.messages[0]["content"] =
+            absl::StrCat(inputs.messages[0]["content"].get<std::string>(), "\n\n", description);
+      } else {
+        inputs.messages.insert(inputs.messages.begin(),
+                               nlohmann::ordered_json{{"role", "system"}, {"content", description}});
+      }
+    }
+    p.parse_tool_calls = with_tools;
     inputs.add_generation_prompt = true;
     inputs.bos_token = model.bos_token;
     inputs.eos_token = model.eos_token;
@@ -651,13 +823,23 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
       g.think_close_ids = model.think_close_ids;
     }
   }
-  if (!r.response_schema.empty()) {
+  const bool forced_call =
+      r.tools.choice == ToolChoice::kRequired || r.tools.choice == ToolChoice::kNamed;
+  if (forced_call && !r.response_schema.empty()) {
+    return Invalid("response_format",
+                   "'response_format' cannot be combined with a forced tool call ('tool_choice' "
+                   "required or a named function)");
+  }
+  if (forced_call) {
+    MOESERVE_ASSIGN_OR_RETURN(g.tool_calls, ForcedToolCallGrammar(r.tools, model));
+  }
+  if (!r.response_schema.empty() || forced_call) {
     // The constraint holds for the answer, not the thought: with a template that opens <think>,
     // it starts after the model (or the thinking budget) writes "</think>".
     g.response_schema = r.response_schema;
     if (p.starts_in_reasoning) {
       if (model.think_close_ids.empty()) {
-        return Invalid("response_format",
+        return Invalid(forced_call ? "tool_choice" : "response_format",
                        "this model's tokenizer has no </think> token to end its reasoning");
       }
       g.constraint_after_token = model.think_close_ids[0];

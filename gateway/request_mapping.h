@@ -12,6 +12,7 @@
 #include "engine/sampler.h"
 #include "gateway/generation_backend.h"
 #include "gateway/model_context.h"
+#include "gateway/tool_calls.h"
 #include "nlohmann/json.hpp"
 
 namespace moeserve::gateway {
@@ -24,13 +25,25 @@ namespace moeserve::gateway {
 
 enum class Endpoint { kChat, kCompletion };
 
+// A tool call of an earlier assistant message, sent back by the client.
+struct ToolCallInput {
+  std::string id;
+  std::string name;
+  std::string arguments;  // JSON text, rendered as given
+};
+
 struct ChatMessageInput {
   std::string role;
   std::string content;
+  std::vector<ToolCallInput> tool_calls;  // assistant
+  std::string tool_call_id;               // tool
   // DeepSeek's chat prefix completion: the last message, an assistant's, that the model
   // continues (see beta_prompts.h), with reasoning_content as the start of its thought.
   bool prefix = false;
-  std::optional<std::string> reasoning_content;  // only used on the prefix message
+  // On the prefix message: the start of the thought. On an assistant message that called tools
+  // in the current turn (after the last user message) of a reasoning model: required, and given
+  // to the template as the message's "reasoning_content". Elsewhere ignored.
+  std::optional<std::string> reasoning_content;
 };
 
 struct ApiRequest {
@@ -52,6 +65,7 @@ struct ApiRequest {
   std::string user;  // accepted and type-checked; not used for anything yet
   std::vector<std::pair<std::string, std::string>> metadata;  // likewise
   std::string response_schema;  // chat "response_format" as a JSON schema; "" = free text
+  ToolsRequest tools;           // chat "tools", "tool_choice", "parallel_tool_calls"
 };
 
 struct PreparedRequest {
@@ -63,6 +77,7 @@ struct PreparedRequest {
   std::vector<std::string> stop;
   bool split_reasoning = false;      // chat: split <think> ... </think> into reasoning_content
   bool starts_in_reasoning = false;  // the rendered prompt ends "<think>\n"
+  bool parse_tool_calls = false;     // chat with tools: tool-call markup in the answer -> tool_calls
   int32_t prompt_tokens = 0;
   int n = 1;  // choices
 };

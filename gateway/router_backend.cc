@@ -113,6 +113,19 @@ v1::GenerationSpec ToGenerationSpec(const GenerationRequest& r) {
   spec.set_sample_vocab(r.sample_vocab);
   spec.set_response_schema(r.response_schema);
   if (r.constraint_after_token) spec.set_constraint_after_token(*r.constraint_after_token);
+  if (r.tool_calls) {
+    v1::ToolCallGrammar* g = spec.mutable_tool_calls();
+    g->mutable_open_ids()->Add(r.tool_calls->open.begin(), r.tool_calls->open.end());
+    for (const ToolCallGrammarIds::Option& o : r.tool_calls->options) {
+      v1::ToolCallGrammar::Option* po = g->add_options();
+      po->mutable_head_ids()->Add(o.head.begin(), o.head.end());
+      po->set_arguments_schema(o.arguments_schema);
+    }
+    g->mutable_tail_ids()->Add(r.tool_calls->tail.begin(), r.tool_calls->tail.end());
+    g->mutable_separator_ids()->Add(r.tool_calls->separator.begin(), r.tool_calls->separator.end());
+    g->mutable_close_ids()->Add(r.tool_calls->close.begin(), r.tool_calls->close.end());
+    g->set_parallel(r.tool_calls->parallel);
+  }
   return spec;
 }
 
