@@ -133,7 +133,9 @@ Json CompletionResponseJson(const ResponseMeta& meta, const std::vector<ChoiceRe
       }
       if (!text.tool_calls.empty()) {
         // OpenAI's shape: content null when the answer is only calls.
-        if (text.content.empty()) body["content"] = nullptr;
+        if (text.content.find_first_not_of(" \t\r\n") == std::string::npos) {
+          body["content"] = nullptr;
+        }
         body["tool_calls"] = Json::array();
         for (const ToolCallDelta& c : text.tool_calls) {
           body["tool_calls"].push_back(

@@ -30,6 +30,13 @@ Vocabulary::Vocabulary(const std::vector<std::string>& token_bytes, int32_t end_
   std::vector<int32_t> last_child(1, -1);
   std::vector<int32_t> path;  // node per depth of the previous insertion
   std::string previous;
+  for (int32_t id = 0; id < size_; ++id) {
+    const std::string& s = token_bytes[static_cast<size_t>(id)];
+    if (!s.empty() && id != end_id &&
+        s.find_first_not_of(" \t\r\n") == std::string::npos) {
+      whitespace_.push_back(id);
+    }
+  }
   for (int32_t id : order) {
     const std::string& s = token_bytes[static_cast<size_t>(id)];
     if (s.empty() || id == end_id) continue;

@@ -26,6 +26,8 @@ class Vocabulary {
   int32_t size() const { return size_; }
   int32_t end_id() const { return end_id_; }
   const std::string& bytes(int32_t id) const { return bytes_[static_cast<size_t>(id)]; }
+  // The tokens made only of JSON whitespace (space, tab, CR, LF), ascending.
+  const std::vector<int32_t>& whitespace() const { return whitespace_; }
 
  private:
   friend class TokenConstraint;
@@ -39,6 +41,7 @@ class Vocabulary {
   std::vector<Node> nodes_;     // nodes_[0] is the root (the empty prefix)
   std::vector<int32_t> tokens_;  // token ids grouped by the node that spells them
   std::vector<std::string> bytes_;
+  std::vector<int32_t> whitespace_;
   int32_t size_ = 0;
   int32_t end_id_ = -1;
   int32_t max_length_ = 0;  // longest token, in bytes

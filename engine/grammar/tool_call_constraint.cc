@@ -114,6 +114,11 @@ void ToolCallConstraint::MaskLogits(absl::Span<float> logits) {
     const auto id = static_cast<size_t>(p.tokens[pos_]);
     if (id < logits.size()) allowed.emplace_back(id, logits[id]);
   }
+  if (!started_ && lead_ < kMaxLead) {
+    for (int32_t w : vocab_->whitespace()) {
+      if (static_cast<size_t>(w) < logits.size()) allowed.emplace_back(w, logits[static_cast<size_t>(w)]);
+    }
+  }
   std::fill(logits.begin(), logits.end(), kMasked);
   for (const auto& [id, value] : allowed) logits[id] = value;
 }
@@ -124,11 +129,19 @@ absl::Status ToolCallConstraint::Refuse(int32_t token) const {
 }
 
 absl::Status ToolCallConstraint::AcceptForced(int32_t token) {
+  if (!started_ && lead_ < kMaxLead &&
+      std::binary_search(vocab_->whitespace().begin(), vocab_->whitespace().end(), token) &&
+      std::none_of(paths_.begin(), paths_.end(),
+                   [&](const Path& p) { return p.tokens[pos_] == token; })) {
+    ++lead_;
+    return absl::OkStatus();
+  }
   std::vector<Path> kept;
-  for (Path& p : paths_) {
-    if (p.tokens[pos_] == token) kept.push_back(std::move(p));
+  for (const Path& p : paths_) {
+    if (p.tokens[pos_] == token) kept.push_back(p);
   }
   if (kept.empty()) return Refuse(token);
+  started_ = true;
   paths_ = std::move(kept);
   ++pos_;
   for (const Path& p : paths_) {

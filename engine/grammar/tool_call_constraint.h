@@ -37,7 +37,9 @@ struct ToolCallGrammar {
 // the heads, tail and close are non-empty (a call must be told apart from its arguments).
 absl::Status ValidateToolCallGrammar(const ToolCallGrammar& grammar, int32_t vocab_size);
 
-// Holds an answer to ToolCallGrammar: the markup is forced token by token (where several options
+// Holds an answer to ToolCallGrammar: up to kMaxLead whitespace tokens may come first (the
+// blank line a reasoning model writes after "</think>", or a thinking budget forces), then the
+// markup is forced token by token (where several options
 // are open, any of their next tokens), the arguments go through a TokenConstraint for the chosen
 // option's schema, and the end token is allowed only after close. Not thread-safe.
 class ToolCallConstraint : public OutputConstraint {
@@ -48,6 +50,8 @@ class ToolCallConstraint : public OutputConstraint {
   void MaskLogits(absl::Span<float> logits) override;
   absl::Status Accept(int32_t token) override;
   bool IsComplete() const override { return done_; }
+
+  static constexpr int kMaxLead = 4;
 
  private:
   static constexpr int kEnd = -1;
@@ -68,6 +72,8 @@ class ToolCallConstraint : public OutputConstraint {
   std::unique_ptr<TokenConstraint> arguments_;  // set while a call's arguments are written
   std::vector<int32_t> after_call_first_;       // the tokens that may end the arguments
   bool done_ = false;
+  bool started_ = false;  // the first markup token came
+  int lead_ = 0;          // whitespace tokens before it
 };
 
 }  // namespace moeserve::engine::grammar

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Structured output (response_format json_schema / json_object) through a real cluster
-(`moeserve up`) and the official OpenAI Node SDK, each answer validated by ajv
-(structured_sdk.mjs). Usage: test_structured.py BIN_DIR WORKDIR"""
+"""Structured output (response_format json_schema / json_object, structured_sdk.mjs) and tool
+calling (tools_sdk.mjs) through a real cluster (`moeserve up`) and the official OpenAI Node SDK,
+each JSON answer and tool-call arguments validated by ajv. Usage: test_structured.py BIN_DIR WORKDIR"""
 import json
 import os
 import shutil
@@ -27,17 +27,18 @@ def main():
     cluster = start_cluster(MOESERVE, model, port, os.path.join(WORK, "run"), "--prefill", "1",
                             "--decode", "1", "--shards", "1")
     try:
-        r = subprocess.run(["node", os.path.join(HERE, "structured_sdk.mjs"),
-                            f"http://127.0.0.1:{port}/v1", "tiny", NODE_DIR],
-                           capture_output=True, text=True, timeout=900)
-        sys.stderr.write(r.stderr[-2000:])
-        if r.returncode != 0:
-            check(False, f"structured_sdk.mjs exited {r.returncode}")
-        else:
+        for script, least in (("structured_sdk.mjs", 20), ("tools_sdk.mjs", 30)):
+            r = subprocess.run(["node", os.path.join(HERE, script),
+                                f"http://127.0.0.1:{port}/v1", "tiny", NODE_DIR],
+                               capture_output=True, text=True, timeout=900)
+            sys.stderr.write(r.stderr[-2000:])
+            if r.returncode != 0:
+                check(False, f"{script} exited {r.returncode}")
+                continue
             result = json.loads(r.stdout)
-            check(len(result["checks"]) >= 20, f"{len(result['checks'])} checks ran")
+            check(len(result["checks"]) >= least, f"{script}: {len(result['checks'])} checks ran")
             for c in result["checks"]:
-                check(c["ok"], c["what"])
+                check(c["ok"], f"{script}: {c['what']}")
     finally:
         stop(cluster)
     if FAILS:

@@ -87,7 +87,11 @@ struct Call {
   std::string name;
   Json arguments;
 };
-bool ParseCalls(const std::string& text, std::vector<Call>* calls, std::string* why) {
+bool ParseCalls(std::string text, std::vector<Call>* calls, std::string* why) {
+  // At most 4 whitespace tokens (one byte each here) before the markup.
+  const size_t lead = text.find_first_not_of(" \n");
+  if (lead == std::string::npos || lead > 4) return *why = "too much whitespace first", false;
+  text.erase(0, lead);
   const std::string open = "<CALLS>", close = "<CALLS_END><END>";
   if (text.rfind(open, 0) != 0) return *why = "does not open with <CALLS>", false;
   if (text.size() < close.size() || text.compare(text.size() - close.size(), close.size(), close) != 0) {
@@ -100,9 +104,9 @@ bool ParseCalls(const std::string& text, std::vector<Call>* calls, std::string* 
       if (p.rfind("\n", 0) != 0) return *why = "calls not separated by a newline", false;
       p.erase(0, 1);
     }
-    const std::string lead = "<CALL>function<SEP>";
-    if (p.rfind(lead, 0) != 0) return *why = "call without its header: " + p, false;
-    p.erase(0, lead.size());
+    const std::string header = "<CALL>function<SEP>";
+    if (p.rfind(header, 0) != 0) return *why = "call without its header: " + p, false;
+    p.erase(0, header.size());
     const size_t nl = p.find("\n```json\n");
     if (nl == std::string::npos) return *why = "no json fence", false;
     Call c;
@@ -202,6 +206,19 @@ TEST(ToolCallConstraintTest, MarkupIsForcedTokenByToken) {
   ToolCallConstraint c(f.vocab, grammar);
   std::vector<int32_t> expected = {kCallsBegin};
   expected.insert(expected.end(), grammar->options[0].head.begin(), grammar->options[0].head.end());
+  // Up to kMaxLead whitespace tokens may come first (the blank line after "</think>").
+  const int32_t space = f.byte_id.at(' '), newline = f.byte_id.at('\n');
+  for (int i = 0; i < ToolCallConstraint::kMaxLead; ++i) {
+    std::vector<float> logits(f.bytes.size(), 1.0f);
+    c.MaskLogits(absl::MakeSpan(logits));
+    for (size_t id = 0; id < logits.size(); ++id) {
+      const bool allowed = static_cast<int32_t>(id) == kCallsBegin ||
+                           static_cast<int32_t>(id) == space || static_cast<int32_t>(id) == newline;
+      EXPECT_EQ(std::isfinite(logits[id]), allowed) << "id " << id;
+    }
+    ASSERT_TRUE(c.Accept(i % 2 ? space : newline).ok());
+  }
+  EXPECT_FALSE(c.Accept(newline).ok()) << "no more than kMaxLead";
   for (int32_t want : expected) {
     std::vector<float> logits(f.bytes.size(), 1.0f);
     c.MaskLogits(absl::MakeSpan(logits));
