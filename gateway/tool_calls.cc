@@ -311,10 +311,18 @@ void ToolCallParser::Run(Output* out, bool flush) {
         d.name = std::string(absl::StripAsciiWhitespace(
             buffer_.substr(sep + kToolSep.size(), nl - sep - kToolSep.size())));
         buffer_ = std::move(rest);
+        arguments_started_ = false;
         state_ = State::kArguments;
         continue;
       }
       case State::kArguments: {
+        if (!arguments_started_) {
+          // Whitespace before the arguments is not part of them.
+          const size_t first = buffer_.find_first_not_of(" \t\r\n");
+          buffer_.erase(0, first == std::string::npos ? buffer_.size() : first);
+          if (buffer_.empty() && !flush) return;
+          arguments_started_ = true;
+        }
         const size_t end = Find(buffer_, kToolCallEnd);
         absl::string_view args = buffer_;
         if (end != std::string::npos) args = args.substr(0, end);

@@ -101,6 +101,7 @@ class ToolCallParser {
   State state_ = State::kText;
   std::string buffer_;
   int next_index_ = 0;
+  bool arguments_started_ = false;  // the current call's arguments have begun
   std::mt19937_64 rng_;
 };
 

@@ -26,7 +26,7 @@ nlohmann::json ErrorParam(const absl::Status& status) {
 const std::string kCall =
     "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
     "{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>"
-    "add\n```json\n{\"a\": 1, \"b\": [2, \"`\"]}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+    "add\n```json\n \n {\"a\": 1, \"b\": [2, \"`\"]}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
 
 struct Parsed {
   std::string content;
