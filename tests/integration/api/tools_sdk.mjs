@@ -135,8 +135,9 @@ for (const name of ['add', 'now']) {
   check(finish === 'tool_calls', `stream: finish_reason ${finish}`);
   check(bad === 0, `stream: every call opens with index, id, type and name (${bad} malformed deltas)`);
   check(argDeltas > 1, `stream: the arguments arrive in pieces (${argDeltas} deltas)`);
-  const streamed = JSON.stringify(calls.map((c) => c.function));
-  const whole = JSON.stringify(once.map((c) => c.function));
+  const shape = (list) => JSON.stringify(list.map((c) => [c.function.name, c.function.arguments]));
+  const streamed = shape(calls);
+  const whole = shape(once);
   check(streamed === whole, `stream and plain response carry the same call: ${streamed} vs ${whole}`);
 }
 
