@@ -93,14 +93,16 @@ absl::Status GrpcTransport::Exchange(int64_t layer, absl::Span<const ShardBatch>
         +[](size_t* p) { return *p == 0; }, &pending));
   }
   results->assign(batches.size(), ShardResult());
+  absl::Status first;
   for (size_t i = 0; i < calls.size(); ++i) {
     absl::Status s = calls[i]->status;
     if (s.ok()) {
       s = ResultFromProto(calls[i]->response, batches[i], options_.hidden_size, &(*results)[i]);
     }
-    if (!s.ok()) return FromShard(batches[i].shard, s);
+    (*results)[i].status = FromShard(batches[i].shard, s);
+    if (first.ok()) first = (*results)[i].status;
   }
-  return absl::OkStatus();
+  return first;
 }
 
 absl::StatusOr<moeserve::v1::ShardInfoResponse> GrpcTransport::Info(int32_t shard) {
