@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 
 namespace moeserve::expert_shard {
 
@@ -127,6 +128,10 @@ absl::Status RemoteExpertExecutor::Run(int64_t layer, const float* x, int64_t n,
     bool taken_out = false;
     for (size_t b = 0; b < batches.size(); ++b) {
       if (absl::IsUnavailable(results[b].status)) {
+        LogLine("W", absl::StrCat("taking ", transport_->ShardName(batches[b].shard),
+                                  " out of service for ", absl::FormatDuration(retry_after_),
+                                  " (its experts go to their copies, if any): ",
+                                  results[b].status.message()));
         down_until_[batches[b].shard] = now + retry_after_;
         taken_out = true;
         ++failovers_;

@@ -44,7 +44,7 @@ PROMPTS = [
 ]
 # (label, process name in cluster.json, failures allowed: False = must cost no request)
 FAULTS = [
-    ("decode worker", "decode-0", False),
+    ("decode worker", "decode-busy", False),  # the one with streams on it
     ("prefill worker", "prefill-0", False),
     ("expert shard with a copy", "expert-shard-0", False),
     ("expert shard without a copy", "expert-shard-2", True),
@@ -68,14 +68,28 @@ def process(run_dir, name):
     return next(p for p in read_info(run_dir)["processes"] if p["name"] == name)
 
 
-def workers_healthy(info):
+def workers(info):
     r = subprocess.run([MOESERVE, "status", "--router", info["router"]], capture_output=True,
                        text=True, timeout=30)
     try:
-        ws = json.loads(r.stdout)["workers"]
+        return json.loads(r.stdout)["workers"]
     except (ValueError, KeyError):
-        return False
+        return []
+
+
+def workers_healthy(info):
+    ws = workers(info)
     return len(ws) == 4 and all(w["healthy"] for w in ws)
+
+
+def busy_decode_worker(info):
+    """The name of a decode worker with streams running on it (decode-0 if none is seen)."""
+    for _ in range(100):
+        for w in workers(info):
+            if w["address"] in info["decode"] and w["running"] > 0:
+                return f"decode-{info['decode'].index(w['address'])}"
+        time.sleep(0.02)
+    return "decode-0"
 
 
 class Load:
@@ -97,6 +111,8 @@ class Load:
             with self.lock:
                 self.results.append((i, r))
             n += CLIENTS
+            if r.kind != "ok":
+                time.sleep(0.05)  # as a client would before retrying
 
     def start(self):
         for t in self.threads:
@@ -142,15 +158,40 @@ def probe_ok(port):
     return r.kind == "ok"
 
 
-def cache_hit_again(port, tag):
-    """A fresh long prompt sent twice: the second must be served from the KV cache."""
-    content = f"{tag}: " + "cache me if you can. " * 30
-    req = {"model": "tiny", "messages": [{"role": "user", "content": content}],
-           "max_tokens": 2, "temperature": 0, "stream": False}
-    first = load_client.chat(port, req, timeout=60)
-    second = load_client.chat(port, req, timeout=60)
-    hits = second.usage.get("prompt_cache_hit_tokens", 0)
-    return first.kind == "ok" and second.kind == "ok" and hits > 0, hits
+CACHED = {"model": "tiny", "messages": [{"role": "user", "content": "cache me if you can. " * 30}],
+          "max_tokens": 2, "temperature": 0, "stream": False}
+
+
+def cache_hits(port):
+    r = load_client.chat(port, CACHED, timeout=60)
+    return r.usage.get("prompt_cache_hit_tokens", -1) if r.kind == "ok" else -1
+
+
+def full_hit_again(port, want, tries=4):
+    """The prompt cached before the fault is a full cache hit again within a few requests (the
+    first after a Redis restart finds the blocks gone, the next stores them again)."""
+    seen = []
+    for _ in range(tries):
+        seen.append(cache_hits(port))
+        if seen[-1] == want:
+            return True, seen
+    return False, seen
+
+
+def counter(info, name, series):
+    address = next(m["address"] for m in info["metrics"] if m["name"] == name)
+    try:
+        return load_client.metrics(address).get(series, 0.0)
+    except OSError:
+        return None
+
+
+def log_has(run_dir, names, text):
+    for n in names:
+        with open(os.path.join(run_dir, n + ".log"), errors="replace") as f:
+            if text in f.read():
+                return True
+    return False
 
 
 os.makedirs(WORK, exist_ok=True)
@@ -175,11 +216,18 @@ try:
         r = load_client.chat(port, body(i), timeout=120)
         check(r.kind == "ok" and r.text, f"clean run of prompt {i}: {r}")
         clean[i] = r.text
+    cache_hits(port)
+    full = cache_hits(port)
+    check(full > 0, f"a repeated long prompt is a cache hit ({full} tokens)")
     load = Load(port)
     load.start()
     time.sleep(3)
     for label, name, may_fail in FAULTS:
+        if name == "decode-busy":
+            name = busy_decode_worker(info)
         before = process(run_dir, name)
+        migrations = counter(info, "router", "moeserve_router_migrations_total")
+        retries = counter(info, "router", 'moeserve_router_retries_total{phase="prefill"}')
         with load.lock:
             first = len(load.results)
         t_kill = time.time()
@@ -211,9 +259,19 @@ try:
             time.sleep(0.2)
         check(healthy, f"[{label}] the router lists all 4 workers healthy again")
         if name in ("kvcache", "redis"):
-            ok, hits = cache_hit_again(port, name)
-            check(ok, f"[{label}] after the restart a repeated prompt is a cache hit again "
-                      f"({hits} tokens)")
+            ok, seen = full_hit_again(port, full)
+            check(ok, f"[{label}] after the restart the prompt cached before is a full cache hit "
+                      f"({full} tokens) again within 4 requests: {seen}")
+        if name.startswith("decode-"):
+            after = counter(info, "router", "moeserve_router_migrations_total")
+            check(after > migrations, f"[{label}] streams on it migrated ({migrations} -> {after})")
+        if name == "prefill-0":
+            after = counter(info, "router", 'moeserve_router_retries_total{phase="prefill"}')
+            check(after > retries, f"[{label}] prefills retried elsewhere ({retries} -> {after})")
+        if name == "expert-shard-0":
+            check(log_has(run_dir, ["prefill-0", "prefill-1", "decode-0", "decode-1"],
+                          f"taking expert shard 0 at 127.0.0.1:{before['port']} out of service"),
+                  f"[{label}] the workers failed over to the copy on shard 1 (worker logs)")
         time.sleep(2)  # steady load with the restarted process in service
         with load.lock:
             window = load.results[first:]
