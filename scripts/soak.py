@@ -228,8 +228,9 @@ def main():
                 # Redis holds the KV blocks, so it grows as the cache fills: it must stay within
                 # its --maxmemory (512 MiB, set by `moeserve up`) plus allocator overhead.
                 peak = max([v for v in series[name] if v is not None] or [0])
-                check(peak <= REDIS_BOUND_KB, f"redis RSS within its bound: peak "
-                                              f"{peak / 1024:.1f} MiB <= {REDIS_BOUND_KB // 1024} MiB")
+                check(peak <= REDIS_BOUND_KB,
+                      f"redis RSS within its bound: peak {peak / 1024:.1f} MiB <= "
+                      f"{REDIS_BOUND_KB // 1024} MiB")
             elif first_med is not None and last_med is not None:
                 check(last_med <= first_med + allowed,
                       f"{name} RSS flat after warm-up: median {first_med / 1024:.1f} MiB -> "

@@ -30,7 +30,7 @@ from moeserve_cluster import FAILS, check, free_port, start_cluster, stop  # noq
 BIN, WORK = sys.argv[1], sys.argv[2]
 MOESERVE = os.path.join(BIN, "moeserve")
 CLIENTS = 4
-MAX_TOKENS = 24
+MAX_TOKENS = 40  # long enough that the decode worker picked as busy still is when killed
 RESTART_DELAY_S = 2
 # Experts 0-15 of every MoE layer on shards 0 and 1 (each a copy of the other), 16-31 only on 2.
 PLACEMENT = "explicit,0-15@0,0-15@1,16-31@2"
@@ -83,11 +83,12 @@ def workers_healthy(info):
 
 
 def busy_decode_worker(info):
-    """The name of a decode worker with streams running on it (decode-0 if none is seen)."""
+    """The name of the decode worker with the most streams running on it (decode-0 if none)."""
     for _ in range(100):
-        for w in workers(info):
-            if w["address"] in info["decode"] and w["running"] > 0:
-                return f"decode-{info['decode'].index(w['address'])}"
+        busy = [w for w in workers(info) if w["address"] in info["decode"] and w["running"] > 0]
+        if busy:
+            w = max(busy, key=lambda w: w["running"])
+            return f"decode-{info['decode'].index(w['address'])}"
         time.sleep(0.02)
     return "decode-0"
 
@@ -258,6 +259,7 @@ try:
                 break
             time.sleep(0.2)
         check(healthy, f"[{label}] the router lists all 4 workers healthy again")
+        time.sleep(1)  # every client's channel to the restarted peer reconnects (backoff <= 1 s)
         if name in ("kvcache", "redis"):
             ok, seen = full_hit_again(port, full)
             check(ok, f"[{label}] after the restart the prompt cached before is a full cache hit "
@@ -272,7 +274,7 @@ try:
             check(log_has(run_dir, ["prefill-0", "prefill-1", "decode-0", "decode-1"],
                           f"taking expert shard 0 at 127.0.0.1:{before['port']} out of service"),
                   f"[{label}] the workers failed over to the copy on shard 1 (worker logs)")
-        time.sleep(2)  # steady load with the restarted process in service
+        time.sleep(1)  # steady load with the restarted process in service
         with load.lock:
             window = load.results[first:]
         # Requests that started before the kill and ended after it belong to this fault too.
