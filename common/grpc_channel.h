@@ -26,8 +26,8 @@ inline std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& target,
     args.SetMaxReceiveMessageSize(-1);
     args.SetMaxSendMessageSize(-1);
   }
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  // Only the cap: gRPC's minimum backoff doubles as its connect timeout (20 s), and lowering it
+  // would fail handshakes with a busy peer (a silent one then fails before the call's deadline).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kPeerMaxReconnectBackoffMs);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
