@@ -53,12 +53,12 @@ std::string ExecutableDir() {
 }
 
 absl::StatusOr<pid_t> SpawnWithLog(const std::vector<std::string>& argv,
-                                   const std::string& log_path) {
+                                   const std::string& log_path, bool append) {
   if (argv.empty()) return absl::InvalidArgumentError("SpawnWithLog: empty argv");
   pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork failed for ", argv[0]));
   if (pid == 0) {
-    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0644);
     if (fd >= 0) {
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);

@@ -20,10 +20,11 @@ bool LoopbackPortAccepts(int port);
 // The folder of the running executable ("." if /proc/self/exe cannot be read).
 std::string ExecutableDir();
 
-// fork + execvp(argv) with stdout and stderr sent to `log_path` (created or truncated).
+// fork + execvp(argv) with stdout and stderr sent to `log_path` (created, then truncated or,
+// with `append`, appended to: a restarted process keeps its predecessor's log above its own).
 // Returns the child's pid; the caller waits for it.
 absl::StatusOr<pid_t> SpawnWithLog(const std::vector<std::string>& argv,
-                                   const std::string& log_path);
+                                   const std::string& log_path, bool append = false);
 
 }  // namespace moeserve
 

@@ -12,6 +12,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/client_callback.h"
+#include "common/grpc_channel.h"
 
 namespace moeserve::gateway {
 namespace {
@@ -179,8 +180,7 @@ RouterBackend::~RouterBackend() {
 
 std::unique_ptr<RouterBackend> RouterBackend::Connect(const std::string& address,
                                                       absl::Duration timeout) {
-  return std::make_unique<RouterBackend>(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()), timeout);
+  return std::make_unique<RouterBackend>(NewPeerChannel(address), timeout);
 }
 
 GenerationCallPtr RouterBackend::Start(GenerationRequest request, GenerationCallbacks callbacks) {

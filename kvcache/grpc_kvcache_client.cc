@@ -8,16 +8,14 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "kvcache/proto_convert.h"
+#include "common/grpc_channel.h"
 
 namespace moeserve::kvcache {
 
 std::unique_ptr<GrpcKvCacheClient> GrpcKvCacheClient::Create(const std::string& target,
                                                              GrpcKvCacheClientOptions options) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  args.SetMaxSendMessageSize(-1);
-  return std::make_unique<GrpcKvCacheClient>(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args), options);
+  return std::make_unique<GrpcKvCacheClient>(NewPeerChannel(target, /*unlimited_messages=*/true),
+                                             options);
 }
 
 GrpcKvCacheClient::GrpcKvCacheClient(std::shared_ptr<grpc::Channel> channel,

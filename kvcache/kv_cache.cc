@@ -136,12 +136,18 @@ absl::StatusOr<FetchResult> KvCache::Fetch(absl::Span<const BlockHash> hashes) {
   std::vector<StoredBlock> stored =
       claimed > 0 ? store_->Get(hashes.first(claimed)) : std::vector<StoredBlock>();
   absl::MutexLock lock(&mu_);
+  bool contiguous = true;
   for (int64_t i = 0; i < claimed; ++i) {
     if (stored[i].presence != Presence::kPresent) {
-      // The store lost it: forget it so that lookups stop reporting it.
+      // The store lost it: forget it so that lookups stop reporting it and the next publish
+      // stores it again. Every lost block of the answer is forgotten, not only the first: after
+      // a Redis restart all of them are gone, and forgetting one per fetch healed a long prefix
+      // one block per request (found by tests/integration/resilience/test_chaos.py).
       if (stored[i].presence == Presence::kAbsent) index_.Forget(hashes[i]);
-      break;
+      contiguous = false;
+      continue;
     }
+    if (!contiguous) continue;
     index_.Touch(hashes[i]);
     result.blocks.push_back(FetchedBlock{hashes[i], std::move(stored[i].data)});
   }

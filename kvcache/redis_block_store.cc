@@ -31,7 +31,8 @@ class RedisShard {
     std::vector<ReplyPtr> replies;
     replies.reserve(commands.size());
     absl::MutexLock lock(&mu_);
-    bool ok = EnsureConnected();
+    const bool connected = EnsureConnected();
+    bool ok = connected;
     for (size_t i = 0; ok && i < commands.size(); ++i) {
       std::vector<const char*> argv;
       std::vector<size_t> argvlen;
@@ -49,7 +50,11 @@ class RedisShard {
     }
     if (!ok) {
       ++*errors;
-      Disconnect();
+      // Only a failure on a live connection restarts the backoff. A call refused while backing
+      // off must not push the next attempt further out: under steady load (a call every few
+      // milliseconds) that kept the store from ever reconnecting after a Redis restart (found by
+      // tests/integration/resilience/test_chaos.py).
+      if (connected) Disconnect();
     }
     while (replies.size() < commands.size()) replies.emplace_back(nullptr, &freeReplyObject);
     return replies;

@@ -7,6 +7,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "common/grpc_channel.h"
 
 namespace moeserve::router {
 namespace {
@@ -36,8 +37,7 @@ GrpcWorkerClient::GrpcWorkerClient(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::Worker::NewStub(channel_)) {}
 
 WorkerClientPtr GrpcWorkerClient::Connect(const std::string& address) {
-  return std::make_shared<GrpcWorkerClient>(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  return std::make_shared<GrpcWorkerClient>(NewPeerChannel(address));
 }
 
 absl::StatusOr<v1::PrefillResponse> GrpcWorkerClient::Prefill(const v1::PrefillRequest& request,

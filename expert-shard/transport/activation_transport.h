@@ -25,16 +25,19 @@ struct ShardBatch {
 };
 
 // A shard's answer: the raw output of each expert for each of its rows, laid out exactly as the
-// batch's rows (sum(counts) * hidden floats).
+// batch's rows (sum(counts) * hidden floats), and how that shard's part of the exchange went.
 struct ShardResult {
   std::vector<float> outputs;
+  absl::Status status;  // this batch's outcome, so a caller can fail over just the failed shards
 };
 
 // The data plane between a worker and the expert shards.
 //
 // Contract: Exchange sends every batch (at most one per shard) of one MoE layer, waits for all
 // of them and fills results[i] for batches[i]. It either succeeds for all batches or returns an
-// error naming the failing shard (its address, for remote transports):
+// error naming a failing shard (its address, for remote transports); then results has one entry
+// per batch and results[i].status is that batch's own error (OK where the shard answered), so a
+// caller can tell which shards failed. Codes:
 //   Unavailable        the shard is unreachable, timed out or failed in transit;
 //   FailedPrecondition the shard does not hold a requested expert or layer;
 //   InvalidArgument    the shard rejected the batch (row width, counts).

@@ -10,6 +10,7 @@
 #include "expert-shard/wire.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "common/grpc_channel.h"
 
 namespace moeserve::expert_shard {
 namespace {
@@ -36,13 +37,10 @@ absl::StatusOr<std::unique_ptr<GrpcTransport>> GrpcTransport::Create(GrpcTranspo
 }
 
 GrpcTransport::GrpcTransport(GrpcTransportOptions options) : options_(std::move(options)) {
-  grpc::ChannelArguments args;
-  // Activations of a large prefill chunk exceed gRPC's 4 MiB default.
-  args.SetMaxReceiveMessageSize(-1);
-  args.SetMaxSendMessageSize(-1);
   for (const std::string& address : options_.addresses) {
+    // Activations of a large prefill chunk exceed gRPC's 4 MiB default.
     stubs_.push_back(moeserve::v1::ExpertShard::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+        NewPeerChannel(address, /*unlimited_messages=*/true)));
   }
 }
 
@@ -93,14 +91,16 @@ absl::Status GrpcTransport::Exchange(int64_t layer, absl::Span<const ShardBatch>
         +[](size_t* p) { return *p == 0; }, &pending));
   }
   results->assign(batches.size(), ShardResult());
+  absl::Status first;
   for (size_t i = 0; i < calls.size(); ++i) {
     absl::Status s = calls[i]->status;
     if (s.ok()) {
       s = ResultFromProto(calls[i]->response, batches[i], options_.hidden_size, &(*results)[i]);
     }
-    if (!s.ok()) return FromShard(batches[i].shard, s);
+    (*results)[i].status = FromShard(batches[i].shard, s);
+    if (first.ok()) first = (*results)[i].status;
   }
-  return absl::OkStatus();
+  return first;
 }
 
 absl::StatusOr<moeserve::v1::ShardInfoResponse> GrpcTransport::Info(int32_t shard) {

@@ -26,16 +26,26 @@ absl::Status LoopbackTransport::Exchange(int64_t layer, absl::Span<const ShardBa
       return absl::InvalidArgumentError(
           absl::StrCat("batch for layer ", b.layer, " in an exchange of layer ", layer));
     }
-    if (shards_[b.shard] == nullptr) {
-      return absl::UnavailableError(absl::StrCat(ShardName(b.shard), " is down"));
-    }
-    ++batches_sent_[b.shard];
-    absl::Status s = shards_[b.shard]->Run(b, &(*results)[i]);
-    if (!s.ok()) {
-      return absl::Status(s.code(), absl::StrCat(ShardName(b.shard), ": ", s.message()));
-    }
   }
-  return absl::OkStatus();
+  absl::Status first;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const ShardBatch& b = batches[i];
+    absl::Status s;
+    if (shards_[b.shard] == nullptr) {
+      s = absl::UnavailableError(absl::StrCat(ShardName(b.shard), " is down"));
+    } else {
+      ++batches_sent_[b.shard];
+      s = shards_[b.shard]->Run(b, &(*results)[i]);
+      if (!s.ok()) s = absl::Status(s.code(), absl::StrCat(ShardName(b.shard), ": ", s.message()));
+    }
+    (*results)[i].status = s;
+    if (first.ok()) first = s;
+  }
+  return first;
+}
+
+void LoopbackTransport::SetShard(int32_t shard, ShardCompute* compute) {
+  if (shard >= 0 && shard < num_shards()) shards_[shard] = compute;
 }
 
 }  // namespace moeserve::expert_shard

@@ -22,6 +22,9 @@ class LoopbackTransport final : public ActivationTransport {
   int num_shards() const override { return static_cast<int>(shards_.size()); }
   std::string ShardName(int32_t shard) const override;
 
+  // Replaces shard `shard` (nullptr: it goes down; a compute: it is back).
+  void SetShard(int32_t shard, ShardCompute* compute);
+
   // Batches delivered to `shard` so far.
   int64_t batches_sent(int32_t shard) const { return batches_sent_[shard]; }
   int64_t exchanges() const { return exchanges_; }

@@ -1,7 +1,8 @@
 // moeserve up: a whole cluster on loopback. Starts a private redis-server, the KV-cache service,
 // the expert shards, prefill and decode workers, the router and the gateway (each a separate
 // process from the binaries beside this one), waits until every one accepts connections, prints
-// the URL, and on SIGINT/SIGTERM stops every process it started.
+// the URL, and on SIGINT/SIGTERM stops every process it started. With --restart-delay-s it also
+// supervises them: a process that dies is started again, with the same argv, after that delay.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -34,13 +36,39 @@ struct Child {
   pid_t pid = -1;
   int port = 0;
   std::string log;
+  std::vector<std::string> argv;  // kept to restart it exactly as it was started
+  int64_t restarts = 0;
+  // When a supervised child died: when to start it again.
+  std::optional<std::chrono::steady_clock::time_point> restart_at;
 };
 
 absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv,
                             int port, const std::string& run_dir) {
-  Child c{name, -1, port, run_dir + "/" + name + ".log"};
+  Child c{name, -1, port, run_dir + "/" + name + ".log", argv, 0, std::nullopt};
   MOESERVE_ASSIGN_OR_RETURN(c.pid, SpawnWithLog(argv, c.log));
   return c;
+}
+
+// cluster.json's "processes": each child's name, pid (0 while it waits for a restart), port and
+// restart count, so that tools and tests can find (and kill) a given process.
+nlohmann::json ProcessTable(const std::vector<Child>& children) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const Child& c : children) {
+    out.push_back({{"name", c.name},
+                   {"pid", c.pid > 0 ? c.pid : 0},
+                   {"port", c.port},
+                   {"restarts", c.restarts}});
+  }
+  return out;
+}
+
+// Writes `info` to `path` through a temporary file and a rename, so a reader never sees half.
+void WriteJsonAtomically(const std::string& path, const nlohmann::json& info) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << info.dump(2) << "\n";
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) LogLine("W", absl::StrCat("cannot write ", path, ": ", ec.message()));
 }
 
 // Waits until `c` accepts connections; FailedPrecondition when it exited first (its log tail
@@ -108,6 +136,8 @@ struct UpOptions {
   std::string api_keys;     // likewise
   int64_t drain_s = 5;       // --drain-timeout-s of every service (and of the stop)
   int64_t relay_threads = 64, max_queue = 512;  // the router's
+  std::string placement;       // expert placement spec for shards and workers ("" = theirs)
+  int64_t restart_delay_s = -1;  // restart a process that dies after this long; -1: never
 };
 
 absl::Status Up(const UpOptions& o) {
@@ -163,12 +193,15 @@ absl::Status Up(const UpOptions& o) {
     std::vector<std::string> shard_addrs;
     for (int64_t i = 0; i < o.shards; ++i) {
       MOESERVE_ASSIGN_OR_RETURN(int p, FreeLoopbackPort());
-      MOESERVE_RETURN_IF_ERROR(start(
-          absl::StrCat("expert-shard-", i),
-          {bin + "/moeserve-expert-shard", "--model", o.model, "--port", std::to_string(p),
-           "--shard-id", std::to_string(i), "--num-shards", std::to_string(o.shards),
-           "--compute-dtype", o.compute, "--threads", std::to_string(o.threads)},
-          p));
+      std::vector<std::string> argv = {
+          bin + "/moeserve-expert-shard", "--model", o.model, "--port", std::to_string(p),
+          "--shard-id", std::to_string(i), "--num-shards", std::to_string(o.shards),
+          "--compute-dtype", o.compute, "--threads", std::to_string(o.threads)};
+      if (!o.placement.empty()) {
+        argv.push_back("--placement");
+        argv.push_back(o.placement);
+      }
+      MOESERVE_RETURN_IF_ERROR(start(absl::StrCat("expert-shard-", i), argv, p));
       shard_addrs.push_back(absl::StrCat("127.0.0.1:", p));
     }
     for (const Child& c : children) MOESERVE_RETURN_IF_ERROR(WaitReady(c, 120));
@@ -185,6 +218,10 @@ absl::Status Up(const UpOptions& o) {
       if (!shard_addrs.empty()) {
         argv.push_back("--expert-shards");
         argv.push_back(absl::StrJoin(shard_addrs, ","));
+        if (!o.placement.empty()) {
+          argv.push_back("--placement");
+          argv.push_back(o.placement);
+        }
       }
       std::string name = is_prefill ? absl::StrCat("prefill-", i) : absl::StrCat("decode-", i - o.prefill);
       MOESERVE_RETURN_IF_ERROR(start(name, argv, p));
@@ -215,9 +252,11 @@ absl::Status Up(const UpOptions& o) {
     MOESERVE_RETURN_IF_ERROR(start("gateway", gateway_argv, o.port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     std::string name = std::filesystem::path(o.model).filename().string();
+    const std::string info_path = run_dir + "/cluster.json";
+    nlohmann::json info;
     {
       // Where everything listens, for tools and tests (moeserve status --router ...).
-      nlohmann::json info = {{"http", absl::StrCat("127.0.0.1:", o.port)},
+      info = {{"http", absl::StrCat("127.0.0.1:", o.port)},
                              {"grpc", absl::StrCat("127.0.0.1:", grpc_port)},
                              {"router", absl::StrCat("127.0.0.1:", router_port)},
                              {"kvcache", absl::StrCat("127.0.0.1:", kv_port)},
@@ -226,8 +265,9 @@ absl::Status Up(const UpOptions& o) {
                              {"decode", decode_addrs},
                              {"expert_shards", shard_addrs},
                              {"metrics", metrics},
-                             {"model", name}};
-      std::ofstream(run_dir + "/cluster.json") << info.dump(2) << "\n";
+                             {"model", name},
+                             {"processes", ProcessTable(children)}};
+      WriteJsonAtomically(info_path, info);
     }
     std::cout << "moeserve is up: http://127.0.0.1:" << o.port << "/v1  (gRPC Inference on "
               << "127.0.0.1:" << grpc_port << "; logs in " << run_dir << ")\n"
@@ -241,14 +281,35 @@ absl::Status Up(const UpOptions& o) {
               << "Ctrl-C stops the cluster.\n"
               << std::flush;
     while (!g_stop) {
+      bool changed = false;
+      const auto now = std::chrono::steady_clock::now();
       for (Child& c : children) {
         int status;
         if (c.pid > 0 && waitpid(c.pid, &status, WNOHANG) == c.pid) {
           LogLine("W", absl::StrCat(c.name, " exited (status ", status, "); see ", c.log));
           c.pid = -1;
+          changed = true;
+          if (o.restart_delay_s >= 0) c.restart_at = now + std::chrono::seconds(o.restart_delay_s);
+        }
+        if (c.pid <= 0 && c.restart_at && now >= *c.restart_at) {
+          c.restart_at.reset();
+          absl::StatusOr<pid_t> pid = SpawnWithLog(c.argv, c.log, /*append=*/true);
+          if (!pid.ok()) {
+            LogError(pid.status());
+            continue;
+          }
+          c.pid = *pid;
+          ++c.restarts;
+          changed = true;
+          LogLine("I", absl::StrCat("restarted ", c.name, " (pid ", c.pid, ", restart ",
+                                    c.restarts, ")"));
         }
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (changed) {
+        info["processes"] = ProcessTable(children);
+        WriteJsonAtomically(info_path, info);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return absl::OkStatus();
   };
@@ -264,7 +325,7 @@ int RunUp(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> f = Flags::Parse(
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
              "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys", "drain-timeout-s",
-             "relay-threads", "max-queue"},
+             "relay-threads", "max-queue", "placement", "restart-delay-s"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -276,6 +337,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.run_dir = f->Get("run-dir").value_or("");
   o.price_table = f->Get("price-table").value_or("");
   o.api_keys = f->Get("api-keys").value_or("");
+  o.placement = f->Get("placement").value_or("");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {
@@ -291,7 +353,8 @@ int RunUp(const std::vector<std::string>& args) {
       !get("decode", 1, 1, &o.decode) || !get("shards", 0, 0, &o.shards) ||
       !get("block-tokens", 16, 1, &o.block_tokens) || !get("kv-cache-mb", 256, 1, &o.kv_cache_mb) ||
       !get("threads", 1, 1, &o.threads) || !get("drain-timeout-s", 5, 0, &o.drain_s) ||
-      !get("relay-threads", 64, 1, &o.relay_threads) || !get("max-queue", 512, 0, &o.max_queue)) {
+      !get("relay-threads", 64, 1, &o.relay_threads) || !get("max-queue", 512, 0, &o.max_queue) ||
+      !get("restart-delay-s", -1, -1, &o.restart_delay_s)) {
     return 2;
   }
   o.port = static_cast<int>(port);

@@ -5,6 +5,7 @@ errors (exit 2 and a message naming the problem) for bad input. Usage: test_cli.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -90,6 +91,22 @@ expect_error(["generate", "--model", model, "--prompt", "x", "--chat", "--reason
 expect_error(["mkmodel", "--out", os.path.join(WORK, "x"), "--preset", "huge"], "huge")
 expect_error(["tokenize", "--model", model, "--text", "a", "--bogus"], "bogus")
 expect_error(["detokenize", "--model", model, "--ids", "1,1000000"], "1000000")
+expect_error(["up", "--model", model, "--restart-delay-s", "-2"], "--restart-delay-s")
+expect_error(["up", "--model", model, "--restart-delay-s", "soon"], "restart-delay-s")
+# A bad expert placement: the shard refuses it at start-up, `up` says which process and stops.
+up_dir = os.path.join(WORK, "bad-placement")
+shutil.rmtree(up_dir, ignore_errors=True)
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+free = str(sock.getsockname()[1])
+sock.close()
+p = run("up", "--model", model, "--shards", "2", "--placement", "sideways", "--port", free,
+        "--run-dir", up_dir, ok=False)
+shard_log = open(os.path.join(up_dir, "expert-shard-0.log")).read() if os.path.exists(
+    os.path.join(up_dir, "expert-shard-0.log")) else ""
+check(p.returncode == 1 and "exited during start-up" in p.stderr and "sideways" in shard_log,
+      f"up --placement sideways fails naming the shard ({p.stderr.strip()[-160:]!r}) whose log "
+      f"names the spec ({shard_log.strip()[-120:]!r})")
 
 # A damaged checkpoint: truncated data and a missing tensor are named, not crashed on.
 bad = os.path.join(WORK, "bad")

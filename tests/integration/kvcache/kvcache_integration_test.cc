@@ -15,6 +15,7 @@
 #include "kvcache/redis_block_store.h"
 #include "moeserve/v1/kvcache.grpc.pb.h"
 #include "tests/integration/kvcache/redis_process.h"
+#include "tests/testing/fake_clock.h"
 
 namespace moeserve::kvcache {
 namespace {
@@ -244,6 +245,35 @@ TEST_F(KvCacheIntegrationTest, RedisOutageGivesMissesAndDroppedPublishesThenReco
   fetched = client_->Fetch(hashes);
   ASSERT_TRUE(fetched.ok());
   EXPECT_EQ(fetched->blocks.size(), 4u);
+}
+
+// Calls keep coming while the store backs off after a Redis failure (steady load): they must not
+// push the reconnect further out. They did, so a store called more often than every
+// reconnect_backoff never reconnected after a Redis restart.
+TEST_F(KvCacheIntegrationTest, RedisStoreReconnectsUnderSteadyCallsAfterARestart) {
+  absl::StatusOr<std::unique_ptr<RedisProcess>> redis = RedisProcess::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  ::moeserve::testing::FakeClock clock;
+  RedisStoreOptions options;
+  options.endpoints.push_back(RedisEndpoint{"127.0.0.1", (*redis)->port()});
+  options.reconnect_backoff = absl::Milliseconds(200);
+  absl::StatusOr<BlockStorePtr> store = NewRedisBlockStore(options, &clock);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::vector<BlockHash> hashes = {BlockHash{1, 2}};
+  const std::string payload(100, 'x');
+  ASSERT_TRUE((*store)->Put({BlockView{hashes[0], payload}})[0].ok());
+
+  (*redis)->Kill();
+  EXPECT_EQ((*store)->Get(hashes)[0].presence, Presence::kUnavailable);  // the backoff starts
+  ASSERT_TRUE((*redis)->Restart().ok());
+  for (int i = 0; i < 3; ++i) {  // calls every 60 ms while backing off
+    clock.Advance(absl::Milliseconds(60));
+    EXPECT_EQ((*store)->Get(hashes)[0].presence, Presence::kUnavailable) << i;
+  }
+  clock.Advance(absl::Milliseconds(60));  // 240 ms after the failure: time to reconnect
+  EXPECT_EQ((*store)->Get(hashes)[0].presence, Presence::kAbsent);  // an empty Redis answers
+  EXPECT_TRUE((*store)->Put({BlockView{hashes[0], payload}})[0].ok());
+  EXPECT_EQ((*store)->Get(hashes)[0].presence, Presence::kPresent);
 }
 
 TEST_F(KvCacheIntegrationTest, BlocksDeletedBehindTheServiceAreReportedMissingAndForgotten) {

@@ -1,11 +1,13 @@
 #include "expert-shard/remote_expert_executor.h"
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
 #include "expert-shard/shard_compute.h"
 #include "expert-shard/transport/loopback_transport.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fake_clock.h"
 #include "tests/unit/expert-shard/shard_test_util.h"
 
 namespace moeserve::expert_shard {
@@ -175,6 +177,76 @@ TEST(RemoteExpertExecutorTest, ErrorsNameTheShard) {
   s = over_dead.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_NE(s.message().find("no healthy shard holds expert 1"), absl::string_view::npos) << s;
+}
+
+// A redundant copy: with every expert on both shards, a dead shard costs nothing (the exchange
+// is redone on the copy, same numbers), is left alone while it is out of service, and is used
+// again once the retry interval has passed and it is back.
+TEST(RemoteExpertExecutorTest, FailsOverToTheCopyAndComesBack) {
+  Cluster c = MakeCluster(ComputeDType::kF32, "round_robin,replicas=2", 2);
+  ASSERT_NE(c.transport, nullptr);
+  const int64_t hidden = c.worker->config().hidden_size;
+  std::vector<float> x(2 * hidden), ref(2 * hidden), out(2 * hidden);
+  for (int64_t i = 0; i < 2 * hidden; ++i) x[i] = 0.01f * static_cast<float>(i % 37) - 0.2f;
+  std::vector<int32_t> ids = {0, 1, 2, 3};
+  std::vector<float> w = {0.25f, 0.75f, 0.5f, 0.5f};
+  RemoteExpertExecutor healthy(c.placement.get(), c.transport.get(), hidden);
+  ASSERT_TRUE(healthy.Run(1, x.data(), 2, 2, ids.data(), w.data(), ref.data()).ok());
+
+  ::moeserve::testing::FakeClock clock;
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), hidden,
+                              ReplicaChoice::kLowestShard, &clock, absl::Seconds(1));
+  c.transport->SetShard(0, nullptr);  // kill -9 shard 0
+  absl::Status s = remote.Run(1, x.data(), 2, 2, ids.data(), w.data(), out.data());
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(out, ref);
+  EXPECT_EQ(remote.failovers(), 1);
+  const int64_t to_copy = c.transport->batches_sent(1);
+  EXPECT_GT(to_copy, 0);
+
+  std::fill(out.begin(), out.end(), 0.0f);
+  ASSERT_TRUE(remote.Run(1, x.data(), 2, 2, ids.data(), w.data(), out.data()).ok());
+  EXPECT_EQ(out, ref);
+  EXPECT_EQ(remote.failovers(), 1) << "shard 0 is out of service: not tried again yet";
+  EXPECT_EQ(c.transport->batches_sent(1), to_copy + 1);
+
+  c.transport->SetShard(0, c.shards[0].get());  // restarted
+  clock.Advance(absl::Seconds(2));
+  const int64_t to_first = c.transport->batches_sent(0);
+  ASSERT_TRUE(remote.Run(1, x.data(), 2, 2, ids.data(), w.data(), out.data()).ok());
+  EXPECT_EQ(out, ref);
+  EXPECT_EQ(c.transport->batches_sent(0), to_first + 1) << "shard 0 serves again";
+  EXPECT_EQ(c.transport->batches_sent(1), to_copy + 1);
+}
+
+// Without a copy: a clean Unavailable naming the dead shard, fast (no exchange is attempted
+// while the shard is out of service), and service again once it is back.
+TEST(RemoteExpertExecutorTest, WithoutACopyFailsCleanlyAndRecovers) {
+  Cluster c = MakeCluster(ComputeDType::kF32, "round_robin", 2);
+  ASSERT_NE(c.transport, nullptr);
+  const int64_t hidden = c.worker->config().hidden_size;
+  std::vector<float> x(hidden, 0.25f), out(hidden);
+  std::vector<int32_t> ids = {0, 1};
+  std::vector<float> w = {0.5f, 0.5f};
+  ::moeserve::testing::FakeClock clock;
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), hidden,
+                              ReplicaChoice::kLowestShard, &clock, absl::Seconds(1));
+  c.transport->SetShard(1, nullptr);
+  absl::Status s = remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("loopback shard 1 is down"), absl::string_view::npos) << s;
+  const int64_t exchanges = c.transport->exchanges();
+  s = remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("no healthy shard holds expert 1 of layer 1"),
+            absl::string_view::npos)
+      << s;
+  EXPECT_EQ(c.transport->exchanges(), exchanges);
+
+  c.transport->SetShard(1, c.shards[1].get());
+  clock.Advance(absl::Seconds(1));
+  s = remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  EXPECT_TRUE(s.ok()) << s;
 }
 
 TEST(ShardComputeTest, ValidatesBatches) {

@@ -215,6 +215,38 @@ TEST_F(KvCacheTest, BlocksLostByTheStoreAreMissesAndForgotten) {
   EXPECT_EQ(stats.index.active_leases, 0);
 }
 
+// A store that lost everything (Redis restarted): one fetch forgets every lost block it was
+// asked for, so the next publish of the prefix stores all of it again and the one after is a
+// full hit. It used to forget only the first lost block, healing one block per request.
+TEST_F(KvCacheTest, AFetchForgetsEveryLostBlockSoOnePublishHealsThePrefix) {
+  const std::vector<BlockHash> prompt = Hashes(4);
+  Publish(prompt);
+  store_->inner().Delete(prompt);  // the restart
+
+  absl::StatusOr<FetchResult> fetched = cache_->Fetch(prompt);
+  ASSERT_TRUE(fetched.ok());
+  EXPECT_TRUE(fetched->blocks.empty());
+  EXPECT_EQ(cache_->Stats().index.forgotten_blocks, 4);
+  EXPECT_EQ(cache_->Stats().index.blocks, 0);
+
+  const PublishResult again = Publish(prompt);
+  EXPECT_EQ(again.stored, 4);
+  EXPECT_EQ(again.already_present, 0);
+  fetched = cache_->Fetch(prompt);
+  ASSERT_TRUE(fetched.ok());
+  EXPECT_EQ(fetched->blocks.size(), 4u);
+
+  // A block lost in the middle: the fetch stops there (a prefix must be contiguous), and the
+  // blocks after it that the store still has stay cached.
+  const std::vector<BlockHash> middle = {prompt[1]};
+  store_->inner().Delete(middle);
+  fetched = cache_->Fetch(prompt);
+  ASSERT_TRUE(fetched.ok());
+  EXPECT_EQ(fetched->blocks.size(), 1u);
+  EXPECT_EQ(fetched->first_missing, prompt[1]);
+  EXPECT_EQ(cache_->Stats().index.blocks, 3);
+}
+
 TEST_F(KvCacheTest, StoreOutageMeansMissesAndDroppedPublishesNotErrors) {
   const std::vector<BlockHash> prompt = Hashes(2);
   Publish(prompt);
