@@ -489,6 +489,11 @@ void HttpSession::FinishGeneration(absl::Status status) {
   for (Choice& c : g.choices) {
     if (!c.done && c.call != nullptr) c.call->Cancel();
   }
+  if (g.cancelled_here && absl::IsCancelled(status)) {
+    status = absl::CancelledError(
+        "the stream was cancelled: POST .../cancel, or no client resumed it within the grace "
+        "period");
+  }
   const bool error = !status.ok();
   // A closed connection or a Cancelled generation is the client going away (499); a stream
   // that went on without its connection (resume) ends as it ends.

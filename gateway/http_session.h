@@ -67,6 +67,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // The client's connection is gone (or a resume took the stream over) but the generation
     // goes on for the stream's reader.
     bool headless = false;
+    bool cancelled_here = false;  // by the stream's cancel (explicit, or the grace period over)
   };
 
   // A resumed stream this connection reads (GET .../{id}/stream): frames come from the

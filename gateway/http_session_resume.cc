@@ -109,6 +109,7 @@ void HttpSession::SendEvent(absl::string_view event) {
 
 void HttpSession::CancelGeneration(uint64_t seq) {
   if (!gen_ || gen_->seq != seq || gen_->done) return;
+  gen_->cancelled_here = true;
   for (Choice& c : gen_->choices) {
     if (c.call != nullptr) c.call->Cancel();
   }
