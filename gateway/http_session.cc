@@ -197,7 +197,8 @@ void HttpSession::Handle(Request request) {
         request, path == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat, principal);
   }
   if (stream_path) {
-    route_ = absl::StrCat(stream_path->route, stream_path->cancel ? "/{id}/cancel" : "/{id}/stream");
+    route_ =
+        absl::StrCat(stream_path->route, stream_path->cancel ? "/{id}/cancel" : "/{id}/stream");
     const std::string owner = principal ? absl::StrCat("key ", principal->index) : "";
     if (stream_path->cancel) {
       if (method != http::verb::post) {
@@ -205,7 +206,9 @@ void HttpSession::Handle(Request request) {
       }
       return HandleStreamCancel(stream_path->route, stream_path->id, owner);
     }
-    if (method != http::verb::get) return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    if (method != http::verb::get) {
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    }
     return HandleStreamResume(request, stream_path->route, stream_path->id, owner);
   }
   if (const StaticFile* file = FindStaticFile(path)) {
@@ -462,7 +465,8 @@ void HttpSession::FinishChoice(size_t index, FinishReason reason) {
   }
   EmitDelta(index, c.output->Finish(reason));
   if (g.stream) {
-    SendEvent(SseEvent(FinishChunkJson(g.meta, c.output->finish_reason(), static_cast<int>(index))));
+    SendEvent(
+        SseEvent(FinishChunkJson(g.meta, c.output->finish_reason(), static_cast<int>(index))));
   }
   for (const Choice& other : g.choices) {
     if (!other.done) return;

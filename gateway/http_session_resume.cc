@@ -75,22 +75,22 @@ absl::StatusOr<uint64_t> ResumePosition(absl::string_view last_event_id, absl::s
 }  // namespace
 
 // The stream is cancelled (grace over, or an explicit cancel) and superseded (a reconnect took
-// it over while this connection still looked open) through posts onto this strand; the
-// registry holds only weak references, so a finished session is not kept alive by it.
+// it over while this connection still looked open) through posts onto this strand. The
+// registry holds only weak references to the session and no executor: a finished session is
+// not kept alive by it, and nothing in it outlives the io_context (a strand executor must not).
 void HttpSession::OpenResumableStream(const std::string& owner) {
   Generation& g = *gen_;
-  auto executor = stream_.get_executor();
   std::weak_ptr<HttpSession> weak = weak_from_this();
   const uint64_t seq = g.seq;
-  auto cancel = [weak, executor, seq] {
+  auto cancel = [weak, seq] {
     if (std::shared_ptr<HttpSession> self = weak.lock()) {
-      asio::post(executor, [self, seq] { self->CancelGeneration(seq); });
+      asio::post(self->stream_.get_executor(), [self, seq] { self->CancelGeneration(seq); });
     }
   };
   StreamSink producer;
-  producer.on_superseded = [weak, executor, seq] {
+  producer.on_superseded = [weak, seq] {
     if (std::shared_ptr<HttpSession> self = weak.lock()) {
-      asio::post(executor, [self, seq] { self->OnSuperseded(seq); });
+      asio::post(self->stream_.get_executor(), [self, seq] { self->OnSuperseded(seq); });
     }
   };
   g.resumable = context_.streams->Open(
@@ -146,24 +146,23 @@ void HttpSession::HandleStreamResume(const Request& request, const std::string& 
     return SendError(absl::NotFoundError("no resumable stream with that id"));
   }
   const uint64_t seq = ++next_seq_;
-  auto executor = stream_.get_executor();
   std::weak_ptr<HttpSession> weak = weak_from_this();
   StreamSink sink;
-  sink.on_frame = [weak, executor, seq](std::string frame) {
+  sink.on_frame = [weak, seq](std::string frame) {
     if (std::shared_ptr<HttpSession> self = weak.lock()) {
-      asio::post(executor, [self, seq, frame = std::move(frame)]() mutable {
+      asio::post(self->stream_.get_executor(), [self, seq, frame = std::move(frame)]() mutable {
         self->OnReaderFrame(seq, std::move(frame));
       });
     }
   };
-  sink.on_end = [weak, executor, seq] {
+  sink.on_end = [weak, seq] {
     if (std::shared_ptr<HttpSession> self = weak.lock()) {
-      asio::post(executor, [self, seq] { self->OnReaderEnd(seq); });
+      asio::post(self->stream_.get_executor(), [self, seq] { self->OnReaderEnd(seq); });
     }
   };
-  sink.on_superseded = [weak, executor, seq] {
+  sink.on_superseded = [weak, seq] {
     if (std::shared_ptr<HttpSession> self = weak.lock()) {
-      asio::post(executor, [self, seq] { self->OnSuperseded(seq); });
+      asio::post(self->stream_.get_executor(), [self, seq] { self->OnSuperseded(seq); });
     }
   };
   absl::StatusOr<StreamAttachment> a =

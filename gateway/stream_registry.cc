@@ -53,9 +53,8 @@ StreamRegistry::StreamRegistry(StreamResumeOptions options, const Clock* clock)
 
 ResumableStreamPtr StreamRegistry::Open(std::string id, std::string owner, std::string route,
                                         std::function<void()> cancel, StreamSink producer) {
-  auto stream = std::make_shared<ResumableStream>(std::move(id), std::move(owner),
-                                                  std::move(route), options_.max_stream_bytes,
-                                                  std::move(cancel));
+  auto stream = std::make_shared<ResumableStream>(std::move(id), std::move(owner), std::move(route),
+                                                  options_.max_stream_bytes, std::move(cancel));
   {
     absl::MutexLock lock(&stream->mu_);
     stream->sink_ = std::move(producer);
@@ -107,10 +106,9 @@ void StreamRegistry::Remove(const ResumableStreamPtr& stream) {
   EraseLocked(*stream, !stream->attached_);
 }
 
-absl::StatusOr<ResumableStreamPtr> StreamRegistry::FindLocked(absl::string_view id,
-                                                              absl::string_view owner,
-                                                              absl::string_view route,
-                                                              std::function<void()>* cancel_expired) {
+absl::StatusOr<ResumableStreamPtr> StreamRegistry::FindLocked(
+    absl::string_view id, absl::string_view owner, absl::string_view route,
+    std::function<void()>* cancel_expired) {
   auto it = streams_.find(id);
   // Another key's stream reads as unknown: its existence is not disclosed.
   if (it == streams_.end() || it->second->owner_ != owner || it->second->route_ != route) {
@@ -123,8 +121,8 @@ absl::StatusOr<ResumableStreamPtr> StreamRegistry::FindLocked(absl::string_view 
   if (!stream->attached_ && clock_->Now() - stream->detached_at_ >= options_.grace) {
     if (!stream->finished_) *cancel_expired = stream->cancel_;
     EraseLocked(*stream, true);
-    return absl::NotFoundError(
-        absl::StrCat("stream '", id, "' expired: no reader for ", absl::FormatDuration(options_.grace)));
+    return absl::NotFoundError(absl::StrCat("stream '", id, "' expired: no reader for ",
+                                            absl::FormatDuration(options_.grace)));
   }
   return stream;
 }
@@ -134,15 +132,17 @@ absl::StatusOr<StreamAttachment> StreamRegistry::Attach(absl::string_view id,
                                                         absl::string_view route,
                                                         uint64_t last_event_id, StreamSink sink) {
   std::function<void()> cancel_expired;
-  absl::StatusOr<StreamAttachment> result = DoAttach(id, owner, route, last_event_id,
-                                                          std::move(sink), &cancel_expired);
+  absl::StatusOr<StreamAttachment> result =
+      DoAttach(id, owner, route, last_event_id, std::move(sink), &cancel_expired);
   if (cancel_expired) cancel_expired();
   return result;
 }
 
-absl::StatusOr<StreamAttachment> StreamRegistry::DoAttach(
-    absl::string_view id, absl::string_view owner, absl::string_view route,
-    uint64_t last_event_id, StreamSink sink, std::function<void()>* cancel_expired) {
+absl::StatusOr<StreamAttachment> StreamRegistry::DoAttach(absl::string_view id,
+                                                          absl::string_view owner,
+                                                          absl::string_view route,
+                                                          uint64_t last_event_id, StreamSink sink,
+                                                          std::function<void()>* cancel_expired) {
   absl::MutexLock lock(&mu_);
   MOESERVE_ASSIGN_OR_RETURN(ResumableStreamPtr stream,
                             FindLocked(id, owner, route, cancel_expired));
@@ -154,8 +154,8 @@ absl::StatusOr<StreamAttachment> StreamRegistry::DoAttach(
                                                    ") of stream '", id, "'"));
   }
   if (!s.events_.empty() && last_event_id + 1 < s.events_.front().id) {
-    return absl::NotFoundError(absl::StrCat("the events of stream '", id, "' after ",
-                                            last_event_id, " are no longer buffered (the oldest kept is ",
+    return absl::NotFoundError(absl::StrCat("the events of stream '", id, "' after ", last_event_id,
+                                            " are no longer buffered (the oldest kept is ",
                                             s.events_.front().id, ")"));
   }
   StreamAttachment a;

@@ -33,8 +33,8 @@ struct StreamResumeOptions {
 // reader's own executor (never block, never call back into the stream).
 struct StreamSink {
   std::function<void(std::string frame)> on_frame;  // "id: N\ndata: ...\n\n"
-  std::function<void()> on_end;         // after the last frame: the generation is over
-  std::function<void()> on_superseded;  // another reader attached: stop, do not detach
+  std::function<void()> on_end;                     // after the last frame: the generation is over
+  std::function<void()> on_superseded;              // another reader attached: stop, do not detach
 };
 
 // One streamed generation's SSE events, numbered 1, 2, 3, ... (the `id:` of each event), with
@@ -150,9 +150,8 @@ class StreamRegistry {
                                                 std::function<void()>* cancel_expired)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<StreamAttachment> DoAttach(absl::string_view id, absl::string_view owner,
-                                                absl::string_view route, uint64_t last_event_id,
-                                                StreamSink sink,
-                                                std::function<void()>* cancel_expired)
+                                            absl::string_view route, uint64_t last_event_id,
+                                            StreamSink sink, std::function<void()>* cancel_expired)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Removes `s` if it is still registered; `detached` is its state (read under its lock).
   void EraseLocked(const ResumableStream& s, bool detached) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -1,6 +1,7 @@
 // moeserve chat: an interactive terminal chat against a running gateway. Reasoning streams dim,
-// the answer in normal text; Ctrl-C stops the reply in progress (the connection is closed, so
-// then asks the gateway to cancel the generation) and the program carries on; Ctrl-D or /quit leaves.
+// the answer in normal text; Ctrl-C stops the reply in progress (the connection is closed, then
+// the gateway is asked to cancel the generation) and the program carries on; Ctrl-D or /quit
+// leaves.
 #include <signal.h>
 #include <unistd.h>
 

@@ -32,7 +32,8 @@ class StreamRegistryTest : public ::testing::Test {
     return StreamRegistry(options, &clock_);
   }
   ResumableStreamPtr Open(StreamRegistry& r, const std::string& id, const std::string& owner = "") {
-    return r.Open(id, owner, kChat, [this] { ++cancels_; }, producer_.Sink());
+    return r.Open(
+        id, owner, kChat, [this] { ++cancels_; }, producer_.Sink());
   }
   // Publishes `n` events "data: e<i>" and returns their frames.
   static std::vector<std::string> PublishN(ResumableStream& s, int from, int n) {
@@ -71,8 +72,8 @@ TEST_F(StreamRegistryTest, ResumeReplaysExactlyTheEventsAfterLastEventIdThenStre
   absl::StatusOr<StreamAttachment> a = r.Attach("chatcmpl-a", "", kChat, 3, reader.Sink());
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(r.detached(), 0u);
-  EXPECT_EQ(a->frames, (std::vector<std::string>{before[3], before[4], while_away[0],
-                                                 while_away[1]}));
+  EXPECT_EQ(a->frames,
+            (std::vector<std::string>{before[3], before[4], while_away[0], while_away[1]}));
   EXPECT_FALSE(a->finished);
   bool to_producer = true;
   const std::string next = s->Publish("data: e8\n\n", &to_producer);
@@ -109,7 +110,8 @@ TEST_F(StreamRegistryTest, LastEventIdBeyondTheLastEventIsInvalidArgument) {
   PublishN(*s, 1, 2);
   ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
   RecordingSink reader;
-  EXPECT_TRUE(absl::IsInvalidArgument(r.Attach("chatcmpl-a", "", kChat, 3, reader.Sink()).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(r.Attach("chatcmpl-a", "", kChat, 3, reader.Sink()).status()));
   // Still detached and resumable afterwards.
   EXPECT_EQ(r.detached(), 1u);
   EXPECT_TRUE(r.Attach("chatcmpl-a", "", kChat, 2, reader.Sink()).ok());
@@ -124,8 +126,8 @@ TEST_F(StreamRegistryTest, UnknownIdAnotherOwnerOrAnotherRouteIsNotFound) {
   EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-b", "key 0", kChat, 0, reader.Sink()).status()));
   EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "key 1", kChat, 0, reader.Sink()).status()));
   EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "", kChat, 0, reader.Sink()).status()));
-  EXPECT_TRUE(
-      absl::IsNotFound(r.Attach("chatcmpl-a", "key 0", "/v1/completions", 0, reader.Sink()).status()));
+  EXPECT_TRUE(absl::IsNotFound(
+      r.Attach("chatcmpl-a", "key 0", "/v1/completions", 0, reader.Sink()).status()));
   EXPECT_TRUE(absl::IsNotFound(r.Cancel("chatcmpl-a", "key 1", kChat)));
   EXPECT_EQ(cancels_, 0);
   EXPECT_TRUE(r.Attach("chatcmpl-a", "key 0", kChat, 0, reader.Sink()).ok());
