@@ -73,6 +73,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // A resumed stream this connection reads (GET .../{id}/stream): frames come from the
   // producer's connection through the stream's sink.
   struct StreamReader {
+    StreamReader() {}  // user-provided, as Generation's: for std::optional under clang
     uint64_t seq = 0;
     ResumableStreamPtr stream;
     uint64_t token = 0;
