@@ -69,6 +69,20 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
             "--sse-keepalive-s: '", value, "' is not a number of seconds in [0, 3600]"));
       }
       config.sse_keepalive = absl::Seconds(seconds);
+    } else if (name == "stream-resume-grace-s") {
+      double seconds = 0;
+      if (!absl::SimpleAtod(value, &seconds) || !(seconds >= 0) || seconds > 3600) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--stream-resume-grace-s: '", value, "' is not a number of seconds in [0, 3600]"));
+      }
+      config.stream_resume.grace = absl::Seconds(seconds);
+    } else if (name == "stream-resume-max-bytes" || name == "stream-resume-max-detached") {
+      absl::StatusOr<int64_t> n = Count(name, value, int64_t{1} << 34);
+      if (!n.ok()) return n.status();
+      if (*n == 0) return absl::InvalidArgumentError(absl::StrCat("--", name, " must be > 0"));
+      (name == "stream-resume-max-bytes" ? config.stream_resume.max_stream_bytes
+                                         : config.stream_resume.max_detached) =
+          static_cast<size_t>(*n);
     } else if (name != "port" && name != "grpc-port" && name != "metrics-port" &&
                name != "http-threads" &&
                name != "max-tokens-default" && name != "router-timeout-s") {

@@ -14,7 +14,8 @@ inline constexpr char kGatewayUsage[] =
     "         [--port N] [--grpc-port N] [--http-threads N] [--max-tokens-default N]\n"
     "         [--router-timeout-s N] [--price-table FILE] [--metrics-port N]\n"
     "         [--reject-logprobs-for-reasoner] [--api-keys FILE] [--sse-keepalive-s SECONDS]\n"
-    "         [--drain-timeout-s N]\n";
+    "         [--drain-timeout-s N] [--stream-resume-grace-s SECONDS]\n"
+    "         [--stream-resume-max-bytes N] [--stream-resume-max-detached N]\n";
 
 // Parses the flags (without argv[0]); `--name value` and `--name=value` both work.
 // INVALID_ARGUMENT naming the bad flag.

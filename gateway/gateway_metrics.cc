@@ -75,7 +75,37 @@ GatewayMetrics::GatewayMetrics(const PriceTable* prices)
                         .Name("moeserve_gateway_open_streams")
                         .Help("Streaming responses (SSE and gRPC) in progress.")
                         .Register(*registry_)
-                        .Add({})) {}
+                        .Add({})),
+      stream_resumes_(BuildCounter()
+                          .Name("moeserve_gateway_stream_resumes_total")
+                          .Help("Reconnects to a resumable stream by outcome: resumed, not_found "
+                                "(unknown, expired, another key's) or invalid (a bad "
+                                "Last-Event-ID).")
+                          .Register(*registry_)),
+      detached_streams_(BuildGauge()
+                            .Name("moeserve_gateway_detached_streams")
+                            .Help("Streams kept for a resume with no client connected.")
+                            .Register(*registry_)
+                            .Add({})),
+      streams_expired_(BuildCounter()
+                           .Name("moeserve_gateway_streams_expired_total")
+                           .Help("Detached streams dropped after the resume grace period (their "
+                                 "generation cancelled if still running).")
+                           .Register(*registry_)
+                           .Add({})) {
+  for (const char* outcome : {"resumed", "not_found", "invalid"}) {
+    stream_resumes_.Add({{"outcome", outcome}});
+  }
+}
+
+void GatewayMetrics::CountStreamResume(absl::string_view outcome) {
+  stream_resumes_.Add({{"outcome", std::string(outcome)}}).Increment();
+}
+
+void GatewayMetrics::SetStreamState(size_t detached, size_t expired) {
+  detached_streams_.Set(static_cast<double>(detached));
+  streams_expired_.Increment(static_cast<double>(expired));
+}
 
 void GatewayMetrics::Preinitialize(const std::string& model) {
   for (const char* route : {"/v1/chat/completions", "/v1/completions",

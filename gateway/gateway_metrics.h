@@ -50,6 +50,11 @@ class GatewayMetrics {
   std::string ApiKeyLabel(absl::string_view authorization_header);
   static constexpr size_t kMaxApiKeys = 1000;
 
+  // Resumable streams: a reconnect's outcome ("resumed", "not_found", "invalid"); the streams
+  // now detached, and how many more expired (a sweep's result).
+  void CountStreamResume(absl::string_view outcome);
+  void SetStreamState(size_t detached, size_t expired);
+
  private:
   friend class RequestMetrics;
 
@@ -67,6 +72,9 @@ class GatewayMetrics {
   prometheus::Family<prometheus::Counter>& cache_miss_tokens_;
   prometheus::Family<prometheus::Counter>& cost_;
   prometheus::Gauge& open_streams_;
+  prometheus::Family<prometheus::Counter>& stream_resumes_;
+  prometheus::Gauge& detached_streams_;
+  prometheus::Counter& streams_expired_;
 
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> api_keys_ ABSL_GUARDED_BY(mu_);

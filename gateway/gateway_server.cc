@@ -51,6 +51,12 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
   if (config.sse_keepalive < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--sse-keepalive-s must be >= 0");
   }
+  if (config.stream_resume.grace < absl::ZeroDuration() ||
+      config.stream_resume.max_stream_bytes == 0) {
+    return absl::InvalidArgumentError(
+        "--stream-resume-grace-s must be >= 0 and --stream-resume-max-bytes > 0");
+  }
+  server->streams_ = std::make_unique<StreamRegistry>(config.stream_resume, &server->clock_);
   server->metrics_ = std::make_unique<GatewayMetrics>(server->prices_.get());
   server->metrics_->Preinitialize(server->model_->name);
   if (config.metrics_port >= 0) {
@@ -89,7 +95,7 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       HttpServer::Create(http, SessionContext{server->model_.get(), server->backend_,
                                               &server->calls_, server->prices_.get(),
                                               server->metrics_.get(), server->keys_.get(),
-                                              config.sse_keepalive});
+                                              config.sse_keepalive, server->streams_.get()});
   if (!http_server.ok()) return http_server.status();
   server->http_ = std::move(*http_server);
   return server;

@@ -16,6 +16,7 @@
 #include "gateway/inference_service.h"
 #include "gateway/model_context.h"
 #include "gateway/price_table.h"
+#include "gateway/stream_registry.h"
 #include "grpcpp/server.h"
 
 namespace moeserve::gateway {
@@ -38,6 +39,8 @@ struct GatewayConfig {
   std::string api_keys_file;     // empty: no API keys (no authentication, no quotas)
   // SSE comment interval while a stream has no token yet; zero: none.
   absl::Duration sse_keepalive = absl::Seconds(10);
+  // Resumable streams (--stream-resume-grace-s, ...); grace zero: a disconnect cancels at once.
+  StreamResumeOptions stream_resume;
   // Not owned; null: a RouterBackend to router_address. Tests inject a fake.
   GenerationBackend* backend = nullptr;
 };
@@ -80,6 +83,7 @@ class GatewayServer {
   std::unique_ptr<GenerationBackend> owned_backend_;
   GenerationBackend* backend_ = nullptr;
   CallRegistry calls_;
+  std::unique_ptr<StreamRegistry> streams_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> grpc_;
   std::unique_ptr<HttpServer> http_;

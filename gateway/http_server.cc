@@ -1,11 +1,13 @@
 #include "gateway/http_server.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "boost/asio/strand.hpp"
 #include "common/http_status.h"
 #include "common/log.h"
@@ -17,7 +19,8 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 struct HttpServer::Impl {
-  explicit Impl(int threads) : ioc(threads), acceptor(asio::make_strand(ioc)) {}
+  explicit Impl(int threads)
+      : ioc(threads), acceptor(asio::make_strand(ioc)), sweep_timer(asio::make_strand(ioc)) {}
 
   void Accept() {
     acceptor.async_accept(asio::make_strand(ioc),
@@ -30,8 +33,24 @@ struct HttpServer::Impl {
                           });
   }
 
+  // Resumable streams left without a reader past the grace period are dropped (and their
+  // generations cancelled) by a sweep every tenth of the grace period (50 ms to 1 s).
+  void Sweep() {
+    StreamRegistry* streams = context.streams;
+    const absl::Duration every =
+        std::clamp(streams->options().grace / 10, absl::Milliseconds(50), absl::Seconds(1));
+    sweep_timer.expires_after(absl::ToChronoNanoseconds(every));
+    sweep_timer.async_wait([this, streams](boost::system::error_code ec) {
+      if (ec) return;
+      const size_t expired = streams->Sweep();
+      context.metrics->SetStreamState(streams->detached(), expired);
+      Sweep();
+    });
+  }
+
   asio::io_context ioc;
   tcp::acceptor acceptor;
+  asio::steady_timer sweep_timer;
   SessionContext context;
 };
 
@@ -58,6 +77,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerO
   }
   server->port_ = impl.acceptor.local_endpoint().port();
   impl.Accept();
+  if (context.streams != nullptr && context.streams->enabled()) impl.Sweep();
   for (int i = 0; i < options.threads; ++i) {
     server->threads_.emplace_back([&impl] { impl.ioc.run(); });
   }
@@ -73,6 +93,7 @@ void HttpServer::Shutdown() {
     boost::system::error_code ignored;
     impl_->acceptor.close(ignored);
   });
+  asio::dispatch(impl_->sweep_timer.get_executor(), [this] { impl_->sweep_timer.cancel(); });
   // Generations in flight end with Cancelled. Their callbacks post onto this io_context, so it
   // must outlive them: wait until every backend call has run on_done.
   if (!impl_->context.calls->CancelAllAndWait(absl::Seconds(10))) {

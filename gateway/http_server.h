@@ -25,7 +25,10 @@ struct HttpServerOptions {
 // and the playground (gateway/web, compiled in) at GET / and its files.
 // Keep-alive; streaming answers are Server-Sent Events over chunked transfer encoding. Handlers
 // never block: backend callbacks are posted onto the connection's strand. A client that closes
-// its connection while a generation runs cancels it (GenerationCall::Cancel). Errors use the
+// its connection while a generation runs cancels it (GenerationCall::Cancel), unless streams are
+// resumable (context.streams): then a stream goes on for a reconnect (GET
+// /v1/chat/completions/{id}/stream with Last-Event-ID) until the grace period ends, and POST
+// .../{id}/cancel cancels it at once. Errors use the
 // OpenAI error body of common/http_status.h; bodies over kMaxBodyBytes get 413, a known path
 // with the wrong method 405, an unknown path 404.
 //

@@ -8,6 +8,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
@@ -35,6 +37,35 @@ std::string ChunkFrame(absl::string_view data) {
 bool NeedsKey(absl::string_view path) {
   return path == "/v1/models" || path == "/v1/chat/completions" || path == "/v1/completions" ||
          path == "/admin/usage";
+}
+
+// A resumable stream's URL: /v1/chat/completions/{id}/stream (GET, resume) or .../cancel
+// (POST), the same under /v1/completions and the /beta twins.
+struct StreamPath {
+  std::string route;  // the generation's endpoint, "/v1/chat/completions" or "/v1/completions"
+  std::string id;
+  bool cancel = false;
+};
+
+std::optional<StreamPath> ParseStreamPath(absl::string_view path) {
+  if (!absl::ConsumePrefix(&path, "/v1/") && !absl::ConsumePrefix(&path, "/beta/")) {
+    return std::nullopt;
+  }
+  StreamPath sp;
+  if (absl::ConsumePrefix(&path, "chat/completions/")) {
+    sp.route = "/v1/chat/completions";
+  } else if (absl::ConsumePrefix(&path, "completions/")) {
+    sp.route = "/v1/completions";
+  } else {
+    return std::nullopt;
+  }
+  const size_t slash = path.find('/');
+  if (slash == absl::string_view::npos || slash == 0) return std::nullopt;
+  const absl::string_view action = path.substr(slash + 1);
+  if (action != "stream" && action != "cancel") return std::nullopt;
+  sp.id = std::string(path.substr(0, slash));
+  sp.cancel = action == "cancel";
+  return sp;
 }
 
 }  // namespace
@@ -113,7 +144,8 @@ void HttpSession::Handle(Request request) {
   }
   const http::verb method = request.method();
   std::optional<Principal> principal;
-  if (context_.keys != nullptr && NeedsKey(path)) {
+  const std::optional<StreamPath> stream_path = ParseStreamPath(path);
+  if (context_.keys != nullptr && (NeedsKey(path) || stream_path)) {
     const beast::string_view auth = request[http::field::authorization];
     absl::StatusOr<Principal> p =
         context_.keys->Authenticate(absl::string_view(auth.data(), auth.size()));
@@ -163,6 +195,21 @@ void HttpSession::Handle(Request request) {
     }
     return HandleGenerate(
         request, path == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat, principal);
+  }
+  if (stream_path) {
+    route_ =
+        absl::StrCat(stream_path->route, stream_path->cancel ? "/{id}/cancel" : "/{id}/stream");
+    const std::string owner = principal ? absl::StrCat("key ", principal->index) : "";
+    if (stream_path->cancel) {
+      if (method != http::verb::post) {
+        return SendError(absl::InvalidArgumentError("use POST"), 405, "POST");
+      }
+      return HandleStreamCancel(stream_path->route, stream_path->id, owner);
+    }
+    if (method != http::verb::get) {
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    }
+    return HandleStreamResume(request, stream_path->route, stream_path->id, owner);
   }
   if (const StaticFile* file = FindStaticFile(path)) {
     if (method != http::verb::get && method != http::verb::head) {
@@ -285,6 +332,9 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
   }
   g.request = std::move(prepared->generation);
   if (timeout) g.request.deadline = absl::Now() + *timeout;
+  if (g.stream && context_.streams != nullptr && context_.streams->enabled()) {
+    OpenResumableStream(principal ? absl::StrCat("key ", principal->index) : "");
+  }
   StartChoice(0);
   WatchPeer();
   if (g.stream) ArmKeepAlive();
@@ -293,8 +343,10 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
 // Callbacks run on a backend thread: post onto this connection's strand. The registry entry is
 // removed last, after which the callback no longer touches the io_context.
 void HttpSession::StartChoice(size_t index) {
-  if (closed_) return;  // the client is gone: nobody would read it (and nothing would cancel it)
   Generation& g = *gen_;
+  // The client is gone: nobody would read it (and nothing would cancel it), unless the stream
+  // goes on for a resume.
+  if (closed_ && !g.headless) return;
   auto executor = stream_.get_executor();
   CallRegistry* calls = context_.calls;
   const uint64_t seq = g.seq;
@@ -358,6 +410,8 @@ void HttpSession::SendStreamHeader() {
   g.headers_sent = true;
   QueueWrite(absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                           "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n",
+                          g.resumable ? absl::StrCat("X-Moeserve-Stream-Id: ", g.meta.id, "\r\n")
+                                      : std::string(),
                           keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n",
                           "\r\n"));
 }
@@ -391,12 +445,12 @@ void HttpSession::EmitDelta(size_t index, const TextDelta& delta) {
     g.roles_sent = true;
     if (g.meta.endpoint == Endpoint::kChat) {
       for (size_t i = 0; i < g.choices.size(); ++i) {
-        QueueWrite(ChunkFrame(SseEvent(RoleChunkJson(g.meta, static_cast<int>(i)))));
+        SendEvent(SseEvent(RoleChunkJson(g.meta, static_cast<int>(i))));
       }
     }
   }
   if (!delta.empty()) {
-    QueueWrite(ChunkFrame(SseEvent(DeltaChunkJson(g.meta, delta, static_cast<int>(index)))));
+    SendEvent(SseEvent(DeltaChunkJson(g.meta, delta, static_cast<int>(index))));
   }
 }
 
@@ -412,8 +466,8 @@ void HttpSession::FinishChoice(size_t index, FinishReason reason) {
   }
   EmitDelta(index, c.output->Finish(reason));
   if (g.stream) {
-    QueueWrite(ChunkFrame(
-        SseEvent(FinishChunkJson(g.meta, c.output->finish_reason(), static_cast<int>(index)))));
+    SendEvent(
+        SseEvent(FinishChunkJson(g.meta, c.output->finish_reason(), static_cast<int>(index))));
   }
   for (const Choice& other : g.choices) {
     if (!other.done) return;
@@ -440,13 +494,21 @@ void HttpSession::FinishGeneration(absl::Status status) {
   for (Choice& c : g.choices) {
     if (!c.done && c.call != nullptr) c.call->Cancel();
   }
+  if (g.cancelled_here && absl::IsCancelled(status)) {
+    status = absl::CancelledError(
+        "the stream was cancelled: POST .../cancel, or no client resumed it within the grace "
+        "period");
+  }
   const bool error = !status.ok();
-  // A closed connection or a Cancelled generation is the client going away (499).
-  g.metrics->Finish(closed_ ? 499 : (error ? HttpStatusCode(status.code()) : 200), TotalUsage(),
-                    closed_ || (error && absl::IsCancelled(status)));
-  if (closed_) return;
-  if (error && !g.headers_sent) {
-    // Nothing went out yet: an ordinary error response.
+  // A closed connection or a Cancelled generation is the client going away (499); a stream
+  // that went on without its connection (resume) ends as it ends.
+  const bool gone = closed_ && !g.headless;
+  g.metrics->Finish(gone ? 499 : (error ? HttpStatusCode(status.code()) : 200), TotalUsage(),
+                    gone || (error && absl::IsCancelled(status)));
+  if (gone) return;
+  if (error && !g.headers_sent && !closed_) {
+    // Nothing went out yet: an ordinary error response (and nothing to resume).
+    if (g.resumable) context_.streams->Remove(g.resumable);
     if (status.code() == absl::StatusCode::kCancelled) keep_alive_ = false;
     SendError(status);
     return;
@@ -465,11 +527,12 @@ void HttpSession::FinishGeneration(absl::Status status) {
     for (size_t i = 0; i < g.choices.size(); ++i) {
       if (!g.choices[i].done) EmitDelta(i, g.choices[i].output->Finish(FinishReason::kNone));
     }
-    QueueWrite(ChunkFrame(absl::StrCat("data: ", OpenAiErrorBody(status), "\n\n")));
+    SendEvent(absl::StrCat("data: ", OpenAiErrorBody(status), "\n\n"));
   } else if (g.meta.include_usage) {
-    QueueWrite(ChunkFrame(SseEvent(UsageChunkJson(g.meta, usage))));
+    SendEvent(SseEvent(UsageChunkJson(g.meta, usage)));
   }
-  QueueWrite(ChunkFrame(SseDone()));
+  SendEvent(SseDone());
+  if (g.resumable) g.resumable->Finish();
   QueueWrite("0\r\n\r\n");
   response_done_ = true;
   DoWrite();
@@ -519,7 +582,13 @@ void HttpSession::DoWrite() {
     if (!response_done_) return;
     // The response is out: the next request (keep-alive) or the end of the connection.
     response_done_ = false;
+    // The end went out: nothing is left to resume.
+    if (gen_ && gen_->resumable) {
+      context_.streams->Release(gen_->resumable, ResumableStream::kProducerToken);
+    }
+    if (reader_) context_.streams->Release(reader_->stream, reader_->token);
     gen_.reset();
+    reader_.reset();
     if (!keep_alive_) {
       beast::error_code ignored;
       stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
@@ -560,7 +629,8 @@ void HttpSession::WatchPeer() {
   stream_.socket().async_read_some(
       asio::buffer(watch_byte_), [self = shared_from_this()](beast::error_code ec, size_t n) {
         self->watching_ = false;
-        if (ec == asio::error::operation_aborted && !self->closed_ && !self->gen_) {
+        if (ec == asio::error::operation_aborted && !self->closed_ && !self->gen_ &&
+            !self->reader_) {
           self->DoRead();  // cancelled by DoWrite at the end of the response
           return;
         }
@@ -575,7 +645,7 @@ void HttpSession::WatchPeer() {
           self->ClientGone();
           return;
         }
-        if (self->gen_) {
+        if (self->gen_ || self->reader_) {
           self->WatchPeer();
         } else if (!self->writing_ && self->out_.empty()) {
           self->DoRead();
@@ -584,11 +654,18 @@ void HttpSession::WatchPeer() {
 }
 
 void HttpSession::ClientGone() {
-  if (gen_ && !gen_->done) {
+  if (gen_ && gen_->resumable && !gen_->headless &&
+      context_.streams->Detach(gen_->resumable, ResumableStream::kProducerToken)) {
+    // Resume on: the generation goes on (or its tail stays readable) for a reconnect within the
+    // grace period; the registry cancels it if nobody comes back.
+    gen_->headless = true;
+  }
+  if (gen_ && !gen_->done && !gen_->headless) {
     for (Choice& c : gen_->choices) {
       if (c.call != nullptr) c.call->Cancel();
     }
   }
+  if (reader_) context_.streams->Detach(reader_->stream, reader_->token);
   Close();
 }
 

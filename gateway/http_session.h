@@ -22,6 +22,7 @@
 #include "gateway/request_mapping.h"
 #include "gateway/session_context.h"
 #include "gateway/static_files.h"
+#include "gateway/stream_registry.h"
 
 namespace moeserve::gateway {
 
@@ -61,6 +62,22 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     bool done = false;          // the response is complete (no more events)
     std::optional<RequestMetrics> metrics;
     std::optional<ResponseHold> hold;  // keeps a drain waiting until the response is out
+    // Streaming with resume on: every event is numbered and kept for a reconnect.
+    ResumableStreamPtr resumable;
+    // The client's connection is gone (or a resume took the stream over) but the generation
+    // goes on for the stream's reader.
+    bool headless = false;
+    bool cancelled_here = false;  // by the stream's cancel (explicit, or the grace period over)
+  };
+
+  // A resumed stream this connection reads (GET .../{id}/stream): frames come from the
+  // producer's connection through the stream's sink.
+  struct StreamReader {
+    StreamReader() {}  // user-provided, as Generation's: for std::optional under clang
+    uint64_t seq = 0;
+    ResumableStreamPtr stream;
+    uint64_t token = 0;
+    std::optional<ResponseHold> hold;
   };
 
   void DoRead();
@@ -69,6 +86,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void Handle(Request request);
   void HandleGenerate(const Request& request, Endpoint endpoint,
                       const std::optional<Principal>& principal);
+  void HandleStreamResume(const Request& request, const std::string& route, const std::string& id,
+                          const std::string& owner);
+  void HandleStreamCancel(const std::string& route, const std::string& id,
+                          const std::string& owner);
+  void OpenResumableStream(const std::string& owner);
+  void SendEvent(absl::string_view event);  // one SSE event of the current generation
+  void CancelGeneration(uint64_t seq);
+  void OnSuperseded(uint64_t seq);
+  void OnReaderFrame(uint64_t seq, std::string frame);
+  void OnReaderEnd(uint64_t seq);
   void HandleAdminUsage(const std::optional<Principal>& principal, boost::beast::http::verb method);
   // `retry_after_s` > 0 adds a Retry-After header (every 429 has one; see SendError).
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
@@ -100,6 +127,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::string route_;  // the metrics label of the request being answered
   uint64_t next_seq_ = 0;
   std::optional<Generation> gen_;
+  std::optional<StreamReader> reader_;
   std::deque<std::string> out_;  // raw bytes queued for the socket
   bool writing_ = false;
   bool watching_ = false;       // a read that detects the peer closing is pending

@@ -19,7 +19,8 @@
 namespace moeserve::gateway {
 namespace {
 
-using Json = nlohmann::json;
+// Ordered: a response_format schema's properties are generated in the order they are declared.
+using Json = nlohmann::ordered_json;
 
 constexpr char kGenerateRoute[] = "/moeserve.v1.Inference/Generate";
 constexpr char kListModelsRoute[] = "/moeserve.v1.Inference/ListModels";
@@ -295,7 +296,15 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
         if (!IsValidUtf8(m.content()) || !IsValidUtf8(m.role())) {
           return absl::InvalidArgumentError("message is not valid UTF-8");
         }
-        messages.push_back({{"role", m.role()}, {"content", m.content()}});
+        Json message = {{"role", m.role()}, {"content", m.content()}};
+        if (m.prefix()) message["prefix"] = true;
+        if (m.has_reasoning_content()) {
+          if (!IsValidUtf8(m.reasoning_content())) {
+            return absl::InvalidArgumentError("reasoning_content is not valid UTF-8");
+          }
+          message["reasoning_content"] = m.reasoning_content();
+        }
+        messages.push_back(std::move(message));
       }
       j["messages"] = std::move(messages);
       break;
@@ -338,6 +347,25 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
   if (!r.reasoning_effort().empty()) j["reasoning_effort"] = r.reasoning_effort();
   j["ignore_eos"] = r.ignore_eos();
   if (r.priority() != 0) j["priority"] = r.priority();
+  if (r.has_suffix()) {
+    if (!IsValidUtf8(r.suffix())) return absl::InvalidArgumentError("suffix is not valid UTF-8");
+    j["suffix"] = r.suffix();
+  }
+  if (r.has_response_format()) {
+    const v1::ResponseFormat& f = r.response_format();
+    if (!IsValidUtf8(f.type())) {
+      return absl::InvalidArgumentError("response_format.type is not valid UTF-8");
+    }
+    Json format = {{"type", f.type()}};
+    if (!f.json_schema().empty()) {
+      Json schema = Json::parse(f.json_schema(), nullptr, false);
+      if (schema.is_discarded()) {
+        return absl::InvalidArgumentError("response_format.json_schema is not valid JSON");
+      }
+      format["json_schema"] = std::move(schema);
+    }
+    j["response_format"] = std::move(format);
+  }
   const std::string body = j.dump(-1, ' ', false, Json::error_handler_t::replace);
   absl::StatusOr<ApiRequest> api =
       chat ? ParseChatCompletionRequest(body) : ParseCompletionRequest(body);

@@ -8,6 +8,7 @@
 #include "gateway/generation_backend.h"
 #include "gateway/model_context.h"
 #include "gateway/price_table.h"
+#include "gateway/stream_registry.h"
 
 namespace moeserve::gateway {
 
@@ -21,6 +22,7 @@ struct SessionContext {
   ApiKeyStore* keys = nullptr;  // null: no API keys (every request is served, unauthenticated)
   // A streaming response with no token yet gets an SSE comment this often (zero: never).
   absl::Duration sse_keepalive = absl::ZeroDuration();
+  StreamRegistry* streams = nullptr;  // null: streams are not resumable
 };
 
 }  // namespace moeserve::gateway

@@ -323,6 +323,7 @@
         body: JSON.stringify(requestBody(messages)),
         signal: r.controller.signal,
       });
+      r.streamId = res.headers.get('X-Moeserve-Stream-Id');
       if (!res.ok) {
         r.error = await errorFromResponse(res);
       } else {
@@ -416,13 +417,20 @@
       ui.composer.requestSubmit();
     }
   });
-  ui.stop.addEventListener('click', () => {
+  // Closing the connection alone leaves a resumable stream generating for the gateway's grace
+  // period (a reconnect could continue it); Stop means now, so the gateway is told to cancel.
+  function stopCurrent() {
     if (!current) return;
     current.stopped = true;
-    current.controller.abort();  // closes the connection; the gateway cancels the generation
-  });
+    if (current.streamId) {
+      fetch(`v1/chat/completions/${encodeURIComponent(current.streamId)}/cancel`,
+            { method: 'POST', headers: headers({}) }).catch(() => {});
+    }
+    current.controller.abort();
+  }
+  ui.stop.addEventListener('click', stopCurrent);
   ui.newChat.addEventListener('click', () => {
-    if (current) { current.stopped = true; current.controller.abort(); }
+    stopCurrent();
     history = [];
     ui.transcript.replaceChildren(ui.emptyHint);
     ui.emptyHint.hidden = false;

@@ -1,6 +1,7 @@
 // moeserve chat: an interactive terminal chat against a running gateway. Reasoning streams dim,
-// the answer in normal text; Ctrl-C stops the reply in progress (the connection is closed, so
-// the gateway cancels the generation) and the program carries on; Ctrl-D or /quit leaves.
+// the answer in normal text; Ctrl-C stops the reply in progress (the connection is closed, then
+// the gateway is asked to cancel the generation) and the program carries on; Ctrl-D or /quit
+// leaves.
 #include <signal.h>
 #include <unistd.h>
 
@@ -263,8 +264,13 @@ class ChatLoop {
     auto elapsed = [&] {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     };
+    std::string stream_id;  // the completion id: what an explicit cancel names
     absl::StatusOr<HttpResponse> res =
         SendHttp(o_.url, req, [&](absl::string_view data) -> absl::Status {
+          if (stream_id.empty()) {
+            const Json chunk = Json::parse(data, nullptr, false);
+            if (chunk.is_object() && chunk.value("id", Json()).is_string()) stream_id = chunk["id"];
+          }
           absl::StatusOr<std::string> out = renderer.OnEvent(data, elapsed());
           if (!out.ok()) return out.status();
           Write(*out);
@@ -273,6 +279,15 @@ class ChatLoop {
     const double total = elapsed();
     Write(renderer.Finish());
     g_interrupted = false;
+    if (!res.ok() && res.status().code() == absl::StatusCode::kCancelled && !stream_id.empty()) {
+      // Closing the connection leaves the generation running for a resume (the gateway's
+      // --stream-resume-grace-s); Ctrl-C means stop now. A 404 (resume off) is fine: the
+      // disconnect already cancelled it.
+      const std::string path = absl::StrCat("/chat/completions/", stream_id, "/cancel");
+      HttpRequest cancel = Request("POST", path.c_str(), "");
+      cancel.idle_timeout_s = 10;
+      (void)SendHttp(o_.url, cancel);
+    }
     if (!res.ok() && res.status().code() == absl::StatusCode::kCancelled) {
       Note(renderer.answer().empty() ? "[stopped; this turn is not kept]"
                                      : "[stopped; the partial answer is kept]");

@@ -134,6 +134,7 @@ struct UpOptions {
   std::string run_dir;
   std::string price_table;  // passed to the gateway when set
   std::string api_keys;     // likewise
+  std::string stream_resume_grace_s;  // likewise (--stream-resume-grace-s)
   int64_t drain_s = 5;       // --drain-timeout-s of every service (and of the stop)
   int64_t relay_threads = 64, max_queue = 512;  // the router's
   std::string placement;       // expert placement spec for shards and workers ("" = theirs)
@@ -249,6 +250,10 @@ absl::Status Up(const UpOptions& o) {
       gateway_argv.push_back("--api-keys");
       gateway_argv.push_back(o.api_keys);
     }
+    if (!o.stream_resume_grace_s.empty()) {
+      gateway_argv.push_back("--stream-resume-grace-s");
+      gateway_argv.push_back(o.stream_resume_grace_s);
+    }
     MOESERVE_RETURN_IF_ERROR(start("gateway", gateway_argv, o.port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
     std::string name = std::filesystem::path(o.model).filename().string();
@@ -325,7 +330,8 @@ int RunUp(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> f = Flags::Parse(
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
              "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys", "drain-timeout-s",
-             "relay-threads", "max-queue", "placement", "restart-delay-s"},
+             "relay-threads", "max-queue", "placement", "restart-delay-s",
+             "stream-resume-grace-s"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -338,6 +344,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.price_table = f->Get("price-table").value_or("");
   o.api_keys = f->Get("api-keys").value_or("");
   o.placement = f->Get("placement").value_or("");
+  o.stream_resume_grace_s = f->Get("stream-resume-grace-s").value_or("");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {

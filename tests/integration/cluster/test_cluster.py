@@ -233,8 +233,11 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
     port = free_port()
     run_dir = os.path.join(WORK, f"run-{compute}")
     shutil.rmtree(run_dir, ignore_errors=True)
+    # Stream resuming off: a disconnect cancels at once (the default grace period, which keeps
+    # a stream generating for a reconnect, is tested in tests/integration/api).
     cluster = start_cluster(model, port, ["--prefill", "2", "--decode", "2", "--shards", shards,
-                                          "--compute-dtype", compute], run_dir)
+                                          "--compute-dtype", compute,
+                                          "--stream-resume-grace-s", "0"], run_dir)
     try:
         status, body = post(port, "/v1/completions", {
             "model": name, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0})
@@ -302,7 +305,8 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
               f"[{compute}] token-id prompt used as given ({usage_ids.get('prompt_tokens')} prompt "
               f"tokens), same continuation as generate --prompt-ids: {got_text!r} vs {ref_text!r}")
 
-        # A client that disconnects mid-stream frees its KV blocks on the workers.
+        # A client that disconnects mid-stream frees its KV blocks on the workers (at once, with
+        # resuming off).
         info = json.load(open(os.path.join(run_dir, "cluster.json")))
         body = {"model": name, "messages": [{"role": "user", "content": "Go on forever."}],
                 "max_tokens": 4000, "stream": True}

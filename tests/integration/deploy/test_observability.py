@@ -94,8 +94,10 @@ with open(prices_path, "w") as f:
     json.dump(PRICES, f)
 run_dir = os.path.join(WORK, "run")
 port = free_port()
+# A one-second resume grace: the stream abandoned below is cancelled (and counted) soon after.
 up = subprocess.Popen([MOESERVE, "up", "--model", model, "--port", str(port), "--run-dir", run_dir,
-                       "--shards", "2", "--price-table", prices_path],
+                       "--shards", "2", "--price-table", prices_path,
+                       "--stream-resume-grace-s", "1"],
                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 prom = None
 try:

@@ -72,6 +72,9 @@ class GatewayIntegrationTest : public ::testing::Test {
     config.backend = backend_.get();
     config.max_tokens_default = 100;
     config.metrics_port = 0;
+    // Streams stay resumable for a second after their client leaves; then they are cancelled,
+    // which the tests of clients walking away wait for.
+    config.stream_resume.grace = absl::Seconds(1);
     absl::StatusOr<std::unique_ptr<GatewayServer>> server = GatewayServer::Create(config);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -267,7 +270,7 @@ TEST_F(GatewayIntegrationTest, RoutesMethodsAndLimitsOverOneKeepAliveConnection)
              R"({"model":"tiny-r1","prompt":"hi","stream":true})");
   EXPECT_EQ(r.status, 200);
   EXPECT_TRUE(absl::StrContains(r.body, "data: [DONE]\n\n")) << r.body;
-  EXPECT_TRUE(absl::StartsWith(r.body, "data: {")) << r.body;
+  EXPECT_TRUE(absl::StartsWith(r.body, "id: 1\ndata: {")) << r.body;
   r = c.Send(http::verb::get, "/health");
   EXPECT_EQ(r.status, 200);
 }
@@ -499,6 +502,113 @@ TEST_F(GatewayIntegrationTest, ClientLeavingCancelsEveryChoice) {
   std::vector<GenerationRequest> requests = backend_->requests();
   ASSERT_EQ(requests.size(), 2u);
   EXPECT_EQ(requests[1].request_id, requests[0].request_id + "-1");
+}
+
+// FIM (suffix), chat prefix completion (prefix, reasoning_content) and response_format over
+// gRPC reach the backend exactly as the same request over HTTP does.
+TEST_F(GatewayIntegrationTest, GrpcInferenceTakesSuffixPrefixAndResponseFormatAsHttpDoes) {
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server_->GrpcPort()), grpc::InsecureChannelCredentials()));
+  auto generate = [&](const v1::InferenceRequest& req) {
+    grpc::ClientContext ctx;
+    auto reader = stub->Generate(&ctx, req);
+    v1::InferenceResponse resp;
+    while (reader->Read(&resp)) {
+    }
+    return reader->Finish();
+  };
+  RawClient c(server_->HttpPort());
+  auto http_request = [&](const char* path, const std::string& body) {
+    RawResponse r = c.Send(http::verb::post, path, body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return backend_->requests().back();
+  };
+
+  // Fill in the middle.
+  const GenerationRequest plain =
+      http_request("/v1/completions", R"({"model":"tiny-r1","prompt":"def f(","max_tokens":4})");
+  const GenerationRequest fim = http_request(
+      "/v1/completions",
+      R"({"model":"tiny-r1","prompt":"def f(","suffix":"\n  return 1","max_tokens":4})");
+  ASSERT_NE(fim.prompt_ids, plain.prompt_ids);
+  v1::InferenceRequest req;
+  req.set_model("tiny-r1");
+  req.set_prompt("def f(");
+  req.set_suffix("\n  return 1");
+  req.set_max_tokens(4);
+  grpc::Status status = generate(req);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(backend_->requests().back().prompt_ids, fim.prompt_ids);
+
+  // Chat prefix completion with the start of a thought.
+  const GenerationRequest prefix = http_request(
+      "/v1/chat/completions",
+      R"({"model":"tiny-r1","max_tokens":4,"messages":[{"role":"user","content":"hi"},)"
+      R"({"role":"assistant","content":"","prefix":true,"reasoning_content":"Let me see"}]})");
+  req = v1::InferenceRequest();
+  req.set_model("tiny-r1");
+  req.set_max_tokens(4);
+  v1::ChatMessage* m = req.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hi");
+  m = req.mutable_chat()->add_messages();
+  m->set_role("assistant");
+  m->set_prefix(true);
+  m->set_reasoning_content("Let me see");
+  status = generate(req);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(backend_->requests().back().prompt_ids, prefix.prompt_ids);
+
+  // Structured output.
+  const std::string schema =
+      R"({"name":"answer","schema":{"type":"object","properties":{"n":{"type":"integer"}},)"
+      R"("required":["n"]}})";
+  const GenerationRequest structured = http_request(
+      "/v1/chat/completions",
+      absl::StrCat(R"({"model":"tiny-r1","max_tokens":4,"messages":[{"role":"user","content":)"
+                   R"("hi"}],"response_format":{"type":"json_schema","json_schema":)",
+                   schema, "}}"));
+  ASSERT_FALSE(structured.response_schema.empty());
+  req = v1::InferenceRequest();
+  req.set_model("tiny-r1");
+  req.set_max_tokens(4);
+  m = req.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hi");
+  req.mutable_response_format()->set_type("json_schema");
+  req.mutable_response_format()->set_json_schema(schema);
+  status = generate(req);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(backend_->requests().back().response_schema, structured.response_schema);
+  EXPECT_EQ(backend_->requests().back().constraint_after_token, structured.constraint_after_token);
+
+  // Bad input: the HTTP API's rules, as INVALID_ARGUMENT.
+  const size_t before = backend_->requests().size();
+  req.mutable_response_format()->set_json_schema("{not json");
+  status = generate(req);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "json_schema")) << status.error_message();
+  req.mutable_response_format()->set_type("xml");
+  req.mutable_response_format()->clear_json_schema();
+  status = generate(req);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req = v1::InferenceRequest();
+  req.set_model("tiny-r1");
+  req.mutable_prompt_ids()->add_ids(5);
+  req.set_suffix("x");
+  status = generate(req);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "suffix")) << status.error_message();
+  req = v1::InferenceRequest();
+  req.set_model("tiny-r1");
+  m = req.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hi");
+  m->set_prefix(true);  // only an assistant's last message may be a prefix
+  status = generate(req);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "prefix")) << status.error_message();
+  EXPECT_EQ(backend_->requests().size(), before);  // none of them reached the backend
 }
 
 TEST_F(GatewayIntegrationTest, GrpcInferenceRejectsBadRequests) {

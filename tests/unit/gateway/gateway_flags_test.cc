@@ -56,6 +56,23 @@ TEST(GatewayFlagsTest, ApiKeysAndKeepAlive) {
   EXPECT_EQ(c->sse_keepalive, absl::Seconds(10));
 }
 
+TEST(GatewayFlagsTest, StreamResume) {
+  absl::StatusOr<GatewayConfig> c = ParseFlags({"--model", "m", "--router", "r:1"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->stream_resume.grace, absl::Seconds(30));
+  EXPECT_EQ(c->stream_resume.max_stream_bytes, size_t{4} << 20);
+  EXPECT_EQ(c->stream_resume.max_detached, 256u);
+  c = ParseFlags({"--model", "m", "--router", "r:1", "--stream-resume-grace-s", "2.5",
+                  "--stream-resume-max-bytes=65536", "--stream-resume-max-detached", "3"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->stream_resume.grace, absl::Milliseconds(2500));
+  EXPECT_EQ(c->stream_resume.max_stream_bytes, 65536u);
+  EXPECT_EQ(c->stream_resume.max_detached, 3u);
+  c = ParseFlags({"--model", "m", "--router", "r:1", "--stream-resume-grace-s", "0"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->stream_resume.grace, absl::ZeroDuration());  // resuming off
+}
+
 TEST(GatewayFlagsTest, RejectsBadFlags) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--router", "r:1"}, "--model"},
@@ -68,6 +85,16 @@ TEST(GatewayFlagsTest, RejectsBadFlags) {
       {{"--model", "m", "--router", "r:1", "--sse-keepalive-s", "-1"}, "--sse-keepalive-s"},
       {{"--model", "m", "--router", "r:1", "--sse-keepalive-s", "soon"}, "--sse-keepalive-s"},
       {{"--model", "m", "--router", "r:1", "--api-keys="}, "--api-keys"},
+      {{"--model", "m", "--router", "r:1", "--stream-resume-grace-s", "-1"},
+       "--stream-resume-grace-s"},
+      {{"--model", "m", "--router", "r:1", "--stream-resume-grace-s", "4000"},
+       "--stream-resume-grace-s"},
+      {{"--model", "m", "--router", "r:1", "--stream-resume-grace-s", "nan"},
+       "--stream-resume-grace-s"},
+      {{"--model", "m", "--router", "r:1", "--stream-resume-max-bytes", "0"},
+       "--stream-resume-max-bytes"},
+      {{"--model", "m", "--router", "r:1", "--stream-resume-max-detached", "many"},
+       "--stream-resume-max-detached"},
   };
   for (const auto& [args, message] : cases) {
     absl::StatusOr<GatewayConfig> c = ParseFlags(args);

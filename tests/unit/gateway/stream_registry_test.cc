@@ -1,0 +1,315 @@
+#include "gateway/stream_registry.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/testing/fake_clock.h"
+
+namespace moeserve::gateway {
+namespace {
+
+constexpr char kChat[] = "/v1/chat/completions";
+
+// A reader's sink that records what it was given (called under the stream's lock: it only
+// appends, as a real sink only posts).
+struct RecordingSink {
+  std::vector<std::string> frames;
+  int ends = 0;
+  int superseded = 0;
+  StreamSink Sink() {
+    StreamSink s;
+    s.on_frame = [this](std::string f) { frames.push_back(std::move(f)); };
+    s.on_end = [this] { ++ends; };
+    s.on_superseded = [this] { ++superseded; };
+    return s;
+  }
+};
+
+class StreamRegistryTest : public ::testing::Test {
+ protected:
+  StreamRegistry MakeRegistry(StreamResumeOptions options = {}) {
+    return StreamRegistry(options, &clock_);
+  }
+  ResumableStreamPtr Open(StreamRegistry& r, const std::string& id, const std::string& owner = "") {
+    return r.Open(
+        id, owner, kChat, [this] { ++cancels_; }, producer_.Sink());
+  }
+  // Publishes `n` events "data: e<i>" and returns their frames.
+  static std::vector<std::string> PublishN(ResumableStream& s, int from, int n) {
+    std::vector<std::string> frames;
+    for (int i = from; i < from + n; ++i) {
+      bool to_producer = false;
+      frames.push_back(s.Publish("data: e" + std::to_string(i) + "\n\n", &to_producer));
+    }
+    return frames;
+  }
+
+  testing::FakeClock clock_;
+  int cancels_ = 0;
+  RecordingSink producer_;
+};
+
+TEST_F(StreamRegistryTest, NumbersEventsFromOneAndTheProducerWritesThem) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  bool to_producer = false;
+  EXPECT_EQ(s->Publish("data: {}\n\n", &to_producer), "id: 1\ndata: {}\n\n");
+  EXPECT_TRUE(to_producer);
+  EXPECT_EQ(s->Publish("data: [DONE]\n\n", &to_producer), "id: 2\ndata: [DONE]\n\n");
+  EXPECT_EQ(s->last_event_id(), 2u);
+  EXPECT_TRUE(producer_.frames.empty());  // the producer writes its own frames
+}
+
+TEST_F(StreamRegistryTest, ResumeReplaysExactlyTheEventsAfterLastEventIdThenStreamsTheRest) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  const std::vector<std::string> before = PublishN(*s, 1, 5);
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  EXPECT_EQ(r.detached(), 1u);
+  const std::vector<std::string> while_away = PublishN(*s, 6, 2);  // generation goes on
+  RecordingSink reader;
+  absl::StatusOr<StreamAttachment> a = r.Attach("chatcmpl-a", "", kChat, 3, reader.Sink());
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(r.detached(), 0u);
+  EXPECT_EQ(a->frames,
+            (std::vector<std::string>{before[3], before[4], while_away[0], while_away[1]}));
+  EXPECT_FALSE(a->finished);
+  bool to_producer = true;
+  const std::string next = s->Publish("data: e8\n\n", &to_producer);
+  EXPECT_FALSE(to_producer);  // the reader has it now
+  EXPECT_EQ(reader.frames, std::vector<std::string>{next});
+  s->Finish();
+  EXPECT_EQ(reader.ends, 1);
+  r.Release(s, a->token);
+  EXPECT_EQ(r.size(), 0u);
+  EXPECT_EQ(cancels_, 0);
+}
+
+TEST_F(StreamRegistryTest, LastEventIdZeroReplaysAllAndTheLastIdReplaysNothing) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 3);
+  s->Finish();
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  RecordingSink reader;
+  absl::StatusOr<StreamAttachment> a = r.Attach("chatcmpl-a", "", kChat, 0, reader.Sink());
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->frames.size(), 3u);
+  EXPECT_TRUE(a->finished);
+  ASSERT_TRUE(r.Detach(s, a->token));  // that reader left too
+  a = r.Attach("chatcmpl-a", "", kChat, 3, reader.Sink());
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->frames.empty());
+  EXPECT_TRUE(a->finished);
+}
+
+TEST_F(StreamRegistryTest, LastEventIdBeyondTheLastEventIsInvalidArgument) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 2);
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  RecordingSink reader;
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(r.Attach("chatcmpl-a", "", kChat, 3, reader.Sink()).status()));
+  // Still detached and resumable afterwards.
+  EXPECT_EQ(r.detached(), 1u);
+  EXPECT_TRUE(r.Attach("chatcmpl-a", "", kChat, 2, reader.Sink()).ok());
+}
+
+TEST_F(StreamRegistryTest, UnknownIdAnotherOwnerOrAnotherRouteIsNotFound) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a", "key 0");
+  PublishN(*s, 1, 1);
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  RecordingSink reader;
+  EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-b", "key 0", kChat, 0, reader.Sink()).status()));
+  EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "key 1", kChat, 0, reader.Sink()).status()));
+  EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "", kChat, 0, reader.Sink()).status()));
+  EXPECT_TRUE(absl::IsNotFound(
+      r.Attach("chatcmpl-a", "key 0", "/v1/completions", 0, reader.Sink()).status()));
+  EXPECT_TRUE(absl::IsNotFound(r.Cancel("chatcmpl-a", "key 1", kChat)));
+  EXPECT_EQ(cancels_, 0);
+  EXPECT_TRUE(r.Attach("chatcmpl-a", "key 0", kChat, 0, reader.Sink()).ok());
+}
+
+TEST_F(StreamRegistryTest, AfterTheGracePeriodTheStreamIsCancelledAndGone) {
+  StreamResumeOptions options;
+  options.grace = absl::Seconds(30);
+  StreamRegistry r = MakeRegistry(options);
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 2);
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  clock_.Advance(absl::Seconds(29));
+  EXPECT_EQ(r.Sweep(), 0u);
+  EXPECT_EQ(cancels_, 0);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(r.Sweep(), 1u);
+  EXPECT_EQ(cancels_, 1);
+  EXPECT_EQ(r.size(), 0u);
+  EXPECT_EQ(r.detached(), 0u);
+  RecordingSink reader;
+  EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "", kChat, 0, reader.Sink()).status()));
+}
+
+TEST_F(StreamRegistryTest, AReconnectPastTheGraceBeforeASweepIsNotFoundAndCancels) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 2);
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  clock_.Advance(absl::Seconds(31));
+  RecordingSink reader;
+  EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "", kChat, 2, reader.Sink()).status()));
+  EXPECT_EQ(cancels_, 1);
+  EXPECT_EQ(r.size(), 0u);
+}
+
+TEST_F(StreamRegistryTest, AFinishedStreamIsNotCancelledWhenItExpires) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 2);
+  s->Finish();
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(r.Sweep(), 1u);
+  EXPECT_EQ(cancels_, 0);
+}
+
+TEST_F(StreamRegistryTest, ResumingRestartsTheGracePeriodOnlyWhenTheReaderLeavesAgain) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 1);
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  clock_.Advance(absl::Seconds(20));
+  RecordingSink reader;
+  absl::StatusOr<StreamAttachment> a = r.Attach("chatcmpl-a", "", kChat, 1, reader.Sink());
+  ASSERT_TRUE(a.ok());
+  clock_.Advance(absl::Minutes(5));  // an attached stream never expires
+  EXPECT_EQ(r.Sweep(), 0u);
+  ASSERT_TRUE(r.Detach(s, a->token));
+  clock_.Advance(absl::Seconds(29));
+  EXPECT_EQ(r.Sweep(), 0u);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(r.Sweep(), 1u);
+  EXPECT_EQ(cancels_, 1);
+}
+
+TEST_F(StreamRegistryTest, ANewReaderSupersedesTheOldOneWhichCannotDetachIt) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 2);
+  // The producer's connection still looks open (a half-open socket) when the client resumes.
+  RecordingSink first;
+  absl::StatusOr<StreamAttachment> a = r.Attach("chatcmpl-a", "", kChat, 2, first.Sink());
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(producer_.superseded, 1);
+  EXPECT_FALSE(s->ProducerIsReader());
+  EXPECT_TRUE(r.Detach(s, ResumableStream::kProducerToken));  // ignored: not the reader
+  EXPECT_EQ(r.detached(), 0u);
+  RecordingSink second;
+  absl::StatusOr<StreamAttachment> b = r.Attach("chatcmpl-a", "", kChat, 1, second.Sink());
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(first.superseded, 1);
+  EXPECT_EQ(b->frames.size(), 1u);
+  EXPECT_TRUE(r.Detach(s, a->token));  // the first reader's socket closing: ignored
+  EXPECT_EQ(r.detached(), 0u);
+  PublishN(*s, 3, 1);
+  EXPECT_TRUE(first.frames.empty());
+  EXPECT_EQ(second.frames.size(), 1u);
+  r.Release(s, a->token);  // not the reader: stays
+  EXPECT_EQ(r.size(), 1u);
+  EXPECT_EQ(cancels_, 0);
+}
+
+TEST_F(StreamRegistryTest, TheBufferKeepsTheNewestEventsWithinItsByteBound) {
+  StreamResumeOptions options;
+  options.max_stream_bytes = 3 * std::string("id: 1\ndata: e1\n\n").size();
+  StreamRegistry r = MakeRegistry(options);
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  const std::vector<std::string> frames = PublishN(*s, 1, 6);  // ids 1..6, equal sizes
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  RecordingSink reader;
+  // Events 4..6 are kept: resuming after 3 works, after 2 needs the dropped event 3.
+  absl::Status old = r.Attach("chatcmpl-a", "", kChat, 2, reader.Sink()).status();
+  EXPECT_TRUE(absl::IsNotFound(old)) << old;
+  absl::StatusOr<StreamAttachment> a = r.Attach("chatcmpl-a", "", kChat, 3, reader.Sink());
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->frames, (std::vector<std::string>{frames[3], frames[4], frames[5]}));
+}
+
+TEST_F(StreamRegistryTest, OneEventLargerThanTheBoundIsStillKept) {
+  StreamResumeOptions options;
+  options.max_stream_bytes = 4;
+  StreamRegistry r = MakeRegistry(options);
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 2);
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  RecordingSink reader;
+  absl::StatusOr<StreamAttachment> a = r.Attach("chatcmpl-a", "", kChat, 1, reader.Sink());
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->frames.size(), 1u);
+}
+
+TEST_F(StreamRegistryTest, PastTheDetachedBoundADisconnectCancelsAtOnce) {
+  StreamResumeOptions options;
+  options.max_detached = 2;
+  StreamRegistry r = MakeRegistry(options);
+  std::vector<ResumableStreamPtr> streams;
+  for (int i = 0; i < 3; ++i) streams.push_back(Open(r, "chatcmpl-" + std::to_string(i)));
+  EXPECT_TRUE(r.Detach(streams[0], ResumableStream::kProducerToken));
+  EXPECT_TRUE(r.Detach(streams[1], ResumableStream::kProducerToken));
+  EXPECT_FALSE(r.Detach(streams[2], ResumableStream::kProducerToken));
+  EXPECT_EQ(cancels_, 1);
+  EXPECT_EQ(r.size(), 2u);
+  EXPECT_EQ(r.detached(), 2u);
+  // A resume frees a slot.
+  RecordingSink reader;
+  ASSERT_TRUE(r.Attach("chatcmpl-0", "", kChat, 0, reader.Sink()).ok());
+  EXPECT_EQ(r.detached(), 1u);
+}
+
+TEST_F(StreamRegistryTest, WithAZeroGraceADisconnectIsNotKept) {
+  StreamResumeOptions options;
+  options.grace = absl::ZeroDuration();
+  StreamRegistry r = MakeRegistry(options);
+  EXPECT_FALSE(r.enabled());
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  EXPECT_FALSE(r.Detach(s, ResumableStream::kProducerToken));
+  EXPECT_EQ(cancels_, 1);
+  EXPECT_EQ(r.size(), 0u);
+}
+
+TEST_F(StreamRegistryTest, AnExplicitCancelCancelsAtOnceAndLeavesTheEndReadable) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a", "key 3");
+  PublishN(*s, 1, 2);
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));
+  ASSERT_TRUE(r.Cancel("chatcmpl-a", "key 3", kChat).ok());
+  EXPECT_EQ(cancels_, 1);
+  // The cancelled generation ends with its error event; a reader still gets it.
+  PublishN(*s, 3, 1);
+  s->Finish();
+  RecordingSink reader;
+  absl::StatusOr<StreamAttachment> a = r.Attach("chatcmpl-a", "key 3", kChat, 2, reader.Sink());
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->frames.size(), 1u);
+  EXPECT_TRUE(a->finished);
+  // Cancelling a finished stream cancels nothing more.
+  EXPECT_TRUE(r.Cancel("chatcmpl-a", "key 3", kChat).ok());
+  EXPECT_EQ(cancels_, 1);
+}
+
+TEST_F(StreamRegistryTest, TheProducerWritingTheEndRemovesTheStream) {
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-a");
+  PublishN(*s, 1, 2);
+  s->Finish();
+  r.Release(s, ResumableStream::kProducerToken);
+  EXPECT_EQ(r.size(), 0u);
+  RecordingSink reader;
+  EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "", kChat, 0, reader.Sink()).status()));
+  EXPECT_FALSE(r.Detach(s, ResumableStream::kProducerToken));  // gone: nothing kept
+}
+
+}  // namespace
+}  // namespace moeserve::gateway
