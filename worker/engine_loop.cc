@@ -46,13 +46,13 @@ absl::StatusOr<ConstraintFactory> CompileConstraint(
     });
   }
   auto g = std::make_shared<grammar::ToolCallGrammar>();
-  const JobSpec::ToolCalls& t = *spec.tool_calls;
+  const ToolCallSpec& t = *spec.tool_calls;
   g->open = t.open;
   g->tail = t.tail;
   g->separator = t.separator;
   g->close = t.close;
   g->parallel = t.parallel;
-  for (const JobSpec::ToolCalls::Option& o : t.options) {
+  for (const ToolCallSpec::Option& o : t.options) {
     absl::StatusOr<std::shared_ptr<const grammar::SchemaGraph>> schema =
         grammar::CompileJsonSchema(o.arguments_schema);
     if (!schema.ok()) {

@@ -15,6 +15,22 @@ namespace moeserve::worker {
 
 enum class Finish { kNone, kStop, kLength, kCancelled };
 
+// A forced tool call (moeserve.v1.ToolCallGrammar), exclusive with JobSpec::response_schema.
+// At namespace scope: a nested struct with default member initializers is not default
+// constructible inside its enclosing class for clang 14 (optional::emplace fails to compile).
+struct ToolCallSpec {
+  struct Option {
+    std::vector<int32_t> head;
+    std::string arguments_schema;
+  };
+  std::vector<int32_t> open;
+  std::vector<Option> options;
+  std::vector<int32_t> tail;
+  std::vector<int32_t> separator;
+  std::vector<int32_t> close;
+  bool parallel = true;
+};
+
 // One generation request, as moeserve.v1.GenerationSpec describes it.
 struct JobSpec {
   std::string request_id;
@@ -29,20 +45,7 @@ struct JobSpec {
   bool prefill_only = false;       // stop after the first token and publish the prompt's blocks
   std::string response_schema;     // non-empty: the answer is JSON matching this schema
   std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
-  // Set: the answer is forced tool calls (exclusive with response_schema).
-  struct ToolCalls {
-    struct Option {
-      std::vector<int32_t> head;
-      std::string arguments_schema;
-    };
-    std::vector<int32_t> open;
-    std::vector<Option> options;
-    std::vector<int32_t> tail;
-    std::vector<int32_t> separator;
-    std::vector<int32_t> close;
-    bool parallel = true;
-  };
-  std::optional<ToolCalls> tool_calls;
+  std::optional<ToolCallSpec> tool_calls;  // set: the answer is forced tool calls
 };
 
 // What a job produced since the last event. The first event carries cached_tokens.

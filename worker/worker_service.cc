@@ -204,7 +204,7 @@ JobSpec SpecFromProto(const v1::GenerationSpec& p) {
   if (p.has_constraint_after_token()) s.constraint_after_token = p.constraint_after_token();
   if (p.has_tool_calls()) {
     const v1::ToolCallGrammar& g = p.tool_calls();
-    JobSpec::ToolCalls& t = s.tool_calls.emplace();
+    ToolCallSpec& t = s.tool_calls.emplace();
     t.open.assign(g.open_ids().begin(), g.open_ids().end());
     for (const v1::ToolCallGrammar::Option& o : g.options()) {
       t.options.push_back({{o.head_ids().begin(), o.head_ids().end()}, o.arguments_schema()});

@@ -266,7 +266,7 @@ TEST_F(ConstrainedLoopTest, ForcedToolCallsFollowTheGrammar) {
   for (uint64_t seed = 1; seed <= 3; ++seed) {
     JobSpec spec = Spec(seed);
     spec.response_schema.clear();
-    JobSpec::ToolCalls& t = spec.tool_calls.emplace();
+    ToolCallSpec& t = spec.tool_calls.emplace();
     t.open = {300};
     std::vector<int32_t> head = {301};
     for (int32_t id : ascii("fn")) head.push_back(id);
