@@ -10,24 +10,13 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "engine/grammar/tool_call_constraint.h"
 #include "engine/sampler.h"
 
 namespace moeserve::gateway {
 
-// A forced tool call as token ids (moeserve.v1.ToolCallGrammar): open, then calls (an option's
-// head, JSON arguments matching its schema, tail) joined by separator when parallel, then close.
-struct ToolCallGrammarIds {
-  struct Option {
-    std::vector<int32_t> head;
-    std::string arguments_schema;
-  };
-  std::vector<int32_t> open;
-  std::vector<Option> options;
-  std::vector<int32_t> tail;
-  std::vector<int32_t> separator;
-  std::vector<int32_t> close;
-  bool parallel = true;
-};
+// A forced tool call as token ids (moeserve.v1.ToolCallGrammar); see engine/grammar.
+using ToolCallGrammarIds = engine::grammar::ToolCallSpec;
 
 // What the gateway asks the cluster to generate (moeserve.v1.GenerationSpec as a domain struct).
 struct GenerationRequest {

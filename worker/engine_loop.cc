@@ -45,24 +45,8 @@ absl::StatusOr<ConstraintFactory> CompileConstraint(
       return std::make_unique<grammar::TokenConstraint>(vocabulary, schema);
     });
   }
-  auto g = std::make_shared<grammar::ToolCallGrammar>();
-  const ToolCallSpec& t = *spec.tool_calls;
-  g->open = t.open;
-  g->tail = t.tail;
-  g->separator = t.separator;
-  g->close = t.close;
-  g->parallel = t.parallel;
-  for (const ToolCallSpec::Option& o : t.options) {
-    absl::StatusOr<std::shared_ptr<const grammar::SchemaGraph>> schema =
-        grammar::CompileJsonSchema(o.arguments_schema);
-    if (!schema.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tool_calls: arguments schema: ", schema.status().message()));
-    }
-    g->options.push_back({o.head, *std::move(schema)});
-  }
-  MOESERVE_RETURN_IF_ERROR(grammar::ValidateToolCallGrammar(*g, vocabulary->size()));
-  std::shared_ptr<const grammar::ToolCallGrammar> shared = std::move(g);
+  MOESERVE_ASSIGN_OR_RETURN(std::shared_ptr<const grammar::ToolCallGrammar> shared,
+                            grammar::CompileToolCallSpec(*spec.tool_calls, vocabulary->size()));
   return ConstraintFactory([vocabulary, shared]() -> std::unique_ptr<grammar::OutputConstraint> {
     return std::make_unique<grammar::ToolCallConstraint>(vocabulary, shared);
   });

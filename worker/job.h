@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/grammar/tool_call_constraint.h"
 #include "engine/sampler.h"
 
 namespace moeserve::worker {
@@ -16,20 +17,7 @@ namespace moeserve::worker {
 enum class Finish { kNone, kStop, kLength, kCancelled };
 
 // A forced tool call (moeserve.v1.ToolCallGrammar), exclusive with JobSpec::response_schema.
-// At namespace scope: a nested struct with default member initializers is not default
-// constructible inside its enclosing class for clang 14 (optional::emplace fails to compile).
-struct ToolCallSpec {
-  struct Option {
-    std::vector<int32_t> head;
-    std::string arguments_schema;
-  };
-  std::vector<int32_t> open;
-  std::vector<Option> options;
-  std::vector<int32_t> tail;
-  std::vector<int32_t> separator;
-  std::vector<int32_t> close;
-  bool parallel = true;
-};
+using engine::grammar::ToolCallSpec;
 
 // One generation request, as moeserve.v1.GenerationSpec describes it.
 struct JobSpec {

@@ -50,6 +50,26 @@ absl::Status ValidateToolCallGrammar(const ToolCallGrammar& g, int32_t vocab_siz
   return s;
 }
 
+absl::StatusOr<std::shared_ptr<const ToolCallGrammar>> CompileToolCallSpec(
+    const ToolCallSpec& spec, int32_t vocab_size) {
+  auto g = std::make_shared<ToolCallGrammar>();
+  g->open = spec.open;
+  g->tail = spec.tail;
+  g->separator = spec.separator;
+  g->close = spec.close;
+  g->parallel = spec.parallel;
+  for (const ToolCallSpec::Option& o : spec.options) {
+    absl::StatusOr<std::shared_ptr<const SchemaGraph>> schema = CompileJsonSchema(o.arguments_schema);
+    if (!schema.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tool_calls: arguments schema: ", schema.status().message()));
+    }
+    g->options.push_back({o.head, *std::move(schema)});
+  }
+  if (absl::Status s = ValidateToolCallGrammar(*g, vocab_size); !s.ok()) return s;
+  return std::shared_ptr<const ToolCallGrammar>(std::move(g));
+}
+
 ToolCallConstraint::ToolCallConstraint(std::shared_ptr<const Vocabulary> vocab,
                                        std::shared_ptr<const ToolCallGrammar> grammar)
     : vocab_(std::move(vocab)), grammar_(std::move(grammar)) {

@@ -5,7 +5,10 @@
 #include <memory>
 #include <vector>
 
+#include <string>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/grammar/json_schema.h"
 #include "engine/grammar/token_constraint.h"
@@ -32,6 +35,26 @@ struct ToolCallGrammar {
   std::vector<int32_t> close;
   bool parallel = true;
 };
+
+// ToolCallGrammar as it travels (moeserve.v1.ToolCallGrammar; the gateway's request and the
+// worker's job both hold one): the arguments schemas as JSON Schema text, not yet compiled.
+struct ToolCallSpec {
+  struct Option {
+    std::vector<int32_t> head;
+    std::string arguments_schema;
+  };
+  std::vector<int32_t> open;
+  std::vector<Option> options;
+  std::vector<int32_t> tail;
+  std::vector<int32_t> separator;
+  std::vector<int32_t> close;
+  bool parallel = true;
+};
+
+// Compiles each option's schema and validates the whole (ValidateToolCallGrammar).
+// InvalidArgument naming the problem.
+absl::StatusOr<std::shared_ptr<const ToolCallGrammar>> CompileToolCallSpec(
+    const ToolCallSpec& spec, int32_t vocab_size);
 
 // InvalidArgument unless there is at least one option, every id is inside the vocabulary, and
 // the heads, tail and close are non-empty (a call must be told apart from its arguments).
