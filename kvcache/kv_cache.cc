@@ -171,7 +171,8 @@ KvCacheStats KvCache::Stats() {
   index_.SweepExpiredLeases();
   stats.index = index_.stats();
   stats.block_tokens = options_.block_tokens;
-  stats.hit_tokens = stats.index.hit_blocks * options_.block_tokens;
+  // Tokens served: workers Fetch without a Lookup first, so lookups' hits would leave this at 0.
+  stats.hit_tokens = fetched_blocks_ * options_.block_tokens;
   stats.fetched_blocks = fetched_blocks_;
   stats.fetch_misses = fetch_misses_;
   stats.published_blocks = published_blocks_;

@@ -54,7 +54,7 @@ struct FetchResult {
 struct KvCacheStats {
   IndexStats index;
   int64_t block_tokens = 0;
-  int64_t hit_tokens = 0;
+  int64_t hit_tokens = 0;  // tokens of the blocks Fetch returned
   int64_t fetched_blocks = 0;
   int64_t fetch_misses = 0;
   int64_t published_blocks = 0;

@@ -101,7 +101,7 @@ std::shared_ptr<prometheus::Collectable> KvCacheStatsCollectable(KvCache* cache,
             static_cast<double>(i.hit_blocks));
     counter("moeserve_kvcache_miss_blocks_total", "Blocks not found by lookups.",
             static_cast<double>(i.miss_blocks));
-    counter("moeserve_kvcache_hit_tokens_total", "Prompt tokens covered by blocks found.",
+    counter("moeserve_kvcache_hit_tokens_total", "Prompt tokens served from the cache (blocks returned by Fetch x block tokens).",
             static_cast<double>(s.hit_tokens));
     counter("moeserve_kvcache_evictions_total", "Blocks evicted to stay under the budget.",
             static_cast<double>(i.evictions));

@@ -131,7 +131,11 @@ absl::Status RequestRelay::Run(const v1::GenerationSpec& spec, const CallOptions
       if (attempt > 0) metrics_->PrefillRetry();
       metrics_->PrefillDecision(hits.contains(*pick) ? hits.at(*pick) : 0);
     }
-    prefilled = registry_->Client(*pick)->Prefill(prefill_request, options);
+    if (WorkerClientPtr client = registry_->Client(*pick)) {
+      prefilled = client->Prefill(prefill_request, options);
+    } else {
+      prefilled = absl::UnavailableError("the worker left the pool");
+    }
     if (prefilled.ok()) {
       absl::MutexLock lock(&mu_);
       index_.Record(hashes, *pick);
@@ -166,10 +170,13 @@ absl::Status RequestRelay::Run(const v1::GenerationSpec& spec, const CallOptions
     *request.mutable_spec() = spec;
     request.mutable_spec()->mutable_generated_ids()->Assign(relay.generated().begin(),
                                                            relay.generated().end());
+    WorkerClientPtr client = registry_->Client(*pick);
     absl::Status status =
-        registry_->Client(*pick)->Decode(request, options, [&](const v1::DecodeChunk& chunk) {
-          return !relay.Relay(chunk.token_ids(), chunk.logprobs(), chunk.finish_reason(), 0);
-        });
+        client == nullptr
+            ? absl::UnavailableError("the worker left the pool")
+            : client->Decode(request, options, [&](const v1::DecodeChunk& chunk) {
+                return !relay.Relay(chunk.token_ids(), chunk.logprobs(), chunk.finish_reason(), 0);
+              });
     if (relay.finished()) return absl::OkStatus();
     if (status.ok()) {
       status = absl::UnavailableError("decode stream ended without a finish reason");

@@ -69,6 +69,9 @@ absl::StatusOr<RouterConfig> ParseFlags(const std::vector<std::string>& args) {
     } else if (name == "poll-ms") {
       if (!absl::SimpleAtoi(value, &n) || n <= 0) return Bad(name, value);
       config.registry.poll_interval = absl::Milliseconds(n);
+    } else if (name == "resolve-ms") {
+      if (!absl::SimpleAtoi(value, &n) || n <= 0) return Bad(name, value);
+      config.registry.resolve_interval = absl::Milliseconds(n);
     } else if (name == "relay-threads") {
       if (!absl::SimpleAtoi(value, &n) || n <= 0 || n > 4096) return Bad(name, value);
       config.relay_threads = static_cast<int>(n);

@@ -64,15 +64,13 @@ std::shared_ptr<prometheus::Collectable> RouterMetrics::WorkerLoads(
     prometheus::MetricFamily healthy =
         GaugeFamily("moeserve_router_worker_healthy",
                     "1 when the router considers the worker healthy, else 0.");
-    for (const WorkerLoad& w : registry->Snapshot()) {
-      const prometheus::Labels labels = {
-          {"worker", registry->Address(w.id)},
-          {"role", w.can_prefill && w.can_decode ? "both" : (w.can_prefill ? "prefill" : "decode")}};
-      AddSample(&running, labels, static_cast<double>(w.running));
-      AddSample(&waiting, labels, static_cast<double>(w.waiting));
-      AddSample(&free, labels, static_cast<double>(w.kv_blocks_free));
-      AddSample(&total, labels, static_cast<double>(w.kv_blocks_total));
-      AddSample(&healthy, labels, w.healthy ? 1 : 0);
+    for (const v1::WorkerStatus& w : registry->List()) {
+      const prometheus::Labels labels = {{"worker", w.address()}, {"role", w.role()}};
+      AddSample(&running, labels, static_cast<double>(w.load().running()));
+      AddSample(&waiting, labels, static_cast<double>(w.load().waiting()));
+      AddSample(&free, labels, static_cast<double>(w.load().kv_blocks_free()));
+      AddSample(&total, labels, static_cast<double>(w.load().kv_blocks_total()));
+      AddSample(&healthy, labels, w.healthy() ? 1 : 0);
     }
     return std::vector<prometheus::MetricFamily>{running, waiting, free, total, healthy};
   });

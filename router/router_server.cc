@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_channel.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -54,6 +55,8 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig 
   }
   server->registry_ =
       std::make_unique<WorkerRegistry>(*std::move(endpoints), factory, config.registry, clock);
+  // The first resolution of dns: sources, before serving (the poller repeats it).
+  server->registry_->RefreshMembership();
   server->relay_ = std::make_unique<RequestRelay>(server->registry_.get(), config.relay, clock,
                                                   &server->metrics_);
   server->executor_ = std::make_unique<RelayExecutor>(
@@ -77,6 +80,9 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(RouterConfig 
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(config.host, ":", config.port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  // Gateways re-resolve the router's name when their connection ages out, so router replicas
+  // added by the HPA get traffic (common/grpc_channel.h).
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, kServerMaxConnectionAgeMs);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {

@@ -240,18 +240,23 @@ function consistencyErrors(objs) {
       for (const flag of ['router', 'prefill', 'decode', 'kvcache', 'redis', 'expert-shards']) {
         const v = argValue(args, flag);
         if (v === undefined) continue;
-        for (const addr of v.split(',')) {
+        for (const entry of v.split(',')) {
+          // dns:NAME:PORT is a discovery source: NAME must be a headless Service, whose DNS answer
+          // lists every ready pod (a ClusterIP Service would resolve to one virtual address).
+          const dns = entry.startsWith('dns:');
+          const addr = dns ? entry.slice(4) : entry;
           const [host, port] = addr.split(':');
           const labels = host.split('.');
           const svcName = labels.length > 1 ? labels[1] : labels[0];
           const svc = services.find((s) => s.metadata.name === svcName);
-          if (!svc) { out.push(`${cid}: --${flag} ${addr}: no Service ${svcName}`); continue; }
-          if (!svc.spec.ports.some((p) => p.port === Number(port))) out.push(`${cid}: --${flag} ${addr}: Service ${svcName} has no port ${port}`);
+          if (!svc) { out.push(`${cid}: --${flag} ${entry}: no Service ${svcName}`); continue; }
+          if (!svc.spec.ports.some((p) => p.port === Number(port))) out.push(`${cid}: --${flag} ${entry}: Service ${svcName} has no port ${port}`);
+          if (dns && svc.spec.clusterIP !== 'None') out.push(`${cid}: --${flag} ${entry}: Service ${svcName} is not headless (clusterIP: None)`);
           if (labels.length > 1) {
             const sts = workloads.find((x) => x.kind === 'StatefulSet' && x.spec.serviceName === svcName);
             const ordinal = Number(labels[0].slice(labels[0].lastIndexOf('-') + 1));
             if (!sts || labels[0] !== `${sts.metadata.name}-${ordinal}` || ordinal >= sts.spec.replicas) {
-              out.push(`${cid}: --${flag} ${addr}: no such StatefulSet pod`);
+              out.push(`${cid}: --${flag} ${entry}: no such StatefulSet pod`);
             }
           }
         }
@@ -368,6 +373,8 @@ const mutations = [
   ['containerPort set by no flag', `${base}/router.yaml`, 'containerPort: 9464', 'containerPort: 9465', /containerPort 9465 is set by no flag/],
   ['wrong Service targetPort', `${base}/gateway.yaml`, 'targetPort: http', 'targetPort: htp', /targetPort htp is no containerPort/],
   ['wrong peer port', `${base}/gateway.yaml`, '"router:50051"', '"router:50052"', /--router router:50052: Service router has no port 50052/],
+  ['discovery through a ClusterIP Service', `${base}/decode-worker.yaml`, '  clusterIP: None\n', '', /--decode dns:decode-worker:50052: Service decode-worker is not headless/],
+  ['discovery of a missing Service', `${base}/router.yaml`, '"dns:prefill-worker:50052"', '"dns:prefill-workers:50052"', /--prefill dns:prefill-workers:50052: no Service prefill-workers/],
   ['selector matches nothing', `${base}/decode-worker.yaml`, 'kind: PodDisruptionBudget\nmetadata:\n  name: decode-worker\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: moeserve\n      app.kubernetes.io/component: decode-worker', 'kind: PodDisruptionBudget\nmetadata:\n  name: decode-worker\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: moeserve\n      app.kubernetes.io/component: decoder', /PodDisruptionBudget\/decode-worker: selector matches no pod template/],
   ['NetworkPolicy port', `${base}/networkpolicies.yaml`, '        - port: 6379', '        - port: 6380', /redis-from-kvcache: port 6380/],
   ['missing ConfigMap key', `${base}/config.yaml`, '  BLOCK_TOKENS: "16"\n', '', /ConfigMap moeserve-cluster has no key BLOCK_TOKENS/],

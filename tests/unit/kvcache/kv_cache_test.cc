@@ -130,6 +130,18 @@ TEST_F(KvCacheTest, PublishLookupFetchRoundTrip) {
   EXPECT_EQ(stats.published_blocks, 3);
 }
 
+// Workers fetch without looking up first; the hit tokens must count what they were served.
+TEST_F(KvCacheTest, HitTokensCountFetchesWithoutALookup) {
+  const std::vector<BlockHash> prompt = Hashes(3);
+  Publish({prompt[0], prompt[1]});
+  absl::StatusOr<FetchResult> fetched = cache_->Fetch(prompt);
+  ASSERT_TRUE(fetched.ok()) << fetched.status();
+  ASSERT_EQ(fetched->blocks.size(), 2u);
+  const KvCacheStats stats = cache_->Stats();
+  EXPECT_EQ(stats.index.hit_blocks, 0);
+  EXPECT_EQ(stats.hit_tokens, 32);
+}
+
 TEST_F(KvCacheTest, PublishIsIdempotent) {
   const std::vector<BlockHash> blocks = Hashes(2);
   Publish(blocks);

@@ -40,6 +40,10 @@ class FakeWorkerService final : public v1::Worker::CallbackService {
     absl::MutexLock lock(&mu_);
     return prefill_calls_;
   }
+  int get_load_calls() const {
+    absl::MutexLock lock(&mu_);
+    return get_load_calls_;
+  }
   std::vector<v1::DecodeRequest> decode_requests() const {
     absl::MutexLock lock(&mu_);
     return decode_requests_;
@@ -90,6 +94,10 @@ class FakeWorkerService final : public v1::Worker::CallbackService {
   grpc::ServerUnaryReactor* GetLoad(grpc::CallbackServerContext* context,
                                     const v1::GetLoadRequest* /*request*/,
                                     v1::WorkerLoad* response) override {
+    {
+      absl::MutexLock lock(&mu_);
+      ++get_load_calls_;
+    }
     response->set_role("both");
     response->set_kv_blocks_free(100);
     response->set_kv_blocks_total(100);
@@ -191,17 +199,19 @@ class FakeWorkerService final : public v1::Worker::CallbackService {
   int decode_fail_after_ ABSL_GUARDED_BY(mu_) = -1;
   int decode_hang_after_ ABSL_GUARDED_BY(mu_) = -1;
   int prefill_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int get_load_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::DecodeRequest> decode_requests_ ABSL_GUARDED_BY(mu_);
   std::vector<std::chrono::system_clock::time_point> decode_deadlines_ ABSL_GUARDED_BY(mu_);
   absl::Notification decode_cancelled_;
 };
 
-// A FakeWorkerService on 127.0.0.1:<free port>.
+// A FakeWorkerService on 127.0.0.1:<port> (0: a free port).
 class FakeWorkerServer {
  public:
-  FakeWorkerServer() {
+  explicit FakeWorkerServer(int port = 0) {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
+                             &port_);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
   }

@@ -14,6 +14,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "moeserve/v1/router.grpc.pb.h"
+#include "router/grpc_worker_client.h"
 #include "router/router_server.h"
 #include "tests/unit/router/fake_worker_server.h"
 
@@ -215,6 +216,72 @@ TEST_F(RouterIntegrationTest, ListWorkersReportsRoles) {
   EXPECT_EQ(response.workers(0).address(), worker(0).address());
   EXPECT_EQ(response.workers(0).role(), "prefill");
   EXPECT_EQ(response.workers(1).role(), "decode");
+}
+
+// Discovery through the real resolver: `dns:localhost:PORT` names a decode worker that is not
+// running yet. It is in the pool but unhealthy, so requests fail with a clear UNAVAILABLE; once a
+// worker listens there and a poll reaches it, it serves.
+TEST_F(RouterIntegrationTest, DiscoveredWorkerJoinsWhenItAnswers) {
+  workers_.push_back(std::make_unique<FakeWorkerServer>());  // static prefill worker
+  ASSERT_TRUE(worker(0).ok());
+  int port = 0;
+  {
+    FakeWorkerServer probe;  // a port nobody listens on once the probe is gone
+    ASSERT_TRUE(probe.ok());
+    port = std::stoi(probe.address().substr(probe.address().rfind(':') + 1));
+  }
+  RouterConfig config;
+  config.host = "127.0.0.1";
+  config.relay.prefill.block_tokens = 4;
+  config.relay_threads = 2;
+  config.poll_workers = false;  // the test polls by hand
+  config.prefill = {worker(0).address()};
+  config.decode = {absl::StrCat("dns:localhost:", port)};
+  StartRouter(std::move(config));
+  ASSERT_EQ(router_->registry()->List().size(), 2u);
+  EXPECT_EQ(router_->registry()->List()[1].address(), absl::StrCat("127.0.0.1:", port));
+  EXPECT_FALSE(router_->registry()->List()[1].healthy());
+  Outcome before = Generate(Spec(4, 3));
+  EXPECT_EQ(before.status.code(), absl::StatusCode::kUnavailable) << before.status;
+  EXPECT_NE(before.status.message().find("no eligible decode worker"), absl::string_view::npos)
+      << before.status;
+
+  workers_.push_back(std::make_unique<FakeWorkerServer>(port));
+  ASSERT_TRUE(worker(1).ok());
+  // The channel retries its connection after a backoff (up to 1 s); a poll fails fast until then,
+  // as the background poller's would. Poll until it answers (the bound only stops a broken run).
+  for (int i = 0; i < 3000 && !router_->registry()->List()[1].healthy(); ++i) {
+    router_->registry()->PollOnce();
+    if (!router_->registry()->List()[1].healthy()) absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(router_->registry()->List()[1].healthy());
+  Outcome after = Generate(Spec(4, 3));
+  ASSERT_TRUE(after.status.ok()) << after.status;
+  EXPECT_EQ(after.tokens, FakeSequence(Spec(4, 3)));
+  ASSERT_EQ(worker(1).service().decode_requests().size(), 1u);
+  grpc::ClientContext context;
+  v1::ListWorkersResponse response;
+  ASSERT_TRUE(stub_->ListWorkers(&context, v1::ListWorkersRequest(), &response).ok());
+  ASSERT_EQ(response.workers_size(), 2);
+  EXPECT_EQ(response.workers(1).role(), "decode");
+  EXPECT_TRUE(response.workers(1).healthy());
+}
+
+// Peer channels balance over every address of their target (a replicated service behind one
+// name), where gRPC's default would pin one. Two servers under one target: both get calls.
+TEST(PeerChannelTest, SpreadsCallsOverEveryAddress) {
+  FakeWorkerServer a, b;
+  ASSERT_TRUE(a.ok() && b.ok());
+  WorkerClientPtr client = GrpcWorkerClient::Connect(
+      absl::StrCat("ipv4:", a.address(), ",", b.address()));
+  // Until both connections are up the one that is takes every call; a bound on the count, not on
+  // time, keeps the test from hanging if balancing were off.
+  for (int i = 0; i < 5000 && (a.service().get_load_calls() == 0 ||
+                              b.service().get_load_calls() == 0); ++i) {
+    ASSERT_TRUE(client->GetLoad(CallOptions()).ok());
+  }
+  EXPECT_GT(a.service().get_load_calls(), 0);
+  EXPECT_GT(b.service().get_load_calls(), 0);
 }
 
 TEST_F(RouterIntegrationTest, ShutdownWithARequestInFlightCancelsIt) {
