@@ -150,6 +150,15 @@ BatchInput ParseBatchInput(absl::string_view jsonl, absl::string_view endpoint,
       continue;
     }
     std::string custom_id = j["custom_id"].get<std::string>();
+    // Checked first, so a custom_id is unique over every line that names one, valid or not.
+    if (!seen.insert(custom_id).second) {
+      error("duplicate_custom_id",
+            absl::StrCat("The custom_id '", custom_id,
+                         "' is a duplicate of another request's; custom_id must be unique "
+                         "within a batch."),
+            "custom_id", line_no);
+      continue;
+    }
     if (!j.contains("method") || !j["method"].is_string() || j["method"] != "POST") {
       error(j.contains("method") ? "invalid_method" : "missing_required_parameter",
             j.contains("method") ? "method must be \"POST\""
@@ -173,14 +182,6 @@ BatchInput ParseBatchInput(absl::string_view jsonl, absl::string_view endpoint,
             j.contains("body") ? "body must be a JSON object"
                                : "Missing required parameter: 'body'.",
             "body", line_no);
-      continue;
-    }
-    if (!seen.insert(custom_id).second) {
-      error("duplicate_custom_id",
-            absl::StrCat("The custom_id '", custom_id,
-                         "' is a duplicate of another request's; custom_id must be unique "
-                         "within a batch."),
-            "custom_id", line_no);
       continue;
     }
     out.requests.push_back({line_no, std::move(custom_id),

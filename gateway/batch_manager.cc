@@ -322,14 +322,15 @@ absl::StatusOr<ojson> BatchManager::CreateBatch(const std::string& owner, absl::
                                request->completion_window, now,
                                now + absl::ToInt64Seconds(options_.completion_window),
                                request->metadata.is_null() ? ojson::object() : request->metadata);
+  ojson created = batch->object;  // the runner owns the object from here on
   {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = SaveBatch(*batch); !s.ok()) return s;
     if (absl::Status s = store_->SetAdd(kBatchesIndex, batch->id); !s.ok()) return s;
-    active_.push_back(batch);
+    active_.push_back(std::move(batch));
   }
   Wake();
-  return batch->object;
+  return created;
 }
 
 absl::Status BatchManager::SaveBatch(const Active& batch) {
