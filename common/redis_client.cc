@@ -57,8 +57,8 @@ std::vector<RedisReplyPtr> RedisConnection::Pipeline(const std::vector<RedisComm
       argv.push_back(arg.data());
       argvlen.push_back(arg.size());
     }
-    ok = redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(),
-                                argvlen.data()) == REDIS_OK;
+    ok = redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), argvlen.data()) ==
+         REDIS_OK;
   }
   for (size_t i = 0; ok && i < commands.size(); ++i) {
     void* raw = nullptr;
@@ -81,14 +81,13 @@ absl::StatusOr<RedisReplyPtr> RedisConnection::Run(const RedisCommand& command) 
   int64_t errors = 0;
   std::vector<RedisReplyPtr> replies = Pipeline({command}, &errors);
   if (replies[0] == nullptr) {
-    return absl::UnavailableError(absl::StrCat("redis at ", endpoint_.host, ":", endpoint_.port,
-                                               " is unavailable"));
+    return absl::UnavailableError(
+        absl::StrCat("redis at ", endpoint_.host, ":", endpoint_.port, " is unavailable"));
   }
   if (replies[0]->type == REDIS_REPLY_ERROR) {
-    return absl::InternalError(
-        absl::StrCat("redis ", command.empty() ? "" : command[0], ": ",
-                     replies[0]->str == nullptr ? "" : std::string(replies[0]->str,
-                                                                   replies[0]->len)));
+    return absl::InternalError(absl::StrCat(
+        "redis ", command.empty() ? "" : command[0], ": ",
+        replies[0]->str == nullptr ? "" : std::string(replies[0]->str, replies[0]->len)));
   }
   return std::move(replies[0]);
 }

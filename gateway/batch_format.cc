@@ -14,8 +14,8 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 constexpr BatchStatus kAllStatuses[] = {
-    BatchStatus::kValidating, BatchStatus::kFailed,     BatchStatus::kInProgress,
-    BatchStatus::kFinalizing, BatchStatus::kCompleted,  BatchStatus::kExpired,
+    BatchStatus::kValidating, BatchStatus::kFailed,    BatchStatus::kInProgress,
+    BatchStatus::kFinalizing, BatchStatus::kCompleted, BatchStatus::kExpired,
     BatchStatus::kCancelling, BatchStatus::kCancelled,
 };
 
@@ -117,8 +117,7 @@ absl::Status TransitionBatch(ojson* batch, BatchStatus to, int64_t now) {
   if (!from.ok()) return from.status();
   if (!CanTransition(*from, to)) {
     return absl::FailedPreconditionError(absl::StrCat("batch is ", BatchStatusName(*from),
-                                                      "; it cannot become ",
-                                                      BatchStatusName(to)));
+                                                      "; it cannot become ", BatchStatusName(to)));
   }
   (*batch)["status"] = BatchStatusName(to);
   if (const char* stamp = StampOf(to)) (*batch)[stamp] = now;
@@ -136,7 +135,10 @@ BatchInput ParseBatchInput(absl::string_view jsonl, absl::string_view endpoint,
   for (absl::string_view line : absl::StrSplit(jsonl, '\n')) {
     ++line_no;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    // Ordered: the body is passed on as the client wrote it. Key order matters (a json_schema's
+    // properties are generated in their order); a sorted copy made batch answers differ from
+    // direct ones (found by batch_api).
+    const ojson j = ojson::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
       error("invalid_json_line",
             "This line is not parseable as valid JSON (one JSON object per line).", "", line_no);
@@ -178,15 +180,14 @@ BatchInput ParseBatchInput(absl::string_view jsonl, absl::string_view endpoint,
       continue;
     }
     if (!j.contains("body") || !j["body"].is_object()) {
-      error(j.contains("body") ? "invalid_type" : "missing_required_parameter",
-            j.contains("body") ? "body must be a JSON object"
-                               : "Missing required parameter: 'body'.",
-            "body", line_no);
+      error(
+          j.contains("body") ? "invalid_type" : "missing_required_parameter",
+          j.contains("body") ? "body must be a JSON object" : "Missing required parameter: 'body'.",
+          "body", line_no);
       continue;
     }
     out.requests.push_back({line_no, std::move(custom_id),
-                            j["body"].dump(-1, ' ', false,
-                                           nlohmann::json::error_handler_t::replace)});
+                            j["body"].dump(-1, ' ', false, ojson::error_handler_t::replace)});
   }
   if (out.errors.empty()) {
     if (out.requests.empty()) {
@@ -241,9 +242,15 @@ ojson BatchErrorLine(const std::string& id, const std::string& custom_id, const 
 
 ojson FileObjectJson(const std::string& id, int64_t bytes, int64_t created_at,
                      const std::string& filename, const std::string& purpose) {
-  return {{"id", id},           {"object", "file"},       {"bytes", bytes},
-          {"created_at", created_at}, {"filename", filename}, {"purpose", purpose},
-          {"status", "processed"},    {"expires_at", nullptr}, {"status_details", nullptr}};
+  return {{"id", id},
+          {"object", "file"},
+          {"bytes", bytes},
+          {"created_at", created_at},
+          {"filename", filename},
+          {"purpose", purpose},
+          {"status", "processed"},
+          {"expires_at", nullptr},
+          {"status_details", nullptr}};
 }
 
 ojson NewBatchJson(const std::string& id, const std::string& endpoint,
@@ -287,10 +294,9 @@ absl::StatusOr<BatchCreateRequest> ParseBatchCreateRequest(absl::string_view bod
   out.endpoint = j["endpoint"].get<std::string>();
   out.completion_window = j["completion_window"].get<std::string>();
   if (out.endpoint != "/v1/chat/completions" && out.endpoint != "/v1/completions") {
-    return BadField("endpoint",
-                    absl::StrCat("endpoint '", out.endpoint,
-                                 "' is not supported; use /v1/chat/completions or "
-                                 "/v1/completions"));
+    return BadField("endpoint", absl::StrCat("endpoint '", out.endpoint,
+                                             "' is not supported; use /v1/chat/completions or "
+                                             "/v1/completions"));
   }
   if (out.completion_window != "24h") {
     return BadField("completion_window", "completion_window must be \"24h\"");

@@ -51,10 +51,10 @@ struct BatchRequestLine {
 
 // A line that makes the whole batch fail (OpenAI's "errors" data).
 struct BatchLineError {
-  std::string code;     // invalid_json_line, missing_required_parameter, invalid_url, ...
+  std::string code;  // invalid_json_line, missing_required_parameter, invalid_url, ...
   std::string message;
-  std::string param;    // "" -> null
-  int64_t line = 0;     // 0 -> null (a file-level error)
+  std::string param;  // "" -> null
+  int64_t line = 0;   // 0 -> null (a file-level error)
 };
 
 struct BatchInput {

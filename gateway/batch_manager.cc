@@ -27,13 +27,11 @@ std::string ResultsKey(absl::string_view id) { return absl::StrCat(kBatchPrefix,
 
 // A stored record: who owns it and the OpenAI object.
 std::string RecordText(const std::string& owner, const ojson& object) {
-  return ojson{{"owner", owner}, {"object", object}}.dump(
-      -1, ' ', false, ojson::error_handler_t::replace);
+  return ojson{{"owner", owner}, {"object", object}}.dump(-1, ' ', false,
+                                                          ojson::error_handler_t::replace);
 }
 
-std::string Dump(const ojson& j) {
-  return j.dump(-1, ' ', false, ojson::error_handler_t::replace);
-}
+std::string Dump(const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); }
 
 // Results are stored per custom_id as "1<line>" (a 2xx response) or "0<line>" (an error).
 constexpr char kOk = '1';
@@ -75,11 +73,11 @@ struct BatchManager::Active {
   std::string owner;
   ojson object;
   Endpoint endpoint = Endpoint::kChat;
-  bool loaded = false;                      // lines read from the input file
+  bool loaded = false;  // lines read from the input file
   std::vector<BatchRequestLine> lines;
-  size_t next = 0;                          // the next line to consider
-  std::vector<size_t> retry;                // lines whose result could not be stored
-  absl::flat_hash_set<std::string> done;    // custom_ids with a stored result
+  size_t next = 0;                        // the next line to consider
+  std::vector<size_t> retry;              // lines whose result could not be stored
+  absl::flat_hash_set<std::string> done;  // custom_ids with a stored result
   std::map<std::string, std::shared_ptr<Run>> running;
   bool cancel_requested = false;
   bool expiring = false;
@@ -98,8 +96,8 @@ BatchManager::~BatchManager() { Shutdown(); }
 
 std::string BatchManager::NewId(absl::string_view prefix) {
   absl::MutexLock lock(&id_mu_);
-  return absl::StrCat(prefix, absl::Hex(rng_(), absl::kZeroPad16), absl::Hex(rng_() >> 32,
-                                                                              absl::kZeroPad8));
+  return absl::StrCat(prefix, absl::Hex(rng_(), absl::kZeroPad16),
+                      absl::Hex(rng_() >> 32, absl::kZeroPad8));
 }
 
 int64_t BatchManager::NowSeconds() const { return absl::ToUnixSeconds(clock_->Now()); }
@@ -176,16 +174,15 @@ void BatchManager::Wake() {
 absl::Status BatchManager::PutFile(const std::string& id, const std::string& owner,
                                    const std::string& purpose, const std::string& filename,
                                    const std::string& content) {
-  const ojson object = FileObjectJson(id, static_cast<int64_t>(content.size()), NowSeconds(),
-                                      filename, purpose);
+  const ojson object =
+      FileObjectJson(id, static_cast<int64_t>(content.size()), NowSeconds(), filename, purpose);
   // Content first and the index last: a crash in between leaves no listed file without bytes.
   if (absl::Status s = store_->Set(ContentKey(id), content); !s.ok()) return s;
   if (absl::Status s = store_->Set(FileKey(id), RecordText(owner, object)); !s.ok()) return s;
   return store_->SetAdd(kFilesIndex, id);
 }
 
-absl::StatusOr<ojson> BatchManager::UploadFile(const std::string& owner,
-                                               const std::string& purpose,
+absl::StatusOr<ojson> BatchManager::UploadFile(const std::string& owner, const std::string& purpose,
                                                const std::string& filename, std::string content) {
   if (absl::Status s = CheckUploadPurpose(purpose); !s.ok()) return s;
   if (filename.empty()) {
@@ -208,8 +205,7 @@ absl::StatusOr<ojson> BatchManager::LoadRecord(const std::string& key, const std
                                                absl::string_view what, const std::string& id) {
   absl::StatusOr<std::optional<std::string>> text = store_->Get(key);
   if (!text.ok()) return text.status();
-  const absl::Status missing =
-      absl::NotFoundError(absl::StrCat("No such ", what, " object: ", id));
+  const absl::Status missing = absl::NotFoundError(absl::StrCat("No such ", what, " object: ", id));
   if (!*text) return missing;
   ojson record = ojson::parse(**text, nullptr, false);
   if (record.is_discarded() || !record.contains("object")) {
@@ -243,8 +239,7 @@ absl::StatusOr<ojson> BatchManager::DeleteFile(const std::string& owner, const s
   return ojson{{"id", id}, {"object", "file"}, {"deleted", true}};
 }
 
-absl::StatusOr<ojson> BatchManager::ListObjects(const std::string& index,
-                                                const std::string& prefix,
+absl::StatusOr<ojson> BatchManager::ListObjects(const std::string& index, const std::string& prefix,
                                                 const std::string& owner,
                                                 const std::string& purpose, int64_t limit,
                                                 const std::string& after) {
@@ -290,9 +285,8 @@ absl::StatusOr<ojson> BatchManager::ListObjects(const std::string& index,
   return out;
 }
 
-absl::StatusOr<ojson> BatchManager::ListFiles(const std::string& owner,
-                                              const std::string& purpose, int64_t limit,
-                                              const std::string& after) {
+absl::StatusOr<ojson> BatchManager::ListFiles(const std::string& owner, const std::string& purpose,
+                                              int64_t limit, const std::string& after) {
   if (limit < 1 || limit > 10000) {
     return WithErrorParam(absl::InvalidArgumentError("limit must be in [1, 10000]"), "limit");
   }
@@ -307,10 +301,10 @@ absl::StatusOr<ojson> BatchManager::CreateBatch(const std::string& owner, absl::
   absl::StatusOr<ojson> file = GetFile(owner, request->input_file_id);
   if (!file.ok()) return file.status();
   if ((*file).value("purpose", "") != "batch") {
-    return WithErrorParam(absl::InvalidArgumentError(absl::StrCat(
-                              "file ", request->input_file_id, " has purpose '",
-                              (*file).value("purpose", ""), "', not 'batch'")),
-                          "input_file_id");
+    return WithErrorParam(
+        absl::InvalidArgumentError(absl::StrCat("file ", request->input_file_id, " has purpose '",
+                                                (*file).value("purpose", ""), "', not 'batch'")),
+        "input_file_id");
   }
   auto batch = std::make_shared<Active>();
   batch->id = NewId("batch_");
@@ -318,10 +312,10 @@ absl::StatusOr<ojson> BatchManager::CreateBatch(const std::string& owner, absl::
   batch->endpoint =
       request->endpoint == "/v1/completions" ? Endpoint::kCompletion : Endpoint::kChat;
   const int64_t now = NowSeconds();
-  batch->object = NewBatchJson(batch->id, request->endpoint, request->input_file_id,
-                               request->completion_window, now,
-                               now + absl::ToInt64Seconds(options_.completion_window),
-                               request->metadata.is_null() ? ojson::object() : request->metadata);
+  batch->object =
+      NewBatchJson(batch->id, request->endpoint, request->input_file_id, request->completion_window,
+                   now, now + absl::ToInt64Seconds(options_.completion_window),
+                   request->metadata.is_null() ? ojson::object() : request->metadata);
   ojson created = batch->object;  // the runner owns the object from here on
   {
     absl::MutexLock lock(&mu_);
@@ -364,9 +358,9 @@ absl::StatusOr<ojson> BatchManager::CancelBatch(const std::string& owner, const 
   }
   // Not active: finished (or another gateway's, which this one does not run).
   absl::StatusOr<BatchStatus> status = StatusOf(*stored);
-  return absl::InvalidArgumentError(absl::StrCat(
-      "Cannot cancel a batch with status '",
-      status.ok() ? BatchStatusName(*status) : "unknown", "'."));
+  return absl::InvalidArgumentError(absl::StrCat("Cannot cancel a batch with status '",
+                                                 status.ok() ? BatchStatusName(*status) : "unknown",
+                                                 "'."));
 }
 
 absl::StatusOr<ojson> BatchManager::ListBatches(const std::string& owner, int64_t limit,
@@ -403,8 +397,8 @@ absl::Status BatchManager::LoadLines(Active& batch) {
   absl::StatusOr<std::optional<std::string>> content = store_->Get(ContentKey(file_id));
   if (!content.ok()) return content.status();
   if (!*content) return absl::NotFoundError(absl::StrCat("input file ", file_id, " is gone"));
-  BatchInput input = ParseBatchInput(**content, batch.object.value("endpoint", ""),
-                                     options_.max_requests);
+  BatchInput input =
+      ParseBatchInput(**content, batch.object.value("endpoint", ""), options_.max_requests);
   if (!input.errors.empty()) {
     batch.object["errors"] = BatchErrorsJson(input.errors);
     return absl::InvalidArgumentError("the input file is invalid");
@@ -502,8 +496,8 @@ void BatchManager::Step() {
 
 void BatchManager::StoreResult(Active& batch, const std::string& custom_id, bool ok,
                                const ojson& line) {
-  if (absl::Status s =
-          store_->HashSet(ResultsKey(batch.id), custom_id, absl::StrCat(ok ? "1" : "0", Dump(line)));
+  if (absl::Status s = store_->HashSet(ResultsKey(batch.id), custom_id,
+                                       absl::StrCat(ok ? "1" : "0", Dump(line)));
       !s.ok()) {
     LogLine("W", absl::StrCat("batch ", batch.id, ": cannot store the result of '", custom_id,
                               "' (it runs again): ", s.message()));
@@ -523,8 +517,7 @@ void BatchManager::StoreResult(Active& batch, const std::string& custom_id, bool
 void BatchManager::StartRequest(Active& batch, size_t index) {
   const BatchRequestLine& line = batch.lines[index];
   const std::string line_id = NewId("batch_req_");
-  const std::string request_id =
-      NewId(batch.endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+  const std::string request_id = NewId(batch.endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
   auto fail = [&](const absl::Status& status) {
     const int code = HttpStatusCode(status.code());
     StoreResult(batch, line.custom_id, false,
@@ -662,8 +655,8 @@ void BatchManager::Finalize(Active& batch, BatchStatus final_status) {
   absl::StatusOr<std::map<std::string, std::string>> results =
       store_->HashGetAll(ResultsKey(batch.id));
   if (!results.ok()) {
-    LogLine("W", absl::StrCat("batch ", batch.id, ": cannot finalize yet: ",
-                              results.status().message()));
+    LogLine("W", absl::StrCat("batch ", batch.id,
+                              ": cannot finalize yet: ", results.status().message()));
     return;
   }
   std::string output, errors;
@@ -689,7 +682,7 @@ void BatchManager::Finalize(Active& batch, BatchStatus final_status) {
   auto put = [&](const std::string& content, const char* kind) -> std::optional<std::string> {
     if (content.empty()) return std::nullopt;
     const std::string id = absl::StrCat("file-", suffix, kind);
-    if (absl::Status s = PutFile(id, batch.owner, absl::StrCat("batch_", kind), 
+    if (absl::Status s = PutFile(id, batch.owner, absl::StrCat("batch_", kind),
                                  absl::StrCat(batch.id, "_", kind, ".jsonl"), content);
         !s.ok()) {
       LogLine("W", absl::StrCat("batch ", batch.id, ": ", s.message()));

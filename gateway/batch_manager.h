@@ -25,8 +25,8 @@
 namespace moeserve::gateway {
 
 struct BatchOptions {
-  int concurrency = 2;               // batch requests in flight at once (over all batches)
-  int32_t priority = kMaxPriority;   // the router's queue order: lower first; batches go last
+  int concurrency = 2;              // batch requests in flight at once (over all batches)
+  int32_t priority = kMaxPriority;  // the router's queue order: lower first; batches go last
   size_t max_file_bytes = size_t{100} << 20;  // largest upload (413 beyond)
   size_t max_requests = 50000;                // requests per batch (OpenAI's limit)
   absl::Duration completion_window = absl::Hours(24);

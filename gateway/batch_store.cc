@@ -99,15 +99,13 @@ class RedisBatchStore final : public BatchStore {
     if ((*r)->type != REDIS_REPLY_ARRAY || (*r)->elements != keys.size()) return Unexpected("MGET");
     for (size_t i = 0; i < keys.size(); ++i) {
       const redisReply* e = (*r)->element[i];
-      out.push_back(e->type == REDIS_REPLY_STRING ? std::optional<std::string>(
-                                                        std::string(e->str, e->len))
-                                                  : std::nullopt);
+      out.push_back(e->type == REDIS_REPLY_STRING
+                        ? std::optional<std::string>(std::string(e->str, e->len))
+                        : std::nullopt);
     }
     return out;
   }
-  absl::Status Delete(absl::string_view key) override {
-    return redis_.Run({"DEL", key}).status();
-  }
+  absl::Status Delete(absl::string_view key) override { return redis_.Run({"DEL", key}).status(); }
   absl::Status HashSet(absl::string_view key, absl::string_view field,
                        absl::string_view value) override {
     return redis_.Run({"HSET", key, field, value}).status();

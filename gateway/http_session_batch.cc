@@ -48,8 +48,8 @@ void HttpSession::HandleBatchApi(const Request& request, const std::string& path
     return SendError(absl::NotFoundError("the Batch API is off in this gateway"));
   }
   const std::string owner = principal ? principal->name : "";
-  const auto params = QueryParams(absl::string_view(request.target().data(),
-                                                   request.target().size()));
+  const auto params =
+      QueryParams(absl::string_view(request.target().data(), request.target().size()));
   auto param = [&](const char* name) -> std::string {
     auto it = params.find(name);
     return it == params.end() ? "" : it->second;
@@ -82,8 +82,9 @@ void HttpSession::HandleBatchApi(const Request& request, const std::string& path
   absl::ConsumePrefix(&rest, "/");
   const std::vector<std::string> parts = absl::StrSplit(rest, '/', absl::SkipEmpty());
   if (files) {
-    route_ = parts.empty() ? "/v1/files" : parts.size() == 1 ? "/v1/files/{id}"
-                                                             : "/v1/files/{id}/content";
+    route_ = parts.empty()       ? "/v1/files"
+             : parts.size() == 1 ? "/v1/files/{id}"
+                                 : "/v1/files/{id}/content";
     if (parts.empty()) {
       if (method == http::verb::get) {
         int64_t n = 0;
@@ -136,8 +137,9 @@ void HttpSession::HandleBatchApi(const Request& request, const std::string& path
       return QueueWrite(os.str());
     }
   } else {
-    route_ = parts.empty() ? "/v1/batches" : parts.size() == 1 ? "/v1/batches/{id}"
-                                                               : "/v1/batches/{id}/cancel";
+    route_ = parts.empty()       ? "/v1/batches"
+             : parts.size() == 1 ? "/v1/batches/{id}"
+                                 : "/v1/batches/{id}/cancel";
     if (parts.empty()) {
       if (method == http::verb::get) {
         int64_t n = 0;
@@ -157,8 +159,8 @@ void HttpSession::HandleBatchApi(const Request& request, const std::string& path
     }
   }
   route_ = "other";
-  SendError(absl::NotFoundError(absl::StrCat("no route for ", std::string(request.method_string()),
-                                             " ", path)));
+  SendError(absl::NotFoundError(
+      absl::StrCat("no route for ", std::string(request.method_string()), " ", path)));
 }
 
 }  // namespace moeserve::gateway

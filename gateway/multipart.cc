@@ -81,14 +81,15 @@ absl::StatusOr<std::string> MultipartBoundary(absl::string_view content_type) {
   }
   bool found = false;
   const size_t semi = content_type.find(';');
-  std::string boundary =
-      semi == absl::string_view::npos ? "" : HeaderParam(content_type.substr(semi + 1),
-                                                         "boundary", &found);
+  std::string boundary = semi == absl::string_view::npos
+                             ? ""
+                             : HeaderParam(content_type.substr(semi + 1), "boundary", &found);
   if (!found || boundary.empty()) {
     return absl::InvalidArgumentError("multipart/form-data without a boundary");
   }
   if (boundary.size() > 70 || boundary.back() == ' ') {
-    return absl::InvalidArgumentError("multipart boundary longer than 70 characters or ends in space");
+    return absl::InvalidArgumentError(
+        "multipart boundary longer than 70 characters or ends in space");
   }
   for (char c : boundary) {
     if (!IsBoundaryChar(c)) {

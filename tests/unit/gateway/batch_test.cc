@@ -38,8 +38,7 @@ TEST(MultipartTest, ParsesFieldsAndAFileWithCrlfInside) {
       Form("XyZ", {"Content-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch",
                    "Content-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n"
                    "Content-Type: application/jsonl\r\n\r\n{\"a\":1}\r\n{\"b\":2}\r\n"});
-  absl::StatusOr<std::string> boundary =
-      MultipartBoundary("multipart/form-data; boundary=\"XyZ\"");
+  absl::StatusOr<std::string> boundary = MultipartBoundary("multipart/form-data; boundary=\"XyZ\"");
   ASSERT_TRUE(boundary.ok()) << boundary.status();
   absl::StatusOr<std::vector<FormPart>> parts = ParseMultipart(body, *boundary, {});
   ASSERT_TRUE(parts.ok()) << parts.status();
@@ -57,9 +56,8 @@ TEST(MultipartTest, RejectsBadContentTypesAndBoundaries) {
   EXPECT_FALSE(MultipartBoundary("multipart/form-data").ok());
   EXPECT_FALSE(MultipartBoundary("multipart/form-data; boundary=").ok());
   EXPECT_FALSE(MultipartBoundary("multipart/form-data; boundary=a{b}").ok());
-  EXPECT_FALSE(MultipartBoundary(absl::StrCat("multipart/form-data; boundary=",
-                                              std::string(71, 'a')))
-                   .ok());
+  EXPECT_FALSE(
+      MultipartBoundary(absl::StrCat("multipart/form-data; boundary=", std::string(71, 'a'))).ok());
   EXPECT_TRUE(MultipartBoundary("Multipart/Form-Data; charset=x; boundary=----abc").ok());
 }
 
@@ -67,8 +65,7 @@ TEST(MultipartTest, RejectsBodiesThatDoNotFollowTheBoundary) {
   const std::string good = Form("b", {"Content-Disposition: form-data; name=\"f\"\r\n\r\nx"});
   EXPECT_TRUE(ParseMultipart(good, "b", {}).ok());
   // Another boundary than the header's.
-  EXPECT_EQ(ParseMultipart(good, "other", {}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseMultipart(good, "other", {}).status().code(), absl::StatusCode::kInvalidArgument);
   // No closing boundary (a truncated upload).
   EXPECT_EQ(ParseMultipart("--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nxyz", "b", {})
                 .status()
@@ -78,7 +75,8 @@ TEST(MultipartTest, RejectsBodiesThatDoNotFollowTheBoundary) {
   EXPECT_FALSE(ParseMultipart("--b\r\nContent-Disposition: form-data; name=\"f\"", "b", {}).ok());
   // A part without Content-Disposition, or without a name.
   EXPECT_FALSE(ParseMultipart(Form("b", {"Content-Type: text/plain\r\n\r\nx"}), "b", {}).ok());
-  EXPECT_FALSE(ParseMultipart(Form("b", {"Content-Disposition: form-data\r\n\r\nx"}), "b", {}).ok());
+  EXPECT_FALSE(
+      ParseMultipart(Form("b", {"Content-Disposition: form-data\r\n\r\nx"}), "b", {}).ok());
   EXPECT_FALSE(ParseMultipart(Form("b", {"\r\nx"}), "b", {}).ok());
   EXPECT_FALSE(ParseMultipart("", "b", {}).ok());
 }
@@ -103,18 +101,19 @@ TEST(MultipartTest, AHugePartIsOutOfRangeAndTooManyPartsInvalid) {
 
 std::string Line(const std::string& id, const std::string& url = "/v1/chat/completions",
                  const std::string& body = R"({"model":"m","messages":[]})") {
-  return absl::StrCat(R"({"custom_id":")", id, R"(","method":"POST","url":")", url,
-                      R"(","body":)", body, "}");
+  return absl::StrCat(R"({"custom_id":")", id, R"(","method":"POST","url":")", url, R"(","body":)",
+                      body, "}");
 }
 
 TEST(BatchInputTest, AcceptsValidLinesAndSkipsBlankOnes) {
-  BatchInput in = ParseBatchInput(absl::StrCat(Line("a"), "\n\n", Line("b"), "\n"),
-                                  "/v1/chat/completions", 10);
+  BatchInput in =
+      ParseBatchInput(absl::StrCat(Line("a"), "\n\n", Line("b"), "\n"), "/v1/chat/completions", 10);
   EXPECT_TRUE(in.errors.empty());
   ASSERT_EQ(in.requests.size(), 2u);
   EXPECT_EQ(in.requests[1].custom_id, "b");
   EXPECT_EQ(in.requests[1].line, 3);
-  EXPECT_EQ(in.requests[0].body, R"({"messages":[],"model":"m"})");
+  // The body as written: key order kept (a schema's properties are generated in their order).
+  EXPECT_EQ(in.requests[0].body, R"({"model":"m","messages":[]})");
 }
 
 TEST(BatchInputTest, NamesEveryBadLine) {
@@ -142,8 +141,8 @@ TEST(BatchInputTest, NamesEveryBadLine) {
 
 TEST(BatchInputTest, ABodyTheApiWouldRefuseIsNotALineError) {
   // A bad temperature is the request's own 400, in the error file, as OpenAI does.
-  BatchInput in = ParseBatchInput(
-      Line("a", "/v1/chat/completions", R"({"temperature":"hot"})"), "/v1/chat/completions", 10);
+  BatchInput in = ParseBatchInput(Line("a", "/v1/chat/completions", R"({"temperature":"hot"})"),
+                                  "/v1/chat/completions", 10);
   EXPECT_TRUE(in.errors.empty());
   EXPECT_EQ(in.requests.size(), 1u);
 }
@@ -179,8 +178,8 @@ TEST(BatchStateTest, FollowsOpenAisLifecycleAndStampsTimes) {
   ASSERT_TRUE(TransitionBatch(&b, BatchStatus::kFinalizing, 103).ok());
   ASSERT_TRUE(TransitionBatch(&b, BatchStatus::kCompleted, 104).ok());
   EXPECT_EQ(b["completed_at"], 104);
-  for (BatchStatus to : {BatchStatus::kCancelling, BatchStatus::kInProgress,
-                         BatchStatus::kFailed, BatchStatus::kExpired}) {
+  for (BatchStatus to : {BatchStatus::kCancelling, BatchStatus::kInProgress, BatchStatus::kFailed,
+                         BatchStatus::kExpired}) {
     EXPECT_FALSE(TransitionBatch(&b, to, 105).ok()) << BatchStatusName(to);
   }
   EXPECT_TRUE(CanTransition(BatchStatus::kValidating, BatchStatus::kFailed));
@@ -198,13 +197,11 @@ TEST(BatchStateTest, FollowsOpenAisLifecycleAndStampsTimes) {
 
 TEST(BatchFormatTest, OutputAndErrorLinesHaveOpenAisShape) {
   const ojson ok = BatchResponseLine("batch_req_1", "c1", 200, "chatcmpl-1", R"({"x":1})");
-  EXPECT_EQ(ok.dump(),
-            R"({"id":"batch_req_1","custom_id":"c1","response":{"status_code":200,)"
-            R"("request_id":"chatcmpl-1","body":{"x":1}},"error":null})");
+  EXPECT_EQ(ok.dump(), R"({"id":"batch_req_1","custom_id":"c1","response":{"status_code":200,)"
+                       R"("request_id":"chatcmpl-1","body":{"x":1}},"error":null})");
   const ojson expired = BatchErrorLine("batch_req_2", "c2", "batch_expired", "late");
-  EXPECT_EQ(expired.dump(),
-            R"({"id":"batch_req_2","custom_id":"c2","response":null,)"
-            R"("error":{"code":"batch_expired","message":"late"}})");
+  EXPECT_EQ(expired.dump(), R"({"id":"batch_req_2","custom_id":"c2","response":null,)"
+                            R"("error":{"code":"batch_expired","message":"late"}})");
 }
 
 TEST(BatchFormatTest, CreateRequestIsChecked) {
@@ -366,8 +363,7 @@ TEST_F(BatchManagerTest, RunsEveryRequestAtBatchPriorityAndWritesOutputAndErrorF
                         "\n"));
   const std::string id = Create(*m, file, "/v1/chat/completions");
   const ojson done = WaitFor(*m, id, "completed");
-  EXPECT_EQ(done["request_counts"],
-            ojson({{"total", 3}, {"completed", 2}, {"failed", 1}}));
+  EXPECT_EQ(done["request_counts"], ojson({{"total", 3}, {"completed", 2}, {"failed", 1}}));
   for (const char* stamp : {"in_progress_at", "finalizing_at", "completed_at"}) {
     EXPECT_TRUE(done[stamp].is_number()) << stamp;
   }
@@ -409,11 +405,11 @@ TEST_F(BatchManagerTest, CancelStopsRequestsInFlightAndKeepsWhatCompleted) {
   auto m = NewManager(&backend, 1);
   // The first request completes; the second holds (max_tokens 77) until cancelled.
   const std::string file = Upload(
-      *m, absl::StrJoin({Line("a", "/v1/completions", R"({"model":"tiny","prompt":"a"})"),
-                         Line("b", "/v1/completions",
-                              R"({"model":"tiny","prompt":"b","max_tokens":77})"),
-                         Line("c", "/v1/completions", R"({"model":"tiny","prompt":"c"})")},
-                        "\n"));
+      *m, absl::StrJoin(
+              {Line("a", "/v1/completions", R"({"model":"tiny","prompt":"a"})"),
+               Line("b", "/v1/completions", R"({"model":"tiny","prompt":"b","max_tokens":77})"),
+               Line("c", "/v1/completions", R"({"model":"tiny","prompt":"c"})")},
+              "\n"));
   const std::string id = Create(*m, file, "/v1/completions");
   for (int i = 0; i < 2000 && backend.requests().size() < 2; ++i) {
     absl::SleepFor(absl::Milliseconds(5));
@@ -436,11 +432,11 @@ TEST_F(BatchManagerTest, ARestartResumesWithoutRunningAnsweredRequestsAgain) {
   {
     auto m = NewManager(&first, 1);
     const std::string file = Upload(
-        *m, absl::StrJoin({Line("a", "/v1/completions", R"({"model":"tiny","prompt":"a"})"),
-                           Line("b", "/v1/completions",
-                                R"({"model":"tiny","prompt":"b","max_tokens":77})"),
-                           Line("c", "/v1/completions", R"({"model":"tiny","prompt":"c"})")},
-                          "\n"));
+        *m, absl::StrJoin(
+                {Line("a", "/v1/completions", R"({"model":"tiny","prompt":"a"})"),
+                 Line("b", "/v1/completions", R"({"model":"tiny","prompt":"b","max_tokens":77})"),
+                 Line("c", "/v1/completions", R"({"model":"tiny","prompt":"c"})")},
+                "\n"));
     id = Create(*m, file, "/v1/completions");
     for (int i = 0; i < 2000 && first.requests().size() < 2; ++i) {
       absl::SleepFor(absl::Milliseconds(5));
