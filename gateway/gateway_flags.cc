@@ -83,6 +83,33 @@ absl::StatusOr<GatewayConfig> ParseFlags(const std::vector<std::string>& args) {
       (name == "stream-resume-max-bytes" ? config.stream_resume.max_stream_bytes
                                          : config.stream_resume.max_detached) =
           static_cast<size_t>(*n);
+    } else if (name == "redis") {
+      absl::StatusOr<std::vector<RedisEndpoint>> endpoints = ParseRedisEndpoints(value);
+      if (!endpoints.ok()) return endpoints.status();
+      if (endpoints->size() != 1) {
+        return absl::InvalidArgumentError("--redis takes one HOST:PORT (the Batch API's store)");
+      }
+      config.redis = endpoints->front();
+    } else if (name == "batch-concurrency" || name == "batch-max-file-mb" ||
+               name == "batch-max-requests") {
+      absl::StatusOr<int64_t> n = Count(name, value, name == "batch-concurrency" ? 1024 : 1 << 20);
+      if (!n.ok()) return n.status();
+      if (*n == 0) return absl::InvalidArgumentError(absl::StrCat("--", name, " must be > 0"));
+      if (name == "batch-concurrency") {
+        config.batch.concurrency = static_cast<int>(*n);
+      } else if (name == "batch-max-file-mb") {
+        config.batch.max_file_bytes = static_cast<size_t>(*n) << 20;
+      } else {
+        config.batch.max_requests = static_cast<size_t>(*n);
+      }
+    } else if (name == "batch-priority") {
+      int64_t p = 0;
+      if (!absl::SimpleAtoi(value, &p) || p < -kMaxPriority || p > kMaxPriority) {
+        return absl::InvalidArgumentError(absl::StrCat("--batch-priority: '", value,
+                                                       "' is not a number in [-", kMaxPriority,
+                                                       ", ", kMaxPriority, "]"));
+      }
+      config.batch.priority = static_cast<int32_t>(p);
     } else if (name != "port" && name != "grpc-port" && name != "metrics-port" &&
                name != "http-threads" &&
                name != "max-tokens-default" && name != "router-timeout-s") {

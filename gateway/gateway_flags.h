@@ -15,7 +15,9 @@ inline constexpr char kGatewayUsage[] =
     "         [--router-timeout-s N] [--price-table FILE] [--metrics-port N]\n"
     "         [--reject-logprobs-for-reasoner] [--api-keys FILE] [--sse-keepalive-s SECONDS]\n"
     "         [--drain-timeout-s N] [--stream-resume-grace-s SECONDS]\n"
-    "         [--stream-resume-max-bytes N] [--stream-resume-max-detached N]\n";
+    "         [--stream-resume-max-bytes N] [--stream-resume-max-detached N]\n"
+    "         [--redis HOST:PORT] [--batch-concurrency N] [--batch-priority N]\n"
+    "         [--batch-max-file-mb N] [--batch-max-requests N]\n";
 
 // Parses the flags (without argv[0]); `--name value` and `--name=value` both work.
 // INVALID_ARGUMENT naming the bad flag.

@@ -73,6 +73,19 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
     server->backend_ = server->owned_backend_.get();
   }
 
+  BatchStorePtr batch_store = config.redis ? NewRedisBatchStore(*config.redis, &server->clock_)
+                                           : NewMemoryBatchStore();
+  server->batches_ = std::make_unique<BatchManager>(std::move(batch_store), server->model_.get(),
+                                                    server->backend_, &server->clock_,
+                                                    config.batch);
+  if (absl::Status s = server->batches_->Start(); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("batch API store: ", s.message()));
+  }
+  if (!config.redis) {
+    LogLine("W", "batch API: files and batches are kept in memory (no --redis); they do not "
+                 "survive a restart");
+  }
+
   server->service_ =
       std::make_unique<InferenceService>(server->model_.get(), server->backend_, &server->calls_,
                                          server->metrics_.get(), server->keys_.get());
@@ -95,7 +108,8 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
       HttpServer::Create(http, SessionContext{server->model_.get(), server->backend_,
                                               &server->calls_, server->prices_.get(),
                                               server->metrics_.get(), server->keys_.get(),
-                                              config.sse_keepalive, server->streams_.get()});
+                                              config.sse_keepalive, server->streams_.get(),
+                                              server->batches_.get()});
   if (!http_server.ok()) return http_server.status();
   server->http_ = std::move(*http_server);
   return server;
@@ -123,6 +137,8 @@ void GatewayServer::Shutdown() {
     grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   }
   if (http_ != nullptr) http_->Shutdown();
+  // Batch requests in flight are cancelled, not stored: they run again after a restart.
+  if (batches_ != nullptr) batches_->Shutdown();
   calls_.CancelAllAndWait(absl::Seconds(10));
 }
 

@@ -9,6 +9,8 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "gateway/api_keys.h"
+#include "gateway/batch_manager.h"
+#include "common/redis_client.h"
 #include "gateway/call_registry.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/generation_backend.h"
@@ -41,6 +43,9 @@ struct GatewayConfig {
   absl::Duration sse_keepalive = absl::Seconds(10);
   // Resumable streams (--stream-resume-grace-s, ...); grace zero: a disconnect cancels at once.
   StreamResumeOptions stream_resume;
+  // The Batch API's store: Redis at this address (durable); none: process memory (lost on exit).
+  std::optional<RedisEndpoint> redis;
+  BatchOptions batch;  // --batch-concurrency, --batch-priority, --batch-max-file-mb, ...
   // Not owned; null: a RouterBackend to router_address. Tests inject a fake.
   GenerationBackend* backend = nullptr;
 };
@@ -65,6 +70,7 @@ class GatewayServer {
   GatewayMetrics& metrics() { return *metrics_; }
   const ModelContext& model() const { return *model_; }
   const PriceTable& prices() const { return *prices_; }
+  BatchManager& batches() { return *batches_; }
   // Graceful drain: health NOT_SERVING, /readyz 503, new requests UNAVAILABLE / 503; the
   // requests in flight go on. Idle() is true once every accepted response is complete.
   void StartDrain();
@@ -84,6 +90,7 @@ class GatewayServer {
   GenerationBackend* backend_ = nullptr;
   CallRegistry calls_;
   std::unique_ptr<StreamRegistry> streams_;
+  std::unique_ptr<BatchManager> batches_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> grpc_;
   std::unique_ptr<HttpServer> http_;

@@ -33,10 +33,16 @@ std::string ChunkFrame(absl::string_view data) {
   return absl::StrCat(absl::Hex(data.size()), "\r\n", data, "\r\n");
 }
 
+// The Batch API: /v1/files[/...] and /v1/batches[/...].
+bool IsBatchApiPath(absl::string_view path) {
+  return path == "/v1/files" || absl::StartsWith(path, "/v1/files/") || path == "/v1/batches" ||
+         absl::StartsWith(path, "/v1/batches/");
+}
+
 // Routes that need an API key when keys are on (the page, /health and /v1/prices stay open).
 bool NeedsKey(absl::string_view path) {
   return path == "/v1/models" || path == "/v1/chat/completions" || path == "/v1/completions" ||
-         path == "/admin/usage";
+         path == "/admin/usage" || IsBatchApiPath(path);
 }
 
 // A resumable stream's URL: /v1/chat/completions/{id}/stream (GET, resume) or .../cancel
@@ -98,6 +104,15 @@ void HttpSession::OnHeader(beast::error_code ec) {
                      [self](beast::error_code e, size_t) { self->OnRead(e); });
   };
   if (parser_->is_done()) return OnRead(ec);
+  // File uploads may be larger than other requests: up to the Batch API's file limit (plus room
+  // for the multipart framing and the other fields).
+  if (context_.batches != nullptr &&
+      absl::StartsWith(absl::string_view(parser_->get().target().data(),
+                                         parser_->get().target().size()),
+                       "/v1/files")) {
+    parser_->body_limit(std::max<uint64_t>(kMaxBodyBytes,
+                                           context_.batches->options().max_file_bytes + 65536));
+  }
   if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
     auto line = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
     asio::async_write(stream_, asio::buffer(*line),
@@ -113,9 +128,15 @@ void HttpSession::OnHeader(beast::error_code ec) {
 void HttpSession::OnRead(beast::error_code ec) {
   if (ec == http::error::body_limit) {
     keep_alive_ = false;
-    SendError(
-        absl::InvalidArgumentError(absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes")),
-        413);
+    const bool upload = context_.batches != nullptr && parser_ &&
+                        absl::StartsWith(absl::string_view(parser_->get().target().data(),
+                                                           parser_->get().target().size()),
+                                         "/v1/files");
+    SendError(absl::InvalidArgumentError(absl::StrCat(
+                  "request body exceeds ",
+                  upload ? context_.batches->options().max_file_bytes + 65536 : kMaxBodyBytes,
+                  " bytes", upload ? " (the file limit is --batch-max-file-mb)" : "")),
+              413);
     return;
   }
   if (ec == http::error::end_of_stream || ec) {
@@ -153,6 +174,7 @@ void HttpSession::Handle(Request request) {
     principal = *std::move(p);
   }
   if (path == "/admin/usage") return HandleAdminUsage(principal, method);
+  if (IsBatchApiPath(path)) return HandleBatchApi(request, path, principal);
   route_ = path == "/health" || path == "/healthz" || path == "/readyz" ||
                    path == "/v1/models" || path == "/v1/prices" ||
                    path == "/v1/chat/completions" || path == "/v1/completions"

@@ -96,6 +96,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void OnSuperseded(uint64_t seq);
   void OnReaderFrame(uint64_t seq, std::string frame);
   void OnReaderEnd(uint64_t seq);
+  // /v1/files and /v1/batches (http_session_batch.cc).
+  void HandleBatchApi(const Request& request, const std::string& path,
+                      const std::optional<Principal>& principal);
   void HandleAdminUsage(const std::optional<Principal>& principal, boost::beast::http::verb method);
   // `retry_after_s` > 0 adds a Retry-After header (every 429 has one; see SendError).
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,

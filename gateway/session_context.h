@@ -3,6 +3,7 @@
 
 #include "absl/time/time.h"
 #include "gateway/api_keys.h"
+#include "gateway/batch_manager.h"
 #include "gateway/call_registry.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/generation_backend.h"
@@ -23,6 +24,7 @@ struct SessionContext {
   // A streaming response with no token yet gets an SSE comment this often (zero: never).
   absl::Duration sse_keepalive = absl::ZeroDuration();
   StreamRegistry* streams = nullptr;  // null: streams are not resumable
+  BatchManager* batches = nullptr;    // null: no Batch API (/v1/files, /v1/batches 404)
 };
 
 }  // namespace moeserve::gateway

@@ -1,103 +1,32 @@
 #include "kvcache/redis_block_store.h"
 
 #include <hiredis/hiredis.h>
-#include <signal.h>
 
 #include <memory>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 
 namespace moeserve::kvcache {
 namespace {
 
-using ReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
-using ContextPtr = std::unique_ptr<redisContext, decltype(&redisFree)>;
+using ReplyPtr = RedisReplyPtr;
+using Command = RedisCommand;
 
-// One Redis command: its arguments (not owned).
-using Command = std::vector<absl::string_view>;
-
-// One endpoint and its connection.
-class RedisShard {
- public:
-  RedisShard(RedisEndpoint endpoint, const RedisStoreOptions* options, const Clock* clock)
-      : endpoint_(std::move(endpoint)), options_(options), clock_(clock) {}
-
-  // Sends `commands` in one pipeline and returns one reply per command; nullptr where the
-  // endpoint failed (then the connection is dropped and `*errors` counts the failure).
-  std::vector<ReplyPtr> Pipeline(const std::vector<Command>& commands, int64_t* errors) {
-    std::vector<ReplyPtr> replies;
-    replies.reserve(commands.size());
-    absl::MutexLock lock(&mu_);
-    const bool connected = EnsureConnected();
-    bool ok = connected;
-    for (size_t i = 0; ok && i < commands.size(); ++i) {
-      std::vector<const char*> argv;
-      std::vector<size_t> argvlen;
-      for (absl::string_view arg : commands[i]) {
-        argv.push_back(arg.data());
-        argvlen.push_back(arg.size());
-      }
-      ok = redisAppendCommandArgv(ctx_.get(), static_cast<int>(argv.size()), argv.data(),
-                                  argvlen.data()) == REDIS_OK;
-    }
-    for (size_t i = 0; ok && i < commands.size(); ++i) {
-      void* raw = nullptr;
-      ok = redisGetReply(ctx_.get(), &raw) == REDIS_OK && raw != nullptr;
-      if (ok) replies.emplace_back(static_cast<redisReply*>(raw), &freeReplyObject);
-    }
-    if (!ok) {
-      ++*errors;
-      // Only a failure on a live connection restarts the backoff. A call refused while backing
-      // off must not push the next attempt further out: under steady load (a call every few
-      // milliseconds) that kept the store from ever reconnecting after a Redis restart (found by
-      // tests/integration/resilience/test_chaos.py).
-      if (connected) Disconnect();
-    }
-    while (replies.size() < commands.size()) replies.emplace_back(nullptr, &freeReplyObject);
-    return replies;
-  }
-
- private:
-  bool EnsureConnected() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (ctx_ != nullptr) return true;
-    if (clock_->Now() < next_attempt_) return false;
-    ContextPtr ctx(redisConnectWithTimeout(endpoint_.host.c_str(), endpoint_.port,
-                                           absl::ToTimeval(options_->connect_timeout)),
-                   &redisFree);
-    if (ctx == nullptr || ctx->err != 0) {
-      next_attempt_ = clock_->Now() + options_->reconnect_backoff;
-      return false;
-    }
-    if (redisSetTimeout(ctx.get(), absl::ToTimeval(options_->io_timeout)) != REDIS_OK) {
-      next_attempt_ = clock_->Now() + options_->reconnect_backoff;
-      return false;
-    }
-    redisEnableKeepAlive(ctx.get());
-    ctx_ = std::move(ctx);
-    return true;
-  }
-
-  void Disconnect() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ctx_.reset();
-    next_attempt_ = clock_->Now() + options_->reconnect_backoff;
-  }
-
-  const RedisEndpoint endpoint_;
-  const RedisStoreOptions* const options_;
-  const Clock* const clock_;
-  absl::Mutex mu_;
-  ContextPtr ctx_ ABSL_GUARDED_BY(mu_){nullptr, &redisFree};
-  absl::Time next_attempt_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-};
+RedisConnectionOptions ConnectionOptions(const RedisStoreOptions& options) {
+  RedisConnectionOptions out;
+  out.connect_timeout = options.connect_timeout;
+  out.io_timeout = options.io_timeout;
+  out.reconnect_backoff = options.reconnect_backoff;
+  return out;
+}
 
 class RedisBlockStore final : public BlockStore {
  public:
   RedisBlockStore(RedisStoreOptions options, const Clock* clock) : options_(std::move(options)) {
     for (const RedisEndpoint& endpoint : options_.endpoints) {
-      shards_.push_back(std::make_unique<RedisShard>(endpoint, &options_, clock));
+      shards_.push_back(
+          std::make_unique<RedisConnection>(endpoint, ConnectionOptions(options_), clock));
     }
   }
 
@@ -209,31 +138,12 @@ class RedisBlockStore final : public BlockStore {
   }
 
   const RedisStoreOptions options_;
-  std::vector<std::unique_ptr<RedisShard>> shards_;
+  std::vector<std::unique_ptr<RedisConnection>> shards_;
   mutable absl::Mutex mu_;
   int64_t errors_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace
-
-absl::StatusOr<std::vector<RedisEndpoint>> ParseRedisEndpoints(absl::string_view spec) {
-  std::vector<RedisEndpoint> endpoints;
-  for (absl::string_view part : absl::StrSplit(spec, ',')) {
-    const size_t colon = part.rfind(':');
-    if (colon == absl::string_view::npos || colon == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("redis endpoint '", part, "' is not host:port"));
-    }
-    RedisEndpoint endpoint;
-    endpoint.host = std::string(part.substr(0, colon));
-    if (!absl::SimpleAtoi(part.substr(colon + 1), &endpoint.port) || endpoint.port <= 0 ||
-        endpoint.port > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat("redis endpoint '", part, "' has a bad port"));
-    }
-    endpoints.push_back(std::move(endpoint));
-  }
-  return endpoints;
-}
 
 std::string RedisBlockKey(absl::string_view key_prefix, const BlockHash& hash) {
   return absl::StrCat(key_prefix, hash.ToHex());
@@ -247,7 +157,6 @@ absl::StatusOr<BlockStorePtr> NewRedisBlockStore(RedisStoreOptions options, cons
   if (options.endpoints.empty()) {
     return absl::InvalidArgumentError("redis block store needs at least one endpoint");
   }
-  signal(SIGPIPE, SIG_IGN);
   return BlockStorePtr(std::make_unique<RedisBlockStore>(std::move(options), clock));
 }
 

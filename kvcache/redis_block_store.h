@@ -8,14 +8,14 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/redis_client.h"
 #include "kvcache/block_store.h"
 
 namespace moeserve::kvcache {
 
-struct RedisEndpoint {
-  std::string host;
-  int port = 0;
-};
+// The endpoint type and its parser are shared with the gateway's Batch API (common/redis_client.h).
+using ::moeserve::ParseRedisEndpoints;
+using ::moeserve::RedisEndpoint;
 
 struct RedisStoreOptions {
   std::vector<RedisEndpoint> endpoints;  // blocks are sharded over these by hash
@@ -27,9 +27,6 @@ struct RedisStoreOptions {
   // every call.
   absl::Duration reconnect_backoff = absl::Milliseconds(200);
 };
-
-// "host:port[,host:port...]". INVALID_ARGUMENT on an empty list, a missing host or a bad port.
-absl::StatusOr<std::vector<RedisEndpoint>> ParseRedisEndpoints(absl::string_view spec);
 
 // The Redis key of a block: key_prefix + 32 hex digits.
 std::string RedisBlockKey(absl::string_view key_prefix, const BlockHash& hash);

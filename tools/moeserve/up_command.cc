@@ -1,4 +1,5 @@
-// moeserve up: a whole cluster on loopback. Starts a private redis-server, the KV-cache service,
+// moeserve up: a whole cluster on loopback. Starts a private redis-server for the KV cache and
+// another for the gateway's Batch API (durable: no eviction, append-only file), the KV-cache service,
 // the expert shards, prefill and decode workers, the router and the gateway (each a separate
 // process from the binaries beside this one), waits until every one accepts connections, prints
 // the URL, and on SIGINT/SIGTERM stops every process it started. With --restart-delay-s it also
@@ -135,6 +136,7 @@ struct UpOptions {
   std::string price_table;  // passed to the gateway when set
   std::string api_keys;     // likewise
   std::string stream_resume_grace_s;  // likewise (--stream-resume-grace-s)
+  std::string batch_concurrency;      // likewise (--batch-concurrency)
   int64_t drain_s = 5;       // --drain-timeout-s of every service (and of the stop)
   int64_t relay_threads = 64, max_queue = 512;  // the router's
   std::string placement;       // expert placement spec for shards and workers ("" = theirs)
@@ -162,7 +164,7 @@ absl::Status Up(const UpOptions& o) {
   nlohmann::json metrics = nlohmann::json::array();
   auto start = [&](const std::string& name, std::vector<std::string> argv,
                    int port) -> absl::Status {
-    if (name != "redis") {
+    if (name != "redis" && name != "redis-batch") {
       argv.push_back("--drain-timeout-s");
       argv.push_back(std::to_string(o.drain_s));
       MOESERVE_ASSIGN_OR_RETURN(int metrics_port, FreeLoopbackPort());
@@ -184,6 +186,17 @@ absl::Status Up(const UpOptions& o) {
                   "--save", "", "--appendonly", "no", "--maxmemory", "512mb",
                   "--maxmemory-policy", "allkeys-lru", "--dir", run_dir},
         redis_port));
+    MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 30));
+    // The Batch API's files and batches: a Redis of their own, because the KV cache's evicts
+    // (allkeys-lru) and keeps nothing on disk, while a batch must survive both memory pressure
+    // and a Redis restart.
+    MOESERVE_ASSIGN_OR_RETURN(int batch_redis_port, FreeLoopbackPort());
+    MOESERVE_RETURN_IF_ERROR(start(
+        "redis-batch",
+        {"redis-server", "--port", std::to_string(batch_redis_port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+         "--appendfilename", "batch.aof", "--maxmemory-policy", "noeviction", "--dir", run_dir},
+        batch_redis_port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 30));
     MOESERVE_ASSIGN_OR_RETURN(int kv_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
@@ -241,7 +254,12 @@ absl::Status Up(const UpOptions& o) {
     std::vector<std::string> gateway_argv = {
         bin + "/moeserve-gateway", "--model", o.model, "--port", std::to_string(o.port),
         "--grpc-port", std::to_string(grpc_port), "--router",
-        absl::StrCat("127.0.0.1:", router_port)};
+        absl::StrCat("127.0.0.1:", router_port), "--redis",
+        absl::StrCat("127.0.0.1:", batch_redis_port)};
+    if (!o.batch_concurrency.empty()) {
+      gateway_argv.push_back("--batch-concurrency");
+      gateway_argv.push_back(o.batch_concurrency);
+    }
     if (!o.price_table.empty()) {
       gateway_argv.push_back("--price-table");
       gateway_argv.push_back(o.price_table);
@@ -266,6 +284,7 @@ absl::Status Up(const UpOptions& o) {
                              {"router", absl::StrCat("127.0.0.1:", router_port)},
                              {"kvcache", absl::StrCat("127.0.0.1:", kv_port)},
                              {"redis", absl::StrCat("127.0.0.1:", redis_port)},
+                             {"batch_redis", absl::StrCat("127.0.0.1:", batch_redis_port)},
                              {"prefill", prefill_addrs},
                              {"decode", decode_addrs},
                              {"expert_shards", shard_addrs},
@@ -331,7 +350,7 @@ int RunUp(const std::vector<std::string>& args) {
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
              "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys", "drain-timeout-s",
              "relay-threads", "max-queue", "placement", "restart-delay-s",
-             "stream-resume-grace-s"},
+             "stream-resume-grace-s", "batch-concurrency"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -345,6 +364,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.api_keys = f->Get("api-keys").value_or("");
   o.placement = f->Get("placement").value_or("");
   o.stream_resume_grace_s = f->Get("stream-resume-grace-s").value_or("");
+  o.batch_concurrency = f->Get("batch-concurrency").value_or("");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {

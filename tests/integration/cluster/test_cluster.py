@@ -373,7 +373,11 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
                   f"with a prefill worker killed every request still succeeds: {[st for st, _ in outs]}")
 
             # Kill Redis: the KV cache misses and everything is recomputed, nothing fails.
-            redis = [pid for pid, cmd in children_of(cluster.pid) if "redis-server" in cmd]
+            # The KV cache's Redis, not the Batch API's (`redis-batch`, another port).
+            kv_redis_port = info["redis"].rsplit(":", 1)[1]
+            redis = [pid for pid, cmd in children_of(cluster.pid)
+                     if "redis-server" in cmd and f":{kv_redis_port}" in cmd]
+            check(len(redis) == 1, f"the KV cache's Redis found among up's children: {redis}")
             os.kill(redis[0], signal.SIGKILL)
             st3, b3 = post(port, "/v1/completions", {"model": name, "prompt": "The quick brown fox",
                                                       "max_tokens": 16, "temperature": 0})

@@ -73,6 +73,37 @@ TEST(GatewayFlagsTest, StreamResume) {
   EXPECT_EQ(c->stream_resume.grace, absl::ZeroDuration());  // resuming off
 }
 
+TEST(GatewayFlagsTest, BatchApi) {
+  absl::StatusOr<GatewayConfig> c = ParseFlags({"--model", "m", "--router", "r:1"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->redis.has_value());  // in memory
+  EXPECT_EQ(c->batch.concurrency, 2);
+  EXPECT_EQ(c->batch.priority, kMaxPriority);
+  c = ParseFlags({"--model", "m", "--router", "r:1", "--redis", "127.0.0.1:6380",
+                  "--batch-concurrency", "4", "--batch-priority=-5", "--batch-max-file-mb", "2",
+                  "--batch-max-requests", "10"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->redis.has_value());
+  EXPECT_EQ(c->redis->host, "127.0.0.1");
+  EXPECT_EQ(c->redis->port, 6380);
+  EXPECT_EQ(c->batch.concurrency, 4);
+  EXPECT_EQ(c->batch.priority, -5);
+  EXPECT_EQ(c->batch.max_file_bytes, size_t{2} << 20);
+  EXPECT_EQ(c->batch.max_requests, 10u);
+  for (const std::vector<std::string>& bad :
+       std::vector<std::vector<std::string>>{{"--redis", "nohost"},
+                                             {"--redis", "a:1,b:2"},
+                                             {"--redis", "h:99999"},
+                                             {"--batch-concurrency", "0"},
+                                             {"--batch-concurrency", "two"},
+                                             {"--batch-priority", "1001"},
+                                             {"--batch-max-file-mb", "-1"}}) {
+    std::vector<std::string> args = {"--model", "m", "--router", "r:1"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    EXPECT_FALSE(ParseFlags(args).ok()) << bad[0] << " " << bad[1];
+  }
+}
+
 TEST(GatewayFlagsTest, RejectsBadFlags) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--router", "r:1"}, "--model"},
