@@ -177,6 +177,15 @@ absl::StatusOr<Principal> ApiKeyStore::Authenticate(absl::string_view authorizat
   return Principal{static_cast<int>(it->second), key.name, tier.name, tier.priority, key.admin};
 }
 
+absl::StatusOr<Principal> ApiKeyStore::Named(absl::string_view name) const {
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    if (keys_[i].name != name) continue;
+    const KeyTier& tier = tiers_[keys_[i].tier];
+    return Principal{static_cast<int>(i), keys_[i].name, tier.name, tier.priority, keys_[i].admin};
+  }
+  return absl::NotFoundError(absl::StrCat("no API key is named '", name, "'"));
+}
+
 void ApiKeyStore::Expire(State& s, absl::Time now) const {
   while (!s.minute_requests.empty() && s.minute_requests.front() + kMinute <= now) {
     s.minute_requests.pop_front();

@@ -84,6 +84,10 @@ class ApiKeyStore {
   // token, or unknown.
   absl::StatusOr<Principal> Authenticate(absl::string_view authorization) const;
 
+  // The principal of the key named `name` (objects such as batches store their owner's name);
+  // NOT_FOUND when no key has it (the keys file changed since).
+  absl::StatusOr<Principal> Named(absl::string_view name) const;
+
   // Admits one request against the key's quotas and counts it; RESOURCE_EXHAUSTED with code
   // rate_limit_exceeded and a retry-after (RetryAfterSeconds) when a quota is used up (the
   // refusal is counted in rate_limited, not against the quotas).

@@ -646,6 +646,7 @@ void BatchManager::OnRunDone(const std::shared_ptr<Run>& run) {
     }
     results.push_back({std::move(run->texts[i]), run->outputs[i].finish_reason()});
   }
+  if (options_.on_usage) options_.on_usage(batch.owner, usage);
   StoreResult(batch, run->custom_id, true,
               BatchResponseLine(run->line_id, run->custom_id, 200, run->meta.id,
                                 DumpJson(CompletionResponseJson(run->meta, results, usage))));

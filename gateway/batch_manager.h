@@ -2,6 +2,7 @@
 #define MOESERVE_GATEWAY_BATCH_MANAGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -17,6 +18,7 @@
 #include "common/clock.h"
 #include "gateway/batch_format.h"
 #include "gateway/batch_store.h"
+#include "gateway/output_assembler.h"
 #include "gateway/generation_backend.h"
 #include "gateway/model_context.h"
 #include "gateway/request_mapping.h"
@@ -31,6 +33,9 @@ struct BatchOptions {
   size_t max_requests = 50000;                // requests per batch (OpenAI's limit)
   absl::Duration completion_window = absl::Hours(24);
   absl::Duration poll = absl::Seconds(1);  // how often the runner looks at the clock (expiry)
+  // Called on the runner thread with the batch's owner and the usage (choices summed) of each
+  // request that completes, so API keys are charged for batch work as for direct requests.
+  std::function<void(const std::string& owner, const UsageInfo& usage)> on_usage;
 };
 
 // The Batch API (/v1/files, /v1/batches): files and batches kept in a BatchStore, and one runner

@@ -75,9 +75,24 @@ absl::StatusOr<std::unique_ptr<GatewayServer>> GatewayServer::Create(GatewayConf
 
   BatchStorePtr batch_store = config.redis ? NewRedisBatchStore(*config.redis, &server->clock_)
                                            : NewMemoryBatchStore();
+  BatchOptions batch_options = config.batch;
+  if (server->keys_ != nullptr) {
+    // Batch requests count toward their key's usage, cost and tokens per minute (/admin/usage),
+    // priced as direct requests are.
+    batch_options.on_usage = [keys = server->keys_.get(), prices = server->prices_.get(),
+                              model = server->model_->name](const std::string& owner,
+                                                            const UsageInfo& usage) {
+      absl::StatusOr<Principal> principal = keys->Named(owner);
+      if (!principal.ok()) return;
+      keys->Record(*principal, usage,
+                   prices->Cost(model, usage.cached_tokens,
+                                usage.prompt_tokens - usage.cached_tokens,
+                                usage.completion_tokens));
+    };
+  }
   server->batches_ = std::make_unique<BatchManager>(std::move(batch_store), server->model_.get(),
                                                     server->backend_, &server->clock_,
-                                                    config.batch);
+                                                    std::move(batch_options));
   if (absl::Status s = server->batches_->Start(); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("batch API store: ", s.message()));
   }

@@ -58,6 +58,18 @@ TEST_F(ApiKeysTest, AuthenticatesBearerKeysByHash) {
   }
 }
 
+TEST_F(ApiKeysTest, NamedFindsTheSamePrincipalAsItsKey) {
+  auto keys = Make("{}");
+  absl::StatusOr<Principal> by_key = keys->Authenticate("Bearer sk-ops");
+  absl::StatusOr<Principal> by_name = keys->Named("ops");
+  ASSERT_TRUE(by_key.ok() && by_name.ok());
+  EXPECT_EQ(by_name->index, by_key->index);
+  EXPECT_EQ(by_name->tier, by_key->tier);
+  EXPECT_EQ(by_name->priority, by_key->priority);
+  EXPECT_TRUE(by_name->admin);
+  EXPECT_TRUE(absl::IsNotFound(keys->Named("mallory").status()));
+}
+
 TEST_F(ApiKeysTest, RequestsPerMinuteSlideAndTellWhenToRetry) {
   auto keys = Make(R"({"requests_per_minute": 2})");
   const Principal p = *keys->Authenticate("Bearer sk-alice");

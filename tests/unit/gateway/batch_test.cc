@@ -1,6 +1,7 @@
 // The Batch API: multipart parsing, input validation, the state machine, the output lines
 // (batch_format, multipart) and the runner (batch_manager) over the fake backend and an
 // in-memory store.
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/clock.h"
 #include "gateway/batch_format.h"
@@ -284,8 +286,8 @@ class BatchManagerTest : public ::testing::Test {
     store_ = NewMemoryBatchStore();
   }
 
-  std::unique_ptr<BatchManager> NewManager(GenerationBackend* backend, int concurrency = 2) {
-    BatchOptions options;
+  std::unique_ptr<BatchManager> NewManager(GenerationBackend* backend, int concurrency = 2,
+                                           BatchOptions options = BatchOptions()) {
     options.concurrency = concurrency;
     options.poll = absl::Milliseconds(5);
     options.max_file_bytes = 4096;
@@ -475,6 +477,40 @@ TEST_F(BatchManagerTest, ObjectsBelongToTheirOwner) {
   EXPECT_EQ((*m->ListBatches("bob", 20, ""))["data"].size(), 0u);
   EXPECT_EQ((*m->ListBatches("alice", 20, ""))["data"].size(), 1u);
   EXPECT_EQ((*m->ListFiles("bob", "", 100, ""))["data"].size(), 0u);
+}
+
+// Completed requests are charged to the batch's owner (choices summed); refused ones are not.
+TEST_F(BatchManagerTest, CompletedRequestsReportTheirUsageToTheOwner) {
+  testing::FakeGenerationBackend backend({72, 101, 108}, 0);
+  absl::Mutex mu;
+  std::vector<std::pair<std::string, UsageInfo>> charged;
+  BatchOptions options;
+  options.on_usage = [&](const std::string& owner, const UsageInfo& usage) {
+    absl::MutexLock lock(&mu);
+    charged.emplace_back(owner, usage);
+  };
+  auto m = NewManager(&backend, 2, options);
+  const std::string file = Upload(
+      *m, absl::StrJoin({Line("one", "/v1/chat/completions",
+                              R"({"model":"tiny","messages":[{"role":"user","content":"hi"}]})"),
+                         Line("two", "/v1/chat/completions",
+                              R"({"model":"tiny","messages":[{"role":"user","content":"hi"}],)"
+                              R"("n":2})"),
+                         Line("bad", "/v1/chat/completions",
+                              R"({"model":"tiny","messages":[],"temperature":"hot"})")},
+                        "\n"),
+      "alice");
+  WaitFor(*m, Create(*m, file, "/v1/chat/completions", "alice"), "completed", "alice");
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(charged.size(), 2u);
+  std::vector<int32_t> completion;
+  for (const auto& [owner, usage] : charged) {
+    EXPECT_EQ(owner, "alice");
+    EXPECT_GT(usage.prompt_tokens, 0);
+    completion.push_back(usage.completion_tokens);
+  }
+  std::sort(completion.begin(), completion.end());
+  EXPECT_EQ(completion, (std::vector<int32_t>{3, 6}));  // 3 tokens per choice
 }
 
 TEST_F(BatchManagerTest, UploadsAreCheckedAndListsPage) {
