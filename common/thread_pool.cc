@@ -12,36 +12,32 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 
 ThreadPool::~ThreadPool() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
+  work_cv_.NotifyAll();
   for (std::thread& t : threads_) t.join();
 }
 
-namespace {
-struct WakeArgs {
-  const bool* stop;
-  const uint64_t* generation;
-  uint64_t seen;
-};
-bool ShouldWake(WakeArgs* a) { return *a->stop || *a->generation != a->seen; }
-bool NoneLeft(int* pending) { return *pending == 0; }
-}  // namespace
-
 void ThreadPool::WorkerLoop(int index) {
-  WakeArgs wake{&stop_, &generation_, 0};
+  uint64_t seen = 0;
   while (true) {
     const std::function<void(int)>* job = nullptr;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(&ShouldWake, &wake));
+      MutexLock lock(&mu_);
+      work_cv_.Wait(
+          &mu_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || generation_ != seen; });
       if (stop_) return;
-      wake.seen = generation_;
+      seen = generation_;
       job = job_;
     }
     (*job)(index);
-    absl::MutexLock lock(&mu_);
-    --pending_;
+    bool last = false;
+    {
+      MutexLock lock(&mu_);
+      last = --pending_ == 0;
+    }
+    if (last) done_cv_.NotifyOne();
   }
 }
 
@@ -51,14 +47,15 @@ void ThreadPool::RunOnAll(const std::function<void(int)>& fn) {
     return;
   }
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     job_ = &fn;
     pending_ = num_threads_ - 1;
     ++generation_;
   }
+  work_cv_.NotifyAll();
   fn(0);
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(&NoneLeft, &pending_));
+  MutexLock lock(&mu_);
+  done_cv_.Wait(&mu_, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; });
   job_ = nullptr;
 }
 

@@ -6,7 +6,8 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "absl/base/thread_annotations.h"
+#include "common/mutex.h"
 
 namespace moeserve {
 
@@ -34,7 +35,10 @@ class ThreadPool {
 
   const int num_threads_;
   std::vector<std::thread> threads_;
-  absl::Mutex mu_;
+  // common/mutex.h rather than absl::Mutex, so the engine's parallel loops run under TSan.
+  Mutex mu_;
+  CondVar work_cv_;  // a new job (generation_) or stop_
+  CondVar done_cv_;  // pending_ reached 0
   const std::function<void(int)>* job_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   int pending_ ABSL_GUARDED_BY(mu_) = 0;

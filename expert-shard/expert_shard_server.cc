@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/grpc_channel.h"
 #include "common/log.h"
 #include "engine/config.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -56,6 +57,8 @@ absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &s->port_);
   builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(-1);
+  // Workers ping the shard to notice at once when it hangs (GrpcTransportOptions::liveness).
+  AcceptPeerKeepalive(&builder);
   builder.RegisterService(s->service_.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {

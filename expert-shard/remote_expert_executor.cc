@@ -1,5 +1,6 @@
 #include "expert-shard/remote_expert_executor.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,9 @@
 namespace moeserve::expert_shard {
 
 namespace {
+
+// A shard failing again and again stays out of service at most 2^3 = 8 x retry_after.
+constexpr int kMaxDoublings = 3;
 
 // out[t] = sum over j in order of weights[t, j] * slot_out[t * k + j]: the same float operations
 // in the same order as the engine's LocalExpertExecutor, so results match it bit for bit.
@@ -37,7 +41,8 @@ RemoteExpertExecutor::RemoteExpertExecutor(const Placement* placement,
       clock_(clock != nullptr ? clock : &real_clock_),
       retry_after_(retry_after),
       healthy_(placement->num_shards(), true),
-      down_until_(placement->num_shards(), absl::InfinitePast()) {}
+      down_until_(placement->num_shards(), absl::InfinitePast()),
+      strikes_(placement->num_shards(), 0) {}
 
 void RemoteExpertExecutor::SetShardHealthy(int32_t shard, bool healthy) {
   if (shard >= 0 && shard < static_cast<int32_t>(healthy_.size())) healthy_[shard] = healthy;
@@ -121,18 +126,24 @@ absl::Status RemoteExpertExecutor::Run(int64_t layer, const float* x, int64_t n,
   for (int attempt = 0; attempt <= placement_->num_shards(); ++attempt) {
     const absl::Time now = clock_->Now();
     absl::Status st = Attempt(layer, x, n, k, ids, now, &batches, &results, &slots);
-    if (st.ok()) break;
+    if (st.ok()) {
+      for (const ShardBatch& b : batches) strikes_[b.shard] = 0;
+      break;
+    }
     if (!absl::IsUnavailable(st)) return st;
     // No exchange happened (no copy left): the shard failure behind it says more.
     if (results.size() != batches.size() || batches.empty()) return failed.ok() ? st : failed;
     bool taken_out = false;
     for (size_t b = 0; b < batches.size(); ++b) {
       if (absl::IsUnavailable(results[b].status)) {
-        LogLine("W", absl::StrCat("taking ", transport_->ShardName(batches[b].shard),
-                                  " out of service for ", absl::FormatDuration(retry_after_),
+        const int32_t shard = batches[b].shard;
+        const absl::Duration pause = retry_after_ * (1 << std::min(strikes_[shard], kMaxDoublings));
+        ++strikes_[shard];
+        LogLine("W", absl::StrCat("taking ", transport_->ShardName(shard), " out of service for ",
+                                  absl::FormatDuration(pause),
                                   " (its experts go to their copies, if any): ",
                                   results[b].status.message()));
-        down_until_[batches[b].shard] = now + retry_after_;
+        down_until_[shard] = now + pause;
         taken_out = true;
         ++failovers_;
       }

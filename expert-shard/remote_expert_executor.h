@@ -26,11 +26,15 @@ enum class ReplicaChoice {
 // expert outputs as out[i] = sum over j in slot order of weights[i, j] * output(i, j), the same
 // float operations in the same order as the engine's LocalExpertExecutor.
 //
-// Failover: when a shard fails an exchange with Unavailable (dead, unreachable, timed out), it is
-// taken out of service for `retry_after` and the exchange is redone at once over the remaining
-// copies, so an expert placed on two shards survives either one dying. An expert with no copy
-// left fails the call (the transport's error, naming the shard); once `retry_after` has passed
-// the shard is tried again, so service comes back by itself when the shard does.
+// Failover: when a shard fails an exchange with Unavailable (dead, unreachable, hung, timed out),
+// it is taken out of service and the exchange is redone at once over the remaining copies, so an
+// expert placed on two shards survives either one dying or hanging. An expert with no copy left
+// fails the call (the transport's error, naming the shard). Once the shard's time out of service
+// has passed it is tried again, so service comes back by itself when the shard does. That time
+// is `retry_after`, doubled for each further failure in a row up to 8 x `retry_after`, and back
+// to `retry_after` after a success: a shard that is hung rather than dead costs the engine
+// thread a wait each time it is tried (until the transport notices), so it is tried less often
+// the longer it stays hung.
 //
 // Borrows the placement, transport and clock (nullptr: real time), which must outlive it. Not
 // thread-safe (the engine thread calls Run). Errors: InvalidArgument for expert ids out of range;
@@ -71,6 +75,7 @@ class RemoteExpertExecutor final : public engine::ExpertExecutor {
   absl::Duration retry_after_;
   std::vector<bool> healthy_;          // by hand (SetShardHealthy)
   std::vector<absl::Time> down_until_;  // after a failed exchange
+  std::vector<int> strikes_;            // failed exchanges in a row, per shard
   int64_t failovers_ = 0;
   std::vector<float> slot_out_;
 };

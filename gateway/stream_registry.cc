@@ -16,7 +16,7 @@ ResumableStream::ResumableStream(std::string id, std::string owner, std::string 
       cancel_(std::move(cancel)) {}
 
 std::string ResumableStream::Publish(absl::string_view event, bool* to_producer) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const uint64_t id = ++last_id_;
   std::string frame = absl::StrCat("id: ", id, "\n", event);
   *to_producer = attached_ && reader_ == kProducerToken;
@@ -32,19 +32,19 @@ std::string ResumableStream::Publish(absl::string_view event, bool* to_producer)
 }
 
 void ResumableStream::Finish() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (finished_) return;
   finished_ = true;
   if (attached_ && reader_ != kProducerToken) sink_.on_end();
 }
 
 bool ResumableStream::ProducerIsReader() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return reader_ == kProducerToken;
 }
 
 uint64_t ResumableStream::last_event_id() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return last_id_;
 }
 
@@ -56,10 +56,10 @@ ResumableStreamPtr StreamRegistry::Open(std::string id, std::string owner, std::
   auto stream = std::make_shared<ResumableStream>(std::move(id), std::move(owner), std::move(route),
                                                   options_.max_stream_bytes, std::move(cancel));
   {
-    absl::MutexLock lock(&stream->mu_);
+    MutexLock lock(&stream->mu_);
     stream->sink_ = std::move(producer);
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   streams_[stream->id()] = stream;
   return stream;
 }
@@ -74,10 +74,10 @@ void StreamRegistry::EraseLocked(const ResumableStream& s, bool detached) {
 bool StreamRegistry::Detach(const ResumableStreamPtr& stream, uint64_t token) {
   std::function<void()> cancel;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = streams_.find(stream->id());
     if (it == streams_.end() || it->second != stream) return false;
-    absl::MutexLock stream_lock(&stream->mu_);
+    MutexLock stream_lock(&stream->mu_);
     // A reader that was superseded leaves the stream to the one that took over.
     if (!stream->attached_ || stream->reader_ != token) return true;
     if (enabled() && detached_ < options_.max_detached) {
@@ -95,14 +95,14 @@ bool StreamRegistry::Detach(const ResumableStreamPtr& stream, uint64_t token) {
 }
 
 void StreamRegistry::Release(const ResumableStreamPtr& stream, uint64_t token) {
-  absl::MutexLock lock(&mu_);
-  absl::MutexLock stream_lock(&stream->mu_);
+  MutexLock lock(&mu_);
+  MutexLock stream_lock(&stream->mu_);
   if (stream->attached_ && stream->reader_ == token) EraseLocked(*stream, false);
 }
 
 void StreamRegistry::Remove(const ResumableStreamPtr& stream) {
-  absl::MutexLock lock(&mu_);
-  absl::MutexLock stream_lock(&stream->mu_);
+  MutexLock lock(&mu_);
+  MutexLock stream_lock(&stream->mu_);
   EraseLocked(*stream, !stream->attached_);
 }
 
@@ -117,7 +117,7 @@ absl::StatusOr<ResumableStreamPtr> StreamRegistry::FindLocked(
         "' here: unknown, expired, already delivered to the end, or held by another replica"));
   }
   ResumableStreamPtr stream = it->second;
-  absl::MutexLock stream_lock(&stream->mu_);
+  MutexLock stream_lock(&stream->mu_);
   if (!stream->attached_ && clock_->Now() - stream->detached_at_ >= options_.grace) {
     if (!stream->finished_) *cancel_expired = stream->cancel_;
     EraseLocked(*stream, true);
@@ -143,11 +143,11 @@ absl::StatusOr<StreamAttachment> StreamRegistry::DoAttach(absl::string_view id,
                                                           absl::string_view route,
                                                           uint64_t last_event_id, StreamSink sink,
                                                           std::function<void()>* cancel_expired) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   MOESERVE_ASSIGN_OR_RETURN(ResumableStreamPtr stream,
                             FindLocked(id, owner, route, cancel_expired));
   ResumableStream& s = *stream;
-  absl::MutexLock stream_lock(&s.mu_);
+  MutexLock stream_lock(&s.mu_);
   if (last_event_id > s.last_id_) {
     return absl::InvalidArgumentError(absl::StrCat("Last-Event-ID ", last_event_id,
                                                    " is beyond the last event (", s.last_id_,
@@ -181,10 +181,10 @@ absl::Status StreamRegistry::Cancel(absl::string_view id, absl::string_view owne
   std::function<void()> cancel;
   absl::Status status;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     absl::StatusOr<ResumableStreamPtr> found = FindLocked(id, owner, route, &cancel);
     if (found.ok()) {
-      absl::MutexLock stream_lock(&(*found)->mu_);
+      MutexLock stream_lock(&(*found)->mu_);
       if (!(*found)->finished_) cancel = (*found)->cancel_;
     }
     status = found.status();
@@ -197,11 +197,11 @@ size_t StreamRegistry::Sweep() {
   std::vector<std::function<void()>> cancels;
   size_t removed = 0;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const absl::Time now = clock_->Now();
     for (auto it = streams_.begin(); it != streams_.end();) {
       ResumableStream& s = *it->second;
-      absl::MutexLock stream_lock(&s.mu_);
+      MutexLock stream_lock(&s.mu_);
       if (s.attached_ || now - s.detached_at_ < options_.grace) {
         ++it;
         continue;
@@ -217,12 +217,12 @@ size_t StreamRegistry::Sweep() {
 }
 
 size_t StreamRegistry::size() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return streams_.size();
 }
 
 size_t StreamRegistry::detached() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return detached_;
 }
 

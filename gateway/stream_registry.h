@@ -12,9 +12,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/mutex.h"
 
 namespace moeserve::gateway {
 
@@ -72,7 +72,8 @@ class ResumableStream {
   const std::string id_, owner_, route_;
   const size_t max_bytes_;
   const std::function<void()> cancel_;  // stops the generation (called without locks)
-  mutable absl::Mutex mu_;
+  // common/mutex.h rather than absl::Mutex, so the registry's tests run under TSan.
+  mutable Mutex mu_;
   std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
@@ -158,7 +159,7 @@ class StreamRegistry {
 
   const StreamResumeOptions options_;
   const Clock* const clock_;
-  mutable absl::Mutex mu_;  // taken before any stream's mu_
+  mutable Mutex mu_;  // taken before any stream's mu_ (common/mutex.h, as above)
   absl::flat_hash_map<std::string, ResumableStreamPtr> streams_ ABSL_GUARDED_BY(mu_);
   size_t detached_ ABSL_GUARDED_BY(mu_) = 0;
 };

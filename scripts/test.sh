@@ -28,7 +28,7 @@ cmake --build --preset asan -j "$jobs" --target moeserve_unit_tests
 echo "== unit tests under sanitizers =="
 ctest --preset asan -j "$jobs" --repeat until-pass:3
 
-echo "== build (tsan: ThreadSanitizer; the kvcache and router unit tests) =="
+echo "== build (tsan: ThreadSanitizer; the unit tests labelled unit-tsan) =="
 cmake --preset tsan
 cmake --build --preset tsan -j "$jobs" --target moeserve_tsan_tests
 echo "== concurrent services' tests under ThreadSanitizer =="

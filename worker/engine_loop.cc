@@ -65,7 +65,7 @@ EngineLoop::EngineLoop(const engine::Model* model, engine::ExpertExecutor* exper
       options_(options),
       engine_(model, options.engine) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     load_.kv_blocks_total = engine_.cache().num_blocks();
     load_.kv_blocks_free = engine_.cache().free_blocks();
   }
@@ -74,9 +74,10 @@ EngineLoop::EngineLoop(const engine::Model* model, engine::ExpertExecutor* exper
 
 EngineLoop::~EngineLoop() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
+  wake_.NotifyOne();
   thread_.join();
 }
 
@@ -130,26 +131,27 @@ absl::Status EngineLoop::Submit(JobSpec spec, std::shared_ptr<JobControl> contro
   job->spec = std::move(spec);
   job->control = std::move(control);
   job->sink = std::move(sink);
-  absl::MutexLock lock(&mu_);
-  incoming_.push_back(std::move(job));
+  {
+    MutexLock lock(&mu_);
+    incoming_.push_back(std::move(job));
+  }
+  wake_.NotifyOne();
   return absl::OkStatus();
 }
 
 LoadSnapshot EngineLoop::Load() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return load_;
 }
 
 void EngineLoop::Run() {
   while (true) {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (running_.empty() && waiting_.empty()) {
-        mu_.Await(absl::Condition(
-            +[](EngineLoop* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-              return self->stop_ || !self->incoming_.empty();
-            },
-            this));
+        wake_.Wait(&mu_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stop_ || !incoming_.empty();
+        });
       }
       if (stop_) break;
       while (!incoming_.empty()) {
@@ -160,7 +162,7 @@ void EngineLoop::Run() {
     ReapCancelled();
     Admit();
     Step();
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     load_.running = static_cast<int64_t>(running_.size());
     load_.waiting = static_cast<int64_t>(waiting_.size() + incoming_.size());
     load_.kv_blocks_free = engine_.cache().free_blocks();

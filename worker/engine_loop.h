@@ -8,8 +8,9 @@
 #include <optional>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "engine/engine.h"
 #include "engine/grammar/token_constraint.h"
 #include "engine/model.h"
@@ -106,7 +107,9 @@ class EngineLoop {
   LoopOptions options_;
   engine::Engine engine_;  // engine thread only
 
-  mutable absl::Mutex mu_;
+  // common/mutex.h rather than absl::Mutex, so the loop's tests run under TSan.
+  mutable Mutex mu_;
+  CondVar wake_;  // incoming_ got a job, or stop_ was set
   std::deque<JobPtr> incoming_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   LoadSnapshot load_ ABSL_GUARDED_BY(mu_);

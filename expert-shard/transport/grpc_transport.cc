@@ -29,6 +29,10 @@ absl::StatusOr<std::unique_ptr<GrpcTransport>> GrpcTransport::Create(GrpcTranspo
   if (options.addresses.empty()) {
     return absl::InvalidArgumentError("GrpcTransport needs at least one shard address");
   }
+  if (options.liveness < absl::Milliseconds(100)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GrpcTransport liveness ", absl::FormatDuration(options.liveness), " < 100ms"));
+  }
   if (options.hidden_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("GrpcTransport hidden_size ", options.hidden_size, " < 1"));
@@ -40,7 +44,7 @@ GrpcTransport::GrpcTransport(GrpcTransportOptions options) : options_(std::move(
   for (const std::string& address : options_.addresses) {
     // Activations of a large prefill chunk exceed gRPC's 4 MiB default.
     stubs_.push_back(moeserve::v1::ExpertShard::NewStub(
-        NewPeerChannel(address, /*unlimited_messages=*/true)));
+        NewLivePeerChannel(address, /*unlimited_messages=*/true, options_.liveness)));
   }
 }
 

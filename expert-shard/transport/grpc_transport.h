@@ -19,11 +19,16 @@ struct GrpcTransportOptions {
   std::vector<std::string> addresses;           // shard i at addresses[i] ("host:port")
   int64_t hidden_size = 0;                      // row width of the model's activations
   absl::Duration deadline = absl::Seconds(30);  // per Exchange / Info call
+  // How soon a shard that stopped answering (a hung or SIGSTOPped process) fails its calls
+  // Unavailable: keepalive pings and the connect timeout (NewLivePeerChannel), so a hang is
+  // noticed in about 2 x liveness without cutting short a long exchange with a live shard.
+  absl::Duration liveness = absl::Seconds(2);
 };
 
 // The CPU data plane: one unary ExpertShard.Exchange call per shard per MoE layer, all shards of
 // a layer in flight at once (gRPC's callback client API), then a wait for all of them. Every call
-// has a deadline, so a dead or stuck shard fails the step instead of hanging it.
+// has a deadline, and the channels ping their shard (`liveness`), so a dead or hung shard fails
+// the step within seconds instead of hanging it.
 //
 // Errors name the shard and its address: FailedPrecondition and InvalidArgument from the shard
 // keep their code (the request is wrong for that shard, and retrying it elsewhere would not help);

@@ -5,6 +5,9 @@ concurrent greedy streaming clients, and then, in turn, kill -9 of one process a
 worker, a prefill worker, an expert shard whose experts have a copy on another shard, an expert
 shard whose experts have none, the KV-cache service, Redis and the router. `moeserve up
 --restart-delay-s 2` restarts each killed process with its own argv (as a supervisor would).
+Then an expert shard hangs instead of dying (SIGSTOP for HANG_S seconds, then SIGCONT), one with
+a copy of its experts and one without: the kernel still accepts connections to a stopped process
+and nothing answers, so only the workers' liveness pings notice it.
 
 For every fault it reports requests accepted, completed, failed with a clean error, lost,
 mismatched (tokens that differ from the clean run: duplicated or otherwise) and the recovery
@@ -13,7 +16,10 @@ body or an SSE error event; the text streamed before it a prefix of the clean ru
 cluster serves again after the restart (a request succeeds; every worker healthy again; after a
 KV-cache or Redis restart, a repeated prompt is a cache hit again). Faults that must cost nothing
 (decode and prefill workers, the shard with a copy, the KV cache, Redis) must fail no request.
-Recovery times are printed, never asserted.  Usage: test_chaos.py BIN_DIR WORKDIR"""
+A hung shard must not hang requests: while it is still stopped, requests complete on the copy
+(with one) or fail cleanly (without), and after SIGCONT it serves again.
+Recovery times (for a hang: from SIGCONT) are printed, never asserted.
+Usage: test_chaos.py BIN_DIR WORKDIR"""
 import json
 import os
 import shutil
@@ -32,6 +38,7 @@ MOESERVE = os.path.join(BIN, "moeserve")
 CLIENTS = 4
 MAX_TOKENS = 40  # long enough that the decode worker picked as busy still is when killed
 RESTART_DELAY_S = 2
+HANG_S = 12  # how long a hung shard stays stopped: longer than the workers' liveness bound (~4 s)
 # Experts 0-15 of every MoE layer on shards 0 and 1 (each a copy of the other), 16-31 only on 2.
 PLACEMENT = "explicit,0-15@0,0-15@1,16-31@2"
 PROMPTS = [
@@ -42,15 +49,18 @@ PROMPTS = [
     "Hello!",
     "Summarize: " + "the quick brown fox jumps over the lazy dog. " * 25,
 ]
-# (label, process name in cluster.json, failures allowed: False = must cost no request)
+# (fault: "kill -9" or "hang" (SIGSTOP, then SIGCONT), label, process name in cluster.json,
+#  failures allowed: False = must cost no request)
 FAULTS = [
-    ("decode worker", "decode-busy", False),  # the one with streams on it
-    ("prefill worker", "prefill-0", False),
-    ("expert shard with a copy", "expert-shard-0", False),
-    ("expert shard without a copy", "expert-shard-2", True),
-    ("KV-cache service", "kvcache", False),
-    ("Redis", "redis", False),
-    ("router", "router", True),
+    ("kill -9", "decode worker", "decode-busy", False),  # the one with streams on it
+    ("kill -9", "prefill worker", "prefill-0", False),
+    ("kill -9", "expert shard with a copy", "expert-shard-0", False),
+    ("kill -9", "expert shard without a copy", "expert-shard-2", True),
+    ("kill -9", "KV-cache service", "kvcache", False),
+    ("kill -9", "Redis", "redis", False),
+    ("kill -9", "router", "router", True),
+    ("hang", "expert shard with a copy", "expert-shard-0", False),
+    ("hang", "expert shard without a copy", "expert-shard-2", True),
 ]
 
 
@@ -187,12 +197,30 @@ def counter(info, name, series):
         return None
 
 
+def prefill_tokens(info, name):
+    """Prompt tokens a worker has computed (its prefill phase), or None when it cannot be read."""
+    address = next(m["address"] for m in info["metrics"] if m["name"] == name)
+    try:
+        series = load_client.metrics(address)
+    except OSError:
+        return None
+    return sum(v for k, v in series.items()
+               if k.startswith("moeserve_worker_computed_tokens_total{") and 'phase="prefill"' in k)
+
+
+def log_count(run_dir, names, text):
+    n = 0
+    for name in names:
+        with open(os.path.join(run_dir, name + ".log"), errors="replace") as f:
+            n += f.read().count(text)
+    return n
+
+
 def log_has(run_dir, names, text):
-    for n in names:
-        with open(os.path.join(run_dir, n + ".log"), errors="replace") as f:
-            if text in f.read():
-                return True
-    return False
+    return log_count(run_dir, names, text) > 0
+
+
+WORKERS = ["prefill-0", "prefill-1", "decode-0", "decode-1"]
 
 
 os.makedirs(WORK, exist_ok=True)
@@ -223,84 +251,132 @@ try:
     load = Load(port)
     load.start()
     time.sleep(3)
-    for label, name, may_fail in FAULTS:
+    for fault, label, name, may_fail in FAULTS:
         if name == "decode-busy":
             name = busy_decode_worker(info)
         before = process(run_dir, name)
         migrations = counter(info, "router", "moeserve_router_migrations_total")
         retries = counter(info, "router", 'moeserve_router_retries_total{phase="prefill"}')
+        tag = f"{fault} {label}"
+        # The workers' log line when they take a (dead or hung) expert shard out of service.
+        out_of_service = (f"taking expert shard {name[-1]} at 127.0.0.1:{before['port']} "
+                          f"out of service")
+        taken_out = log_count(run_dir, WORKERS, out_of_service)
+        other_prefill = prefill_tokens(info, "prefill-1") if name == "prefill-0" else None
+        other_prefill_down = None
         with load.lock:
             first = len(load.results)
         t_kill = time.time()
-        os.kill(before["pid"], signal.SIGKILL)
-        # Wait for `up` to restart it, then for the cluster to serve again.
-        restarted = None
-        while time.time() < t_kill + 60:
-            p = process(run_dir, name)
-            if p["restarts"] == before["restarts"] + 1 and p["pid"] > 0:
-                restarted = p
-                break
-            time.sleep(0.05)
-        check(restarted is not None, f"[{label}] `moeserve up` restarted {name}")
-        back = restarted is not None and load_client.wait_port(restarted["port"], 60)
-        check(back, f"[{label}] {name} listens again on port {before['port']}")
+        during = None
+        if fault == "hang":
+            os.kill(before["pid"], signal.SIGSTOP)
+            time.sleep(HANG_S)
+            with load.lock:
+                # What ended while the shard was stopped (after the first second of it).
+                during = [r for _, r in load.results[first:] if r.t1 > t_kill + 1]
+            t_cont = time.time()
+            os.kill(before["pid"], signal.SIGCONT)
+            back = True
+        else:
+            os.kill(before["pid"], signal.SIGKILL)
+            # Wait for `up` to restart it, then for the cluster to serve again.
+            restarted = None
+            while time.time() < t_kill + 60:
+                p = process(run_dir, name)
+                if p["restarts"] == before["restarts"] + 1 and p["pid"] > 0:
+                    restarted = p
+                    break
+                if name == "prefill-0":  # what prefill-1 computed while prefill-0 was down
+                    other_prefill_down = prefill_tokens(info, "prefill-1")
+                time.sleep(0.05)
+            check(restarted is not None, f"[{tag}] `moeserve up` restarted {name}")
+            back = restarted is not None and load_client.wait_port(restarted["port"], 60)
+            check(back, f"[{tag}] {name} listens again on port {before['port']}")
+        t_back = time.time()
         served = False
-        while back and time.time() < t_kill + 90:
+        while back and time.time() < t_back + 90:
             if probe_ok(port):
                 served = True
                 break
             time.sleep(0.1)
-        recovery = time.time() - t_kill
-        check(served, f"[{label}] a request after the restart succeeds")
+        recovery = time.time() - (t_cont if fault == "hang" else t_kill)
+        check(served, f"[{tag}] a request after the {'SIGCONT' if fault == 'hang' else 'restart'} "
+                      f"succeeds")
         healthy = False
-        while time.time() < t_kill + 90:
+        while time.time() < t_back + 90:
             if workers_healthy(info):
                 healthy = True
                 break
             time.sleep(0.2)
-        check(healthy, f"[{label}] the router lists all 4 workers healthy again")
+        check(healthy, f"[{tag}] the router lists all 4 workers healthy again")
         time.sleep(1)  # every client's channel to the restarted peer reconnects (backoff <= 1 s)
-        if name in ("kvcache", "redis"):
+        if fault == "hang":
+            p = process(run_dir, name)
+            check(p["pid"] == before["pid"] and p["restarts"] == before["restarts"],
+                  f"[{tag}] {name} was not restarted (it only hung)")
+            # Requests did not wait for the shard: while it was still stopped they completed on
+            # the copy (or failed cleanly without one).
+            ended = [r for r in during if r.kind in ("ok", "error")]
+            if may_fail:
+                check(any(r.kind == "error" for r in during),
+                      f"[{tag}] requests failed cleanly while the shard was stopped "
+                      f"({len(during)} ended: {sorted({r.kind for r in during})})")
+            else:
+                check(any(r.kind == "ok" for r in during),
+                      f"[{tag}] requests completed on the copy while the shard was stopped "
+                      f"({len(during)} ended: {sorted({r.kind for r in during})})")
+            check(len(ended) == len(during), f"[{tag}] nothing lost while the shard was stopped")
+            after = log_count(run_dir, WORKERS, out_of_service)
+            check(after > taken_out, f"[{tag}] the workers took the hung shard out of service "
+                                     f"(worker logs: {taken_out} -> {after})")
+        if fault == "kill -9" and name in ("kvcache", "redis"):
             ok, seen = full_hit_again(port, full)
-            check(ok, f"[{label}] after the restart the prompt cached before is a full cache hit "
+            check(ok, f"[{tag}] after the restart the prompt cached before is a full cache hit "
                       f"({full} tokens) again within 4 requests: {seen}")
         if name.startswith("decode-"):
             after = counter(info, "router", "moeserve_router_migrations_total")
             check(None not in (after, migrations) and after > migrations,
-                  f"[{label}] streams on it migrated ({migrations} -> {after})")
+                  f"[{tag}] streams on it migrated ({migrations} -> {after})")
         if name == "prefill-0":
+            # A prefill in flight on it at the kill is retried on prefill-1; when none was, the
+            # router's health poll takes it out before one is sent, and prefill-1 does them all.
             after = counter(info, "router", 'moeserve_router_retries_total{phase="prefill"}')
-            check(None not in (after, retries) and after > retries,
-                  f"[{label}] prefills retried elsewhere ({retries} -> {after})")
-        if name == "expert-shard-0":
+            retried = None not in (after, retries) and after > retries
+            took_over = (None not in (other_prefill, other_prefill_down)
+                         and other_prefill_down > other_prefill)
+            check(retried or took_over,
+                  f"[{tag}] prefills retried elsewhere ({retries} -> {after}) or done by "
+                  f"prefill-1 while prefill-0 was down ({other_prefill} -> {other_prefill_down} "
+                  f"prompt tokens)")
+        if fault == "kill -9" and name == "expert-shard-0":
             check(log_has(run_dir, ["prefill-0", "prefill-1", "decode-0", "decode-1"],
                           f"taking expert shard 0 at 127.0.0.1:{before['port']} out of service"),
-                  f"[{label}] the workers failed over to the copy on shard 1 (worker logs)")
+                  f"[{tag}] the workers failed over to the copy on shard 1 (worker logs)")
         time.sleep(1)  # steady load with the restarted process in service
         with load.lock:
             window = load.results[first:]
-        # The window: every request that ended after the kill (so also those in flight at it).
-        rows.append((label, name, may_fail, window, recovery))
+        # The window: every request that ended after the fault (so also those in flight at it).
+        rows.append((tag, name, may_fail, window, recovery))
     stuck = load.stop()
     check(not stuck, f"every client got an answer in the end ({len(stuck)} stuck)")
 
     print("\nfault | accepted | completed | clean error | lost | mismatched | recovery s")
     print("---|---|---|---|---|---|---")
-    for label, name, may_fail, window, recovery in rows:
+    for tag, name, may_fail, window, recovery in rows:
         n, examples = classify(window, clean)
-        print(f"kill -9 {label} ({name}) | {n['accepted']} | {n['completed']} | "
+        print(f"{tag} ({name}) | {n['accepted']} | {n['completed']} | "
               f"{n['clean_error']} | {n['lost']} | {n['mismatched']} | {recovery:.1f}")
         for e in examples[:5]:
             print("    " + e)
         errors = sorted({r.error[:100] for _, r in window if r.kind == "error"})
         for e in errors[:3]:
             print(f"    clean error: {e}")
-        check(n["lost"] == 0, f"[{label}] no request lost")
-        check(n["mismatched"] == 0, f"[{label}] no duplicated or changed tokens")
-        check(n["refused"] == 0, f"[{label}] the gateway accepted every request")
-        check(n["completed"] > 0, f"[{label}] requests completed during the fault window")
+        check(n["lost"] == 0, f"[{tag}] no request lost")
+        check(n["mismatched"] == 0, f"[{tag}] no duplicated or changed tokens")
+        check(n["refused"] == 0, f"[{tag}] the gateway accepted every request")
+        check(n["completed"] > 0, f"[{tag}] requests completed during the fault window")
         if not may_fail:
-            check(n["clean_error"] == 0, f"[{label}] costs no request (retried, migrated or "
+            check(n["clean_error"] == 0, f"[{tag}] costs no request (retried, migrated or "
                                          f"failed over)")
     everything, _ = classify(load.results, clean)
     print(f"total: {everything}", flush=True)

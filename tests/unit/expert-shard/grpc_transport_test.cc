@@ -50,8 +50,11 @@ std::string Address(int port) { return absl::StrCat("127.0.0.1:", port); }
 
 std::unique_ptr<GrpcTransport> Connect(const std::vector<std::string>& addresses, int64_t hidden,
                                        absl::Duration deadline = absl::Seconds(20)) {
-  absl::StatusOr<std::unique_ptr<GrpcTransport>> t =
-      GrpcTransport::Create({addresses, hidden, deadline});
+  GrpcTransportOptions options;
+  options.addresses = addresses;
+  options.hidden_size = hidden;
+  options.deadline = deadline;
+  absl::StatusOr<std::unique_ptr<GrpcTransport>> t = GrpcTransport::Create(options);
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? std::move(*t) : nullptr;
 }
@@ -282,6 +285,7 @@ class ShardProcess {
   ~ShardProcess() {
     if (pid_ > 0) {
       kill(pid_, SIGTERM);
+      kill(pid_, SIGCONT);  // a stopped process handles its SIGTERM only once continued
       int status = 0;
       waitpid(pid_, &status, 0);
     }
@@ -309,6 +313,8 @@ class ShardProcess {
     }
     return 0;
   }
+
+  pid_t pid() const { return pid_; }
 
   // Waits for the process to exit; its exit code (-1 when killed by a signal).
   int Wait() {
@@ -356,6 +362,59 @@ TEST(ExpertShardBinaryTest, BadFlagsExitWithAClearError) {
   EXPECT_EQ(p.WaitForPort(&log), 0);
   EXPECT_EQ(p.Wait(), 2);
   EXPECT_NE(log.find("--shard-id 2 must be below --num-shards 2"), std::string::npos) << log;
+}
+
+// A hung shard (SIGSTOP: the kernel still accepts its connections, nothing answers) fails the
+// exchange Unavailable through the transport's liveness pings long before the call's deadline
+// (120 s here, so a DEADLINE_EXCEEDED in the message would mean the pings did not work), both on
+// the open connection and on a new one (the handshake times out); after SIGCONT it serves again.
+TEST(ExpertShardBinaryTest, HungShardFailsWithinTheLivenessBoundAndServesAfterSigcont) {
+  ShardProcess p({"--model", testing::SmallModelDir(), "--host", "127.0.0.1", "--port", "0",
+                  "--shard-id", "0", "--num-shards", "1", "--placement", "round_robin",
+                  "--compute-dtype", "f32", "--threads", "1"});
+  std::string log;
+  const int port = p.WaitForPort(&log);
+  ASSERT_GT(port, 0) << "shard never reported its port; log:\n" << log;
+  Worker w = MakeWorker(ComputeDType::kF32, "round_robin", 1);
+  ASSERT_TRUE(w.placement);
+  const int64_t hidden = w.model->config().hidden_size;
+  auto connect = [&] {
+    GrpcTransportOptions o;
+    o.addresses = {Address(port)};
+    o.hidden_size = hidden;
+    o.deadline = absl::Seconds(120);
+    o.liveness = absl::Milliseconds(500);
+    absl::StatusOr<std::unique_ptr<GrpcTransport>> t = GrpcTransport::Create(o);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? std::move(*t) : nullptr;
+  };
+  std::unique_ptr<GrpcTransport> open = connect();
+  ASSERT_NE(open, nullptr);
+  const ShardBatch b{0, 1, {0}, {1}, std::vector<float>(hidden, 0.5f)};
+  std::vector<ShardResult> results;
+  ASSERT_TRUE(open->Exchange(1, {b}, &results).ok());
+
+  ASSERT_EQ(kill(p.pid(), SIGSTOP), 0);
+  absl::Status s = open->Exchange(1, {b}, &results);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(s.message().find("DEADLINE_EXCEEDED"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find(absl::StrCat("expert shard 0 at ", Address(port))),
+            absl::string_view::npos)
+      << s;
+  std::unique_ptr<GrpcTransport> fresh = connect();
+  ASSERT_NE(fresh, nullptr);
+  s = fresh->Exchange(1, {b}, &results);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_EQ(s.message().find("DEADLINE_EXCEEDED"), absl::string_view::npos) << s;
+
+  ASSERT_EQ(kill(p.pid(), SIGCONT), 0);
+  // The channel reconnects (its backoff is at most 1 s); calls fail fast until it has.
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {
+    served = open->Exchange(1, {b}, &results).ok();
+    if (!served) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(served) << "the shard never served again after SIGCONT";
 }
 
 }  // namespace

@@ -249,6 +249,49 @@ TEST(RemoteExpertExecutorTest, WithoutACopyFailsCleanlyAndRecovers) {
   EXPECT_TRUE(s.ok()) << s;
 }
 
+// A shard that keeps failing (hung rather than dead: each try costs the engine thread a wait) is
+// tried less and less often: out of service for 1, 2, 4, then 8 x retry_after, no longer; one
+// success puts it back to 1 x.
+TEST(RemoteExpertExecutorTest, AShardFailingAgainAndAgainIsTriedLessOften) {
+  Cluster c = MakeCluster(ComputeDType::kF32, "round_robin,replicas=2", 2);
+  ASSERT_NE(c.transport, nullptr);
+  const int64_t hidden = c.worker->config().hidden_size;
+  std::vector<float> x(hidden, 0.25f), out(hidden);
+  std::vector<int32_t> ids = {0, 1};
+  std::vector<float> w = {0.5f, 0.5f};
+  ::moeserve::testing::FakeClock clock;
+  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), hidden,
+                              ReplicaChoice::kLowestShard, &clock, absl::Seconds(1));
+  auto run = [&] {
+    absl::Status s = remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+    EXPECT_TRUE(s.ok()) << s;  // the copy on shard 1 always answers
+  };
+  c.transport->SetShard(0, nullptr);
+  run();
+  EXPECT_EQ(remote.failovers(), 1);
+  // Out for 1 s, then 2, 4, 8 and 8 again: shard 0 is tried exactly when that has passed.
+  for (int64_t out_s : {1, 2, 4, 8, 8}) {
+    const int64_t tried = remote.failovers();
+    clock.Advance(absl::Seconds(out_s) - absl::Milliseconds(1));
+    run();
+    EXPECT_EQ(remote.failovers(), tried) << "still out of service (" << out_s << " s)";
+    clock.Advance(absl::Milliseconds(1));
+    run();
+    EXPECT_EQ(remote.failovers(), tried + 1) << "tried again after " << out_s << " s";
+  }
+  c.transport->SetShard(0, c.shards[0].get());  // it answers again
+  clock.Advance(absl::Seconds(8));
+  const int64_t to_first = c.transport->batches_sent(0);
+  run();
+  EXPECT_EQ(c.transport->batches_sent(0), to_first + 1) << "shard 0 serves again";
+  c.transport->SetShard(0, nullptr);  // and fails once more: out for 1 s only
+  run();
+  const int64_t tried = remote.failovers();
+  clock.Advance(absl::Seconds(1));
+  run();
+  EXPECT_EQ(remote.failovers(), tried + 1);
+}
+
 TEST(ShardComputeTest, ValidatesBatches) {
   Cluster c = MakeCluster(ComputeDType::kF32, "round_robin", 2);
   ASSERT_NE(c.transport, nullptr);

@@ -1,8 +1,15 @@
 #include "gateway/stream_registry.h"
 
+#include <atomic>
+#include <cstdint>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "common/mutex.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_clock.h"
 
@@ -309,6 +316,114 @@ TEST_F(StreamRegistryTest, TheProducerWritingTheEndRemovesTheStream) {
   RecordingSink reader;
   EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "", kChat, 0, reader.Sink()).status()));
   EXPECT_FALSE(r.Detach(s, ResumableStream::kProducerToken));  // gone: nothing kept
+}
+
+// The id of a frame "id: N\n...".
+uint64_t FrameId(const std::string& frame) { return std::stoull(frame.substr(4)); }
+
+// One reader's side of the threaded test below: what its sink got while it was attached.
+// Sinks are called under the stream's lock, from the producer's thread.
+class ThreadedReader {
+ public:
+  StreamSink Sink() {
+    StreamSink s;
+    s.on_frame = [this](std::string f) {
+      MutexLock lock(&mu_);
+      frames_.push_back(std::move(f));
+    };
+    s.on_end = [this] {
+      MutexLock lock(&mu_);
+      ended_ = true;
+    };
+    s.on_superseded = [] {};
+    return s;
+  }
+  // Takes what arrived since the last call.
+  std::vector<std::string> TakeFrames(bool* ended) {
+    MutexLock lock(&mu_);
+    *ended = ended_;
+    return std::exchange(frames_, {});
+  }
+
+ private:
+  Mutex mu_;
+  std::vector<std::string> frames_ ABSL_GUARDED_BY(mu_);
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The registry and a stream used from several threads at once, as the gateway does (the tsan
+// job runs this): a producer publishes 400 events while three readers keep resuming from the
+// last id they saw (superseding each other) and detaching, and a fourth thread sweeps. Every
+// reader sees ids 1, 2, 3, ... with none lost or repeated across its resumes, and one of them
+// reads to the end.
+TEST_F(StreamRegistryTest, ReadersResumingFromSeveralThreadsLoseAndRepeatNothing) {
+  constexpr uint64_t kEvents = 400;
+  StreamRegistry r = MakeRegistry();
+  ResumableStreamPtr s = Open(r, "chatcmpl-t");
+  ASSERT_TRUE(r.Detach(s, ResumableStream::kProducerToken));  // the client went away at once
+  std::thread producer([&] {
+    for (uint64_t i = 1; i <= kEvents; ++i) {
+      bool to_producer = true;
+      s->Publish(absl::StrCat("data: e", i, "\n\n"), &to_producer);
+      EXPECT_FALSE(to_producer);
+    }
+    s->Finish();
+  });
+  std::atomic<bool> readers_done{false};
+  std::thread sweeper([&] {
+    while (!readers_done.load()) {
+      EXPECT_EQ(r.Sweep(), 0u);  // the clock stands still: nothing expires
+      EXPECT_LE(r.detached(), r.size());
+      std::this_thread::yield();
+    }
+  });
+  constexpr int kReaders = 3;
+  std::vector<uint64_t> last_seen(kReaders, 0);
+  std::vector<int> saw_end(kReaders, 0);
+  std::vector<std::thread> readers;
+  for (int k = 0; k < kReaders; ++k) {
+    readers.emplace_back([&, k] {
+      ThreadedReader reader;
+      for (int round = 0; round < 100000; ++round) {
+        absl::StatusOr<StreamAttachment> a =
+            r.Attach("chatcmpl-t", "", kChat, last_seen[k], reader.Sink());
+        if (!a.ok()) {
+          EXPECT_TRUE(absl::IsNotFound(a.status())) << a.status();
+          return;  // another reader read it to the end
+        }
+        for (int y = 0; y < 3; ++y) std::this_thread::yield();
+        // After Detach (or once superseded) this attachment's sink gets nothing more.
+        const bool kept = r.Detach(a->stream, a->token);
+        bool ended = false;
+        std::vector<std::string> frames = a->frames;
+        for (std::string& f : reader.TakeFrames(&ended)) frames.push_back(std::move(f));
+        for (const std::string& f : frames) {
+          ASSERT_EQ(FrameId(f), last_seen[k] + 1) << "reader " << k << " round " << round;
+          ++last_seen[k];
+        }
+        if (a->finished || ended) {
+          EXPECT_EQ(last_seen[k], kEvents);
+          ++saw_end[k];
+          if (kept) {
+            // Read to the end: take it back and release it, as the reader's connection would.
+            absl::StatusOr<StreamAttachment> again =
+                r.Attach("chatcmpl-t", "", kChat, last_seen[k], reader.Sink());
+            if (again.ok()) r.Release(again->stream, again->token);
+          }
+          return;
+        }
+      }
+    });
+  }
+  for (std::thread& t : readers) t.join();
+  producer.join();
+  readers_done.store(true);
+  sweeper.join();
+  int ends = 0;
+  for (int k = 0; k < kReaders; ++k) ends += saw_end[k];
+  EXPECT_GE(ends, 1);
+  EXPECT_EQ(r.size(), 0u);
+  EXPECT_EQ(cancels_, 0);
 }
 
 }  // namespace
