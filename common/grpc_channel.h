@@ -29,8 +29,7 @@ inline constexpr int kServerMaxConnectionAgeMs = 60 * 1000;
 // Round robin over every address the target resolves to: a name of several replicas (the router
 // behind a headless Kubernetes Service) gets calls spread over all of them, where gRPC's default
 // (pick_first) would send everything to one.
-inline std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& target,
-                                                     bool unlimited_messages = false) {
+inline grpc::ChannelArguments PeerChannelArguments(bool unlimited_messages) {
   grpc::ChannelArguments args;
   if (unlimited_messages) {
     args.SetMaxReceiveMessageSize(-1);
@@ -40,7 +39,13 @@ inline std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& target,
   // would fail handshakes with a busy peer (a silent one then fails before the call's deadline).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kPeerMaxReconnectBackoffMs);
   args.SetLoadBalancingPolicyName("round_robin");
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  return args;
+}
+
+inline std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& target,
+                                                     bool unlimited_messages = false) {
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
+                                   PeerChannelArguments(unlimited_messages));
 }
 
 // NewPeerChannel for a peer whose calls hold something up while they are in flight (an expert
@@ -56,13 +61,8 @@ inline std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& target,
 inline std::shared_ptr<grpc::Channel> NewLivePeerChannel(const std::string& target,
                                                          bool unlimited_messages,
                                                          absl::Duration liveness) {
-  grpc::ChannelArguments args;
-  if (unlimited_messages) {
-    args.SetMaxReceiveMessageSize(-1);
-    args.SetMaxSendMessageSize(-1);
-  }
+  grpc::ChannelArguments args = PeerChannelArguments(unlimited_messages);
   const int ms = static_cast<int>(absl::ToInt64Milliseconds(liveness));
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kPeerMaxReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, ms);  // the connect (handshake) timeout
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ms);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
