@@ -153,6 +153,16 @@ absl::StatusOr<StreamAttachment> StreamRegistry::DoAttach(absl::string_view id,
                                                    " is beyond the last event (", s.last_id_,
                                                    ") of stream '", id, "'"));
   }
+  // A reader that has the end already: the stream was delivered to its end, even if the write's
+  // completion (which removes it) has not run yet when the client, having read it, resumes.
+  // Attaching would supersede that writer for nothing (and close its connection). With no reader
+  // attached, nobody is writing its end: the client's word that it has it all removes it now.
+  if (s.finished_ && last_event_id == s.last_id_) {
+    if (!s.attached_) EraseLocked(s, /*detached=*/true);
+    return absl::NotFoundError(absl::StrCat("no resumable stream '", id,
+                                            "' here: already delivered to the end (Last-Event-ID ",
+                                            last_event_id, " is its last event)"));
+  }
   if (!s.events_.empty() && last_event_id + 1 < s.events_.front().id) {
     return absl::NotFoundError(absl::StrCat("the events of stream '", id, "' after ", last_event_id,
                                             " are no longer buffered (the oldest kept is ",

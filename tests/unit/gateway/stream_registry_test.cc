@@ -93,7 +93,7 @@ TEST_F(StreamRegistryTest, ResumeReplaysExactlyTheEventsAfterLastEventIdThenStre
   EXPECT_EQ(cancels_, 0);
 }
 
-TEST_F(StreamRegistryTest, LastEventIdZeroReplaysAllAndTheLastIdReplaysNothing) {
+TEST_F(StreamRegistryTest, LastEventIdZeroReplaysAllAndTheLastIdOfAFinishedStreamIsNotFound) {
   StreamRegistry r = MakeRegistry();
   ResumableStreamPtr s = Open(r, "chatcmpl-a");
   PublishN(*s, 1, 3);
@@ -105,10 +105,20 @@ TEST_F(StreamRegistryTest, LastEventIdZeroReplaysAllAndTheLastIdReplaysNothing) 
   EXPECT_EQ(a->frames.size(), 3u);
   EXPECT_TRUE(a->finished);
   ASSERT_TRUE(r.Detach(s, a->token));  // that reader left too
-  a = r.Attach("chatcmpl-a", "", kChat, 3, reader.Sink());
+  // A client holding the last event of a finished stream has nothing left to resume: NOT_FOUND.
+  // While a reader is attached (writing the end) it is not superseded and the stream stays
+  // for it to release; with none attached the stream is removed at once.
+  a = r.Attach("chatcmpl-a", "", kChat, 2, reader.Sink());
   ASSERT_TRUE(a.ok());
-  EXPECT_TRUE(a->frames.empty());
-  EXPECT_TRUE(a->finished);
+  EXPECT_EQ(a->frames.size(), 1u);
+  RecordingSink late;
+  EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "", kChat, 3, late.Sink()).status()));
+  EXPECT_EQ(reader.superseded, 0);
+  EXPECT_EQ(r.size(), 1u);
+  ASSERT_TRUE(r.Detach(s, a->token));
+  EXPECT_TRUE(absl::IsNotFound(r.Attach("chatcmpl-a", "", kChat, 3, late.Sink()).status()));
+  EXPECT_EQ(r.size(), 0u);
+  EXPECT_EQ(r.detached(), 0u);
 }
 
 TEST_F(StreamRegistryTest, LastEventIdBeyondTheLastEventIsInvalidArgument) {
