@@ -120,7 +120,7 @@ v1::GenerationSpec ToGenerationSpec(const GenerationRequest& r) {
     for (const ToolCallGrammarIds::Option& o : r.tool_calls->options) {
       v1::ToolCallGrammar::Option* po = g->add_options();
       po->mutable_head_ids()->Add(o.head.begin(), o.head.end());
-      po->set_arguments_schema(o.arguments_schema);
+      po->set_arguments_schema(o.arguments);
     }
     g->mutable_tail_ids()->Add(r.tool_calls->tail.begin(), r.tool_calls->tail.end());
     g->mutable_separator_ids()->Add(r.tool_calls->separator.begin(), r.tool_calls->separator.end());

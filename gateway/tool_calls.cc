@@ -198,8 +198,8 @@ absl::StatusOr<ToolCallGrammarIds> ForcedToolCallGrammar(const ToolsRequest& req
     ToolCallGrammarIds::Option& o = g.options.emplace_back();
     MOESERVE_ASSIGN_OR_RETURN(
         o.head, encode(absl::StrCat(kToolCallBegin, "function", kToolSep, t.name, "\n```json\n")));
-    o.arguments_schema = ArgumentsSchema(t);
-    if (absl::Status s = engine::grammar::CompileJsonSchema(o.arguments_schema).status();
+    o.arguments = ArgumentsSchema(t);
+    if (absl::Status s = engine::grammar::CompileJsonSchema(o.arguments).status();
         !s.ok()) {
       return Invalid(absl::StrCat("tools[", i, "].function.parameters"),
                      absl::StrCat("the parameters of '", t.name,

@@ -59,7 +59,7 @@ absl::StatusOr<std::shared_ptr<const ToolCallGrammar>> CompileToolCallSpec(
   g->close = spec.close;
   g->parallel = spec.parallel;
   for (const ToolCallSpec::Option& o : spec.options) {
-    absl::StatusOr<std::shared_ptr<const SchemaGraph>> schema = CompileJsonSchema(o.arguments_schema);
+    absl::StatusOr<std::shared_ptr<const SchemaGraph>> schema = CompileJsonSchema(o.arguments);
     if (!schema.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("tool_calls: arguments schema: ", schema.status().message()));

@@ -3,9 +3,8 @@
 
 #include <cstdint>
 #include <memory>
-#include <vector>
-
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -23,10 +22,13 @@ namespace moeserve::engine::grammar {
 // For DeepSeek-V3/R1: open "<｜tool▁calls▁begin｜>", head "<｜tool▁call▁begin｜>function
 // <｜tool▁sep｜>NAME\n```json\n", tail "\n```<｜tool▁call▁end｜>", separator "\n", close
 // "<｜tool▁calls▁end｜>".
-struct ToolCallGrammar {
+// `Arguments` is how each option's arguments are held: compiled (ToolCallGrammar) or as JSON
+// Schema text (ToolCallSpec).
+template <typename Arguments>
+struct ToolCallMarkup {
   struct Option {
     std::vector<int32_t> head;
-    std::shared_ptr<const SchemaGraph> arguments;
+    Arguments arguments;
   };
   std::vector<int32_t> open;
   std::vector<Option> options;
@@ -35,21 +37,11 @@ struct ToolCallGrammar {
   std::vector<int32_t> close;
   bool parallel = true;
 };
+using ToolCallGrammar = ToolCallMarkup<std::shared_ptr<const SchemaGraph>>;
 
 // ToolCallGrammar as it travels (moeserve.v1.ToolCallGrammar; the gateway's request and the
 // worker's job both hold one): the arguments schemas as JSON Schema text, not yet compiled.
-struct ToolCallSpec {
-  struct Option {
-    std::vector<int32_t> head;
-    std::string arguments_schema;
-  };
-  std::vector<int32_t> open;
-  std::vector<Option> options;
-  std::vector<int32_t> tail;
-  std::vector<int32_t> separator;
-  std::vector<int32_t> close;
-  bool parallel = true;
-};
+using ToolCallSpec = ToolCallMarkup<std::string>;
 
 // Compiles each option's schema and validates the whole (ValidateToolCallGrammar).
 // InvalidArgument naming the problem.

@@ -221,22 +221,34 @@ TEST(RemoteExpertExecutorTest, FailsOverToTheCopyAndComesBack) {
 
 // Without a copy: a clean Unavailable naming the dead shard, fast (no exchange is attempted
 // while the shard is out of service), and service again once it is back.
-TEST(RemoteExpertExecutorTest, WithoutACopyFailsCleanlyAndRecovers) {
-  Cluster c = MakeCluster(ComputeDType::kF32, "round_robin", 2);
-  ASSERT_NE(c.transport, nullptr);
-  const int64_t hidden = c.worker->config().hidden_size;
-  std::vector<float> x(hidden, 0.25f), out(hidden);
+// One token through experts 0 and 1 of layer 1 of `c`, on a fake clock, a failed shard out of
+// service for 1 s (then longer while it keeps failing).
+struct OneTokenRun {
+  explicit OneTokenRun(Cluster& c)
+      : x(c.worker->config().hidden_size, 0.25f),
+        out(x.size()),
+        remote(c.placement.get(), c.transport.get(), c.worker->config().hidden_size,
+               ReplicaChoice::kLowestShard, &clock, absl::Seconds(1)) {}
+  absl::Status Run() { return remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data()); }
+
+  std::vector<float> x, out;
   std::vector<int32_t> ids = {0, 1};
   std::vector<float> w = {0.5f, 0.5f};
   ::moeserve::testing::FakeClock clock;
-  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), hidden,
-                              ReplicaChoice::kLowestShard, &clock, absl::Seconds(1));
+  RemoteExpertExecutor remote;
+};
+
+TEST(RemoteExpertExecutorTest, WithoutACopyFailsCleanlyAndRecovers) {
+  Cluster c = MakeCluster(ComputeDType::kF32, "round_robin", 2);
+  ASSERT_NE(c.transport, nullptr);
+  OneTokenRun one(c);
+  ::moeserve::testing::FakeClock& clock = one.clock;
   c.transport->SetShard(1, nullptr);
-  absl::Status s = remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  absl::Status s = one.Run();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_NE(s.message().find("loopback shard 1 is down"), absl::string_view::npos) << s;
   const int64_t exchanges = c.transport->exchanges();
-  s = remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  s = one.Run();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_NE(s.message().find("no healthy shard holds expert 1 of layer 1"),
             absl::string_view::npos)
@@ -245,7 +257,7 @@ TEST(RemoteExpertExecutorTest, WithoutACopyFailsCleanlyAndRecovers) {
 
   c.transport->SetShard(1, c.shards[1].get());
   clock.Advance(absl::Seconds(1));
-  s = remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+  s = one.Run();
   EXPECT_TRUE(s.ok()) << s;
 }
 
@@ -255,15 +267,11 @@ TEST(RemoteExpertExecutorTest, WithoutACopyFailsCleanlyAndRecovers) {
 TEST(RemoteExpertExecutorTest, AShardFailingAgainAndAgainIsTriedLessOften) {
   Cluster c = MakeCluster(ComputeDType::kF32, "round_robin,replicas=2", 2);
   ASSERT_NE(c.transport, nullptr);
-  const int64_t hidden = c.worker->config().hidden_size;
-  std::vector<float> x(hidden, 0.25f), out(hidden);
-  std::vector<int32_t> ids = {0, 1};
-  std::vector<float> w = {0.5f, 0.5f};
-  ::moeserve::testing::FakeClock clock;
-  RemoteExpertExecutor remote(c.placement.get(), c.transport.get(), hidden,
-                              ReplicaChoice::kLowestShard, &clock, absl::Seconds(1));
+  OneTokenRun one(c);
+  ::moeserve::testing::FakeClock& clock = one.clock;
+  RemoteExpertExecutor& remote = one.remote;
   auto run = [&] {
-    absl::Status s = remote.Run(1, x.data(), 1, 2, ids.data(), w.data(), out.data());
+    absl::Status s = one.Run();
     EXPECT_TRUE(s.ok()) << s;  // the copy on shard 1 always answers
   };
   c.transport->SetShard(0, nullptr);

@@ -210,7 +210,7 @@ TEST_F(ToolRequestTest, ForcedCallsBuildAGrammar) {
             "<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n");
   EXPECT_EQ(text(g.tail), "\n```<｜tool▁call▁end｜>");
   EXPECT_EQ(text(g.close), "<｜tool▁calls▁end｜>");
-  EXPECT_EQ(g.options[1].arguments_schema,
+  EXPECT_EQ(g.options[1].arguments,
             R"({"type":"object","properties":{},"additionalProperties":false})");
   ASSERT_TRUE(p->generation.constraint_after_token.has_value());
   EXPECT_EQ(text({*p->generation.constraint_after_token}), "</think>");
