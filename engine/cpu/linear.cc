@@ -147,6 +147,9 @@ void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, con
       args.last = true;
       args.y = y + j;
       args.ldy = ldy;
+      // The tile after next: one tile ahead is too close to hide the memory latency.
+      const int64_t ahead = j + 2 * nr_max;
+      args.prefetch = ahead < n1 ? static_cast<const char*>(w.data) + ahead * k_size * elem : nullptr;
       tiles[nr - 1](args);
     }
     return;
@@ -198,54 +201,95 @@ void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, con
 
 }  // namespace
 
-void Linear(const float* x, int64_t m, int64_t ldx, const Matrix& w, float* y, int64_t ldy,
-            ThreadPool* pool) {
-  MOESERVE_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBf16)
-      << "Linear: weights must be f32 or bf16";
-  MOESERVE_DCHECK(ldx >= w.cols && ldy >= w.rows);
-  const int64_t n_size = w.rows;
-  const int64_t k_size = w.cols;
-  if (m <= 0 || n_size <= 0) return;
-  if (k_size == 0) {
-    for (int64_t i = 0; i < m; ++i) std::fill(y + i * ldy, y + i * ldy + n_size, 0.0f);
-    return;
-  }
+void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
   const KernelSet& ks = *Current().load(std::memory_order_relaxed);
   const bool scalar = ks.lanes == 1;
-
-  // Threads split the output columns in units of whole tiles; any split gives the same bits.
+  // Threads split the output columns of every job in units of whole tiles; any split gives the
+  // same bits.
   const int64_t unit = scalar ? 16 : ks.tile_cols * 4;
-  const int64_t units = (n_size + unit - 1) / unit;
+
+  struct Prepared {
+    const LinearJob* job;
+    int64_t first_unit;  // global index of the job's first unit
+    int64_t packed;      // offset of its packed x in x_packed, or -1 (one row group: unpacked)
+  };
+  std::vector<Prepared> prepared;
+  prepared.reserve(jobs.size());
+  int64_t total_units = 0, total_macs = 0, packed_floats = 0;
+  for (const LinearJob& j : jobs) {
+    const Matrix& w = *j.w;
+    MOESERVE_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBf16)
+        << "Linear: weights must be f32 or bf16";
+    MOESERVE_DCHECK(j.ldx >= w.cols && j.ldy >= w.rows);
+    if (j.m <= 0 || w.rows <= 0) continue;
+    if (w.cols == 0) {
+      for (int64_t i = 0; i < j.m; ++i) std::fill(j.y + i * j.ldy, j.y + i * j.ldy + w.rows, 0.0f);
+      continue;
+    }
+    const int64_t groups = scalar ? 1 : (j.m + ks.tile_rows - 1) / ks.tile_rows;
+    int64_t packed = -1;
+    if (groups > 1) {
+      packed = packed_floats;
+      packed_floats += j.m * ((w.cols + ks.lanes - 1) / ks.lanes * ks.lanes);
+    }
+    prepared.push_back({&j, total_units, packed});
+    const int64_t units = (w.rows + unit - 1) / unit;
+    total_units += units;
+    total_macs += units * unit * w.cols * j.m;
+  }
+  if (total_units == 0) return;
+
   // Batches: pack x once, group by group ([group][step][row][lanes]), shared by all threads.
-  const int64_t groups = scalar ? 1 : (m + ks.tile_rows - 1) / ks.tile_rows;
-  const int64_t k_pad = scalar ? k_size : (k_size + ks.lanes - 1) / ks.lanes * ks.lanes;
   thread_local std::vector<float> x_packed;
-  if (groups > 1) {
-    x_packed.resize(static_cast<size_t>(m * k_pad));
+  x_packed.resize(static_cast<size_t>(packed_floats));
+  for (const Prepared& p : prepared) {
+    if (p.packed < 0) continue;
+    const LinearJob& j = *p.job;
+    const int64_t groups = (j.m + ks.tile_rows - 1) / ks.tile_rows;
+    const int64_t k_pad = (j.w->cols + ks.lanes - 1) / ks.lanes * ks.lanes;
     for (int64_t g = 0; g < groups; ++g) {
-      const int64_t i0 = m * g / groups;
-      const int64_t i1 = m * (g + 1) / groups;
-      PackActivations(x + i0 * ldx, ldx, i1 - i0, k_size, ks.lanes, x_packed.data() + i0 * k_pad);
+      const int64_t i0 = j.m * g / groups;
+      const int64_t i1 = j.m * (g + 1) / groups;
+      PackActivations(j.x + i0 * j.ldx, j.ldx, i1 - i0, j.w->cols, ks.lanes,
+                      x_packed.data() + p.packed + i0 * k_pad);
     }
   }
   // (A thread_local named inside the lambda would be the worker's own; pass the caller's.)
   const float* xp = x_packed.data();
   auto run = [&](int64_t u0, int64_t u1) {
-    const int64_t n0 = u0 * unit;
-    const int64_t n1 = std::min(n_size, u1 * unit);
-    if (scalar) {
-      ScalarRange(x, m, ldx, w, y, ldy, n0, n1);
-    } else {
-      TiledRange(ks, x, m, ldx, xp, w, y, ldy, n0, n1);
+    // The first job that ends after u0, then every job that starts before u1.
+    size_t pi = static_cast<size_t>(
+        std::upper_bound(prepared.begin(), prepared.end(), u0,
+                         [](int64_t u, const Prepared& p) { return u < p.first_unit; }) -
+        prepared.begin() - 1);
+    for (; pi < prepared.size() && prepared[pi].first_unit < u1; ++pi) {
+      const Prepared& p = prepared[pi];
+      const LinearJob& j = *p.job;
+      const int64_t n_size = j.w->rows;
+      const int64_t n0 = std::max<int64_t>(0, u0 - p.first_unit) * unit;
+      const int64_t n1 = std::min(n_size, (u1 - p.first_unit) * unit);
+      if (n0 >= n1) continue;
+      if (scalar) {
+        ScalarRange(j.x, j.m, j.ldx, *j.w, j.y, j.ldy, n0, n1);
+      } else {
+        TiledRange(ks, j.x, j.m, j.ldx, p.packed < 0 ? nullptr : xp + p.packed, *j.w, j.y, j.ldy,
+                   n0, n1);
+      }
     }
   };
-  const int64_t macs_per_unit = unit * k_size * m;
+  const int64_t macs_per_unit = std::max<int64_t>(1, total_macs / total_units);
   const int64_t grain = std::max<int64_t>(1, kMinMacsPerThread / macs_per_unit);
-  if (pool == nullptr || pool->num_threads() == 1 || units < 2 * grain) {
-    run(0, units);
+  if (pool == nullptr || pool->num_threads() == 1 || total_units < 2 * grain) {
+    run(0, total_units);
     return;
   }
-  pool->ParallelFor(units, grain, run);
+  pool->ParallelFor(total_units, grain, run);
+}
+
+void Linear(const float* x, int64_t m, int64_t ldx, const Matrix& w, float* y, int64_t ldy,
+            ThreadPool* pool) {
+  const LinearJob job{x, m, ldx, &w, y, ldy};
+  LinearMany(absl::MakeConstSpan(&job, 1), pool);
 }
 
 const char* LinearKernelName() { return Current().load(std::memory_order_relaxed)->name; }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "absl/types/span.h"
 #include "common/thread_pool.h"
 #include "engine/weights.h"
 
@@ -14,6 +15,22 @@ namespace moeserve::engine::cpu {
 // Runs on `pool` (may be null: single-threaded). y must not alias x.
 void Linear(const float* x, int64_t m, int64_t ldx, const Matrix& w, float* y, int64_t ldy,
             ThreadPool* pool);
+
+// One product of LinearMany: y[m, w->rows] = x[m, w->cols] * w^T.
+struct LinearJob {
+  const float* x;
+  int64_t m;
+  int64_t ldx;
+  const Matrix* w;
+  float* y;
+  int64_t ldy;
+};
+
+// Runs independent products in one parallel region, their output columns shared out among the
+// threads as one range: a decode step's many small products (per-head absorption, each routed
+// expert) then pay for one pool round trip instead of one each. Results are bit-identical to
+// calling Linear on each job. No job's y may alias any job's x.
+void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool);
 
 // Which SIMD path Linear uses on this CPU ("avx512bf16", "avx512", "avx2", "scalar").
 const char* LinearKernelName();

@@ -69,7 +69,15 @@ MOESERVE_AVX2 void Tile(const TileArgs& a) {
   int64_t xo = 0;
   int64_t wo = 0;
   int64_t k = 0;
+  // One step reads NR * kLanes weights; prefetch as many cache lines of the next region.
+  constexpr int kPrefetchLines = (NR * kLanes * (kBf16 ? 2 : 4) + 63) / 64;
+  const char* pf = a.prefetch;
   for (; k + kLanes <= a.kn; k += kLanes, xo += a.x_step, wo += a.w_step) {
+    if (pf != nullptr) {
+#pragma GCC unroll 8
+      for (int p = 0; p < kPrefetchLines; ++p) _mm_prefetch(pf + p * 64, _MM_HINT_T0);
+      pf += kPrefetchLines * 64;
+    }
     __m256 wv[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) wv[j] = LoadW<kBf16>(a.w, j * w_row + wo);

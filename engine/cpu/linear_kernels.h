@@ -34,6 +34,10 @@ struct TileArgs {
   bool last;
   float* y;  // output tile origin; written (reduced) when `last`
   int64_t ldy;
+  // Where the weights this thread reads next begin (the next tile of a decode matrix-vector
+  // product), or null. Tiles of short rows end before the hardware prefetcher ramps up on their
+  // NR streams, so the tile prefetches that contiguous region line by line while it computes.
+  const char* prefetch = nullptr;
 };
 using TileFn = void (*)(const TileArgs&);
 

@@ -40,6 +40,17 @@ struct QueryTile {
   int64_t max_len = 0;  // keys the last (longest) query sees
 };
 
+// out[n, hidden] = down(silu(gate(xn)) * up(xn)): the dense MLP or the shared experts.
+void DenseMlp(const LayerWeights& w, const float* xn, int64_t n, int64_t hidden, float* out,
+              ThreadPool* pool) {
+  const int64_t inter = w.gate.rows;
+  std::vector<float> g(n * inter), u(n * inter);
+  cpu::LinearMany({{xn, n, hidden, &w.gate, g.data(), inter}, {xn, n, hidden, &w.up, u.data(), inter}},
+                  pool);
+  ops::SiluMul(g.data(), u.data(), n * inter, g.data());
+  cpu::Linear(g.data(), n, inter, w.down, out, hidden, pool);
+}
+
 }  // namespace
 
 absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
@@ -126,15 +137,18 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     }
     if (c.q_lora_rank) {
       const int64_t qr = *c.q_lora_rank;
-      cpu::Linear(xn.data(), n, hidden, w.q_a, qa.data(), qr, pool);
+      cpu::LinearMany({{xn.data(), n, hidden, &w.q_a, qa.data(), qr},
+                       {xn.data(), n, hidden, &w.kv_a, kva.data(), lat}},
+                      pool);
       for (int64_t t = 0; t < n; ++t) {
         ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
       }
       cpu::Linear(qa.data(), n, qr, w.q_b, q.data(), heads * qhd, pool);
     } else {
-      cpu::Linear(xn.data(), n, hidden, w.q, q.data(), heads * qhd, pool);
+      cpu::LinearMany({{xn.data(), n, hidden, &w.q, q.data(), heads * qhd},
+                       {xn.data(), n, hidden, &w.kv_a, kva.data(), lat}},
+                      pool);
     }
-    cpu::Linear(xn.data(), n, hidden, w.kv_a, kva.data(), lat, pool);
     for (int64_t t = 0; t < n; ++t) {
       float* row = cache_row(t, l, refs[t].pos);
       ops::RmsNorm(&kva[t * lat], w.kv_a_norm.data(), kvr, c.rms_norm_eps, row);
@@ -145,9 +159,11 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
       }
     }
     // Absorb kv_b's key part into the queries: qlat[t, h] = q_nope[t, h] * W_UK[h].
+    std::vector<cpu::LinearJob> head_jobs;
     for (int64_t h = 0; h < heads; ++h) {
-      cpu::Linear(&q[h * qhd], n, heads * qhd, w.uk_t[h], &qlat[h * kvr], heads * kvr, pool);
+      head_jobs.push_back({&q[h * qhd], n, heads * qhd, &w.uk_t[h], &qlat[h * kvr], heads * kvr});
     }
+    cpu::LinearMany(head_jobs, pool);
     // Scores over every cached position of the token's sequence, causal, in tiles of up to
     // kAttentionLanes consecutive (token, head) queries of one chunk.
     for (size_t ti = 0; ti < tiles.size(); ++ti) {
@@ -187,9 +203,11 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
         cpu::LatentAttention(args, &scratch);
       }
     });
+    head_jobs.clear();
     for (int64_t h = 0; h < heads; ++h) {
-      cpu::Linear(&olat[h * kvr], n, heads * kvr, w.uv[h], &attn[h * vdim], heads * vdim, pool);
+      head_jobs.push_back({&olat[h * kvr], n, heads * kvr, &w.uv[h], &attn[h * vdim], heads * vdim});
     }
+    cpu::LinearMany(head_jobs, pool);
     cpu::Linear(attn.data(), n, heads * vdim, w.o, tmp.data(), hidden, pool);
     for (int64_t i = 0; i < n * hidden; ++i) x[i] += tmp[i];
 
@@ -197,12 +215,7 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
       ops::RmsNorm(&x[t * hidden], w.post_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
     }
     if (!w.moe) {
-      const int64_t inter = w.gate.rows;
-      std::vector<float> g(n * inter), u(n * inter);
-      cpu::Linear(xn.data(), n, hidden, w.gate, g.data(), inter, pool);
-      cpu::Linear(xn.data(), n, hidden, w.up, u.data(), inter, pool);
-      ops::SiluMul(g.data(), u.data(), n * inter, g.data());
-      cpu::Linear(g.data(), n, inter, w.down, mlp.data(), hidden, pool);
+      DenseMlp(w, xn.data(), n, hidden, mlp.data(), pool);
     } else {
       const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
       std::vector<float> gate_logits(n * e), weights(n * k);
@@ -215,12 +228,7 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
       MOESERVE_RETURN_IF_ERROR(
           experts->Run(l, xn.data(), n, k, chosen.data(), weights.data(), mlp.data()));
       if (w.has_shared) {
-        const int64_t inter = w.gate.rows;
-        std::vector<float> g(n * inter), u(n * inter);
-        cpu::Linear(xn.data(), n, hidden, w.gate, g.data(), inter, pool);
-        cpu::Linear(xn.data(), n, hidden, w.up, u.data(), inter, pool);
-        ops::SiluMul(g.data(), u.data(), n * inter, g.data());
-        cpu::Linear(g.data(), n, inter, w.down, tmp.data(), hidden, pool);
+        DenseMlp(w, xn.data(), n, hidden, tmp.data(), pool);
         for (int64_t i = 0; i < n * hidden; ++i) mlp[i] += tmp[i];
       }
     }

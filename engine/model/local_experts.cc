@@ -9,54 +9,76 @@
 #include "engine/model/ops.h"
 
 namespace moeserve::engine {
+namespace {
+
+// One used expert: its rows of the gathered activations.
+struct UsedExpert {
+  int64_t expert;
+  int64_t first_row;
+  int64_t rows;
+};
+
+}  // namespace
 
 absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, int64_t k,
                                       const int32_t* ids, const float* weights, float* out) {
   const ModelConfig& c = model_->config();
   const int64_t hidden = c.hidden_size;
   const int64_t inter = c.moe_intermediate_size;
-  // Group (token, slot) pairs by expert.
-  std::vector<std::vector<int64_t>> by_expert(c.n_routed_experts);
+  // Sort the (token, slot) pairs by expert: rows [start[e], start[e + 1]) of the gathered
+  // activations are expert e's tokens.
+  std::vector<int64_t> start(c.n_routed_experts + 1, 0);
   for (int64_t i = 0; i < n * k; ++i) {
     int32_t e = ids[i];
     if (e < 0 || e >= c.n_routed_experts) {
       return absl::InvalidArgumentError(absl::StrCat("expert id ", e, " out of range"));
     }
-    by_expert[e].push_back(i);
+    ++start[e + 1];
   }
-  // Each slot's expert output, combined below in slot order so the sum per token does not
-  // depend on how the batch was grouped.
-  std::vector<float> slot_out(static_cast<size_t>(n * k * hidden));
-  std::vector<float> xs, g, u;
+  for (int64_t e = 0; e < c.n_routed_experts; ++e) start[e + 1] += start[e];
+  std::vector<int64_t> row_of_slot(n * k);
+  {
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t i = 0; i < n * k; ++i) row_of_slot[i] = fill[ids[i]]++;
+  }
+  const int64_t rows = n * k;
+  std::vector<float> xs(rows * hidden), g(rows * inter), u(rows * inter), ys(rows * hidden);
+  for (int64_t i = 0; i < rows; ++i) {
+    std::memcpy(&xs[row_of_slot[i] * hidden], x + (i / k) * hidden, sizeof(float) * hidden);
+  }
+  // Every used expert's gate and up products in one parallel region, then every down product
+  // in another.
+  std::vector<UsedExpert> used;
+  std::vector<cpu::LinearJob> jobs;
   for (int64_t e = 0; e < c.n_routed_experts; ++e) {
-    const std::vector<int64_t>& slots = by_expert[e];
-    if (slots.empty()) continue;
+    const int64_t m = start[e + 1] - start[e];
+    if (m == 0) continue;
     const ExpertWeights& w = model_->expert(layer, e);
     if (!w.loaded) {
       return absl::FailedPreconditionError(
           absl::StrCat("expert ", e, " of layer ", layer, " is not loaded in this process"));
     }
-    const int64_t m = static_cast<int64_t>(slots.size());
-    xs.resize(m * hidden);
-    g.resize(m * inter);
-    u.resize(m * inter);
-    for (int64_t r = 0; r < m; ++r) {
-      std::memcpy(&xs[r * hidden], x + (slots[r] / k) * hidden, sizeof(float) * hidden);
-    }
-    cpu::Linear(xs.data(), m, hidden, w.gate, g.data(), inter, model_->pool());
-    cpu::Linear(xs.data(), m, hidden, w.up, u.data(), inter, model_->pool());
-    ops::SiluMul(g.data(), u.data(), m * inter, g.data());
-    // Down projection straight into the slots' rows would need a scatter; use xs as scratch.
-    cpu::Linear(g.data(), m, inter, w.down, xs.data(), hidden, model_->pool());
-    for (int64_t r = 0; r < m; ++r) {
-      std::memcpy(&slot_out[slots[r] * hidden], &xs[r * hidden], sizeof(float) * hidden);
-    }
+    const int64_t r0 = start[e];
+    jobs.push_back({&xs[r0 * hidden], m, hidden, &w.gate, &g[r0 * inter], inter});
+    jobs.push_back({&xs[r0 * hidden], m, hidden, &w.up, &u[r0 * inter], inter});
+    used.push_back({e, r0, m});
   }
+  cpu::LinearMany(jobs, model_->pool());
+  ops::SiluMul(g.data(), u.data(), rows * inter, g.data());
+  jobs.clear();
+  for (const UsedExpert& p : used) {
+    const ExpertWeights& w = model_->expert(layer, p.expert);
+    jobs.push_back({&g[p.first_row * inter], p.rows, inter, &w.down, &ys[p.first_row * hidden],
+                    hidden});
+  }
+  cpu::LinearMany(jobs, model_->pool());
+  // Each token's experts are combined in its own top-k order, so the sum per token does not
+  // depend on how the batch was grouped.
   for (int64_t t = 0; t < n; ++t) {
     float* o = out + t * hidden;
     std::memset(o, 0, sizeof(float) * hidden);
     for (int64_t j = 0; j < k; ++j) {
-      const float* s = &slot_out[(t * k + j) * hidden];
+      const float* s = &ys[row_of_slot[t * k + j] * hidden];
       float wt = weights[t * k + j];
       for (int64_t d = 0; d < hidden; ++d) o[d] += wt * s[d];
     }
