@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "bench/machine_limits.h"
@@ -96,6 +97,7 @@ std::string RunCase(const Case& c, ThreadPool* pool, double bandwidth_gbs, doubl
 int Main(int argc, char** argv) {
   int threads = DefaultThreadCount();
   bool quick = false;
+  std::vector<Case> cases;  // --case; the default set when none
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (absl::ConsumePrefix(&arg, "--threads=") && absl::SimpleAtoi(arg, &threads) &&
@@ -114,8 +116,22 @@ int Main(int argc, char** argv) {
       quick = true;
       continue;
     }
+    if (absl::ConsumePrefix(&arg, "--case=")) {
+      // DTYPE:M:ROWS:COLS, e.g. bf16:48:512:1024 (a routed expert's gate in a 512-token prefill).
+      std::vector<std::string> f = absl::StrSplit(arg, ':');
+      Case c{DType::kBf16, 0, 0, 0};
+      if (f.size() == 4 && (f[0] == "bf16" || f[0] == "f32") && absl::SimpleAtoi(f[1], &c.m) &&
+          absl::SimpleAtoi(f[2], &c.rows) && absl::SimpleAtoi(f[3], &c.cols) && c.m > 0 &&
+          c.rows > 0 && c.cols > 0) {
+        c.dtype = f[0] == "f32" ? DType::kF32 : DType::kBf16;
+        cases.push_back(c);
+        continue;
+      }
+    }
     std::fprintf(stderr,
-                 "usage: %s [--threads=N] [--kernel=avx512|avx2|scalar] [--quick]\n", argv[0]);
+                 "usage: %s [--threads=N] [--kernel=avx512|avx2|scalar] [--quick] "
+                 "[--case=bf16|f32:M:ROWS:COLS ...]\n",
+                 argv[0]);
     return 2;
   }
   ThreadPool pool(threads);
@@ -123,13 +139,16 @@ int Main(int argc, char** argv) {
   const double peak = MeasureFmaPeakGflops(threads);
   const int64_t big = quick ? 4096 : 8192;
   const int64_t prefill = quick ? 2048 : 4096;
-  std::vector<std::string> results;
-  for (DType dtype : {DType::kBf16, DType::kF32}) {
-    for (const Case& c : {Case{dtype, 1, big, big}, Case{dtype, 16, big, big},
-                          Case{dtype, 512, prefill, prefill}}) {
-      results.push_back(RunCase(c, &pool, bandwidth, peak, quick ? 0.1 : 0.5));
+  if (cases.empty()) {
+    for (DType dtype : {DType::kBf16, DType::kF32}) {
+      for (const Case& c : {Case{dtype, 1, big, big}, Case{dtype, 16, big, big},
+                            Case{dtype, 512, prefill, prefill}}) {
+        cases.push_back(c);
+      }
     }
   }
+  std::vector<std::string> results;
+  for (const Case& c : cases) results.push_back(RunCase(c, &pool, bandwidth, peak, quick ? 0.1 : 0.5));
   std::printf("{\"kernel\": \"%s\", \"threads\": %d, \"read_bandwidth_gbs\": %.1f, "
               "\"fma_peak_gflops\": %.1f, \"results\": [\n  %s\n]}\n",
               engine::cpu::LinearKernelName(), threads, bandwidth, peak,

@@ -240,22 +240,39 @@ void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
   if (total_units == 0) return;
 
   // Batches: pack x once, group by group ([group][step][row][lanes]), shared by all threads.
+  // Packing is spread over the pool too (one item per row group): a prefill's expert products
+  // pack tens of MiB, which one thread would copy while the others wait.
   thread_local std::vector<float> x_packed;
+  thread_local std::vector<std::pair<const Prepared*, int64_t>> pack_items;  // (job, group)
   x_packed.resize(static_cast<size_t>(packed_floats));
+  pack_items.clear();
   for (const Prepared& p : prepared) {
     if (p.packed < 0) continue;
-    const LinearJob& j = *p.job;
-    const int64_t groups = (j.m + ks.tile_rows - 1) / ks.tile_rows;
-    const int64_t k_pad = (j.w->cols + ks.lanes - 1) / ks.lanes * ks.lanes;
-    for (int64_t g = 0; g < groups; ++g) {
+    const int64_t groups = (p.job->m + ks.tile_rows - 1) / ks.tile_rows;
+    for (int64_t g = 0; g < groups; ++g) pack_items.emplace_back(&p, g);
+  }
+  // (A thread_local named inside a lambda would be the worker's own; pass the caller's.)
+  float* const xp = x_packed.data();
+  const std::pair<const Prepared*, int64_t>* const items = pack_items.data();
+  auto pack = [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const Prepared& p = *items[it].first;
+      const LinearJob& j = *p.job;
+      const int64_t groups = (j.m + ks.tile_rows - 1) / ks.tile_rows;
+      const int64_t k_pad = (j.w->cols + ks.lanes - 1) / ks.lanes * ks.lanes;
+      const int64_t g = items[it].second;
       const int64_t i0 = j.m * g / groups;
       const int64_t i1 = j.m * (g + 1) / groups;
       PackActivations(j.x + i0 * j.ldx, j.ldx, i1 - i0, j.w->cols, ks.lanes,
-                      x_packed.data() + p.packed + i0 * k_pad);
+                      xp + p.packed + i0 * k_pad);
     }
+  };
+  const int64_t n_items = static_cast<int64_t>(pack_items.size());
+  if (pool == nullptr || n_items < 4) {
+    pack(0, n_items);
+  } else {
+    pool->ParallelFor(n_items, 2, pack);
   }
-  // (A thread_local named inside the lambda would be the worker's own; pass the caller's.)
-  const float* xp = x_packed.data();
   auto run = [&](int64_t u0, int64_t u1) {
     // The first job that ends after u0, then every job that starts before u1.
     size_t pi = static_cast<size_t>(

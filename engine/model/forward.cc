@@ -15,6 +15,7 @@
 #include "engine/cpu/linear.h"
 #include "engine/model.h"
 #include "engine/model/ops.h"
+#include "engine/model/scratch.h"
 
 namespace moeserve::engine {
 namespace {
@@ -42,13 +43,13 @@ struct QueryTile {
 
 // out[n, hidden] = down(silu(gate(xn)) * up(xn)): the dense MLP or the shared experts.
 void DenseMlp(const LayerWeights& w, const float* xn, int64_t n, int64_t hidden, float* out,
-              ThreadPool* pool) {
+              ThreadPool* pool, ScratchArena* arena) {
   const int64_t inter = w.gate.rows;
-  std::vector<float> g(n * inter), u(n * inter);
-  cpu::LinearMany({{xn, n, hidden, &w.gate, g.data(), inter}, {xn, n, hidden, &w.up, u.data(), inter}},
-                  pool);
-  ops::SiluMul(g.data(), u.data(), n * inter, g.data());
-  cpu::Linear(g.data(), n, inter, w.down, out, hidden, pool);
+  float* g = arena->Alloc<float>(n * inter);
+  float* u = arena->Alloc<float>(n * inter);
+  cpu::LinearMany({{xn, n, hidden, &w.gate, g, inter}, {xn, n, hidden, &w.up, u, inter}}, pool);
+  ops::SiluMul(g, u, n * inter, g, pool);
+  cpu::Linear(g, n, inter, w.down, out, hidden, pool);
 }
 
 }  // namespace
@@ -96,7 +97,13 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   const int64_t n = static_cast<int64_t>(refs.size());
   ThreadPool* pool = pool_.get();
 
-  std::vector<float> x(n * hidden), xn(n * hidden), cos_sin(n * rope);
+  // One arena per thread: Forward runs on the engine thread, concurrently only in tests.
+  thread_local ScratchArena arena;
+  arena.Reset();
+  auto floats = [&](int64_t count) { return arena.Alloc<float>(count); };
+  float* x = floats(n * hidden);
+  float* xn = floats(n * hidden);
+  float* cos_sin = floats(n * rope);
   for (int64_t t = 0; t < n; ++t) {
     CopyRow(embed_, ids[t], &x[t * hidden]);
     ops::RopeAngles(inv_freq_, rope_mscale_, refs[t].pos, &cos_sin[t * rope]);
@@ -106,9 +113,14 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     return cache->Row(ch.block_table[pos / bt], layer, pos % bt);
   };
 
-  std::vector<float> qa(c.q_lora_rank ? n * *c.q_lora_rank : 0), q(n * heads * qhd);
-  std::vector<float> kva(n * lat), qlat(n * heads * kvr), olat(n * heads * kvr);
-  std::vector<float> attn(n * heads * vdim), tmp(n * hidden), mlp(n * hidden);
+  float* qa = floats(c.q_lora_rank ? n * *c.q_lora_rank : 0);
+  float* q = floats(n * heads * qhd);
+  float* kva = floats(n * lat);
+  float* qlat = floats(n * heads * kvr);
+  float* olat = floats(n * heads * kvr);
+  float* attn = floats(n * heads * vdim);
+  float* tmp = floats(n * hidden);
+  float* mlp = floats(n * hidden);
   const float scale = static_cast<float>(c.SoftmaxScale());
 
   // Attention tiles: runs of up to kAttentionLanes consecutive (token, head) items of one chunk.
@@ -137,16 +149,16 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     }
     if (c.q_lora_rank) {
       const int64_t qr = *c.q_lora_rank;
-      cpu::LinearMany({{xn.data(), n, hidden, &w.q_a, qa.data(), qr},
-                       {xn.data(), n, hidden, &w.kv_a, kva.data(), lat}},
+      cpu::LinearMany({{xn, n, hidden, &w.q_a, qa, qr},
+                       {xn, n, hidden, &w.kv_a, kva, lat}},
                       pool);
       for (int64_t t = 0; t < n; ++t) {
         ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
       }
-      cpu::Linear(qa.data(), n, qr, w.q_b, q.data(), heads * qhd, pool);
+      cpu::Linear(qa, n, qr, w.q_b, q, heads * qhd, pool);
     } else {
-      cpu::LinearMany({{xn.data(), n, hidden, &w.q, q.data(), heads * qhd},
-                       {xn.data(), n, hidden, &w.kv_a, kva.data(), lat}},
+      cpu::LinearMany({{xn, n, hidden, &w.q, q, heads * qhd},
+                       {xn, n, hidden, &w.kv_a, kva, lat}},
                       pool);
     }
     for (int64_t t = 0; t < n; ++t) {
@@ -208,27 +220,28 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
       head_jobs.push_back({&olat[h * kvr], n, heads * kvr, &w.uv[h], &attn[h * vdim], heads * vdim});
     }
     cpu::LinearMany(head_jobs, pool);
-    cpu::Linear(attn.data(), n, heads * vdim, w.o, tmp.data(), hidden, pool);
+    cpu::Linear(attn, n, heads * vdim, w.o, tmp, hidden, pool);
     for (int64_t i = 0; i < n * hidden; ++i) x[i] += tmp[i];
 
     for (int64_t t = 0; t < n; ++t) {
       ops::RmsNorm(&x[t * hidden], w.post_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
     }
     if (!w.moe) {
-      DenseMlp(w, xn.data(), n, hidden, mlp.data(), pool);
+      DenseMlp(w, xn, n, hidden, mlp, pool, &arena);
     } else {
       const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
-      std::vector<float> gate_logits(n * e), weights(n * k);
-      std::vector<int32_t> chosen(n * k);
-      cpu::Linear(xn.data(), n, hidden, w.router, gate_logits.data(), e, pool);
+      float* gate_logits = floats(n * e);
+      float* weights = floats(n * k);
+      int32_t* chosen = arena.Alloc<int32_t>(n * k);
+      cpu::Linear(xn, n, hidden, w.router, gate_logits, e, pool);
       const float* bias = w.router_bias.empty() ? nullptr : w.router_bias.data();
       for (int64_t t = 0; t < n; ++t) {
         ops::RouteToken(c, &gate_logits[t * e], bias, &chosen[t * k], &weights[t * k]);
       }
       MOESERVE_RETURN_IF_ERROR(
-          experts->Run(l, xn.data(), n, k, chosen.data(), weights.data(), mlp.data()));
+          experts->Run(l, xn, n, k, chosen, weights, mlp));
       if (w.has_shared) {
-        DenseMlp(w, xn.data(), n, hidden, tmp.data(), pool);
+        DenseMlp(w, xn, n, hidden, tmp, pool, &arena);
         for (int64_t i = 0; i < n * hidden; ++i) mlp[i] += tmp[i];
       }
     }
@@ -245,14 +258,15 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   logits->clear();
   if (rows.empty()) return absl::OkStatus();
   const int64_t r = static_cast<int64_t>(rows.size());
-  std::vector<float> normed(r * hidden), out(r * c.vocab_size);
+  float* normed = floats(r * hidden);
+  float* out = floats(r * c.vocab_size);
   for (int64_t i = 0; i < r; ++i) {
     ops::RmsNorm(&x[rows[i] * hidden], final_norm_.data(), hidden, c.rms_norm_eps,
                  &normed[i * hidden]);
   }
-  cpu::Linear(normed.data(), r, hidden, lm_head_, out.data(), c.vocab_size, pool);
+  cpu::Linear(normed, r, hidden, lm_head_, out, c.vocab_size, pool);
   for (int64_t i = 0; i < r; ++i) {
-    logits->emplace_back(out.begin() + i * c.vocab_size, out.begin() + (i + 1) * c.vocab_size);
+    logits->emplace_back(out + i * c.vocab_size, out + (i + 1) * c.vocab_size);
   }
   return absl::OkStatus();
 }

@@ -7,6 +7,7 @@
 #include "engine/cpu/linear.h"
 #include "engine/model.h"
 #include "engine/model/ops.h"
+#include "engine/model/scratch.h"
 
 namespace moeserve::engine {
 namespace {
@@ -42,7 +43,13 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
     for (int64_t i = 0; i < n * k; ++i) row_of_slot[i] = fill[ids[i]]++;
   }
   const int64_t rows = n * k;
-  std::vector<float> xs(rows * hidden), g(rows * inter), u(rows * inter), ys(rows * hidden);
+  // Forward's arena is this thread's too, but its pieces are live: this executor has its own.
+  thread_local ScratchArena arena;
+  arena.Reset();
+  float* xs = arena.Alloc<float>(rows * hidden);
+  float* g = arena.Alloc<float>(rows * inter);
+  float* u = arena.Alloc<float>(rows * inter);
+  float* ys = arena.Alloc<float>(rows * hidden);
   for (int64_t i = 0; i < rows; ++i) {
     std::memcpy(&xs[row_of_slot[i] * hidden], x + (i / k) * hidden, sizeof(float) * hidden);
   }
@@ -64,7 +71,7 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
     used.push_back({e, r0, m});
   }
   cpu::LinearMany(jobs, model_->pool());
-  ops::SiluMul(g.data(), u.data(), rows * inter, g.data());
+  ops::SiluMul(g, u, rows * inter, g, model_->pool());
   jobs.clear();
   for (const UsedExpert& p : used) {
     const ExpertWeights& w = model_->expert(layer, p.expert);

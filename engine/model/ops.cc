@@ -73,6 +73,15 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
+void SiluMul(const float* gate, const float* up, int64_t n, float* out, ThreadPool* pool) {
+  constexpr int64_t kGrain = 16 * 1024;
+  if (pool == nullptr || n < 2 * kGrain) {
+    SiluMul(gate, up, n, out);
+    return;
+  }
+  pool->ParallelFor(n, kGrain, [&](int64_t b, int64_t e) { SiluMul(gate + b, up + b, e - b, out + b); });
+}
+
 void Softmax(float* x, int64_t n) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);

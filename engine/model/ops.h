@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "engine/config.h"
 
 // Small element-wise and routing operations of the DeepSeek model (the matrix products live in
@@ -27,6 +28,8 @@ void ApplyRope(float* x, int64_t dim, const float* cos_sin);
 
 // out[i] = silu(gate[i]) * up[i].
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);
+// SiluMul with the elements shared out over `pool` (may be null); the same results.
+void SiluMul(const float* gate, const float* up, int64_t n, float* out, ThreadPool* pool);
 
 // In-place softmax over n values (max-subtracted, float32 sums).
 void Softmax(float* x, int64_t n);
