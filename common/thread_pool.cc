@@ -90,7 +90,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   // Up to 4 chunks per thread, taken in order from a shared counter.
-  const int64_t chunks = std::min<int64_t>(int64_t{4} * num_threads_, (n + grain - 1) / grain);
+  const int64_t chunks = std::min<int64_t>(int64_t{4} * num_threads_, std::max<int64_t>(1, n / grain));
   if (chunks <= 1 || num_threads_ == 1) {
     fn(0, n);
     return;

@@ -29,8 +29,8 @@ class ThreadPool {
 
   int num_threads() const { return num_threads_; }
 
-  // Calls fn(begin, end) over disjoint chunks covering [0, n), about `grain` long or longer, up
-  // to 4 per thread. Threads take chunks in order from a shared counter, so a descheduled thread
+  // Calls fn(begin, end) over disjoint chunks covering [0, n), each at least `grain` long (or
+  // all of n), up to 4 per thread. Threads take chunks in order from a shared counter, so a descheduled thread
   // delays the region by one chunk, not by a fixed share. Returns once every chunk has run.
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
@@ -38,7 +38,7 @@ class ThreadPool {
   void RunOnAll(const std::function<void(int)>& fn);
 
   // How long a helper spins for the next job before it sleeps.
-  static constexpr int64_t kSpinMicros = 200;
+  static constexpr int64_t kSpinMicros = 50;
 
  private:
   void WorkerLoop(int index);

@@ -1,6 +1,8 @@
 #include "common/thread_pool.h"
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -25,6 +27,41 @@ TEST(ThreadPoolTest, RunOnAllRunsEachThreadIndexOnce) {
     std::vector<std::atomic<int>> seen(4);
     pool.RunOnAll([&](int t) { seen[t].fetch_add(1); });
     for (int t = 0; t < 4; ++t) EXPECT_EQ(seen[t].load(), 1);
+  }
+}
+
+// Many short regions back to back (helpers spinning between them), then regions after the
+// helpers have gone to sleep: every index is covered once each time.
+TEST(ThreadPoolTest, BackToBackAndAfterSleepingRegions) {
+  ThreadPool pool(3);
+  std::vector<std::atomic<int>> hits(97);
+  auto region = [&] {
+    pool.ParallelFor(97, 3, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+    });
+  };
+  for (int r = 0; r < 2000; ++r) region();
+  for (int r = 0; r < 3; ++r) {
+    std::this_thread::sleep_for(std::chrono::microseconds(20 * ThreadPool::kSpinMicros));
+    region();
+  }
+  for (int64_t i = 0; i < 97; ++i) EXPECT_EQ(hits[i].load(), 2003) << "i=" << i;
+}
+
+// Chunks are taken dynamically, but never shorter than the grain unless n is.
+TEST(ThreadPoolTest, ChunksRespectTheGrain) {
+  ThreadPool pool(2);
+  for (int64_t n : {5, 20, 31, 64, 1000}) {
+    std::atomic<int64_t> smallest{n};
+    std::atomic<int64_t> covered{0};
+    pool.ParallelFor(n, 16, [&](int64_t b, int64_t e) {
+      int64_t cur = smallest.load();
+      while (e - b < cur && !smallest.compare_exchange_weak(cur, e - b)) {
+      }
+      covered.fetch_add(e - b);
+    });
+    EXPECT_EQ(covered.load(), n);
+    EXPECT_GE(smallest.load(), std::min<int64_t>(n, 16)) << "n=" << n;
   }
 }
 

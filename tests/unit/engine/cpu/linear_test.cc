@@ -185,6 +185,53 @@ TEST_P(LinearTest, EmptyShapes) {
   for (float v : y2) EXPECT_EQ(v, 7.0f);
 }
 
+// LinearMany gives every job exactly what Linear gives it alone: mixed dtypes, decode (m = 1)
+// and batched jobs, odd shapes, empty jobs, and any thread count (the jobs' columns share one
+// parallel range, so one thread's share crosses job boundaries).
+TEST_P(LinearTest, ManyEqualsEachJobAlone) {
+  KernelScope scope(GetParam());
+  std::mt19937 rng(13);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  struct Shape {
+    DType dtype;
+    int64_t m, rows, cols;
+  };
+  const Shape shapes[] = {{DType::kBf16, 1, 300, 1100}, {DType::kF32, 7, 33, 527},
+                          {DType::kBf16, 16, 64, 96},   {DType::kBf16, 0, 20, 30},
+                          {DType::kF32, 1, 5, 15},      {DType::kBf16, 40, 203, 1030},
+                          {DType::kF32, 3, 17, 0}};
+  std::vector<TestMatrix> ws;
+  std::vector<std::vector<float>> xs, alone;
+  for (const Shape& sh : shapes) {
+    ws.push_back(RandomMatrix(sh.dtype, sh.rows, sh.cols, rng));
+    xs.push_back(RandomActivations(sh.m, std::max<int64_t>(sh.cols, 1), rng));
+  }
+  for (size_t i = 0; i < ws.size(); ++i) {
+    alone.emplace_back(static_cast<size_t>(shapes[i].m * shapes[i].rows), 7.0f);
+    Linear(xs[i].data(), shapes[i].m, std::max<int64_t>(shapes[i].cols, 1), ws[i].matrix,
+           alone[i].data(), shapes[i].rows, nullptr);
+  }
+  for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+    std::vector<std::vector<float>> ys;
+    std::vector<LinearJob> jobs;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      ys.emplace_back(static_cast<size_t>(shapes[i].m * shapes[i].rows), 7.0f);
+    }
+    for (size_t i = 0; i < ws.size(); ++i) {
+      jobs.push_back({xs[i].data(), shapes[i].m, std::max<int64_t>(shapes[i].cols, 1),
+                      &ws[i].matrix, ys[i].data(), shapes[i].rows});
+    }
+    LinearMany(jobs, pool);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      ASSERT_EQ(ys[i], alone[i]) << GetParam() << " job " << i << " threads "
+                                 << (pool == nullptr ? 1 : pool->num_threads());
+    }
+  }
+  // The zero-column job really was zero-filled (not left at 7).
+  for (float v : alone.back()) EXPECT_EQ(v, 0.0f);
+}
+
 std::string KernelParamName(const ::testing::TestParamInfo<std::string>& param_info) {
   return param_info.param;
 }
