@@ -79,23 +79,48 @@ MOESERVE_AVX512 void Scores(const LatentAttentionTile& t, int64_t max_len, float
   }
 }
 
-// out rows q0..q0+nq (nq <= 4), values [c0, c0 + 64) masked to `cmask` per 16, += sum_s
+// out rows q0..q0+NQ (NQ <= 4), values [c0, c0 + 16 NV) masked to `cmask` per 16, += sum_s
 // p[s][q] * row_s; p is zero past a query's length, so every query runs over max_len keys.
-template <int NQ>
+// NQ and NV are template arguments so the NQ x NV accumulators stay in registers.
+template <int NQ, int NV>
 MOESERVE_AVX512 void Accumulate(const LatentAttentionTile& t, const float* p, int64_t max_len,
-                                int q0, int64_t c0, int nv, const __mmask16* cmask,
-                                __m512 (&acc)[4][4]) {
+                                int q0, int64_t c0, const __mmask16* cmask, __m512 (&acc)[4][4]) {
+  __m512 a[NQ][NV];
+#pragma GCC unroll 4
   for (int q = 0; q < NQ; ++q) {
-    for (int v = 0; v < 4; ++v) acc[q][v] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) a[q][v] = _mm512_setzero_ps();
   }
-  for (int64_t s = 0; s < max_len; ++s) {
-    const float* row = RowAt(t, s) + c0;
-    __m512 r[4];
-    for (int v = 0; v < nv; ++v) r[v] = _mm512_maskz_loadu_ps(cmask[v], row + v * 16);
-    for (int q = 0; q < NQ; ++q) {
-      const __m512 w = _mm512_set1_ps(p[s * kL + q0 + q]);
-      for (int v = 0; v < nv; ++v) acc[q][v] = _mm512_fmadd_ps(w, r[v], acc[q][v]);
+  // Block by block: RowAt's division per key cost as much as the key's multiply-adds.
+  for (int64_t b0 = 0; b0 < max_len; b0 += t.block_tokens) {
+    const float* row = t.blocks[b0 / t.block_tokens] + c0;
+    const int64_t end = std::min(max_len, b0 + t.block_tokens);
+    for (int64_t s = b0; s < end; ++s, row += t.lat) {
+      __m512 r[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) r[v] = _mm512_maskz_loadu_ps(cmask[v], row + v * 16);
+#pragma GCC unroll 4
+      for (int q = 0; q < NQ; ++q) {
+        const __m512 w = _mm512_set1_ps(p[s * kL + q0 + q]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) a[q][v] = _mm512_fmadd_ps(w, r[v], a[q][v]);
+      }
     }
+  }
+  for (int q = 0; q < NQ; ++q) {
+    for (int v = 0; v < NV; ++v) acc[q][v] = a[q][v];
+  }
+}
+
+template <int NV>
+MOESERVE_AVX512 void AccumulateQueries(const LatentAttentionTile& t, const float* p,
+                                       int64_t max_len, int q0, int nq, int64_t c0,
+                                       const __mmask16* cmask, __m512 (&acc)[4][4]) {
+  switch (nq) {
+    case 4: Accumulate<4, NV>(t, p, max_len, q0, c0, cmask, acc); break;
+    case 3: Accumulate<3, NV>(t, p, max_len, q0, c0, cmask, acc); break;
+    case 2: Accumulate<2, NV>(t, p, max_len, q0, c0, cmask, acc); break;
+    default: Accumulate<1, NV>(t, p, max_len, q0, c0, cmask, acc); break;
   }
 }
 
@@ -142,11 +167,11 @@ MOESERVE_AVX512 void LatentAttentionAvx512(const LatentAttentionTile& t,
     for (int q0 = 0; q0 < t.nq; q0 += 4) {
       __m512 acc[4][4];
       const int nq = std::min(4, t.nq - q0);
-      switch (nq) {
-        case 4: Accumulate<4>(t, scores, max_len, q0, c0, nv, cmask, acc); break;
-        case 3: Accumulate<3>(t, scores, max_len, q0, c0, nv, cmask, acc); break;
-        case 2: Accumulate<2>(t, scores, max_len, q0, c0, nv, cmask, acc); break;
-        default: Accumulate<1>(t, scores, max_len, q0, c0, nv, cmask, acc); break;
+      switch (nv) {
+        case 4: AccumulateQueries<4>(t, scores, max_len, q0, nq, c0, cmask, acc); break;
+        case 3: AccumulateQueries<3>(t, scores, max_len, q0, nq, c0, cmask, acc); break;
+        case 2: AccumulateQueries<2>(t, scores, max_len, q0, nq, c0, cmask, acc); break;
+        default: AccumulateQueries<1>(t, scores, max_len, q0, nq, c0, cmask, acc); break;
       }
       for (int q = 0; q < nq; ++q) {
         float* out = t.out + (q0 + q) * t.out_stride + c0;
