@@ -215,9 +215,9 @@ Json BenchPreset(const std::string& preset, const Args& a, double bandwidth_gbs,
     engine::SeqId warm = *eng.Add(p);
     while (eng.HasPending()) (void)eng.Step();
     (void)eng.Free(warm);
-    // The median of three timed prefills of a fresh sequence (the machine is shared).
+    // The median of five timed prefills of a fresh sequence (the machine is shared).
     std::vector<double> runs;
-    for (int r = 0; r < 3; ++r) {
+    for (int r = 0; r < 5; ++r) {
       engine::SeqId s = *eng.Add(p);
       const double t0 = NowSeconds();
       while (eng.HasPending()) (void)eng.Step();

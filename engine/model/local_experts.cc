@@ -81,14 +81,22 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
   cpu::LinearMany(jobs, model_->pool());
   // Each token's experts are combined in its own top-k order, so the sum per token does not
   // depend on how the batch was grouped.
-  for (int64_t t = 0; t < n; ++t) {
-    float* o = out + t * hidden;
-    std::memset(o, 0, sizeof(float) * hidden);
-    for (int64_t j = 0; j < k; ++j) {
-      const float* s = &ys[row_of_slot[t * k + j] * hidden];
-      float wt = weights[t * k + j];
-      for (int64_t d = 0; d < hidden; ++d) o[d] += wt * s[d];
+  auto combine = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* o = out + t * hidden;
+      std::memset(o, 0, sizeof(float) * hidden);
+      for (int64_t j = 0; j < k; ++j) {
+        const float* s = &ys[row_of_slot[t * k + j] * hidden];
+        float wt = weights[t * k + j];
+        for (int64_t d = 0; d < hidden; ++d) o[d] += wt * s[d];
+      }
     }
+  };
+  // Tokens are independent: a prefill's combine runs on the pool.
+  if (model_->pool() != nullptr && n >= 64) {
+    model_->pool()->ParallelFor(n, 32, combine);
+  } else {
+    combine(0, n);
   }
   return absl::OkStatus();
 }
