@@ -84,13 +84,6 @@ int64_t ExpertBytes(const engine::Model& m) {
   return 0;
 }
 
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
-}
-
 // Multiply-adds per token outside attention scores (every token through every layer; the LM
 // head only for the last).
 double LinearMacsPerToken(const engine::ModelConfig& c) {
@@ -195,9 +188,9 @@ Json BenchPreset(const std::string& preset, const Args& a, double bandwidth_gbs,
     const double gbs = bytes / secs / 1e9;
     // The machine is shared: the median step is the figure comparable with the best-of-many
     // limits; the mean over all steps is reported beside it.
-    const double median_gbs = Median(step_gbs);
+    const double median_gbs = Percentile(step_gbs, 50);
     return Json{{"batch", batch},
-                {"tokens_per_s", batch / Median(step_secs)},
+                {"tokens_per_s", batch / Percentile(step_secs, 50)},
                 {"tokens_per_s_mean", batch * a.steps / secs},
                 {"bytes_per_step", bytes / a.steps},
                 {"effective_read_gbs", median_gbs},
@@ -224,7 +217,7 @@ Json BenchPreset(const std::string& preset, const Args& a, double bandwidth_gbs,
       runs.push_back(NowSeconds() - t0);
       (void)eng.Free(s);
     }
-    const double secs = Median(runs);
+    const double secs = Percentile(runs, 50);
     const double heads = c.num_attention_heads;
     double attn_macs = 0;
     for (int64_t pos = 0; pos < n; ++pos) {

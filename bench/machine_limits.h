@@ -4,6 +4,8 @@
 // What this machine can do at most, measured now, so benchmarks can report fractions of it.
 // Both take a few hundred milliseconds and hold about 1 GiB (bandwidth) while running.
 
+#include <vector>
+
 namespace moeserve::bench {
 
 // Sustained memory read bandwidth in GB/s (1e9 bytes per second) with `threads` threads, each
@@ -18,6 +20,10 @@ double MeasureFmaPeakGflops(int threads);
 
 // Seconds on a monotonic clock, for timing.
 double NowSeconds();
+
+// The p-th percentile (0-100, nearest rank) of v; 0 for an empty v. The benchmarks report
+// medians and tails, not means alone, because the machine is shared.
+double Percentile(std::vector<double> v, double p);
 
 }  // namespace moeserve::bench
 

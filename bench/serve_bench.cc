@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "bench/machine_limits.h"
 #include "bench/sse_client.h"
 #include "common/process.h"
 #include "common/status_macros.h"
@@ -88,13 +89,6 @@ std::vector<int32_t> RandomTokens(uint64_t seed, int64_t n) {
   std::vector<int32_t> out(static_cast<size_t>(n));
   for (int32_t& t : out) t = id(rng);
   return out;
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-  return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
 // p50/p90/p99/mean in milliseconds.
