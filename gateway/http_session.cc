@@ -562,12 +562,17 @@ void HttpSession::FinishGeneration(absl::Status status) {
 
 void HttpSession::SendJson(http::status status, std::string body, bool keep_alive,
                            const char* allow, int retry_after_s) {
+  SendBody(status, "application/json", std::move(body), keep_alive, allow, retry_after_s);
+}
+
+void HttpSession::SendBody(http::status status, const char* content_type, std::string body,
+                           bool keep_alive, const char* allow, int retry_after_s) {
   if (!gen_ || !gen_->metrics) {
     context_.metrics->CountResponse(route_, context_.model->name, static_cast<int>(status));
   }
   Response res{status, 11};
   res.set(http::field::server, "moeserve-gateway");
-  res.set(http::field::content_type, "application/json");
+  res.set(http::field::content_type, content_type);
   if (allow != nullptr) res.set(http::field::allow, allow);
   if (retry_after_s > 0) res.set(http::field::retry_after, std::to_string(retry_after_s));
   res.keep_alive(keep_alive);

@@ -103,6 +103,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // `retry_after_s` > 0 adds a Retry-After header (every 429 has one; see SendError).
   void SendJson(boost::beast::http::status status, std::string body, bool keep_alive,
                 const char* allow = nullptr, int retry_after_s = 0);
+  // A whole (non-streamed) response of any content type; SendJson is this with JSON.
+  void SendBody(boost::beast::http::status status, const char* content_type, std::string body,
+                bool keep_alive, const char* allow = nullptr, int retry_after_s = 0);
   void SendError(const absl::Status& status, int http_status = 0, const char* allow = nullptr);
   void SendStatic(const StaticFile& file, absl::string_view if_none_match, bool head_only);
   void StartChoice(size_t index);

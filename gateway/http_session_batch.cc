@@ -2,7 +2,6 @@
 // gateway/batch_manager.h. Its store calls are short round trips to Redis on loopback, made on
 // the connection's strand (bounded by the Redis I/O timeout when Redis is down).
 #include <map>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -124,17 +123,8 @@ void HttpSession::HandleBatchApi(const Request& request, const std::string& path
       if (method != http::verb::get) return wrong_method("GET");
       absl::StatusOr<std::string> content = batches->FileContent(owner, parts[0]);
       if (!content.ok()) return SendError(content.status());
-      Response res{http::status::ok, 11};
-      res.set(http::field::server, "moeserve-gateway");
-      res.set(http::field::content_type, "application/octet-stream");
-      res.keep_alive(keep_alive_);
-      res.body() = *std::move(content);
-      res.prepare_payload();
-      context_.metrics->CountResponse(route_, context_.model->name, 200);
-      std::ostringstream os;
-      os << res;
-      response_done_ = true;
-      return QueueWrite(os.str());
+      return SendBody(http::status::ok, "application/octet-stream", *std::move(content),
+                      keep_alive_);
     }
   } else {
     route_ = parts.empty()       ? "/v1/batches"
