@@ -213,8 +213,11 @@ void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
     int64_t first_unit;  // global index of the job's first unit
     int64_t packed;      // offset of its packed x in x_packed, or -1 (one row group: unpacked)
   };
-  std::vector<Prepared> prepared;
-  prepared.reserve(jobs.size());
+  // Reused from call to call (a decode step makes ~80). The lambdas below must reach the
+  // caller's buffer through this reference: a thread_local named inside them is the worker's.
+  thread_local std::vector<Prepared> prepared_buffer;
+  std::vector<Prepared>& prepared = prepared_buffer;
+  prepared.clear();
   int64_t total_units = 0, total_macs = 0, packed_floats = 0;
   for (const LinearJob& j : jobs) {
     const Matrix& w = *j.w;

@@ -1,8 +1,10 @@
 #include "engine/model/ops.h"
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "engine/config.h"
 #include "gtest/gtest.h"
 
@@ -121,6 +123,27 @@ TEST(RopeTest, YarnInterpolatesLowFrequenciesOnly) {
   EXPECT_NEAR(mscale, 1.0, 1e-12);  // mscale == mscale_all_dim cancels
   EXPECT_FLOAT_EQ(inv[0], 1.0f);    // fastest frequency kept
   EXPECT_NEAR(inv[31], std::pow(10000.0, -62.0 / 64) / 40, 1e-12);  // slowest divided by factor
+}
+
+// silu(gate) * up against its definition, and the pool's split gives the same bits as one
+// thread (out may alias gate, as the model calls it).
+TEST(SiluMulTest, MatchesDefinitionAndPoolSplitIsExact) {
+  const int64_t n = 100003;
+  std::vector<float> gate(n), up(n);
+  for (int64_t i = 0; i < n; ++i) {
+    gate[i] = static_cast<float>((i * 37) % 2001 - 1000) / 97.0f;
+    up[i] = static_cast<float>((i * 11) % 301 - 150) / 31.0f;
+  }
+  std::vector<float> serial(n);
+  SiluMul(gate.data(), up.data(), n, serial.data());
+  for (int64_t i = 0; i < n; i += 997) {
+    const double g = gate[i];
+    EXPECT_NEAR(serial[i], g / (1.0 + std::exp(-g)) * up[i], 1e-5 * (1 + std::fabs(serial[i])));
+  }
+  ThreadPool pool(3);
+  std::vector<float> pooled = gate;
+  SiluMul(pooled.data(), up.data(), n, pooled.data(), &pool);
+  EXPECT_EQ(std::memcmp(pooled.data(), serial.data(), n * sizeof(float)), 0);
 }
 
 }  // namespace
