@@ -2,7 +2,7 @@
 // run. Prints one JSON object.
 //
 //   moeserve-bench-engine [--presets tiny,small] [--models-dir DIR] [--threads N] [--steps N]
-//                         [--phases decode1,decode16,prefill]
+//                         [--phases decode1,decode16,prefill] [--prefill-runs N]
 //
 // Decode figures count the unique bytes one step touches (attention-side weights, the LM head,
 // the routed experts the step actually used, and the KV cache read) over the measured read
@@ -116,6 +116,7 @@ struct Args {
   std::string models_dir = "build/bench-models";
   int threads = 0;
   int64_t steps = 32;
+  int64_t prefill_runs = 5;  // timed prefills; more only to give a profiler samples
   std::set<std::string> phases = {"decode1", "decode16", "prefill"};
 };
 
@@ -208,9 +209,9 @@ Json BenchPreset(const std::string& preset, const Args& a, double bandwidth_gbs,
     engine::SeqId warm = *eng.Add(p);
     while (eng.HasPending()) (void)eng.Step();
     (void)eng.Free(warm);
-    // The median of five timed prefills of a fresh sequence (the machine is shared).
+    // The median of the timed prefills of a fresh sequence (the machine is shared).
     std::vector<double> runs;
-    for (int r = 0; r < 5; ++r) {
+    for (int64_t r = 0; r < std::max<int64_t>(a.prefill_runs, 1); ++r) {
       engine::SeqId s = *eng.Add(p);
       const double t0 = NowSeconds();
       while (eng.HasPending()) (void)eng.Step();
@@ -243,7 +244,7 @@ int main(int argc, char** argv) {
   using moeserve::cli::Flags;
   absl::StatusOr<Flags> f =
       Flags::Parse(std::vector<std::string>(argv + 1, argv + argc),
-                   {"presets", "models-dir", "threads", "steps", "phases"}, {});
+                   {"presets", "models-dir", "threads", "steps", "phases", "prefill-runs"}, {});
   if (!f.ok()) {
     std::cerr << f.status() << "\n";
     return 2;
@@ -257,6 +258,7 @@ int main(int argc, char** argv) {
   a.models_dir = f->Get("models-dir").value_or(a.models_dir);
   a.threads = static_cast<int>(f->GetInt("threads", 0).value_or(0));
   a.steps = f->GetInt("steps", 32).value_or(32);
+  a.prefill_runs = f->GetInt("prefill-runs", 5).value_or(5);
   const int threads = a.threads > 0 ? a.threads : moeserve::DefaultThreadCount();
   const double bw = moeserve::bench::MeasureReadBandwidthGBs(threads);
   const double peak = moeserve::bench::MeasureFmaPeakGflops(threads);

@@ -260,12 +260,29 @@ bool EngineLoop::TryAdmit(Job* job) {
     if (job->spec.generated.empty()) {
       absl::Span<const int32_t> forced = job->budget->AtStart();
       if (!forced.empty()) {
+        // A budget of 0 closes reasoning before the first sampled token. The close counts
+        // against max_new_tokens and the context like any generated token, and it starts a
+        // constraint that waits for it (found by tests/fuzz/worker_grpc_fuzzer: a Decode with
+        // max_new_tokens 1 streamed the close and then a sampled token).
+        const engine::ModelConfig& c = model_->config();
+        const int64_t room = std::min<int64_t>(
+            job->spec.max_new_tokens,
+            c.max_position_embeddings - static_cast<int64_t>(job->spec.prompt.size()));
+        forced = forced.subspan(0, static_cast<size_t>(std::max<int64_t>(room, 0)));
         JobEvent ev;
         for (int32_t t : forced) {
+          if (absl::Status st = Constrain(job, t); !st.ok()) {
+            End(job, Finish::kNone, st);
+            return false;
+          }
           job->spec.generated.push_back(t);
           ev.tokens.push_back(t);
           if (job->spec.sampling.logprobs) ev.logprobs.push_back(ForcedToken(t));
           (void)engine_.Append(job->seq, t);
+        }
+        if (static_cast<int64_t>(forced.size()) >= room) {
+          End(job, Finish::kLength, absl::OkStatus(), std::move(ev));
+          return false;
         }
         Deliver(job, std::move(ev));
       }

@@ -126,6 +126,30 @@ TEST_F(EngineLoopTest, ThinkingBudgetCloseStopsAtMaxNewTokens) {
   EXPECT_NE(sink->finish(), Finish::kNone);
 }
 
+// A thinking budget of 0 closes reasoning before the first sampled token, and that close counts
+// against max_new_tokens: the fuzzer saw a Decode with max_new_tokens 1 stream the close and then
+// a sampled token.
+TEST_F(EngineLoopTest, ForcedCloseAtTheStartCountsAgainstMaxNewTokens) {
+  for (int32_t max_new : {1, 2, 3}) {
+    JobSpec spec = FuzzSpec();
+    spec.generated.clear();
+    spec.thinking_budget = 0;
+    spec.max_new_tokens = max_new;
+    spec.ignore_eos = true;
+    spec.sampling.stop_token_ids.clear();
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(loop_->Submit(spec, std::make_shared<JobControl>(), sink).ok());
+    ASSERT_TRUE(sink->Wait());
+    ASSERT_TRUE(sink->error().ok()) << sink->error();
+    EXPECT_EQ(sink->finish(), Finish::kLength) << max_new;
+    ASSERT_EQ(sink->tokens().size(), static_cast<size_t>(max_new));
+    const std::vector<int32_t> close = {6, 7};
+    for (size_t i = 0; i < std::min<size_t>(2, sink->tokens().size()); ++i) {
+      EXPECT_EQ(sink->tokens()[i], close[i]) << max_new;
+    }
+  }
+}
+
 // A resumed spec whose generated_ids already fill max_new_tokens got one more token; it is now
 // refused up front.
 TEST_F(EngineLoopTest, RejectsASpecWithNoTokensLeft) {
@@ -323,6 +347,31 @@ TEST_F(ConstrainedLoopTest, StartsAfterTheTriggerAndResumes) {
   ASSERT_TRUE(sink->Wait());
   EXPECT_EQ(sink->error().code(), absl::StatusCode::kFailedPrecondition) << sink->error();
   EXPECT_TRUE(sink->tokens().empty());
+}
+
+// With a thinking budget of 0 the worker itself writes the trigger (the reasoning close) before
+// the first sampled token; the constraint must start there too. It never started: the answer
+// came out unconstrained.
+TEST_F(ConstrainedLoopTest, ForcedCloseAtTheStartStartsTheConstraint) {
+  JobSpec spec = Spec(5);
+  spec.constraint_after_token = 300;
+  spec.thinking_budget = 0;
+  spec.think_close_ids = {300};
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(loop_->Submit(spec, std::make_shared<JobControl>(), sink).ok());
+  ASSERT_TRUE(sink->Wait());
+  ASSERT_TRUE(sink->error().ok()) << sink->error();
+  EXPECT_EQ(sink->finish(), Finish::kStop);
+  const std::vector<int32_t> tokens = sink->tokens();
+  ASSERT_FALSE(tokens.empty());
+  EXPECT_EQ(tokens[0], 300);
+  // Every later token is one the constraint can allow (printable bytes and JSON pieces; the
+  // EOS that stopped it is not streamed): an unconstrained model picks ids whose text is empty,
+  // which Text() would hide.
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    EXPECT_TRUE(tokens[i] >= 2 && tokens[i] < 112) << "token " << i << ": " << tokens[i];
+  }
+  ExpectValid(Text(std::vector<int32_t>(tokens.begin() + 1, tokens.end())));
 }
 
 TEST_F(ConstrainedLoopTest, BadSchemasAndMissingVocabularyAreRefused) {
