@@ -54,6 +54,35 @@ MOESERVE_AVX512 inline float Reduce(__m512 v) {
   return _mm_cvtss_f32(s1);
 }
 
+// Reduce() of up to four vectors at once, stored to y[0, NR): the same tree per vector (lane i
+// + lane i+8, then + i+4, + i+2, + i+1; float addition commutes exactly), so every output has
+// the bits Reduce() would give it, in 15 instructions for four outputs instead of 28. With k of
+// a few hundred, one-at-a-time reductions were a fifth of a tile's instructions.
+template <int NR>
+MOESERVE_AVX512 inline void ReduceStore(const __m512 (&v)[NR], float* y) {
+  static_assert(NR >= 1 && NR <= 4);
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 a = v[0];
+  const __m512 b = NR > 1 ? v[NR > 1 ? 1 : 0] : zero;
+  const __m512 c = NR > 2 ? v[NR > 2 ? 2 : 0] : zero;
+  const __m512 d = NR > 3 ? v[NR > 3 ? 3 : 0] : zero;
+  // i + i+8: [a lanes 0-7 | b lanes 0-7], each lane plus the one 8 above.
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+  // i + i+4: one 128-bit quarter per vector, [a | b | c | d].
+  const __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+  // i + i+2, then i + i+1: lane 0 of each quarter holds its vector's sum.
+  const __m512 h = _mm512_add_ps(q, _mm512_permute_ps(q, _MM_SHUFFLE(1, 0, 3, 2)));
+  const __m512 s = _mm512_add_ps(h, _mm512_permute_ps(h, _MM_SHUFFLE(2, 3, 0, 1)));
+  const __m512 sums = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0,
+                                                              0, 0, 0, 0, 0),
+                                            s);
+  _mm_mask_storeu_ps(y, static_cast<__mmask8>((1u << NR) - 1u), _mm512_castps512_ps128(sums));
+}
+
 template <int MR, int NR, bool kBf16>
 MOESERVE_AVX512 void Tile(const TileArgs& a) {
   __m512 acc[MR][NR];
@@ -101,16 +130,15 @@ MOESERVE_AVX512 void Tile(const TileArgs& a) {
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
     }
   }
+  if (a.last) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) ReduceStore<NR>(acc[i], a.y + i * a.ldy);
+    return;
+  }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) {
-      if (a.last) {
-        a.y[i * a.ldy + j] = Reduce(acc[i][j]);
-      } else {
-        _mm512_storeu_ps(a.acc + (i * NR + j) * kLanes, acc[i][j]);
-      }
-    }
+    for (int j = 0; j < NR; ++j) _mm512_storeu_ps(a.acc + (i * NR + j) * kLanes, acc[i][j]);
   }
 }
 

@@ -1,5 +1,6 @@
 #include "engine/cpu/linear.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -168,6 +169,43 @@ TEST_P(LinearTest, Bf16EqualsWidenedF32Exactly) {
     Linear(x.data(), m, 1030, wide.matrix, y_f32.data(), 45, &pool);
     EXPECT_EQ(std::memcmp(y_bf16.data(), y_f32.data(), y_f32.size() * sizeof(float)), 0)
         << "m " << m;
+  }
+}
+
+// The AVX-512 kernel's exact order, written out in plain float arithmetic: 16 lane sums, lane l
+// taking k = l, l+16, ... by fused multiply-add, then the tree (lane i + lane i+8, + i+4, + i+2,
+// + i+1). Every output of every tile shape (one row alone, row groups, k over one block with a
+// masked tail, 1-4 weight rows in the last tile) must have exactly those bits.
+TEST(LinearAvx512Test, OutputsAreTheLaneTreeOfFusedSums) {
+  const std::vector<std::string> kernels = AvailableLinearKernels();
+  if (std::find(kernels.begin(), kernels.end(), "avx512") == kernels.end()) {
+    GTEST_SKIP() << "no AVX-512 here";
+  }
+  KernelScope scope("avx512");
+  std::mt19937 rng(11);
+  ThreadPool pool(2);
+  for (int64_t cols : {int64_t{7}, int64_t{256}, int64_t{1030}, int64_t{2100}}) {
+    for (int64_t rows : {int64_t{1}, int64_t{3}, int64_t{22}}) {
+      for (int64_t m : {int64_t{1}, int64_t{5}, int64_t{13}}) {
+        TestMatrix w = RandomMatrix(DType::kBf16, rows, cols, rng);
+        std::vector<float> x = RandomActivations(m, cols, rng);
+        std::vector<float> y(static_cast<size_t>(m * rows));
+        Linear(x.data(), m, cols, w.matrix, y.data(), rows, &pool);
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t j = 0; j < rows; ++j) {
+            float lane[16] = {};
+            for (int64_t k = 0; k < cols; ++k) {
+              lane[k % 16] = std::fma(x[i * cols + k], w.At(j, k), lane[k % 16]);
+            }
+            for (int width = 8; width >= 1; width /= 2) {
+              for (int l = 0; l < width; ++l) lane[l] += lane[l + width];
+            }
+            ASSERT_EQ(y[i * rows + j], lane[0])
+                << "cols " << cols << " rows " << rows << " m " << m << " at " << i << "," << j;
+          }
+        }
+      }
+    }
   }
 }
 
