@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -50,6 +51,18 @@ void DenseMlp(const LayerWeights& w, const float* xn, int64_t n, int64_t hidden,
   cpu::LinearMany({{xn, n, hidden, &w.gate, g, inter}, {xn, n, hidden, &w.up, u, inter}}, pool);
   ops::SiluMul(g, u, n * inter, g, pool);
   cpu::Linear(g, n, inter, w.down, out, hidden, pool);
+}
+
+// Per-token work (norms, rope, routing, residual adds) spread over the pool in prefills; a decode
+// batch (fewer than two grains of tokens) stays on this thread. Each token's result is computed
+// the same way on any thread.
+void ForTokens(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  constexpr int64_t kTokenGrain = 16;
+  if (pool == nullptr) {
+    fn(0, n);
+    return;
+  }
+  pool->ParallelFor(n, kTokenGrain, fn);
 }
 
 }  // namespace
@@ -104,10 +117,12 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   float* x = floats(n * hidden);
   float* xn = floats(n * hidden);
   float* cos_sin = floats(n * rope);
-  for (int64_t t = 0; t < n; ++t) {
-    CopyRow(embed_, ids[t], &x[t * hidden]);
-    ops::RopeAngles(inv_freq_, rope_mscale_, refs[t].pos, &cos_sin[t * rope]);
-  }
+  ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      CopyRow(embed_, ids[t], &x[t * hidden]);
+      ops::RopeAngles(inv_freq_, rope_mscale_, refs[t].pos, &cos_sin[t * rope]);
+    }
+  });
   auto cache_row = [&](int64_t t, int64_t layer, int64_t pos) {
     const SequenceChunk& ch = chunks[refs[t].chunk];
     return cache->Row(ch.block_table[pos / bt], layer, pos % bt);
@@ -144,32 +159,38 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = layers_[l];
-    for (int64_t t = 0; t < n; ++t) {
-      ops::RmsNorm(&x[t * hidden], w.input_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
-    }
+    ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        ops::RmsNorm(&x[t * hidden], w.input_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
+      }
+    });
     if (c.q_lora_rank) {
       const int64_t qr = *c.q_lora_rank;
       cpu::LinearMany({{xn, n, hidden, &w.q_a, qa, qr},
                        {xn, n, hidden, &w.kv_a, kva, lat}},
                       pool);
-      for (int64_t t = 0; t < n; ++t) {
-        ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
-      }
+      ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
+        }
+      });
       cpu::Linear(qa, n, qr, w.q_b, q, heads * qhd, pool);
     } else {
       cpu::LinearMany({{xn, n, hidden, &w.q, q, heads * qhd},
                        {xn, n, hidden, &w.kv_a, kva, lat}},
                       pool);
     }
-    for (int64_t t = 0; t < n; ++t) {
-      float* row = cache_row(t, l, refs[t].pos);
-      ops::RmsNorm(&kva[t * lat], w.kv_a_norm.data(), kvr, c.rms_norm_eps, row);
-      std::memcpy(row + kvr, &kva[t * lat + kvr], sizeof(float) * rope);
-      ops::ApplyRope(row + kvr, rope, &cos_sin[t * rope]);
-      for (int64_t h = 0; h < heads; ++h) {
-        ops::ApplyRope(&q[(t * heads + h) * qhd + nope], rope, &cos_sin[t * rope]);
+    ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        float* row = cache_row(t, l, refs[t].pos);
+        ops::RmsNorm(&kva[t * lat], w.kv_a_norm.data(), kvr, c.rms_norm_eps, row);
+        std::memcpy(row + kvr, &kva[t * lat + kvr], sizeof(float) * rope);
+        ops::ApplyRope(row + kvr, rope, &cos_sin[t * rope]);
+        for (int64_t h = 0; h < heads; ++h) {
+          ops::ApplyRope(&q[(t * heads + h) * qhd + nope], rope, &cos_sin[t * rope]);
+        }
       }
-    }
+    });
     // Absorb kv_b's key part into the queries: qlat[t, h] = q_nope[t, h] * W_UK[h].
     std::vector<cpu::LinearJob> head_jobs;
     for (int64_t h = 0; h < heads; ++h) {
@@ -221,11 +242,12 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     }
     cpu::LinearMany(head_jobs, pool);
     cpu::Linear(attn, n, heads * vdim, w.o, tmp, hidden, pool);
-    for (int64_t i = 0; i < n * hidden; ++i) x[i] += tmp[i];
-
-    for (int64_t t = 0; t < n; ++t) {
-      ops::RmsNorm(&x[t * hidden], w.post_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
-    }
+    ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+      for (int64_t i = t0 * hidden; i < t1 * hidden; ++i) x[i] += tmp[i];
+      for (int64_t t = t0; t < t1; ++t) {
+        ops::RmsNorm(&x[t * hidden], w.post_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
+      }
+    });
     if (!w.moe) {
       DenseMlp(w, xn, n, hidden, mlp, pool, &arena);
     } else {
@@ -235,17 +257,22 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
       int32_t* chosen = arena.Alloc<int32_t>(n * k);
       cpu::Linear(xn, n, hidden, w.router, gate_logits, e, pool);
       const float* bias = w.router_bias.empty() ? nullptr : w.router_bias.data();
-      for (int64_t t = 0; t < n; ++t) {
-        ops::RouteToken(c, &gate_logits[t * e], bias, &chosen[t * k], &weights[t * k]);
-      }
+      ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          ops::RouteToken(c, &gate_logits[t * e], bias, &chosen[t * k], &weights[t * k]);
+        }
+      });
       MOESERVE_RETURN_IF_ERROR(
           experts->Run(l, xn, n, k, chosen, weights, mlp));
-      if (w.has_shared) {
-        DenseMlp(w, xn, n, hidden, tmp, pool, &arena);
-        for (int64_t i = 0; i < n * hidden; ++i) mlp[i] += tmp[i];
-      }
+      if (w.has_shared) DenseMlp(w, xn, n, hidden, tmp, pool, &arena);
     }
-    for (int64_t i = 0; i < n * hidden; ++i) x[i] += mlp[i];
+    // x += mlp (+ the shared experts' tmp): the same two float additions in the same order.
+    const bool shared = w.moe && w.has_shared;
+    ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+      for (int64_t i = t0 * hidden; i < t1 * hidden; ++i) {
+        x[i] += shared ? mlp[i] + tmp[i] : mlp[i];
+      }
+    });
   }
 
   // Final norm and LM head for the last token of every chunk that wants logits.
