@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -81,47 +80,23 @@ void ScalarRange(const float* x, int64_t m, int64_t ldx, const Matrix& w, float*
   }
 }
 
-// Copies x rows [0, rows) into `dst` as [step][row][lanes] over all k, zero-filling the columns
-// past k_size in the last step: the order in which Tile reads a row group.
-void PackActivations(const float* x, int64_t ldx, int64_t rows, int64_t k_size, int lanes,
-                     float* dst) {
-  const int64_t full = k_size / lanes;
-  for (int64_t s = 0; s < full; ++s) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* src = x + r * ldx + s * lanes;
-      float* d = dst + (s * rows + r) * lanes;
-      if (lanes == 16) {
-        std::memcpy(d, src, 16 * sizeof(float));
-      } else {
-        std::memcpy(d, src, static_cast<size_t>(lanes) * sizeof(float));
-      }
-    }
-  }
-  const int64_t tail = k_size - full * lanes;
-  if (tail == 0) return;
-  for (int64_t r = 0; r < rows; ++r) {
-    float* d = dst + (full * rows + r) * lanes;
-    std::memcpy(d, x + r * ldx + full * lanes, static_cast<size_t>(tail) * sizeof(float));
-    std::fill(d + tail, d + lanes, 0.0f);
-  }
-}
-
 // Output columns [n0, n1) for all m rows with one ISA's tiles. Weights are read in place (bf16
 // is widened in registers), never copied.
 //
 // One group of <= MR activation rows (decode): nothing to reuse, so every NR-row weight tile
 // streams straight from memory, once, each tile running the whole of k in registers.
 //
-// Several groups (batches, prefill), with x packed group by group (x_packed):
+// Several groups (batches, prefill):
 //   for each panel of nc weight rows (sized to stay in L2)
 //     for each group of <= MR activation rows
-//       for each k block of kKBlock (the packed x block, MR x kKBlock floats, stays in L1)
+//       for each k block of kKBlock (the group's x block, MR x kKBlock floats, stays in L1)
 //         for each NR-row tile of the panel: Tile (MR x NR outputs), lane sums parked between
 //         k blocks in a small buffer
-// so weights come from memory once and from L2 once per group, and x streams sequentially from
-// L3 once per panel.
-void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, const float* x_packed,
-                const Matrix& w, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+// so weights come from memory once and from L2 once per group, and x from L3 once per panel.
+// x is read in place, MR row streams at a time: copying it into tile order first (tried until
+// 2026-11) cost more than it saved, most of all with k of a few hundred.
+void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, const Matrix& w,
+                float* y, int64_t ldy, int64_t n0, int64_t n1) {
   const int64_t k_size = w.cols;
   const bool bf16 = w.dtype == DType::kBf16;
   const int lanes = ks.lanes;
@@ -179,9 +154,9 @@ void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, con
         for (int64_t jr = 0; jr < ncur; jr += nr_max) {
           const int64_t nr = std::min(nr_max, ncur - jr);
           TileArgs args;
-          args.x = x_packed + i0 * k_pad + pc * mr;
-          args.x_row = lanes;
-          args.x_step = mr * lanes;
+          args.x = x + i0 * ldx + pc;
+          args.x_row = ldx;
+          args.x_step = lanes;
           args.w = w_bytes + ((jc + jr) * k_size + pc) * elem;
           args.w_row = k_size;
           args.w_step = lanes;
@@ -211,14 +186,13 @@ void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
   struct Prepared {
     const LinearJob* job;
     int64_t first_unit;  // global index of the job's first unit
-    int64_t packed;      // offset of its packed x in x_packed, or -1 (one row group: unpacked)
   };
   // Reused from call to call (a decode step makes ~80). The lambdas below must reach the
   // caller's buffer through this reference: a thread_local named inside them is the worker's.
   thread_local std::vector<Prepared> prepared_buffer;
   std::vector<Prepared>& prepared = prepared_buffer;
   prepared.clear();
-  int64_t total_units = 0, total_macs = 0, packed_floats = 0;
+  int64_t total_units = 0, total_macs = 0;
   for (const LinearJob& j : jobs) {
     const Matrix& w = *j.w;
     MOESERVE_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBf16)
@@ -229,53 +203,13 @@ void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
       for (int64_t i = 0; i < j.m; ++i) std::fill(j.y + i * j.ldy, j.y + i * j.ldy + w.rows, 0.0f);
       continue;
     }
-    const int64_t groups = scalar ? 1 : (j.m + ks.tile_rows - 1) / ks.tile_rows;
-    int64_t packed = -1;
-    if (groups > 1) {
-      packed = packed_floats;
-      packed_floats += j.m * ((w.cols + ks.lanes - 1) / ks.lanes * ks.lanes);
-    }
-    prepared.push_back({&j, total_units, packed});
+    prepared.push_back({&j, total_units});
     const int64_t units = (w.rows + unit - 1) / unit;
     total_units += units;
     total_macs += units * unit * w.cols * j.m;
   }
   if (total_units == 0) return;
 
-  // Batches: pack x once, group by group ([group][step][row][lanes]), shared by all threads.
-  // Packing is spread over the pool too (one item per row group): a prefill's expert products
-  // pack tens of MiB, which one thread would copy while the others wait.
-  thread_local std::vector<float> x_packed;
-  thread_local std::vector<std::pair<const Prepared*, int64_t>> pack_items;  // (job, group)
-  x_packed.resize(static_cast<size_t>(packed_floats));
-  pack_items.clear();
-  for (const Prepared& p : prepared) {
-    if (p.packed < 0) continue;
-    const int64_t groups = (p.job->m + ks.tile_rows - 1) / ks.tile_rows;
-    for (int64_t g = 0; g < groups; ++g) pack_items.emplace_back(&p, g);
-  }
-  // (A thread_local named inside a lambda would be the worker's own; pass the caller's.)
-  float* const xp = x_packed.data();
-  const std::pair<const Prepared*, int64_t>* const items = pack_items.data();
-  auto pack = [&](int64_t b, int64_t e) {
-    for (int64_t it = b; it < e; ++it) {
-      const Prepared& p = *items[it].first;
-      const LinearJob& j = *p.job;
-      const int64_t groups = (j.m + ks.tile_rows - 1) / ks.tile_rows;
-      const int64_t k_pad = (j.w->cols + ks.lanes - 1) / ks.lanes * ks.lanes;
-      const int64_t g = items[it].second;
-      const int64_t i0 = j.m * g / groups;
-      const int64_t i1 = j.m * (g + 1) / groups;
-      PackActivations(j.x + i0 * j.ldx, j.ldx, i1 - i0, j.w->cols, ks.lanes,
-                      xp + p.packed + i0 * k_pad);
-    }
-  };
-  const int64_t n_items = static_cast<int64_t>(pack_items.size());
-  if (pool == nullptr || n_items < 4) {
-    pack(0, n_items);
-  } else {
-    pool->ParallelFor(n_items, 2, pack);
-  }
   auto run = [&](int64_t u0, int64_t u1) {
     // The first job that ends after u0, then every job that starts before u1.
     size_t pi = static_cast<size_t>(
@@ -292,8 +226,7 @@ void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
       if (scalar) {
         ScalarRange(j.x, j.m, j.ldx, *j.w, j.y, j.ldy, n0, n1);
       } else {
-        TiledRange(ks, j.x, j.m, j.ldx, p.packed < 0 ? nullptr : xp + p.packed, *j.w, j.y, j.ldy,
-                   n0, n1);
+        TiledRange(ks, j.x, j.m, j.ldx, *j.w, j.y, j.ldy, n0, n1);
       }
     }
   };

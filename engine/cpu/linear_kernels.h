@@ -18,9 +18,8 @@ inline constexpr int kMaxTileRows = 6;  // MR
 inline constexpr int kMaxTileCols = 4;  // NR
 
 // Operands are addressed per step of `lanes` columns: element (row r, column s * lanes + l) is at
-// base + r * row_stride + s * step_stride + l. Row-major data has step_stride = lanes; packed
-// activations interleave rows per step (row_stride = lanes, step_stride = rows * lanes). Columns past
-// the row end are never read from row-major data (masked loads); packed data holds zeros there.
+// base + r * row_stride + s * step_stride + l. Both operands are row-major in place
+// (step_stride = lanes); columns past the row end are never read (masked loads).
 struct TileArgs {
   const float* x;  // x tile origin (row 0, column k0)
   int64_t x_row;
