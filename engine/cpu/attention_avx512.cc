@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/cpu/exp_avx512.h"
+
 // See linear_avx512.cc: GCC 12's intrinsics trip -Wmaybe-uninitialized when inlined.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -23,25 +25,6 @@ namespace {
 
 constexpr int kL = kAttentionLanes;
 static_assert(kL == 16, "one zmm of float32 lanes");
-
-// e^x for each lane: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial (relative
-// error below 2e-7), scaled by 2^n. Inputs below -87 give 0-ish values; callers mask what must
-// be exactly zero.
-MOESERVE_AVX512 inline __m512 Exp(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
 
 MOESERVE_AVX512 inline const float* RowAt(const LatentAttentionTile& t, int64_t s) {
   return t.blocks[s / t.block_tokens] + (s % t.block_tokens) * t.lat;
@@ -147,7 +130,7 @@ MOESERVE_AVX512 void LatentAttentionAvx512(const LatentAttentionTile& t,
   for (int64_t s = 0; s < max_len; ++s) {
     const __mmask16 live = _mm512_cmpgt_epi32_mask(lens, _mm512_set1_epi32(static_cast<int32_t>(s)));
     const __m512 e =
-        _mm512_maskz_mov_ps(live, Exp(_mm512_sub_ps(_mm512_loadu_ps(scores + s * kL), mx)));
+        _mm512_maskz_mov_ps(live, Exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + s * kL), mx)));
     _mm512_storeu_ps(scores + s * kL, e);
     sum = _mm512_add_ps(sum, e);
   }

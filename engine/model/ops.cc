@@ -8,6 +8,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+
+#include "engine/cpu/exp_avx512.h"
 #endif
 
 #include "engine/cpu/linear.h"
@@ -85,47 +87,26 @@ void SiluMulScalar(const float* gate, const float* up, int64_t n, float* out) {
 #if defined(__x86_64__)
 // GCC 12's avx512fintrin.h builds _mm512_undefined_ps from a self-initialised variable, which
 // -Wmaybe-uninitialized reports where roundscale and scalef inline (as in linear_avx512.cc).
+// SiluMul uses attention's e^x (engine/cpu/exp_avx512.h).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #define MOESERVE_OPS_AVX512 __attribute__((target("avx512f")))
 
-// exp(x) for 16 lanes: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two so n ln2 is exact),
-// exp(r) by its Taylor series to r^7 (truncation below 6e-9 relative), then scaled by 2^n with
-// vscalefps (which overflows to inf and underflows to 0 as exp does). A few ulp from std::exp.
-MOESERVE_OPS_AVX512 inline __m512 Exp16(__m512 x) {
-  // Past these exp is inf or 0 in float anyway; clamped, the reduction stays exact. vminps and
-  // vmaxps return their second operand for a NaN, so NaN goes through.
-  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
-}
-
 MOESERVE_OPS_AVX512 void SiluMulAvx512(const float* gate, const float* up, int64_t n, float* out) {
   const __m512 one = _mm512_set1_ps(1.0f);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512 g = _mm512_loadu_ps(gate + i);
-    const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    const __m512 e = cpu::Exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
     const __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, e));
     _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_loadu_ps(up + i)));
   }
   if (i < n) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
     const __m512 g = _mm512_maskz_loadu_ps(mask, gate + i);
-    const __m512 e = Exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    const __m512 e = cpu::Exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
     const __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, e));
     _mm512_mask_storeu_ps(out + i, mask, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mask, up + i)));
   }
