@@ -43,21 +43,11 @@ MOESERVE_AVX512 inline __m512 LoadWMasked(const void* w, int64_t i, __mmask16 ma
   }
 }
 
-// The one reduction tree: halves 512 -> 256 -> 128 -> 64 -> 32.
-MOESERVE_AVX512 inline float Reduce(__m512 v) {
-  __m256 lo = _mm512_castps512_ps256(v);
-  __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  __m256 s8 = _mm256_add_ps(lo, hi);
-  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-  return _mm_cvtss_f32(s1);
-}
-
-// Reduce() of up to four vectors at once, stored to y[0, NR): the same tree per vector (lane i
-// + lane i+8, then + i+4, + i+2, + i+1; float addition commutes exactly), so every output has
-// the bits Reduce() would give it, in 15 instructions for four outputs instead of 28. With k of
-// a few hundred, one-at-a-time reductions were a fifth of a tile's instructions.
+// The lane sums of up to four accumulators, reduced and stored to y[0, NR). Every vector goes
+// through the one tree (lane i + lane i+8, then + i+4, + i+2, + i+1; float addition commutes
+// exactly), four at a time through 128-bit-lane shuffles: 15 instructions for four outputs, where
+// reducing one vector at a time took 28. With k of a few hundred, one-at-a-time reductions were a
+// fifth of a tile's instructions.
 template <int NR>
 MOESERVE_AVX512 inline void ReduceStore(const __m512 (&v)[NR], float* y) {
   static_assert(NR >= 1 && NR <= 4);
