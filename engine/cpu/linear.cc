@@ -130,11 +130,10 @@ void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, con
     return;
   }
 
-  const int64_t k_pad = (k_size + lanes - 1) / lanes * lanes;
   const int64_t elem = bf16 ? 2 : 4;
   int64_t nc = std::max(nr_max, kPanelBytes / (k_size * elem) / nr_max * nr_max);
   nc = std::min(nc, n1 - n0);
-  const int64_t kc = std::min(kKBlock, k_pad);
+  const int64_t kc = std::min(kKBlock, k_size);  // the same blocks: kKBlock is whole steps
   const int64_t acc_per_tile = mr_max * nr_max * lanes;
 
   thread_local std::vector<float> acc;
