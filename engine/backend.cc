@@ -1,0 +1,166 @@
+#include "engine/backend.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace moeserve::engine {
+namespace {
+
+absl::Status Invalid(const char* op, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
+}
+
+// DTypeName lives in moeserve_engine, which this library sits below.
+const char* Name(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return "F32";
+    case DType::kBf16:
+      return "BF16";
+    case DType::kF16:
+      return "F16";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
+  }
+  return "?";
+}
+
+}  // namespace
+
+GateConfig GateConfigFrom(const ModelConfig& config) {
+  GateConfig g;
+  g.n_routed_experts = config.n_routed_experts;
+  g.num_experts_per_tok = config.num_experts_per_tok;
+  g.n_group = config.n_group;
+  g.topk_group = config.topk_group;
+  g.norm_topk_prob = config.norm_topk_prob;
+  g.routed_scaling_factor = config.routed_scaling_factor;
+  g.scoring_func = config.scoring_func;
+  g.topk_method = config.topk_method;
+  return g;
+}
+
+absl::Status ValidateWeight(const WeightView& w, const char* what) {
+  if (w.data == nullptr || w.rows <= 0 || w.cols <= 0) {
+    return Invalid(what, absl::StrCat("empty weight [", w.rows, ", ", w.cols, "]"));
+  }
+  switch (w.dtype) {
+    case DType::kF32:
+    case DType::kBf16:
+      return absl::OkStatus();
+    case DType::kF8E4M3:
+      if (w.scale_inv == nullptr) return Invalid(what, "F8_E4M3 weight without scale_inv");
+      return absl::OkStatus();
+    case DType::kF16:
+      break;
+  }
+  return absl::UnimplementedError(absl::StrCat(what, ": weight dtype ", Name(w.dtype)));
+}
+
+absl::Status ValidateGemm(const GemmArgs& a) {
+  if (absl::Status s = ValidateWeight(a.w, "Gemm"); !s.ok()) return s;
+  if (a.m < 0) return Invalid("Gemm", "m < 0");
+  if (a.m == 0) return absl::OkStatus();
+  if (a.x == nullptr || a.y == nullptr) return Invalid("Gemm", "null x or y");
+  if (a.ldx < a.w.cols || a.ldy < a.w.rows) {
+    return Invalid("Gemm", absl::StrCat("strides ldx ", a.ldx, " ldy ", a.ldy, " below k ",
+                                        a.w.cols, " n ", a.w.rows));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRmsNorm(const RmsNormArgs& a) {
+  if (a.rows < 0 || a.dim <= 0) return Invalid("RmsNorm", "rows < 0 or dim <= 0");
+  if (a.rows == 0) return absl::OkStatus();
+  if (a.x == nullptr || a.w == nullptr || a.out == nullptr) return Invalid("RmsNorm", "null");
+  if (a.ldx < a.dim || a.ld_out < a.dim) return Invalid("RmsNorm", "stride below dim");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRope(const RopeArgs& a) {
+  if (a.rows < 0 || a.dim <= 0 || a.dim % 2 != 0) return Invalid("Rope", "dim must be even > 0");
+  if (a.rows == 0) return absl::OkStatus();
+  if (a.x == nullptr || a.positions == nullptr || a.inv_freq == nullptr) {
+    return Invalid("Rope", "null pointer");
+  }
+  if (a.offset < 0 || a.ld < a.offset + a.dim) return Invalid("Rope", "slice past the row");
+  if (a.rows_per_position <= 0) return Invalid("Rope", "rows_per_position <= 0");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGate(const GateArgs& a) {
+  const GateConfig& c = a.config;
+  if (a.tokens < 0) return Invalid("Gate", "tokens < 0");
+  if (c.n_routed_experts <= 0 || c.num_experts_per_tok <= 0 ||
+      c.num_experts_per_tok > c.n_routed_experts) {
+    return Invalid("Gate", "need 0 < num_experts_per_tok <= n_routed_experts");
+  }
+  if (c.n_group <= 0 || c.n_routed_experts % c.n_group != 0 || c.topk_group <= 0 ||
+      c.topk_group > c.n_group) {
+    return Invalid("Gate", "inconsistent n_group / topk_group");
+  }
+  if (c.topk_method == TopkMethod::kNoauxTc && c.n_group > 1 &&
+      c.n_routed_experts / c.n_group < 2) {
+    return Invalid("Gate", "noaux_tc needs at least 2 experts per group");
+  }
+  if (a.tokens > 0 && (a.logits == nullptr || a.ids == nullptr || a.weights == nullptr)) {
+    return Invalid("Gate", "null pointer");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateEmbedding(const EmbeddingArgs& a) {
+  if (a.dtype != DType::kF32 && a.dtype != DType::kBf16) {
+    return absl::UnimplementedError(
+        absl::StrCat("Embedding: table dtype ", Name(a.dtype)));
+  }
+  if (a.rows < 0 || a.vocab <= 0 || a.dim <= 0) return Invalid("Embedding", "bad shape");
+  if (a.rows > 0 && (a.table == nullptr || a.ids == nullptr || a.out == nullptr)) {
+    return Invalid("Embedding", "null pointer");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGroupedExperts(const GroupedExpertsArgs& a) {
+  if (a.hidden <= 0) return Invalid("GroupedExperts", "hidden <= 0");
+  for (const ExpertGroup& g : a.groups) {
+    if (g.offset < 0 || g.count < 0) return Invalid("GroupedExperts", "negative offset/count");
+    if (g.count == 0) continue;
+    if (a.x == nullptr || a.out == nullptr) return Invalid("GroupedExperts", "null x or out");
+    for (const WeightView* w : {&g.gate, &g.up, &g.down}) {
+      if (absl::Status s = ValidateWeight(*w, "GroupedExperts"); !s.ok()) return s;
+    }
+    if (g.gate.cols != a.hidden || g.up.cols != a.hidden || g.up.rows != g.gate.rows ||
+        g.down.rows != a.hidden || g.down.cols != g.gate.rows) {
+      return Invalid("GroupedExperts", "gate/up/down shapes do not match hidden and inter");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLatentAttention(const LatentAttentionArgs& a) {
+  if (a.items < 0) return Invalid("LatentAttention", "items < 0");
+  if (a.items == 0) return absl::OkStatus();
+  if (a.q == nullptr || a.table_rows == nullptr || a.lens == nullptr ||
+      a.block_tables == nullptr || a.cache == nullptr || a.out == nullptr) {
+    return Invalid("LatentAttention", "null pointer");
+  }
+  if (a.kvr <= 0 || a.lat < a.kvr || a.ldq < a.lat || a.ld_out < a.kvr) {
+    return Invalid("LatentAttention", "need 0 < kvr <= lat <= ldq and kvr <= ld_out");
+  }
+  if (a.block_tokens <= 0 || a.max_blocks <= 0 || a.num_layers <= 0 || a.layer < 0 ||
+      a.layer >= a.num_layers) {
+    return Invalid("LatentAttention", "bad block_tokens, max_blocks or layer");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSample(const SampleArgs& a) {
+  if (a.rows < 0 || a.vocab <= 0 || a.ld < a.vocab) return Invalid("Sample", "bad shape");
+  if (a.rows > 0 && (a.logits == nullptr || a.temperature == nullptr || a.top_p == nullptr ||
+                     a.uniform == nullptr || a.ids == nullptr)) {
+    return Invalid("Sample", "null pointer");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moeserve::engine

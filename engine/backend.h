@@ -1,0 +1,272 @@
+#ifndef MOESERVE_ENGINE_BACKEND_H_
+#define MOESERVE_ENGINE_BACKEND_H_
+
+// Backend: the coarse DeepSeek-V3 operations behind one interface (ggml's backend idea).
+//
+// Summary
+//  - CreateBackend("cpu" | "cuda") (engine/backend_registry.h) returns a BackendPtr.
+//  - Allocate(bytes, MemoryType) gives a Buffer; kDevice memory is what the ops read and write.
+//    CopyToBackend / CopyToHost / CopyWithin move bytes; CopyToHost waits for the stream.
+//  - Ops: Gemm (F32, BF16, F8_E4M3 with 128x128 block scales), RmsNorm, Rope, Gate (MoE
+//    router), SiluMul, Add, Embedding, GroupedExperts (SwiGLU over expert-sorted rows),
+//    LatentAttention (paged MLA, absorbed form, KvCache layout) and Sample (argmax/top-p).
+//  - Every pointer an op takes is in the backend's memory (Allocate(kDevice)), except the
+//    GroupedExperts group table, which is host data (it decides launch shapes).
+//  - Ops are enqueued in order on one stream and may return before the work is done; errors
+//    found on the host (bad shapes, unsupported dtypes) come back as Status at once, device
+//    faults at the next Synchronize()/CopyToHost().
+//  - The CPU backend (engine/cpu/cpu_backend.h) is the reference; it runs each op at once.
+//  - CUDA (engine/cuda/): cuBLASLt for F32/BF16 Gemm (x rounded to bf16 for BF16 weights), a
+//    tiled kernel for FP8, hand-written kernels for the rest, CUB's segmented sort for top-p.
+//  - UNVERIFIED: the CUDA backend was compiled and linked for sm_90 on a machine without a GPU
+//    and has never run. tests/gpu/backend_parity_test.cc (ctest -L gpu) checks every op against
+//    the CPU backend; its NMSE bounds are estimates until that test has run on an H100.
+//
+// Thread-safety: a Backend is used by one thread at a time (the engine thread). Buffers must be
+// released before the Backend that made them.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/config.h"
+#include "engine/dtype.h"
+
+namespace moeserve::engine {
+
+enum class MemoryType { kHost, kDevice, kPinned };
+
+// Memory from Backend::Allocate; freed by the destructor. Not copyable.
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  virtual void* data() const = 0;
+  virtual int64_t bytes() const = 0;
+  virtual MemoryType type() const = 0;
+
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data());
+  }
+};
+using BufferPtr = std::unique_ptr<Buffer>;
+
+enum class OpKind {
+  kGemm,
+  kRmsNorm,
+  kRope,
+  kGate,
+  kSiluMul,
+  kAdd,
+  kEmbedding,
+  kGroupedExperts,
+  kLatentAttention,
+  kSample,
+};
+
+// A weight matrix W[rows = n, cols = k] (row-major, Hugging Face's [out, in]) in backend memory.
+// For kF8E4M3, scale_inv is f32 [ceil(n/128), ceil(k/128)] and W_real[r][c] =
+// W[r][c] * scale_inv[r/128][c/128]; otherwise scale_inv is ignored.
+struct WeightView {
+  DType dtype = DType::kF32;  // kF32, kBf16 or kF8E4M3
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+  const float* scale_inv = nullptr;
+};
+
+inline constexpr int64_t kFp8BlockSize = 128;
+
+// y[m, w.rows] = x[m, w.cols] * W^T, f32 activations; x and y have row strides ldx and ldy
+// (elements). y must not overlap x.
+struct GemmArgs {
+  const float* x = nullptr;
+  int64_t m = 0;
+  int64_t ldx = 0;
+  WeightView w;
+  float* y = nullptr;
+  int64_t ldy = 0;
+};
+
+// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for each of `rows` rows of `dim` (ops::RmsNorm).
+// out may alias x (same rows, same stride).
+struct RmsNormArgs {
+  const float* x = nullptr;
+  int64_t ldx = 0;
+  const float* w = nullptr;  // [dim]
+  float* out = nullptr;
+  int64_t ld_out = 0;
+  int64_t rows = 0;
+  int64_t dim = 0;
+  double eps = 1e-6;
+};
+
+// For each row r, rotates the pairs (x[r*ld + offset + 2i], x[r*ld + offset + 2i + 1]),
+// i < dim/2, by angle positions[r / rows_per_position] * inv_freq[i], cos and sin scaled by
+// mscale: the same numbers as ops::RopeAngles + ops::ApplyRope. In place.
+struct RopeArgs {
+  float* x = nullptr;
+  int64_t rows = 0;
+  int64_t ld = 0;
+  int64_t offset = 0;
+  int64_t dim = 0;  // even
+  const int32_t* positions = nullptr;
+  int64_t rows_per_position = 1;  // e.g. the heads of one token
+  const float* inv_freq = nullptr;  // [dim / 2]
+  double mscale = 1.0;
+};
+
+// The ModelConfig fields the MoE gate reads (ops::RouteToken).
+struct GateConfig {
+  int64_t n_routed_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  bool norm_topk_prob = false;
+  double routed_scaling_factor = 1.0;
+  ScoringFunc scoring_func = ScoringFunc::kSoftmax;
+  TopkMethod topk_method = TopkMethod::kGreedy;
+};
+GateConfig GateConfigFrom(const ModelConfig& config);
+
+// For each token t: ops::RouteToken over logits[t * n_routed_experts ...] (and the correction
+// bias, may be null) into ids/weights[t * num_experts_per_tok ...].
+struct GateArgs {
+  const float* logits = nullptr;
+  const float* bias = nullptr;
+  int64_t tokens = 0;
+  GateConfig config;
+  int32_t* ids = nullptr;
+  float* weights = nullptr;
+};
+
+// out[r, :] = table[ids[r], :] widened to f32 (table kF32 or kBf16, [vocab, dim]). Rows whose
+// id is outside [0, vocab) are written as zeros (ids are validated by the caller; the device
+// cannot report them without a synchronisation).
+struct EmbeddingArgs {
+  const void* table = nullptr;
+  DType dtype = DType::kBf16;
+  int64_t vocab = 0;
+  int64_t dim = 0;
+  const int32_t* ids = nullptr;
+  int64_t rows = 0;
+  float* out = nullptr;  // [rows, dim], contiguous
+};
+
+// One routed expert's rows of a GroupedExperts call: rows [offset, offset + count) of x.
+struct ExpertGroup {
+  int64_t offset = 0;
+  int64_t count = 0;
+  WeightView gate;  // [inter, hidden]
+  WeightView up;    // [inter, hidden]
+  WeightView down;  // [hidden, inter]
+};
+
+// For each group: out[rows] = down(silu(gate x[rows]) * up x[rows]). x and out are [*, hidden]
+// contiguous, rows sorted by expert; rows in no group are left untouched. The group table is
+// host memory; x and out are backend memory. out must not overlap x.
+struct GroupedExpertsArgs {
+  const float* x = nullptr;
+  int64_t hidden = 0;
+  absl::Span<const ExpertGroup> groups;
+  float* out = nullptr;
+};
+
+// Paged MLA attention, weight-absorbed (cpu::LatentAttention's math). The cache has the
+// KvCache layout: the row of (block, layer, slot) is
+//   cache + ((block * num_layers + layer) * block_tokens + slot) * lat.
+// Query item i (q + i * ldq: kvr latent floats then lat - kvr rope floats) attends over key
+// positions [0, lens[i]) (lens[i] >= 1) of the sequence whose block table is
+// block_tables + table_rows[i] * max_blocks; out[i * ld_out + c] = sum_s softmax_s(scale *
+// <q_i, row_s>) * row_s[c], c < kvr.
+struct LatentAttentionArgs {
+  const float* q = nullptr;
+  int64_t ldq = 0;
+  int64_t items = 0;
+  const int32_t* table_rows = nullptr;  // [items]
+  const int32_t* lens = nullptr;        // [items]
+  const int32_t* block_tables = nullptr;
+  int64_t max_blocks = 0;  // row stride of block_tables
+  const float* cache = nullptr;
+  int64_t num_layers = 0;
+  int64_t layer = 0;
+  int64_t block_tokens = 0;
+  int64_t lat = 0;
+  int64_t kvr = 0;
+  float scale = 1.0f;
+  float* out = nullptr;
+  int64_t ld_out = 0;
+};
+
+// One token per row of logits [rows, vocab] (row stride ld). temperature[r] == 0: the argmax
+// (lowest id on ties). Otherwise p = softmax((logits - max) / T); tokens are ordered by p
+// descending (ties: lower id first); the kept set is the shortest prefix whose mass reaches
+// top_p[r] * total; the token is the first kept one whose running mass exceeds uniform[r] *
+// kept mass (the last kept token when rounding leaves none). temperature, top_p and uniform
+// are [rows] in backend memory; uniform in [0, 1), top_p in (0, 1].
+struct SampleArgs {
+  const float* logits = nullptr;
+  int64_t ld = 0;
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  const float* temperature = nullptr;
+  const float* top_p = nullptr;
+  const float* uniform = nullptr;
+  int32_t* ids = nullptr;
+};
+
+// The compute interface. Every op returns InvalidArgument for inconsistent shapes or null
+// pointers, Unimplemented for a dtype Supports() rejects, and Internal for a failed launch or
+// library call. Device faults surface as Internal from Synchronize() or CopyToHost().
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;
+  // Whether `op` runs with this dtype (the weight or table dtype; kF32 for f32-only ops).
+  virtual bool Supports(OpKind op, DType dtype) const = 0;
+
+  // ResourceExhausted when the memory is not available. bytes may be 0.
+  virtual absl::StatusOr<BufferPtr> Allocate(int64_t bytes, MemoryType type) = 0;
+  // dst (backend memory) <- src (host). Ordered on the stream; the host may reuse pageable src
+  // on return, pinned src only after the next Synchronize().
+  virtual absl::Status CopyToBackend(void* dst, const void* src, int64_t bytes) = 0;
+  // dst (host) <- src (backend memory), after all earlier work; the data is there on return.
+  virtual absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) = 0;
+  // Within backend memory, ordered on the stream. The ranges must not overlap.
+  virtual absl::Status CopyWithin(void* dst, const void* src, int64_t bytes) = 0;
+  // Waits for all enqueued work.
+  virtual absl::Status Synchronize() = 0;
+
+  virtual absl::Status Gemm(const GemmArgs& args) = 0;
+  virtual absl::Status RmsNorm(const RmsNormArgs& args) = 0;
+  virtual absl::Status Rope(const RopeArgs& args) = 0;
+  virtual absl::Status Gate(const GateArgs& args) = 0;
+  // out[i] = silu(gate[i]) * up[i]; out may alias gate or up.
+  virtual absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out) = 0;
+  // x[i] += y[i].
+  virtual absl::Status Add(float* x, const float* y, int64_t n) = 0;
+  virtual absl::Status Embedding(const EmbeddingArgs& args) = 0;
+  virtual absl::Status GroupedExperts(const GroupedExpertsArgs& args) = 0;
+  virtual absl::Status LatentAttention(const LatentAttentionArgs& args) = 0;
+  virtual absl::Status Sample(const SampleArgs& args) = 0;
+};
+using BackendPtr = std::unique_ptr<Backend>;
+
+// Host-side argument checks shared by the backends (InvalidArgument naming the field).
+absl::Status ValidateWeight(const WeightView& w, const char* what);
+absl::Status ValidateGemm(const GemmArgs& args);
+absl::Status ValidateRmsNorm(const RmsNormArgs& args);
+absl::Status ValidateRope(const RopeArgs& args);
+absl::Status ValidateGate(const GateArgs& args);
+absl::Status ValidateEmbedding(const EmbeddingArgs& args);
+absl::Status ValidateGroupedExperts(const GroupedExpertsArgs& args);
+absl::Status ValidateLatentAttention(const LatentAttentionArgs& args);
+absl::Status ValidateSample(const SampleArgs& args);
+
+}  // namespace moeserve::engine
+
+#endif  // MOESERVE_ENGINE_BACKEND_H_

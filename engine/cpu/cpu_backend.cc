@@ -1,0 +1,290 @@
+#include "engine/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/cpu/attention.h"
+#include "engine/cpu/linear.h"
+#include "engine/model/ops.h"
+
+namespace moeserve::engine::cpu {
+namespace {
+
+class HostBuffer final : public Buffer {
+ public:
+  HostBuffer(void* data, int64_t bytes, MemoryType type) : data_(data), bytes_(bytes), type_(type) {}
+  ~HostBuffer() override { std::free(data_); }
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+
+  void* data() const override { return data_; }
+  int64_t bytes() const override { return bytes_; }
+  MemoryType type() const override { return type_; }
+
+ private:
+  void* data_;
+  int64_t bytes_;
+  MemoryType type_;
+};
+
+// W_real = W * scale_inv[r/128][c/128], widened to f32.
+void DequantizeFp8(const WeightView& w, std::vector<float>* out) {
+  out->resize(static_cast<size_t>(w.rows * w.cols));
+  const uint8_t* src = static_cast<const uint8_t*>(w.data);
+  const int64_t scale_cols = (w.cols + kFp8BlockSize - 1) / kFp8BlockSize;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const float* scale_row = w.scale_inv + (r / kFp8BlockSize) * scale_cols;
+    for (int64_t c = 0; c < w.cols; ++c) {
+      (*out)[r * w.cols + c] = F8E4M3ToF32(src[r * w.cols + c]) * scale_row[c / kFp8BlockSize];
+    }
+  }
+}
+
+// One row of Sample (see SampleArgs).
+int32_t SampleRow(const float* logits, int64_t vocab, float temperature, float top_p,
+                  float uniform, std::vector<float>* probs, std::vector<int32_t>* order) {
+  int32_t best = 0;
+  for (int64_t i = 1; i < vocab; ++i) {
+    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
+  }
+  if (temperature == 0.0f) return best;
+  const float mx = logits[best];
+  probs->resize(vocab);
+  for (int64_t i = 0; i < vocab; ++i) (*probs)[i] = std::exp((logits[i] - mx) / temperature);
+  order->resize(vocab);
+  std::iota(order->begin(), order->end(), 0);
+  const std::vector<float>& p = *probs;
+  std::stable_sort(order->begin(), order->end(), [&](int32_t a, int32_t b) { return p[a] > p[b]; });
+  double total = 0;
+  for (float v : p) total += v;
+  const double keep_mass = static_cast<double>(top_p) * total;
+  int64_t kept = vocab;
+  double kept_total = total;
+  double run = 0;
+  for (int64_t j = 0; j < vocab; ++j) {
+    run += p[(*order)[j]];
+    if (run >= keep_mass) {
+      kept = j + 1;
+      kept_total = run;
+      break;
+    }
+  }
+  const double target = static_cast<double>(uniform) * kept_total;
+  run = 0;
+  for (int64_t j = 0; j < kept; ++j) {
+    run += p[(*order)[j]];
+    if (run > target) return (*order)[j];
+  }
+  return (*order)[kept - 1];
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int threads) {
+  if (threads > 1) pool_ = std::make_unique<ThreadPool>(threads);
+}
+
+CpuBackend::~CpuBackend() = default;
+
+bool CpuBackend::Supports(OpKind op, DType dtype) const {
+  switch (op) {
+    case OpKind::kGemm:
+    case OpKind::kGroupedExperts:
+      return dtype == DType::kF32 || dtype == DType::kBf16 || dtype == DType::kF8E4M3;
+    case OpKind::kEmbedding:
+      return dtype == DType::kF32 || dtype == DType::kBf16;
+    case OpKind::kRmsNorm:
+    case OpKind::kRope:
+    case OpKind::kGate:
+    case OpKind::kSiluMul:
+    case OpKind::kAdd:
+    case OpKind::kLatentAttention:
+    case OpKind::kSample:
+      return dtype == DType::kF32;
+  }
+  return false;
+}
+
+absl::StatusOr<BufferPtr> CpuBackend::Allocate(int64_t bytes, MemoryType type) {
+  if (bytes < 0) return absl::InvalidArgumentError("Allocate: bytes < 0");
+  constexpr int64_t kAlign = 64;
+  const int64_t rounded = std::max<int64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+  void* data = std::aligned_alloc(kAlign, static_cast<size_t>(rounded));
+  if (data == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("cpu: cannot allocate ", bytes, " bytes"));
+  }
+  return BufferPtr(new HostBuffer(data, bytes, type));
+}
+
+absl::Status CpuBackend::CopyToBackend(void* dst, const void* src, int64_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyToHost(void* dst, const void* src, int64_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyWithin(void* dst, const void* src, int64_t bytes) {
+  if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Gemm(const GemmArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateGemm(a));
+  if (a.m == 0) return absl::OkStatus();
+  Matrix w;
+  w.rows = a.w.rows;
+  w.cols = a.w.cols;
+  if (a.w.dtype == DType::kF8E4M3) {
+    DequantizeFp8(a.w, &dequant_);
+    w.dtype = DType::kF32;
+    w.data = dequant_.data();
+  } else {
+    w.dtype = a.w.dtype;
+    w.data = a.w.data;
+  }
+  Linear(a.x, a.m, a.ldx, w, a.y, a.ldy, pool_.get());
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RmsNorm(const RmsNormArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateRmsNorm(a));
+  for (int64_t r = 0; r < a.rows; ++r) {
+    ops::RmsNorm(a.x + r * a.ldx, a.w, a.dim, a.eps, a.out + r * a.ld_out);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Rope(const RopeArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateRope(a));
+  const std::vector<float> inv_freq(a.inv_freq, a.inv_freq + a.dim / 2);
+  std::vector<float> cos_sin(a.dim);
+  for (int64_t r = 0; r < a.rows; ++r) {
+    ops::RopeAngles(inv_freq, a.mscale, a.positions[r / a.rows_per_position], cos_sin.data());
+    ops::ApplyRope(a.x + r * a.ld + a.offset, a.dim, cos_sin.data());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Gate(const GateArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateGate(a));
+  ModelConfig c;
+  c.n_routed_experts = a.config.n_routed_experts;
+  c.num_experts_per_tok = a.config.num_experts_per_tok;
+  c.n_group = a.config.n_group;
+  c.topk_group = a.config.topk_group;
+  c.norm_topk_prob = a.config.norm_topk_prob;
+  c.routed_scaling_factor = a.config.routed_scaling_factor;
+  c.scoring_func = a.config.scoring_func;
+  c.topk_method = a.config.topk_method;
+  const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    ops::RouteToken(c, a.logits + t * e, a.bias, a.ids + t * k, a.weights + t * k);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::SiluMul(const float* gate, const float* up, int64_t n, float* out) {
+  if (n < 0) return absl::InvalidArgumentError("SiluMul: n < 0");
+  ops::SiluMul(gate, up, n, out);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Add(float* x, const float* y, int64_t n) {
+  if (n < 0) return absl::InvalidArgumentError("Add: n < 0");
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Embedding(const EmbeddingArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateEmbedding(a));
+  for (int64_t r = 0; r < a.rows; ++r) {
+    float* out = a.out + r * a.dim;
+    const int32_t id = a.ids[r];
+    if (id < 0 || id >= a.vocab) {
+      std::fill(out, out + a.dim, 0.0f);
+    } else if (a.dtype == DType::kF32) {
+      std::memcpy(out, static_cast<const float*>(a.table) + id * a.dim, sizeof(float) * a.dim);
+    } else {
+      const uint16_t* src = static_cast<const uint16_t*>(a.table) + id * a.dim;
+      for (int64_t c = 0; c < a.dim; ++c) out[c] = Bf16ToF32(src[c]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GroupedExperts(const GroupedExpertsArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateGroupedExperts(a));
+  for (const ExpertGroup& g : a.groups) {
+    if (g.count == 0) continue;
+    const int64_t inter = g.gate.rows;
+    scratch_.resize(static_cast<size_t>(2 * g.count * inter));
+    float* gate = scratch_.data();
+    float* up = gate + g.count * inter;
+    const float* x = a.x + g.offset * a.hidden;
+    MOESERVE_RETURN_IF_ERROR(Gemm({x, g.count, a.hidden, g.gate, gate, inter}));
+    MOESERVE_RETURN_IF_ERROR(Gemm({x, g.count, a.hidden, g.up, up, inter}));
+    ops::SiluMul(gate, up, g.count * inter, gate);
+    MOESERVE_RETURN_IF_ERROR(
+        Gemm({gate, g.count, inter, g.down, a.out + g.offset * a.hidden, a.hidden}));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::LatentAttention(const LatentAttentionArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateLatentAttention(a));
+  std::vector<float> qt(static_cast<size_t>(a.lat * kAttentionLanes), 0.0f);
+  std::vector<float> scratch;
+  std::vector<const float*> blocks;
+  for (int64_t i = 0; i < a.items; ++i) {
+    const int64_t len = a.lens[i];
+    if (len < 1 || (len + a.block_tokens - 1) / a.block_tokens > a.max_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LatentAttention: item ", i, " length ", len, " outside the block table"));
+    }
+    const int32_t* table = a.block_tables + static_cast<int64_t>(a.table_rows[i]) * a.max_blocks;
+    blocks.clear();
+    for (int64_t b = 0; b * a.block_tokens < len; ++b) {
+      blocks.push_back(a.cache +
+                       (static_cast<int64_t>(table[b]) * a.num_layers + a.layer) * a.block_tokens *
+                           a.lat);
+    }
+    const float* q = a.q + i * a.ldq;
+    for (int64_t d = 0; d < a.lat; ++d) qt[d * kAttentionLanes] = q[d];
+    int64_t lens[kAttentionLanes] = {len};
+    LatentAttentionTile tile;
+    tile.qt = qt.data();
+    tile.nq = 1;
+    tile.len = lens;
+    tile.blocks = blocks.data();
+    tile.block_tokens = a.block_tokens;
+    tile.lat = a.lat;
+    tile.kvr = a.kvr;
+    tile.scale = a.scale;
+    tile.out = a.out + i * a.ld_out;
+    tile.out_stride = a.ld_out;
+    cpu::LatentAttention(tile, &scratch);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Sample(const SampleArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateSample(a));
+  std::vector<float> probs;
+  std::vector<int32_t> order;
+  for (int64_t r = 0; r < a.rows; ++r) {
+    a.ids[r] = SampleRow(a.logits + r * a.ld, a.vocab, a.temperature[r], a.top_p[r],
+                         a.uniform[r], &probs, &order);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moeserve::engine::cpu
