@@ -1,0 +1,440 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/cuda/cuda_status.h"
+#include "engine/cuda/elementwise.cuh"
+#include "engine/cuda/gate.cuh"
+#include "engine/cuda/gemm.cuh"
+#include "engine/cuda/latent_attention.cuh"
+#include "engine/cuda/lt_gemm.h"
+#include "engine/cuda/rms_norm.cuh"
+#include "engine/cuda/rope.cuh"
+#include "engine/cuda/sample.cuh"
+
+namespace moeserve::engine::cuda {
+namespace {
+
+constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
+
+class CudaBuffer final : public Buffer {
+ public:
+  CudaBuffer(void* data, int64_t bytes, MemoryType type) : data_(data), bytes_(bytes), type_(type) {}
+  ~CudaBuffer() override {
+    if (data_ == nullptr) return;
+    // Errors here cannot be returned; a failed free only leaks.
+    switch (type_) {
+      case MemoryType::kDevice:
+        cudaFree(data_);
+        break;
+      case MemoryType::kPinned:
+        cudaFreeHost(data_);
+        break;
+      case MemoryType::kHost:
+        std::free(data_);
+        break;
+    }
+  }
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
+
+  void* data() const override { return data_; }
+  int64_t bytes() const override { return bytes_; }
+  MemoryType type() const override { return type_; }
+
+ private:
+  void* data_;
+  int64_t bytes_;
+  MemoryType type_;
+};
+
+// Device scratch that only grows, stream-ordered so that no growth waits for the host.
+class Scratch {
+ public:
+  void* data() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+  absl::Status Reserve(size_t bytes, cudaStream_t stream) {
+    if (bytes <= bytes_) return absl::OkStatus();
+    const size_t grow = std::max(bytes, bytes_ + bytes_ / 2);
+    if (ptr_ != nullptr) MOESERVE_RETURN_IF_CUDA_ERROR(cudaFreeAsync(ptr_, stream), "free scratch");
+    ptr_ = nullptr;
+    bytes_ = 0;
+    MOESERVE_RETURN_IF_CUDA_ERROR(cudaMallocAsync(&ptr_, grow, stream), "grow scratch");
+    bytes_ = grow;
+    return absl::OkStatus();
+  }
+  void Release(cudaStream_t stream) {
+    if (ptr_ != nullptr) cudaFreeAsync(ptr_, stream);
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+WeightType ToWeightType(DType dtype) {
+  switch (dtype) {
+    case DType::kBf16:
+      return WeightType::kBf16;
+    case DType::kF8E4M3:
+      return WeightType::kF8E4M3;
+    case DType::kF32:
+    case DType::kF16:  // rejected by ValidateWeight before this is reached
+      break;
+  }
+  return WeightType::kF32;
+}
+
+DeviceWeight ToDevice(const WeightView& w) {
+  DeviceWeight d;
+  d.type = ToWeightType(w.dtype);
+  d.data = w.data;
+  d.scale_inv = w.scale_inv;
+  d.n = w.rows;
+  d.k = w.cols;
+  return d;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, cudaStream_t stream, cublasLtHandle_t lt, void* lt_workspace)
+      : device_(device), stream_(stream), lt_(lt), lt_workspace_(lt_workspace) {}
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    x_bf16_.Release(stream_);
+    experts_.Release(stream_);
+    sample_.Release(stream_);
+    cudaStreamSynchronize(stream_);
+    cublasLtDestroy(lt_);
+    cudaFree(lt_workspace_);
+    cudaStreamDestroy(stream_);
+  }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return "cuda"; }
+
+  bool Supports(OpKind op, DType dtype) const override {
+    switch (op) {
+      case OpKind::kGemm:
+      case OpKind::kGroupedExperts:
+        return dtype == DType::kF32 || dtype == DType::kBf16 || dtype == DType::kF8E4M3;
+      case OpKind::kEmbedding:
+        return dtype == DType::kF32 || dtype == DType::kBf16;
+      case OpKind::kRmsNorm:
+      case OpKind::kRope:
+      case OpKind::kGate:
+      case OpKind::kSiluMul:
+      case OpKind::kAdd:
+      case OpKind::kLatentAttention:
+      case OpKind::kSample:
+        return dtype == DType::kF32;
+    }
+    return false;
+  }
+
+  absl::StatusOr<BufferPtr> Allocate(int64_t bytes, MemoryType type) override {
+    if (bytes < 0) return absl::InvalidArgumentError("Allocate: bytes < 0");
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    void* data = nullptr;
+    const size_t size = static_cast<size_t>(std::max<int64_t>(bytes, 1));
+    switch (type) {
+      case MemoryType::kDevice:
+        MOESERVE_RETURN_IF_CUDA_ERROR(cudaMalloc(&data, size), "cudaMalloc");
+        break;
+      case MemoryType::kPinned:
+        MOESERVE_RETURN_IF_CUDA_ERROR(cudaMallocHost(&data, size), "cudaMallocHost");
+        break;
+      case MemoryType::kHost:
+        data = std::aligned_alloc(64, (size + 63) / 64 * 64);
+        if (data == nullptr) {
+          return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+        }
+        break;
+    }
+    return BufferPtr(new CudaBuffer(data, bytes, type));
+  }
+
+  absl::Status CopyToBackend(void* dst, const void* src, int64_t bytes) override {
+    return Copy(dst, src, bytes, "copy to device");
+  }
+  absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) override {
+    MOESERVE_RETURN_IF_ERROR(Copy(dst, src, bytes, "copy to host"));
+    MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "wait for copy to host");
+    return absl::OkStatus();
+  }
+  absl::Status CopyWithin(void* dst, const void* src, int64_t bytes) override {
+    return Copy(dst, src, bytes, "copy within device");
+  }
+  absl::Status Synchronize() override {
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "synchronize");
+    return absl::OkStatus();
+  }
+
+  absl::Status Gemm(const GemmArgs& a) override {
+    MOESERVE_RETURN_IF_ERROR(ValidateGemm(a));
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    return RunGemm(a);
+  }
+
+  absl::Status RmsNorm(const engine::RmsNormArgs& a) override {
+    MOESERVE_RETURN_IF_ERROR(ValidateRmsNorm(a));
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    cuda::RmsNormArgs d{a.x, a.ldx, a.w, a.out, a.ld_out, a.rows, a.dim, a.eps};
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchRmsNorm(d, stream_), "RmsNorm");
+    return absl::OkStatus();
+  }
+
+  absl::Status Rope(const engine::RopeArgs& a) override {
+    MOESERVE_RETURN_IF_ERROR(ValidateRope(a));
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    cuda::RopeArgs d{a.x,         a.rows,     a.ld,    a.offset, a.dim, a.positions,
+                     a.rows_per_position, a.inv_freq, a.mscale};
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchRope(d, stream_), "Rope");
+    return absl::OkStatus();
+  }
+
+  absl::Status Gate(const engine::GateArgs& a) override {
+    MOESERVE_RETURN_IF_ERROR(ValidateGate(a));
+    const GateConfig& c = a.config;
+    if (c.n_routed_experts > kGateMaxExperts || c.n_group > kGateMaxGroups) {
+      return absl::InvalidArgumentError(absl::StrCat("Gate: cuda handles at most ",
+                                                     kGateMaxExperts, " experts and ",
+                                                     kGateMaxGroups, " groups"));
+    }
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    cuda::GateArgs d;
+    d.logits = a.logits;
+    d.bias = a.bias;
+    d.tokens = a.tokens;
+    d.experts = static_cast<int>(c.n_routed_experts);
+    d.top_k = static_cast<int>(c.num_experts_per_tok);
+    d.n_group = static_cast<int>(c.n_group);
+    d.topk_group = static_cast<int>(c.topk_group);
+    d.sigmoid = c.scoring_func == ScoringFunc::kSigmoid;
+    d.method = MethodCode(c.topk_method);
+    d.norm_topk_prob = c.norm_topk_prob;
+    d.routed_scaling_factor = c.routed_scaling_factor;
+    d.ids = a.ids;
+    d.weights = a.weights;
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchGate(d, stream_), "Gate");
+    return absl::OkStatus();
+  }
+
+  absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out) override {
+    if (n < 0) return absl::InvalidArgumentError("SiluMul: n < 0");
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchSiluMul({gate, up, n, out}, stream_), "SiluMul");
+    return absl::OkStatus();
+  }
+
+  absl::Status Add(float* x, const float* y, int64_t n) override {
+    if (n < 0) return absl::InvalidArgumentError("Add: n < 0");
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchAdd({x, y, n}, stream_), "Add");
+    return absl::OkStatus();
+  }
+
+  absl::Status Embedding(const engine::EmbeddingArgs& a) override {
+    MOESERVE_RETURN_IF_ERROR(ValidateEmbedding(a));
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    cuda::EmbeddingArgs d{a.table, ToWeightType(a.dtype), a.vocab, a.dim, a.ids, a.rows, a.out};
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchEmbedding(d, stream_), "Embedding");
+    return absl::OkStatus();
+  }
+
+  absl::Status GroupedExperts(const GroupedExpertsArgs& a) override;
+  absl::Status LatentAttention(const engine::LatentAttentionArgs& a) override;
+  absl::Status Sample(const engine::SampleArgs& a) override;
+
+ private:
+  static int MethodCode(TopkMethod m) {
+    switch (m) {
+      case TopkMethod::kGreedy:
+        return 0;
+      case TopkMethod::kGroupLimitedGreedy:
+        return 1;
+      case TopkMethod::kNoauxTc:
+        return 2;
+    }
+    return 0;
+  }
+
+  absl::Status MakeCurrent() {
+    MOESERVE_RETURN_IF_CUDA_ERROR(cudaSetDevice(device_), "cudaSetDevice");
+    return absl::OkStatus();
+  }
+
+  absl::Status Copy(void* dst, const void* src, int64_t bytes, const char* what) {
+    if (bytes < 0) return absl::InvalidArgumentError(absl::StrCat(what, ": bytes < 0"));
+    if (bytes == 0) return absl::OkStatus();
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    MOESERVE_RETURN_IF_CUDA_ERROR(
+        cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDefault, stream_), what);
+    return absl::OkStatus();
+  }
+
+  absl::Status RunGemm(const GemmArgs& a);
+
+  int device_;
+  cudaStream_t stream_;
+  cublasLtHandle_t lt_;
+  void* lt_workspace_;
+  Scratch x_bf16_;   // Gemm's activations rounded to bf16
+  Scratch experts_;  // GroupedExperts' gate and up products
+  Scratch sample_;   // Sample's sort buffers
+};
+
+absl::Status CudaBackend::RunGemm(const GemmArgs& a) {
+  if (a.m == 0) return absl::OkStatus();
+  cublasStatus_t lt = CUBLAS_STATUS_NOT_SUPPORTED;
+  if (a.w.dtype == DType::kF32) {
+    lt = LtGemm(lt_, {CUDA_R_32F, a.x, a.m, a.ldx, a.w.data, a.w.rows, a.w.cols, a.y, a.ldy},
+                lt_workspace_, kLtWorkspaceBytes, stream_);
+  } else if (a.w.dtype == DType::kBf16) {
+    MOESERVE_RETURN_IF_ERROR(
+        x_bf16_.Reserve(static_cast<size_t>(a.m * a.w.cols) * sizeof(uint16_t), stream_));
+    uint16_t* xb = static_cast<uint16_t*>(x_bf16_.data());
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchF32ToBf16({a.x, a.m, a.w.cols, a.ldx, xb}, stream_),
+                                  "Gemm: round x to bf16");
+    lt = LtGemm(lt_, {CUDA_R_16BF, xb, a.m, a.w.cols, a.w.data, a.w.rows, a.w.cols, a.y, a.ldy},
+                lt_workspace_, kLtWorkspaceBytes, stream_);
+  }
+  if (lt == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  if (lt != CUBLAS_STATUS_NOT_SUPPORTED) return CublasStatus(lt, "Gemm");
+  // FP8, or a shape cuBLASLt declined.
+  MOESERVE_RETURN_IF_CUDA_ERROR(
+      LaunchTiledGemm({a.x, a.m, a.ldx, ToDevice(a.w), a.y, a.ldy}, stream_), "Gemm (tiled)");
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::GroupedExperts(const GroupedExpertsArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateGroupedExperts(a));
+  MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+  size_t most = 0;
+  for (const ExpertGroup& g : a.groups) {
+    most = std::max(most, static_cast<size_t>(2 * g.count * g.gate.rows) * sizeof(float));
+  }
+  if (most == 0) return absl::OkStatus();
+  MOESERVE_RETURN_IF_ERROR(experts_.Reserve(most, stream_));
+  for (const ExpertGroup& g : a.groups) {
+    if (g.count == 0) continue;
+    const int64_t inter = g.gate.rows;
+    float* gate = static_cast<float*>(experts_.data());
+    float* up = gate + g.count * inter;
+    const float* x = a.x + g.offset * a.hidden;
+    MOESERVE_RETURN_IF_ERROR(RunGemm({x, g.count, a.hidden, g.gate, gate, inter}));
+    MOESERVE_RETURN_IF_ERROR(RunGemm({x, g.count, a.hidden, g.up, up, inter}));
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchSiluMul({gate, up, g.count * inter, gate}, stream_),
+                                  "GroupedExperts: SiluMul");
+    MOESERVE_RETURN_IF_ERROR(
+        RunGemm({gate, g.count, inter, g.down, a.out + g.offset * a.hidden, a.hidden}));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::LatentAttention(const engine::LatentAttentionArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateLatentAttention(a));
+  if (a.kvr > kAttentionMaxKvr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LatentAttention: cuda handles kv_lora_rank up to ", kAttentionMaxKvr));
+  }
+  MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+  cuda::LatentAttentionArgs d;
+  d.q = a.q;
+  d.ldq = a.ldq;
+  d.items = a.items;
+  d.table_rows = a.table_rows;
+  d.lens = a.lens;
+  d.block_tables = a.block_tables;
+  d.max_blocks = a.max_blocks;
+  d.cache = a.cache;
+  d.num_layers = a.num_layers;
+  d.layer = a.layer;
+  d.block_tokens = a.block_tokens;
+  d.lat = a.lat;
+  d.kvr = a.kvr;
+  d.scale = a.scale;
+  d.out = a.out;
+  d.ld_out = a.ld_out;
+  MOESERVE_RETURN_IF_CUDA_ERROR(LaunchLatentAttention(d, stream_), "LatentAttention");
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Sample(const engine::SampleArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateSample(a));
+  if (a.rows == 0) return absl::OkStatus();
+  if (a.rows * a.vocab >= (int64_t{1} << 31)) {
+    return absl::InvalidArgumentError("Sample: rows * vocab must stay below 2^31 on cuda");
+  }
+  MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+  size_t bytes = 0;
+  MOESERVE_RETURN_IF_CUDA_ERROR(SampleWorkspaceBytes(a.rows, a.vocab, &bytes),
+                                "Sample: workspace size");
+  MOESERVE_RETURN_IF_ERROR(sample_.Reserve(bytes, stream_));
+  cuda::SampleArgs d;
+  d.logits = a.logits;
+  d.ld = a.ld;
+  d.rows = a.rows;
+  d.vocab = a.vocab;
+  d.temperature = a.temperature;
+  d.top_p = a.top_p;
+  d.uniform = a.uniform;
+  d.ids = a.ids;
+  d.workspace = sample_.data();
+  d.workspace_bytes = sample_.bytes();
+  MOESERVE_RETURN_IF_CUDA_ERROR(LaunchSample(d, stream_), "Sample");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<BackendPtr> CreateCudaBackend(int device) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the (non-sticky) error for later callers
+    return absl::UnavailableError(absl::StrCat("backend 'cuda': no usable CUDA device (",
+                                               cudaGetErrorName(e), ": ", cudaGetErrorString(e),
+                                               ")"));
+  }
+  if (device < 0 || device >= count) {
+    return absl::UnavailableError(
+        absl::StrCat("backend 'cuda': device ", device, " requested, ", count, " present"));
+  }
+  int major = 0;
+  MOESERVE_RETURN_IF_CUDA_ERROR(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+      "compute capability");
+  if (major < 9) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "backend 'cuda': device ", device, " is sm_", major, "x; this build has sm_90 code only"));
+  }
+  MOESERVE_RETURN_IF_CUDA_ERROR(cudaSetDevice(device), "cudaSetDevice");
+  cudaStream_t stream = nullptr;
+  MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                                "create stream");
+  cublasLtHandle_t lt = nullptr;
+  if (absl::Status s = CublasStatus(cublasLtCreate(&lt), "create handle"); !s.ok()) {
+    cudaStreamDestroy(stream);
+    return s;
+  }
+  void* workspace = nullptr;
+  if (absl::Status s = CudaStatus(cudaMalloc(&workspace, kLtWorkspaceBytes), "Lt workspace");
+      !s.ok()) {
+    cublasLtDestroy(lt);
+    cudaStreamDestroy(stream);
+    return s;
+  }
+  return BackendPtr(new CudaBackend(device, stream, lt, workspace));
+}
+
+}  // namespace moeserve::engine::cuda

@@ -1,0 +1,44 @@
+#ifndef MOESERVE_ENGINE_CUDA_ELEMENTWISE_CUH_
+#define MOESERVE_ENGINE_CUDA_ELEMENTWISE_CUH_
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "engine/cuda/device_util.cuh"
+
+namespace moeserve::engine::cuda {
+
+// out[i] = silu(gate[i]) * up[i] (out may alias either input).
+struct SiluMulArgs {
+  const float* gate = nullptr;
+  const float* up = nullptr;
+  int64_t n = 0;
+  float* out = nullptr;
+};
+cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);
+
+// x[i] += y[i].
+struct AddArgs {
+  float* x = nullptr;
+  const float* y = nullptr;
+  int64_t n = 0;
+};
+cudaError_t LaunchAdd(const AddArgs& args, cudaStream_t stream);
+
+// out[r, :] = table[ids[r], :] widened to f32 (type kF32 or kBf16); zeros for ids outside
+// [0, vocab).
+struct EmbeddingArgs {
+  const void* table = nullptr;
+  WeightType type = WeightType::kBf16;
+  int64_t vocab = 0;
+  int64_t dim = 0;
+  const int32_t* ids = nullptr;
+  int64_t rows = 0;
+  float* out = nullptr;
+};
+cudaError_t LaunchEmbedding(const EmbeddingArgs& args, cudaStream_t stream);
+
+}  // namespace moeserve::engine::cuda
+
+#endif  // MOESERVE_ENGINE_CUDA_ELEMENTWISE_CUH_

@@ -1,0 +1,34 @@
+#ifndef MOESERVE_ENGINE_CUDA_SAMPLE_CUH_
+#define MOESERVE_ENGINE_CUDA_SAMPLE_CUH_
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace moeserve::engine::cuda {
+
+// One token per row (engine/backend.h, SampleArgs): argmax (lowest id on ties) where
+// temperature is 0; otherwise e = exp((logit - max) / T), sorted descending by CUB's stable
+// segmented radix sort (so equal values keep the lower id first), the shortest prefix reaching
+// top_p * total kept, and the first kept token whose running sum exceeds uniform * kept sum.
+// Sums are float block scans in sorted order. Needs SampleWorkspaceBytes() of device scratch.
+struct SampleArgs {
+  const float* logits = nullptr;
+  int64_t ld = 0;
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  const float* temperature = nullptr;
+  const float* top_p = nullptr;
+  const float* uniform = nullptr;
+  int32_t* ids = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+// Scratch for rows x vocab (rows * vocab < 2^31). Enqueues nothing.
+cudaError_t SampleWorkspaceBytes(int64_t rows, int64_t vocab, size_t* bytes);
+cudaError_t LaunchSample(const SampleArgs& args, cudaStream_t stream);
+
+}  // namespace moeserve::engine::cuda
+
+#endif  // MOESERVE_ENGINE_CUDA_SAMPLE_CUH_

@@ -1,0 +1,367 @@
+// Every op of every registered non-CPU backend against the CPU backend (the reference) on the
+// same random inputs, with a per-op bound on the normalised mean squared error
+// NMSE = sum (a - b)^2 / sum b^2 (ggml's test-backend-ops). Ids (argmax, gate, sampling) must
+// match exactly: the inputs are built so that no choice sits within rounding of a tie.
+// Without a device (or without the CUDA build) every test is skipped.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/backend_registry.h"
+#include "engine/dtype.h"
+#include "gtest/gtest.h"
+
+namespace moeserve::engine {
+namespace {
+
+double Nmse(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return den == 0 ? num : num / den;
+}
+
+std::vector<float> Random(size_t n, std::mt19937* rng, float lo = -1, float hi = 1) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(*rng);
+  return v;
+}
+
+// Host bytes mirrored into one backend's memory.
+class Mirror {
+ public:
+  Mirror(Backend* backend, const void* host, size_t bytes) : backend_(backend), bytes_(bytes) {
+    absl::StatusOr<BufferPtr> b = backend->Allocate(static_cast<int64_t>(bytes), MemoryType::kDevice);
+    EXPECT_TRUE(b.ok()) << b.status();
+    if (!b.ok()) return;
+    buffer_ = std::move(*b);
+    if (bytes > 0) {
+      absl::Status s = backend->CopyToBackend(buffer_->data(), host, static_cast<int64_t>(bytes));
+      EXPECT_TRUE(s.ok()) << s;
+    }
+  }
+  template <typename T>
+  Mirror(Backend* backend, const std::vector<T>& v) : Mirror(backend, v.data(), v.size() * sizeof(T)) {}
+
+  template <typename T>
+  T* as() const {
+    return buffer_ ? static_cast<T*>(buffer_->data()) : nullptr;
+  }
+  template <typename T>
+  std::vector<T> Read() const {
+    std::vector<T> v(bytes_ / sizeof(T));
+    if (buffer_ == nullptr) return v;
+    absl::Status s = backend_->CopyToHost(v.data(), buffer_->data(), static_cast<int64_t>(bytes_));
+    EXPECT_TRUE(s.ok()) << s;
+    return v;
+  }
+
+ private:
+  Backend* backend_;
+  size_t bytes_;
+  BufferPtr buffer_;
+};
+
+// A weight in host memory (for the CPU reference) with its bytes and scales.
+struct HostWeight {
+  DType dtype;
+  int64_t rows, cols;
+  std::vector<uint8_t> bytes;
+  std::vector<float> scales;
+  WeightView View(const void* data, const float* scale) const {
+    return {dtype, rows, cols, data, dtype == DType::kF8E4M3 ? scale : nullptr};
+  }
+};
+
+HostWeight MakeWeight(DType dtype, int64_t rows, int64_t cols, std::mt19937* rng) {
+  HostWeight w{dtype, rows, cols, {}, {}};
+  std::vector<float> v = Random(rows * cols, rng);
+  if (dtype == DType::kF32) {
+    w.bytes.resize(v.size() * 4);
+    std::memcpy(w.bytes.data(), v.data(), w.bytes.size());
+  } else if (dtype == DType::kBf16) {
+    w.bytes.resize(v.size() * 2);
+    for (size_t i = 0; i < v.size(); ++i) {
+      const uint16_t b = F32ToBf16(v[i]);
+      std::memcpy(&w.bytes[2 * i], &b, 2);
+    }
+  } else {
+    w.bytes.resize(v.size());
+    for (size_t i = 0; i < v.size(); ++i) w.bytes[i] = F32ToF8E4M3(v[i] * 448.0f);
+    w.scales = Random(((rows + 127) / 128) * ((cols + 127) / 128), rng, 1e-3f, 4e-3f);
+  }
+  return w;
+}
+
+// The weight mirrored on a backend.
+struct DeviceWeight {
+  Mirror data, scales;
+  WeightView view;
+  DeviceWeight(Backend* b, const HostWeight& w)
+      : data(b, w.bytes), scales(b, w.scales), view(w.View(data.as<void>(), scales.as<float>())) {}
+};
+
+class BackendParityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<BackendPtr> cpu = CreateBackend("cpu");
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    cpu_ = std::move(*cpu);
+    std::string why;
+    for (const std::string& name : RegisteredBackends()) {
+      if (name == "cpu") continue;
+      absl::StatusOr<BackendPtr> b = CreateBackend(name);
+      if (b.ok()) {
+        backends_.push_back(std::move(*b));
+      } else {
+        why += std::string(b.status().message()) + "; ";
+      }
+    }
+    if (backends_.empty()) GTEST_SKIP() << "no non-CPU backend to compare: " << why;
+  }
+
+  BackendPtr cpu_;
+  std::vector<BackendPtr> backends_;
+  std::mt19937 rng_{20261124};
+};
+
+TEST_F(BackendParityTest, Gemm) {
+  struct Case {
+    DType dtype;
+    int64_t m, n, k;
+    double bound;
+  };
+  // bf16: the CPU may or may not round x to bf16 (per ISA); the device always does.
+  const Case cases[] = {{DType::kF32, 1, 300, 520, 1e-6},     {DType::kF32, 33, 257, 130, 1e-6},
+                        {DType::kBf16, 1, 512, 1024, 1e-4},   {DType::kBf16, 70, 384, 256, 1e-4},
+                        {DType::kBf16, 3, 130, 257, 1e-4},    {DType::kF8E4M3, 1, 384, 520, 1e-6},
+                        {DType::kF8E4M3, 65, 200, 300, 1e-6}, {DType::kF8E4M3, 300, 256, 128, 1e-6}};
+  for (const Case& c : cases) {
+    HostWeight w = MakeWeight(c.dtype, c.n, c.k, &rng_);
+    const int64_t ldx = c.k + 4, ldy = c.n + 8;
+    std::vector<float> x = Random(c.m * ldx, &rng_), want(c.m * ldy, 0.0f);
+    ASSERT_TRUE(cpu_->Gemm({x.data(), c.m, ldx, w.View(w.bytes.data(), w.scales.data()),
+                            want.data(), ldy}).ok());
+    for (auto& b : backends_) {
+      DeviceWeight dw(b.get(), w);
+      Mirror dx(b.get(), x), dy(b.get(), std::vector<float>(c.m * ldy, 0.0f));
+      ASSERT_TRUE(b->Gemm({dx.as<float>(), c.m, ldx, dw.view, dy.as<float>(), ldy}).ok());
+      EXPECT_LT(Nmse(dy.Read<float>(), want), c.bound)
+          << b->name() << " " << DTypeName(c.dtype) << " m=" << c.m << " n=" << c.n << " k=" << c.k;
+    }
+  }
+}
+
+TEST_F(BackendParityTest, RmsNormRopeSiluMulAddEmbedding) {
+  const int64_t rows = 9, dim = 7168, ld = 7200;
+  std::vector<float> x = Random(rows * ld, &rng_, -3, 3), w = Random(dim, &rng_);
+  std::vector<float> norm_want = x;
+  ASSERT_TRUE(cpu_->RmsNorm({norm_want.data(), ld, w.data(), norm_want.data(), ld, rows, dim, 1e-6}).ok());
+
+  const int64_t rope_rows = 12, rope_ld = 192, offset = 128, rope_dim = 64, per = 4;
+  std::vector<int32_t> positions = {0, 17, 163839};
+  std::vector<float> inv_freq(rope_dim / 2);
+  for (int64_t i = 0; i < rope_dim / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / rope_dim) / 40;
+  std::vector<float> q = Random(rope_rows * rope_ld, &rng_), rope_want = q;
+  RopeArgs rope{rope_want.data(), rope_rows, rope_ld, offset, rope_dim, positions.data(), per,
+                inv_freq.data(), 1.2};
+  ASSERT_TRUE(cpu_->Rope(rope).ok());
+
+  const int64_t n = 100003;
+  std::vector<float> g = Random(n, &rng_, -10, 10), u = Random(n, &rng_), silu_want(n), add_want = g;
+  ASSERT_TRUE(cpu_->SiluMul(g.data(), u.data(), n, silu_want.data()).ok());
+  ASSERT_TRUE(cpu_->Add(add_want.data(), u.data(), n).ok());
+
+  const int64_t vocab = 1000, edim = 96;
+  std::vector<float> table = Random(vocab * edim, &rng_);
+  std::vector<uint16_t> table16(table.size());
+  for (size_t i = 0; i < table.size(); ++i) table16[i] = F32ToBf16(table[i]);
+  std::vector<int32_t> ids = {5, 999, 0, -3, 1000, 42};
+  std::vector<float> emb_want(ids.size() * edim), emb16_want(ids.size() * edim);
+  const int64_t nid = static_cast<int64_t>(ids.size());
+  ASSERT_TRUE(cpu_->Embedding({table.data(), DType::kF32, vocab, edim, ids.data(), nid, emb_want.data()}).ok());
+  ASSERT_TRUE(cpu_->Embedding({table16.data(), DType::kBf16, vocab, edim, ids.data(), nid, emb16_want.data()}).ok());
+
+  for (auto& b : backends_) {
+    Mirror dx(b.get(), x), dw(b.get(), w);
+    ASSERT_TRUE(b->RmsNorm({dx.as<float>(), ld, dw.as<float>(), dx.as<float>(), ld, rows, dim, 1e-6}).ok());
+    EXPECT_LT(Nmse(dx.Read<float>(), norm_want), 1e-6) << b->name() << " RmsNorm";
+
+    Mirror dq(b.get(), q), dpos(b.get(), positions), dinv(b.get(), inv_freq);
+    RopeArgs r = rope;
+    r.x = dq.as<float>();
+    r.positions = dpos.as<int32_t>();
+    r.inv_freq = dinv.as<float>();
+    ASSERT_TRUE(b->Rope(r).ok());
+    EXPECT_LT(Nmse(dq.Read<float>(), rope_want), 1e-6) << b->name() << " Rope";
+
+    Mirror dg(b.get(), g), du(b.get(), u), dout(b.get(), std::vector<float>(n));
+    ASSERT_TRUE(b->SiluMul(dg.as<float>(), du.as<float>(), n, dout.as<float>()).ok());
+    EXPECT_LT(Nmse(dout.Read<float>(), silu_want), 1e-6) << b->name() << " SiluMul";
+    ASSERT_TRUE(b->Add(dg.as<float>(), du.as<float>(), n).ok());
+    EXPECT_LT(Nmse(dg.Read<float>(), add_want), 1e-12) << b->name() << " Add";
+
+    Mirror dt(b.get(), table), dt16(b.get(), table16), dids(b.get(), ids);
+    Mirror de(b.get(), std::vector<float>(emb_want.size(), 7.0f));
+    ASSERT_TRUE(b->Embedding({dt.as<void>(), DType::kF32, vocab, edim, dids.as<int32_t>(), nid, de.as<float>()}).ok());
+    EXPECT_EQ(de.Read<float>(), emb_want) << b->name() << " Embedding f32";
+    ASSERT_TRUE(b->Embedding({dt16.as<void>(), DType::kBf16, vocab, edim, dids.as<int32_t>(), nid, de.as<float>()}).ok());
+    EXPECT_EQ(de.Read<float>(), emb16_want) << b->name() << " Embedding bf16";
+  }
+}
+
+TEST_F(BackendParityTest, Gate) {
+  std::vector<GateConfig> configs = {
+      {256, 8, 8, 4, true, 2.5, ScoringFunc::kSigmoid, TopkMethod::kNoauxTc},   // DeepSeek-V3
+      {160, 6, 8, 3, false, 16.0, ScoringFunc::kSoftmax, TopkMethod::kGroupLimitedGreedy},  // V2
+      {64, 6, 1, 1, false, 1.0, ScoringFunc::kSoftmax, TopkMethod::kGreedy},    // V2-Lite
+  };
+  const int64_t tokens = 200;
+  for (const GateConfig& c : configs) {
+    const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
+    std::vector<float> logits = Random(tokens * e, &rng_, -4, 4), bias = Random(e, &rng_, -.1f, .1f);
+    std::vector<int32_t> ids_want(tokens * k);
+    std::vector<float> w_want(tokens * k);
+    ASSERT_TRUE(cpu_->Gate({logits.data(), bias.data(), tokens, c, ids_want.data(), w_want.data()}).ok());
+    for (auto& b : backends_) {
+      Mirror dl(b.get(), logits), db(b.get(), bias), di(b.get(), std::vector<int32_t>(tokens * k)),
+          dw(b.get(), std::vector<float>(tokens * k));
+      ASSERT_TRUE(b->Gate({dl.as<float>(), db.as<float>(), tokens, c, di.as<int32_t>(), dw.as<float>()}).ok());
+      EXPECT_EQ(di.Read<int32_t>(), ids_want) << b->name() << " experts " << e;
+      EXPECT_LT(Nmse(dw.Read<float>(), w_want), 1e-6) << b->name() << " experts " << e;
+    }
+  }
+}
+
+TEST_F(BackendParityTest, GroupedExperts) {
+  const int64_t hidden = 512, inter = 256;
+  const int64_t counts[4] = {3, 0, 17, 1};
+  std::vector<HostWeight> w;
+  std::vector<ExpertGroup> groups;
+  int64_t rows = 0;
+  for (int e = 0; e < 4; ++e) {
+    const DType d = e % 2 == 0 ? DType::kF8E4M3 : DType::kBf16;
+    w.push_back(MakeWeight(d, inter, hidden, &rng_));
+    w.push_back(MakeWeight(d, inter, hidden, &rng_));
+    w.push_back(MakeWeight(d, hidden, inter, &rng_));
+    rows += counts[e];
+  }
+  int64_t offset = 0;
+  for (int e = 0; e < 4; ++e) {
+    groups.push_back({offset, counts[e], w[3 * e].View(w[3 * e].bytes.data(), w[3 * e].scales.data()),
+                      w[3 * e + 1].View(w[3 * e + 1].bytes.data(), w[3 * e + 1].scales.data()),
+                      w[3 * e + 2].View(w[3 * e + 2].bytes.data(), w[3 * e + 2].scales.data())});
+    offset += counts[e];
+  }
+  std::vector<float> x = Random(rows * hidden, &rng_), want(rows * hidden);
+  ASSERT_TRUE(cpu_->GroupedExperts({x.data(), hidden, groups, want.data()}).ok());
+  for (auto& b : backends_) {
+    std::vector<DeviceWeight> dw;
+    dw.reserve(w.size());
+    for (const HostWeight& hw : w) dw.emplace_back(b.get(), hw);
+    std::vector<ExpertGroup> dgroups = groups;
+    for (int e = 0; e < 4; ++e) {
+      dgroups[e].gate = dw[3 * e].view;
+      dgroups[e].up = dw[3 * e + 1].view;
+      dgroups[e].down = dw[3 * e + 2].view;
+    }
+    Mirror dx(b.get(), x), dout(b.get(), std::vector<float>(rows * hidden));
+    ASSERT_TRUE(b->GroupedExperts({dx.as<float>(), hidden, dgroups, dout.as<float>()}).ok());
+    EXPECT_LT(Nmse(dout.Read<float>(), want), 5e-4) << b->name();
+  }
+}
+
+TEST_F(BackendParityTest, LatentAttention) {
+  // DeepSeek-V3's latent (512 + 64), 16-token blocks, two layers, two sequences.
+  const int64_t layers = 2, bt = 16, lat = 576, kvr = 512, blocks = 20, max_blocks = 8;
+  std::vector<float> cache = Random(blocks * layers * bt * lat, &rng_, -1, 1);
+  std::vector<int32_t> tables(2 * max_blocks);
+  std::vector<int32_t> perm(blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng_);
+  std::copy_n(perm.begin(), 2 * max_blocks, tables.begin());
+  std::vector<int32_t> rows, lens;
+  for (int i = 0; i < 24; ++i) {
+    rows.push_back(i % 2);
+    lens.push_back(1 + (i * 37) % (max_blocks * bt));
+  }
+  const int64_t items = static_cast<int64_t>(rows.size());
+  std::vector<float> q = Random(items * lat, &rng_, -0.3f, 0.3f), want(items * kvr);
+  LatentAttentionArgs a{q.data(), lat, items, rows.data(), lens.data(), tables.data(), max_blocks,
+                        cache.data(), layers, 1, bt, lat, kvr, 0.1352f, want.data(), kvr};
+  ASSERT_TRUE(cpu_->LatentAttention(a).ok());
+  for (auto& b : backends_) {
+    Mirror dq(b.get(), q), dr(b.get(), rows), dl(b.get(), lens), dt(b.get(), tables),
+        dc(b.get(), cache), dout(b.get(), std::vector<float>(items * kvr));
+    LatentAttentionArgs d = a;
+    d.q = dq.as<float>();
+    d.table_rows = dr.as<int32_t>();
+    d.lens = dl.as<int32_t>();
+    d.block_tables = dt.as<int32_t>();
+    d.cache = dc.as<float>();
+    d.out = dout.as<float>();
+    ASSERT_TRUE(b->LatentAttention(d).ok());
+    EXPECT_LT(Nmse(dout.Read<float>(), want), 1e-6) << b->name();
+  }
+}
+
+TEST_F(BackendParityTest, SampleIdsMatchAwayFromBoundaries) {
+  const int64_t vocab = 5000, rows = 12;
+  std::vector<float> logits = Random(rows * vocab, &rng_, -4, 4);
+  // Row 1: all equal (sorted order is id order, sums are exact integers); row 0: a tie for max.
+  std::fill_n(&logits[vocab], vocab, 0.5f);
+  logits[17] = logits[4000] = 9.0f;
+  std::vector<float> temp(rows), top_p(rows), u(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    temp[r] = r == 0 || r == 6 ? 0.0f : 0.5f + 0.1f * r;
+    const float* l = &logits[r * vocab];
+    // Choose top_p and u midway between cumulative masses (in double), so float sums agree.
+    std::vector<double> p(vocab);
+    const double mx = *std::max_element(l, l + vocab);
+    for (int64_t i = 0; i < vocab; ++i) p[i] = std::exp((l[i] - mx) / std::max(temp[r], 1e-3f));
+    std::vector<int32_t> order(vocab);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return p[x] > p[y]; });
+    std::vector<double> cum(vocab);
+    double run = 0;
+    for (int64_t j = 0; j < vocab; ++j) cum[j] = (run += p[order[j]]);
+    const int64_t kept = r % 3 == 0 ? vocab - 1 : 20 + 37 * r;  // index of the last kept token
+    top_p[r] = kept == vocab - 1 ? 1.0f : static_cast<float>((cum[kept - 1] + cum[kept]) / 2 / run);
+    // A token near the head, where the masses between neighbours are widest.
+    const int64_t pick = (r * 7) % std::min<int64_t>(kept + 1, 40);
+    const double lo = pick == 0 ? 0.0 : cum[pick - 1];
+    u[r] = static_cast<float>((lo + cum[pick]) / 2 / cum[kept]);
+  }
+  std::vector<int32_t> want(rows, -1);
+  ASSERT_TRUE(cpu_->Sample({logits.data(), vocab, rows, vocab, temp.data(), top_p.data(), u.data(), want.data()}).ok());
+  EXPECT_EQ(want[0], 17);
+  for (auto& b : backends_) {
+    Mirror dl(b.get(), logits), dt(b.get(), temp), dp(b.get(), top_p), du(b.get(), u),
+        di(b.get(), std::vector<int32_t>(rows, -1));
+    ASSERT_TRUE(b->Sample({dl.as<float>(), vocab, rows, vocab, dt.as<float>(), dp.as<float>(),
+                           du.as<float>(), di.as<int32_t>()}).ok());
+    EXPECT_EQ(di.Read<int32_t>(), want) << b->name();
+  }
+}
+
+TEST_F(BackendParityTest, SupportsAgreesWithCpuOnTheOpList) {
+  for (auto& b : backends_) {
+    for (DType d : {DType::kF32, DType::kBf16, DType::kF8E4M3}) {
+      EXPECT_EQ(b->Supports(OpKind::kGemm, d), cpu_->Supports(OpKind::kGemm, d)) << b->name();
+      EXPECT_EQ(b->Supports(OpKind::kGroupedExperts, d), cpu_->Supports(OpKind::kGroupedExperts, d));
+    }
+    EXPECT_TRUE(b->Synchronize().ok());
+  }
+}
+
+}  // namespace
+}  // namespace moeserve::engine
