@@ -1,18 +1,26 @@
 # The CUDA backend (engine/cuda/). MOESERVE_ENABLE_CUDA defaults to ON when CMake finds nvcc
-# (check_language), so `ci` and `dev` compile it wherever the toolkit is installed; the sanitizer
-# and fuzz presets turn it OFF. With it on, this file enables the CUDA language for sm_90 (never
-# `native`: CI has no GPU, TOOLING.md quirk 5), finds the toolkit (CUDA::cudart, CUDA::cublasLt)
-# and sets MOESERVE_HAVE_CUDA=ON, which engine/ (backend registry) and expert-shard/ (NCCL) read.
+# (check_language) and no sanitizer or fuzz build is asked for, so `ci` and `dev` compile it
+# wherever the toolkit is installed; the asan, tsan and fuzz presets also set it OFF. With it on,
+# this file enables the CUDA language for sm_90 (never `native`: CI has no GPU, TOOLING.md quirk
+# 5), finds the toolkit (CUDA::cudart, CUDA::cublasLt) and sets MOESERVE_HAVE_CUDA=ON, which
+# engine/ (the backend registry) and expert-shard/ (NCCL) read.
 include(CheckLanguage)
+set(moeserve_cuda_doc "Build the CUDA backend (default: ON when nvcc is found, OFF with sanitizers)")
+# Build folders configured before this file kept the old option's OFF default; treat that entry
+# as unset once so they get the automatic default too (sanitizer builds still come out OFF).
+get_property(moeserve_cuda_old_doc CACHE MOESERVE_ENABLE_CUDA PROPERTY HELPSTRING)
+if(moeserve_cuda_old_doc STREQUAL "Build the CUDA backend when nvcc is present")
+  unset(MOESERVE_ENABLE_CUDA CACHE)
+endif()
 if(NOT DEFINED CACHE{MOESERVE_ENABLE_CUDA})
-  check_language(CUDA)
-  if(CMAKE_CUDA_COMPILER)
-    set(moeserve_cuda_default ON)
-  else()
-    set(moeserve_cuda_default OFF)
+  set(moeserve_cuda_default OFF)
+  if(NOT MOESERVE_SANITIZE AND NOT MOESERVE_FUZZ)
+    check_language(CUDA)
+    if(CMAKE_CUDA_COMPILER)
+      set(moeserve_cuda_default ON)
+    endif()
   endif()
-  set(MOESERVE_ENABLE_CUDA ${moeserve_cuda_default} CACHE BOOL
-      "Build the CUDA backend (default: ON when nvcc is found)")
+  set(MOESERVE_ENABLE_CUDA ${moeserve_cuda_default} CACHE BOOL "${moeserve_cuda_doc}")
 endif()
 
 set(MOESERVE_HAVE_CUDA OFF CACHE INTERNAL "The CUDA backend is built")
