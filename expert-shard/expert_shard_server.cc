@@ -7,6 +7,7 @@
 #include "common/grpc_channel.h"
 #include "common/log.h"
 #include "engine/config.h"
+#include "expert-shard/transport/nccl_peer_group.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
@@ -41,9 +42,19 @@ absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
   s->compute_ = std::make_unique<ShardCompute>(s->model_.get());
   s->thread_ = std::make_unique<ComputeThread>();
   s->metrics_ = std::make_unique<ShardMetrics>(id, *p);
+  GroupJoiner joiner = config.collective_joiner;
+  if (!joiner && NcclBuilt()) {
+    joiner = NcclGroupJoiner(config.cuda_device);
+  }
+  if (joiner) {
+    s->collective_ = std::make_unique<CollectiveHost>(
+        s->compute_.get(), s->thread_.get(), id, config.num_shards, std::move(joiner),
+        config.collective_joiner ? "collective" : "nccl", s->metrics_.get());
+  }
   s->service_ = std::make_unique<ExpertShardService>(
       s->compute_.get(), s->thread_.get(), p, id,
-      config.compute == engine::ComputeDType::kF32 ? "f32" : "bf16", s->metrics_.get());
+      config.compute == engine::ComputeDType::kF32 ? "f32" : "bf16", s->metrics_.get(),
+      s->collective_.get());
   if (config.metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(config.host, config.metrics_port, s->metrics_->registry());
@@ -93,7 +104,8 @@ void ExpertShardServer::Shutdown() {
     }
     server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
   }
-  thread_.reset();  // runs what is still queued, then joins
+  collective_.reset();  // cancels its group; its batches run on the compute thread
+  thread_.reset();      // runs what is still queued, then joins
 }
 
 void ExpertShardServer::Wait() {

@@ -8,6 +8,7 @@
 #include "common/metrics.h"
 #include "engine/dtype.h"
 #include "engine/model.h"
+#include "expert-shard/collective_host.h"
 #include "expert-shard/compute_thread.h"
 #include "expert-shard/expert_shard_service.h"
 #include "expert-shard/placement.h"
@@ -27,6 +28,10 @@ struct ShardConfig {
   std::string placement = "round_robin";
   engine::ComputeDType compute = engine::ComputeDType::kBf16;
   int threads = 0;  // 0: one per core
+  int cuda_device = 0;  // the GPU this shard's NCCL rank uses (JoinCollective)
+  // Joins a worker's collective group; unset: an NCCL rank on cuda_device where the build has
+  // NCCL, else JoinCollective is refused. Tests inject in-process groups.
+  GroupJoiner collective_joiner;
 };
 
 // One expert shard: the model's routed experts that the placement assigns to this shard (no
@@ -60,6 +65,7 @@ class ExpertShardServer {
   std::unique_ptr<engine::Model> model_;
   std::unique_ptr<ShardCompute> compute_;
   std::unique_ptr<ComputeThread> thread_;
+  std::unique_ptr<CollectiveHost> collective_;
   std::unique_ptr<ExpertShardService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;

@@ -11,13 +11,15 @@ namespace moeserve::expert_shard {
 
 ExpertShardService::ExpertShardService(ShardCompute* compute, ComputeThread* thread,
                                        const Placement* placement, int32_t shard_id,
-                                       std::string compute_dtype, ShardMetrics* metrics)
+                                       std::string compute_dtype, ShardMetrics* metrics,
+                                       CollectiveHost* collective)
     : compute_(compute),
       thread_(thread),
       placement_(placement),
       shard_id_(shard_id),
       compute_dtype_(std::move(compute_dtype)),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      collective_(collective) {}
 
 grpc::ServerUnaryReactor* ExpertShardService::Info(grpc::CallbackServerContext* context,
                                                    const moeserve::v1::ShardInfoRequest*,
@@ -42,6 +44,7 @@ grpc::ServerUnaryReactor* ExpertShardService::Info(grpc::CallbackServerContext* 
   response->set_serving(true);
   response->set_compute_dtype(compute_dtype_);
   response->set_placement(placement_->spec());
+  response->set_nccl(collective_ != nullptr);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -82,6 +85,28 @@ grpc::ServerUnaryReactor* ExpertShardService::Exchange(grpc::CallbackServerConte
     }
     reactor->Finish(ToGrpcStatus(s));
   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ExpertShardService::JoinCollective(
+    grpc::CallbackServerContext* context, const moeserve::v1::JoinCollectiveRequest* request,
+    moeserve::v1::JoinCollectiveResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status s;
+  if (collective_ == nullptr) {
+    s = absl::FailedPreconditionError(
+        "this expert shard has no NCCL data plane (built without CUDA/NCCL)");
+  } else if (request->timeout_ms() < 0) {
+    s = absl::InvalidArgumentError("timeout_ms must not be negative");
+  } else {
+    CollectiveJoin join;
+    join.unique_id = request->nccl_unique_id();
+    join.rank = request->rank();
+    join.size = request->world_size();
+    if (request->timeout_ms() > 0) join.timeout = absl::Milliseconds(request->timeout_ms());
+    s = collective_->Join(join);
+  }
+  reactor->Finish(ToGrpcStatus(s));
   return reactor;
 }
 

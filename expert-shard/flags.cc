@@ -39,7 +39,7 @@ absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv, const std::string&
   static const char* const kFlags[] = {"model",        "port",          "shard-id",
                                        "num-shards",   "placement",     "compute-dtype",
                                        "threads",      "host",          "metrics-port",
-                                       "shard-id-from-hostname"};
+                                       "shard-id-from-hostname", "cuda-device"};
   std::map<std::string, std::string> values;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
@@ -71,6 +71,9 @@ absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv, const std::string&
     s.Update(ParseInt("num-shards", values["num-shards"], 1, &c.num_shards));
   }
   if (values.count("threads")) s.Update(ParseInt("threads", values["threads"], 0, &c.threads));
+  if (values.count("cuda-device")) {
+    s.Update(ParseInt("cuda-device", values["cuda-device"], 0, &c.cuda_device));
+  }
   if (values.count("metrics-port")) {
     s.Update(ParseInt("metrics-port", values["metrics-port"], 0, &c.metrics_port));
   }

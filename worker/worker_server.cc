@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "expert-shard/collective_connect.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "kvcache/grpc_kvcache_client.h"
@@ -22,7 +23,8 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
                                       {"model", "port", "role", "kvcache", "compute-dtype",
                                        "threads", "kv-cache-tokens", "kv-cache-mb",
                                        "block-tokens", "max-step-tokens", "expert-shards",
-                                       "placement", "host", "metrics-port"},
+                                       "placement", "host", "metrics-port",
+                                       "expert-transport", "cuda-device"},
                                       {}));
   WorkerConfig c;
   MOESERVE_ASSIGN_OR_RETURN(c.model_dir, f.Required("model"));
@@ -42,6 +44,16 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
   if (auto shards = f.Get("expert-shards")) {
     c.expert_shards = absl::StrSplit(*shards, ',', absl::SkipEmpty());
   }
+  c.expert_transport = f.Get("expert-transport").value_or("grpc");
+  if (c.expert_transport != "grpc" && c.expert_transport != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat("--expert-transport must be grpc or nccl, not '",
+                                                   c.expert_transport, "'"));
+  }
+  MOESERVE_ASSIGN_OR_RETURN(int64_t cuda_device, f.GetInt("cuda-device", 0));
+  if (cuda_device < 0 || cuda_device > 1024) {
+    return absl::InvalidArgumentError("--cuda-device out of range");
+  }
+  c.cuda_device = static_cast<int>(cuda_device);
   MOESERVE_ASSIGN_OR_RETURN(c.model.compute,
                             engine::ParseComputeDType(f.Get("compute-dtype").value_or("bf16")));
   MOESERVE_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 0));
@@ -104,8 +116,15 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
     to.hidden_size = mc.hidden_size;
     MOESERVE_ASSIGN_OR_RETURN(s->transport_, expert_shard::GrpcTransport::Create(to));
     MOESERVE_RETURN_IF_ERROR(s->transport_->VerifyShards(*s->placement_, mc));
+    expert_shard::ActivationTransport* data_plane = s->transport_.get();
+    if (config.expert_transport == "nccl") {
+      MOESERVE_ASSIGN_OR_RETURN(
+          s->collective_,
+          expert_shard::ConnectNcclTransport(s->transport_.get(), mc, config.cuda_device));
+      data_plane = s->collective_.get();
+    }
     s->remote_experts_ = std::make_unique<expert_shard::RemoteExpertExecutor>(
-        s->placement_.get(), s->transport_.get(), mc.hidden_size);
+        s->placement_.get(), data_plane, mc.hidden_size);
     experts = s->remote_experts_.get();
   }
   if (!config.kvcache.empty()) s->kv_ = kvcache::GrpcKvCacheClient::Create(config.kvcache);

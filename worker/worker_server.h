@@ -11,6 +11,7 @@
 #include "kvcache/kvcache_client.h"
 #include "expert-shard/placement.h"
 #include "expert-shard/remote_expert_executor.h"
+#include "expert-shard/transport/collective_transport.h"
 #include "expert-shard/transport/grpc_transport.h"
 #include "common/metrics.h"
 #include "worker/engine_loop.h"
@@ -30,6 +31,10 @@ struct WorkerConfig {
   // experts are loaded and run in this process.
   std::vector<std::string> expert_shards;
   std::string placement = "round_robin";
+  // The data plane to the shards: "grpc" (Exchange calls) or "nccl" (a communicator set up
+  // through the shards' JoinCollective; this worker's rank on GPU cuda_device).
+  std::string expert_transport = "grpc";
+  int cuda_device = 0;
   engine::ModelOptions model;
   engine::EngineOptions engine;
 };
@@ -37,6 +42,7 @@ struct WorkerConfig {
 inline constexpr char kWorkerUsage[] =
     "usage: moeserve-worker --model DIR [--port N] [--host ADDR] [--role prefill|decode|both]\n"
     "         [--kvcache HOST:PORT] [--expert-shards HOST:PORT[,...]] [--placement SPEC]\n"
+    "         [--expert-transport grpc|nccl] [--cuda-device N]\n"
     "         [--compute-dtype bf16|f32] [--threads N] [--kv-cache-tokens N] [--kv-cache-mb N]\n"
     "         [--block-tokens N] [--max-step-tokens N] [--metrics-port N]\n";
 
@@ -63,7 +69,8 @@ class WorkerServer {
   std::unique_ptr<engine::Model> model_;
   std::unique_ptr<kvcache::KvCacheClient> kv_;
   std::unique_ptr<expert_shard::Placement> placement_;
-  std::unique_ptr<expert_shard::GrpcTransport> transport_;
+  std::unique_ptr<expert_shard::GrpcTransport> transport_;  // control plane, and data plane
+  std::unique_ptr<expert_shard::CollectiveTransport> collective_;  // data plane with nccl
   std::unique_ptr<expert_shard::RemoteExpertExecutor> remote_experts_;
   std::unique_ptr<EngineLoop> loop_;
   std::unique_ptr<WorkerService> service_;

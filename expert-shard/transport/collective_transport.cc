@@ -120,8 +120,9 @@ absl::Status ServeCollective(PeerGroup* group, int64_t n_routed_experts, const S
   ShardResult result;
   Header h;
   while (true) {
+    // The next exchange may be a long time coming (an idle worker): no timeout on the header.
     PeerOp recv = PeerOp::Recv(0, words.data(), words.size() * sizeof(int64_t));
-    absl::Status st = group->Run({&recv, 1});
+    absl::Status st = group->RunFor({&recv, 1}, absl::InfiniteDuration());
     if (!st.ok()) return st;
     st = DecodeHeader(words, n_routed_experts, &h);
     if (!st.ok()) return st;

@@ -59,9 +59,10 @@ class CollectiveTransport final : public ActivationTransport {
 using ShardRunner = std::function<absl::Status(const ShardBatch&, ShardResult*)>;
 
 // The shard side: serves the exchanges of the CollectiveTransport at rank 0 of `group` until it
-// sends stop (returns OK) or the group fails (returns that error: Unavailable, or Internal for a
-// corrupt header). A batch the runner rejects is answered with its error and serving goes on.
-// Borrows the group; blocks the calling thread.
+// sends stop (returns OK), the group is cancelled (Cancelled) or fails (Unavailable, or Internal
+// for a corrupt header). It waits for each exchange's header without a timeout (a worker may be
+// idle for long), and for the rest of an exchange within the group's timeout. A batch the runner
+// rejects is answered with its error and serving goes on. Borrows the group; blocks the thread.
 absl::Status ServeCollective(PeerGroup* group, int64_t n_routed_experts,
                              const ShardRunner& run);
 

@@ -14,22 +14,39 @@ namespace {
 // Every rank's incoming messages, one FIFO per (sender, receiver) pair.
 class Mailboxes {
  public:
-  explicit Mailboxes(int size) : size_(size), queues_(static_cast<size_t>(size) * size) {}
+  explicit Mailboxes(int size)
+      : size_(size), queues_(static_cast<size_t>(size) * size), cancelled_(size, false) {}
 
   void Put(int from, int to, std::string message) {
     absl::MutexLock lock(&mu_);
     queues_[Index(from, to)].push_back(std::move(message));
   }
 
-  // The next message from `from` to `to`, or false after `timeout`.
-  bool Take(int from, int to, absl::Duration timeout, std::string* message) {
+  // The next message from `from` to `to`: OK, Unavailable after `timeout`, or Cancelled once
+  // rank `to` is cancelled.
+  absl::Status Take(int from, int to, absl::Duration timeout, std::string* message) {
     absl::MutexLock lock(&mu_);
     std::deque<std::string>* q = &queues_[Index(from, to)];
-    auto ready = [q]() { return !q->empty(); };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) return false;
+    std::vector<bool>::reference cancelled = cancelled_[to];
+    auto ready = [q, &cancelled]() { return !q->empty() || cancelled; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
+      return absl::UnavailableError(absl::StrCat("rank ", from, " sent nothing to rank ", to,
+                                                 " within ", absl::FormatDuration(timeout)));
+    }
+    if (cancelled) return absl::CancelledError(absl::StrCat("rank ", to, " was cancelled"));
     *message = std::move(q->front());
     q->pop_front();
-    return true;
+    return absl::OkStatus();
+  }
+
+  bool IsCancelled(int rank) {
+    absl::MutexLock lock(&mu_);
+    return cancelled_[rank];
+  }
+
+  void Cancel(int rank) {
+    absl::MutexLock lock(&mu_);
+    cancelled_[rank] = true;
   }
 
  private:
@@ -38,6 +55,7 @@ class Mailboxes {
   const int size_;
   absl::Mutex mu_;
   std::vector<std::deque<std::string>> queues_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> cancelled_ ABSL_GUARDED_BY(mu_);
 };
 
 class CpuPeerGroup final : public PeerGroup {
@@ -47,8 +65,13 @@ class CpuPeerGroup final : public PeerGroup {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  absl::Duration timeout() const override { return timeout_; }
+  void Cancel() override { boxes_->Cancel(rank_); }
 
-  absl::Status Run(absl::Span<const PeerOp> ops) override {
+  absl::Status RunFor(absl::Span<const PeerOp> ops, absl::Duration timeout) override {
+    if (broken_.ok() && boxes_->IsCancelled(rank_)) {
+      broken_ = absl::CancelledError(absl::StrCat("rank ", rank_, " was cancelled"));
+    }
     if (!broken_.ok()) return broken_;
     for (const PeerOp& op : ops) {
       if (op.peer < 0 || op.peer >= size_ || op.bytes < 0) {
@@ -65,10 +88,8 @@ class CpuPeerGroup final : public PeerGroup {
     std::string message;
     for (const PeerOp& op : ops) {
       if (op.kind != PeerOp::Kind::kRecv) continue;
-      if (!boxes_->Take(op.peer, rank_, timeout_, &message)) {
-        broken_ = absl::UnavailableError(absl::StrCat("rank ", op.peer, " sent nothing to rank ",
-                                                      rank_, " within ",
-                                                      absl::FormatDuration(timeout_)));
+      if (absl::Status s = boxes_->Take(op.peer, rank_, timeout, &message); !s.ok()) {
+        broken_ = s;
         return broken_;
       }
       if (static_cast<int64_t>(message.size()) != op.bytes) {

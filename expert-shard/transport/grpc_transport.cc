@@ -120,6 +120,18 @@ absl::StatusOr<moeserve::v1::ShardInfoResponse> GrpcTransport::Info(int32_t shar
   return info;
 }
 
+absl::Status GrpcTransport::JoinCollective(int32_t shard,
+                                           const moeserve::v1::JoinCollectiveRequest& request) {
+  if (shard < 0 || shard >= num_shards()) {
+    return absl::InvalidArgumentError(absl::StrCat("no shard ", shard));
+  }
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.deadline));
+  moeserve::v1::JoinCollectiveResponse response;
+  return FromShard(shard,
+                   FromGrpcStatus(stubs_[shard]->JoinCollective(&context, request, &response)));
+}
+
 absl::Status GrpcTransport::VerifyShards(const Placement& placement,
                                          const engine::ModelConfig& config) {
   if (placement.num_shards() != num_shards()) {

@@ -46,6 +46,9 @@ class GrpcTransport final : public ActivationTransport {
 
   // The shard's Info (Unavailable with the address when it cannot be reached).
   absl::StatusOr<moeserve::v1::ShardInfoResponse> Info(int32_t shard);
+  // Asks the shard to join a worker's collective group (the control plane of the NCCL data
+  // plane). The shard's error, named with its address.
+  absl::Status JoinCollective(int32_t shard, const moeserve::v1::JoinCollectiveRequest& request);
   // Asks every shard for its Info and checks that it is serving, has the worker's model shape
   // and holds every expert the placement assigns it. FailedPrecondition naming the shard and the
   // mismatch; Unavailable when a shard cannot be reached.

@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -14,6 +16,22 @@
 
 namespace moeserve::expert_shard {
 namespace {
+
+// Polling without burning a core while a shard waits for an idle worker: spin briefly, then
+// sleep a little between looks.
+class Backoff {
+ public:
+  void Pause() {
+    if (++spins_ < 1000) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
+ private:
+  int spins_ = 0;
+};
 
 absl::Status CudaError(cudaError_t e, const char* what) {
   return absl::UnavailableError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
@@ -29,9 +47,14 @@ absl::Status NcclError(ncclResult_t r, const char* what, ncclComm_t comm = nullp
 }
 
 // Waits for a non-blocking communicator's pending operation (init, group end, finalize) to leave
-// ncclInProgress, up to `deadline`.
-absl::Status AwaitComm(ncclComm_t comm, absl::Time deadline, const char* what) {
+// ncclInProgress, up to `deadline` or until `*cancel`.
+absl::Status AwaitComm(ncclComm_t comm, absl::Time deadline, const char* what,
+                       const std::atomic<bool>* cancel = nullptr) {
+  Backoff backoff;
   while (true) {
+    if (cancel != nullptr && cancel->load()) {
+      return absl::CancelledError(absl::StrCat(what, ": cancelled"));
+    }
     ncclResult_t state = ncclSuccess;
     ncclResult_t r = ncclCommGetAsyncError(comm, &state);
     if (r != ncclSuccess) return NcclError(r, what, comm);
@@ -40,7 +63,7 @@ absl::Status AwaitComm(ncclComm_t comm, absl::Time deadline, const char* what) {
     if (absl::Now() > deadline) {
       return absl::UnavailableError(absl::StrCat(what, ": timed out"));
     }
-    std::this_thread::yield();
+    backoff.Pause();
   }
 }
 
@@ -68,8 +91,15 @@ class NcclPeerGroup final : public PeerGroup {
 
   int rank() const override { return options_.rank; }
   int size() const override { return options_.size; }
+  absl::Duration timeout() const override { return options_.timeout; }
+  void Cancel() override { cancel_.store(true); }
 
-  absl::Status Run(absl::Span<const PeerOp> ops) override {
+  absl::Status RunFor(absl::Span<const PeerOp> ops, absl::Duration timeout) override {
+    if (broken_.ok() && cancel_.load()) {
+      broken_ = absl::CancelledError("the NCCL group was cancelled");
+      ncclCommAbort(comm_);
+      aborted_ = true;
+    }
     if (!broken_.ok()) return broken_;
     // Each op gets a 256-byte-aligned slice of the staging buffers.
     std::vector<size_t> offset(ops.size());
@@ -84,9 +114,10 @@ class NcclPeerGroup final : public PeerGroup {
       offset[i] = total;
       total += (static_cast<size_t>(op.bytes) + 255) / 256 * 256;
     }
-    absl::Status st = RunStaged(ops, offset, total);
+    absl::Status st = RunStaged(ops, offset, total, absl::Now() + timeout);
     if (!st.ok()) {
-      broken_ = absl::UnavailableError(
+      broken_ = absl::Status(
+          absl::IsCancelled(st) ? absl::StatusCode::kCancelled : absl::StatusCode::kUnavailable,
           absl::StrCat("nccl rank ", options_.rank, " of ", options_.size, ": ", st.message()));
       ncclCommAbort(comm_);
       aborted_ = true;
@@ -111,7 +142,7 @@ class NcclPeerGroup final : public PeerGroup {
   }
 
   absl::Status RunStaged(absl::Span<const PeerOp> ops, const std::vector<size_t>& offset,
-                         size_t total) {
+                         size_t total, absl::Time deadline) {
     cudaError_t e = cudaSetDevice(options_.device);
     if (e != cudaSuccess) return CudaError(e, "select the device");
     if (absl::Status s = Reserve(total); !s.ok()) return s;
@@ -125,7 +156,6 @@ class NcclPeerGroup final : public PeerGroup {
                           cudaMemcpyHostToDevice, stream_);
       if (e != cudaSuccess) return CudaError(e, "copy a send to the device");
     }
-    const absl::Time deadline = absl::Now() + options_.timeout;
     ncclResult_t r = ncclGroupStart();
     if (r != ncclSuccess) return NcclError(r, "group start", comm_);
     for (size_t i = 0; i < ops.size(); ++i) {
@@ -142,7 +172,7 @@ class NcclPeerGroup final : public PeerGroup {
     }
     r = ncclGroupEnd();
     if (r != ncclSuccess && r != ncclInProgress) return NcclError(r, "group end", comm_);
-    if (absl::Status s = AwaitComm(comm_, deadline, "group end"); !s.ok()) return s;
+    if (absl::Status s = AwaitComm(comm_, deadline, "group end", &cancel_); !s.ok()) return s;
     for (size_t i = 0; i < ops.size(); ++i) {
       const PeerOp& op = ops[i];
       if (op.kind != PeerOp::Kind::kRecv || op.bytes == 0) continue;
@@ -151,17 +181,16 @@ class NcclPeerGroup final : public PeerGroup {
       if (e != cudaSuccess) return CudaError(e, "copy a receive to the host");
     }
     // Poll rather than synchronise: a peer that never sends must not hang this thread.
+    Backoff backoff;
     while ((e = cudaStreamQuery(stream_)) == cudaErrorNotReady) {
       ncclResult_t state = ncclSuccess;
       if (ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state != ncclSuccess &&
           state != ncclInProgress) {
         return NcclError(state, "transfer", comm_);
       }
-      if (absl::Now() > deadline) {
-        return absl::UnavailableError(absl::StrCat("transfer timed out after ",
-                                                   absl::FormatDuration(options_.timeout)));
-      }
-      std::this_thread::yield();
+      if (cancel_.load()) return absl::CancelledError("transfer cancelled");
+      if (absl::Now() > deadline) return absl::UnavailableError("transfer timed out");
+      backoff.Pause();
     }
     if (e != cudaSuccess) return CudaError(e, "transfer");
     for (size_t i = 0; i < ops.size(); ++i) {
@@ -179,12 +208,18 @@ class NcclPeerGroup final : public PeerGroup {
   void* pinned_ = nullptr;
   size_t capacity_ = 0;
   bool aborted_ = false;
+  std::atomic<bool> cancel_{false};
   absl::Status broken_;
 };
 
 }  // namespace
 
 bool NcclBuilt() { return true; }
+
+int CudaDeviceCount() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
 
 absl::StatusOr<std::string> NewNcclUniqueId() {
   ncclUniqueId id;

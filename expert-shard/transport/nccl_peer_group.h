@@ -27,6 +27,9 @@ struct NcclGroupOptions {
 // Whether this build can make NCCL groups at all (a device is still needed at run time).
 bool NcclBuilt();
 
+// CUDA devices visible to this process (0 without the build, a driver or a GPU).
+int CudaDeviceCount();
+
 // A new communicator id: rank 0 makes it and hands it to the other ranks over the gRPC control
 // plane. FailedPrecondition without NCCL; Unavailable when NCCL fails (no device, no network).
 absl::StatusOr<std::string> NewNcclUniqueId();

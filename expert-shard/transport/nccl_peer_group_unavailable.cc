@@ -13,6 +13,8 @@ absl::Status NotBuilt() {
 
 bool NcclBuilt() { return false; }
 
+int CudaDeviceCount() { return 0; }
+
 absl::StatusOr<std::string> NewNcclUniqueId() { return NotBuilt(); }
 
 absl::StatusOr<std::unique_ptr<PeerGroup>> CreateNcclPeerGroup(const NcclGroupOptions&) {

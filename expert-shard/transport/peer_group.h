@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 
 namespace moeserve::expert_shard {
@@ -35,18 +36,28 @@ struct PeerOp {
 // deadlocking. Messages between two ranks match in posting order, and a receive must name exactly
 // the size that was sent. Zero-byte ops are allowed and move nothing (both sides must still post
 // them, or neither).
-// Errors: Unavailable when a peer does not complete within the group's timeout or the group is
-// broken; after an Unavailable the group stays broken and every later call fails the same way
-// (a communicator that timed out in the middle of a transfer cannot be resynchronised).
+// Errors: Unavailable when a peer does not complete within the timeout or the group is broken;
+// Cancelled after Cancel(). After either, the group stays broken and every later call fails the
+// same way (a communicator stopped in the middle of a transfer cannot be resynchronised).
 // Internal for a receive whose size differs from the matching send (where it can be detected).
-// Thread-safety: one Run at a time per group object; different ranks' objects are independent.
+// InvalidArgument for a peer outside the group or a negative size (nothing is posted).
+// Thread-safety: one Run at a time per group object; Cancel from any thread; different ranks'
+// objects are independent.
 class PeerGroup {
  public:
   virtual ~PeerGroup() = default;
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual absl::Status Run(absl::Span<const PeerOp> ops) = 0;
+  // The group's timeout, for calls that name none.
+  virtual absl::Duration timeout() const = 0;
+
+  absl::Status Run(absl::Span<const PeerOp> ops) { return RunFor(ops, timeout()); }
+  // Run with its own timeout; absl::InfiniteDuration() waits until the ops complete, the group
+  // fails or Cancel is called (a shard waiting for a worker's next exchange, however idle).
+  virtual absl::Status RunFor(absl::Span<const PeerOp> ops, absl::Duration timeout) = 0;
+  // Breaks the group: a Run in progress, and every later one, returns Cancelled.
+  virtual void Cancel() = 0;
 };
 
 }  // namespace moeserve::expert_shard

@@ -141,6 +141,24 @@ TEST(CpuPeerGroupTest, WrongSizeIsInternalAndSilenceTimesOut) {
   EXPECT_EQ(g[0]->Run({PeerOp::Send(2, &v, 8)}).code(), absl::StatusCode::kUnavailable);
 }
 
+TEST(CpuPeerGroupTest, CancelEndsAnEndlessWait) {
+  std::vector<std::unique_ptr<PeerGroup>> g = MakeCpuPeerGroups(2);
+  int64_t v = 0;
+  absl::Status waited;
+  std::thread t([&] { waited = g[1]->RunFor({PeerOp::Recv(0, &v, 8)}, absl::InfiniteDuration()); });
+  g[1]->Cancel();
+  t.join();
+  EXPECT_EQ(waited.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(g[1]->Run({PeerOp::Send(0, &v, 8)}).code(), absl::StatusCode::kCancelled);
+  // The serving loop ends the same way.
+  std::vector<std::unique_ptr<PeerGroup>> h = MakeCpuPeerGroups(2);
+  h[1]->Cancel();
+  EXPECT_EQ(ServeCollective(h[1].get(), 4,
+                            [](const ShardBatch&, ShardResult*) { return absl::OkStatus(); })
+                .code(),
+            absl::StatusCode::kCancelled);
+}
+
 // --- the exchange, multi-rank ---------------------------------------------------------------
 
 // A worker (rank 0) and one serving thread per shard (rank 1 + s), each shard computing with its
@@ -186,11 +204,15 @@ class CollectiveCluster {
     EXPECT_TRUE(t.ok()) << t.status();
     if (t.ok()) transport_ = std::move(*t);
   }
-  ~CollectiveCluster() { Stop(); }
+  ~CollectiveCluster() { Stop(/*cancel_shards=*/true); }
 
-  // Stops the transport (ending the serving loops) and joins them.
-  void Stop() {
+  // Stops the transport (its stop ends the serving loops), with `cancel_shards` also cancels the
+  // shards' groups (a broken group cannot carry the stop), and joins the loops.
+  void Stop(bool cancel_shards) {
     transport_.reset();
+    if (cancel_shards) {
+      for (const std::unique_ptr<PeerGroup>& g : shard_groups_) g->Cancel();
+    }
     for (std::thread& t : threads_) t.join();
     threads_.clear();
   }
@@ -230,7 +252,8 @@ TEST_P(CollectiveParityTest, ThreeShardRanksEqualTheWholeModelExactly) {
   ASSERT_TRUE(got.ok()) << got.status();
   ASSERT_EQ(got->size(), ref->size());
   for (size_t i = 0; i < ref->size(); ++i) EXPECT_EQ((*got)[i], (*ref)[i]) << "logits " << i;
-  c.Stop();
+  c.Stop(/*cancel_shards=*/false);
+  // The worker's stop ended every loop (a cancel would have made them Cancelled).
   for (int s = 0; s < 3; ++s) EXPECT_TRUE(c.serve_status(s).ok()) << c.serve_status(s);
 }
 
