@@ -110,8 +110,7 @@ absl::Status ValidateGate(const GateArgs& a) {
 
 absl::Status ValidateEmbedding(const EmbeddingArgs& a) {
   if (a.dtype != DType::kF32 && a.dtype != DType::kBf16) {
-    return absl::UnimplementedError(
-        absl::StrCat("Embedding: table dtype ", Name(a.dtype)));
+    return absl::UnimplementedError(absl::StrCat("Embedding: table dtype ", Name(a.dtype)));
   }
   if (a.rows < 0 || a.vocab <= 0 || a.dim <= 0) return Invalid("Embedding", "bad shape");
   if (a.rows > 0 && (a.table == nullptr || a.ids == nullptr || a.out == nullptr)) {
@@ -140,8 +139,8 @@ absl::Status ValidateGroupedExperts(const GroupedExpertsArgs& a) {
 absl::Status ValidateLatentAttention(const LatentAttentionArgs& a) {
   if (a.items < 0) return Invalid("LatentAttention", "items < 0");
   if (a.items == 0) return absl::OkStatus();
-  if (a.q == nullptr || a.table_rows == nullptr || a.lens == nullptr ||
-      a.block_tables == nullptr || a.cache == nullptr || a.out == nullptr) {
+  if (a.q == nullptr || a.table_rows == nullptr || a.lens == nullptr || a.block_tables == nullptr ||
+      a.cache == nullptr || a.out == nullptr) {
     return Invalid("LatentAttention", "null pointer");
   }
   if (a.kvr <= 0 || a.lat < a.kvr || a.ldq < a.lat || a.ld_out < a.kvr) {

@@ -114,7 +114,7 @@ struct RopeArgs {
   int64_t offset = 0;
   int64_t dim = 0;  // even
   const int32_t* positions = nullptr;
-  int64_t rows_per_position = 1;  // e.g. the heads of one token
+  int64_t rows_per_position = 1;    // e.g. the heads of one token
   const float* inv_freq = nullptr;  // [dim / 2]
   double mscale = 1.0;
 };

@@ -56,8 +56,7 @@ absl::StatusOr<BackendPtr> CreateBackend(const std::string& spec) {
     return MakeCuda(*device);
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown backend '", spec, "' (known: ",
-                   kHaveCuda ? "cpu, cuda" : "cpu", ")"));
+      absl::StrCat("unknown backend '", spec, "' (known: ", kHaveCuda ? "cpu, cuda" : "cpu", ")"));
 }
 
 std::vector<std::string> RegisteredBackends() {

@@ -18,7 +18,8 @@ namespace {
 
 class HostBuffer final : public Buffer {
  public:
-  HostBuffer(void* data, int64_t bytes, MemoryType type) : data_(data), bytes_(bytes), type_(type) {}
+  HostBuffer(void* data, int64_t bytes, MemoryType type)
+      : data_(data), bytes_(bytes), type_(type) {}
   ~HostBuffer() override { std::free(data_); }
   HostBuffer(const HostBuffer&) = delete;
   HostBuffer& operator=(const HostBuffer&) = delete;
@@ -47,8 +48,8 @@ void DequantizeFp8(const WeightView& w, std::vector<float>* out) {
 }
 
 // One row of Sample (see SampleArgs).
-int32_t SampleRow(const float* logits, int64_t vocab, float temperature, float top_p,
-                  float uniform, std::vector<float>* probs, std::vector<int32_t>* order) {
+int32_t SampleRow(const float* logits, int64_t vocab, float temperature, float top_p, float uniform,
+                  std::vector<float>* probs, std::vector<int32_t>* order) {
   int32_t best = 0;
   for (int64_t i = 1; i < vocab; ++i) {
     if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
@@ -253,9 +254,8 @@ absl::Status CpuBackend::LatentAttention(const LatentAttentionArgs& a) {
     const int32_t* table = a.block_tables + static_cast<int64_t>(a.table_rows[i]) * a.max_blocks;
     blocks.clear();
     for (int64_t b = 0; b * a.block_tokens < len; ++b) {
-      blocks.push_back(a.cache +
-                       (static_cast<int64_t>(table[b]) * a.num_layers + a.layer) * a.block_tokens *
-                           a.lat);
+      blocks.push_back(a.cache + (static_cast<int64_t>(table[b]) * a.num_layers + a.layer) *
+                                     a.block_tokens * a.lat);
     }
     const float* q = a.q + i * a.ldq;
     for (int64_t d = 0; d < a.lat; ++d) qt[d * kAttentionLanes] = q[d];
@@ -281,8 +281,8 @@ absl::Status CpuBackend::Sample(const SampleArgs& a) {
   std::vector<float> probs;
   std::vector<int32_t> order;
   for (int64_t r = 0; r < a.rows; ++r) {
-    a.ids[r] = SampleRow(a.logits + r * a.ld, a.vocab, a.temperature[r], a.top_p[r],
-                         a.uniform[r], &probs, &order);
+    a.ids[r] = SampleRow(a.logits + r * a.ld, a.vocab, a.temperature[r], a.top_p[r], a.uniform[r],
+                         &probs, &order);
   }
   return absl::OkStatus();
 }

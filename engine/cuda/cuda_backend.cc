@@ -24,7 +24,8 @@ constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
 
 class CudaBuffer final : public Buffer {
  public:
-  CudaBuffer(void* data, int64_t bytes, MemoryType type) : data_(data), bytes_(bytes), type_(type) {}
+  CudaBuffer(void* data, int64_t bytes, MemoryType type)
+      : data_(data), bytes_(bytes), type_(type) {}
   ~CudaBuffer() override {
     if (data_ == nullptr) return;
     // Errors here cannot be returned; a failed free only leaks.
@@ -196,8 +197,8 @@ class CudaBackend final : public Backend {
   absl::Status Rope(const engine::RopeArgs& a) override {
     MOESERVE_RETURN_IF_ERROR(ValidateRope(a));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
-    cuda::RopeArgs d{a.x,         a.rows,     a.ld,    a.offset, a.dim, a.positions,
-                     a.rows_per_position, a.inv_freq, a.mscale};
+    cuda::RopeArgs d{a.x,        a.rows,  a.ld, a.offset, a.dim, a.positions, a.rows_per_position,
+                     a.inv_freq, a.mscale};
     MOESERVE_RETURN_IF_CUDA_ERROR(LaunchRope(d, stream_), "Rope");
     return absl::OkStatus();
   }
@@ -206,9 +207,8 @@ class CudaBackend final : public Backend {
     MOESERVE_RETURN_IF_ERROR(ValidateGate(a));
     const GateConfig& c = a.config;
     if (c.n_routed_experts > kGateMaxExperts || c.n_group > kGateMaxGroups) {
-      return absl::InvalidArgumentError(absl::StrCat("Gate: cuda handles at most ",
-                                                     kGateMaxExperts, " experts and ",
-                                                     kGateMaxGroups, " groups"));
+      return absl::InvalidArgumentError(absl::StrCat("Gate: cuda handles at most ", kGateMaxExperts,
+                                                     " experts and ", kGateMaxGroups, " groups"));
     }
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     cuda::GateArgs d;
@@ -415,8 +415,8 @@ absl::StatusOr<BackendPtr> CreateCudaBackend(int device) {
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
       "compute capability");
   if (major < 9) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "backend 'cuda': device ", device, " is sm_", major, "x; this build has sm_90 code only"));
+    return absl::FailedPreconditionError(absl::StrCat("backend 'cuda': device ", device, " is sm_",
+                                                      major, "x; this build has sm_90 code only"));
   }
   MOESERVE_RETURN_IF_CUDA_ERROR(cudaSetDevice(device), "cudaSetDevice");
   cudaStream_t stream = nullptr;

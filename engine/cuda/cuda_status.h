@@ -37,18 +37,16 @@ inline absl::Status CublasStatus(cublasStatus_t s, const char* what) {
 }  // namespace moeserve::engine::cuda
 
 // Returns the converted status from the enclosing function when a CUDA call fails.
-#define MOESERVE_RETURN_IF_CUDA_ERROR(expr, what)                                 \
-  do {                                                                            \
-    ::absl::Status moeserve_cuda_status_ =                                        \
-        ::moeserve::engine::cuda::CudaStatus((expr), what);                       \
-    if (!moeserve_cuda_status_.ok()) return moeserve_cuda_status_;               \
+#define MOESERVE_RETURN_IF_CUDA_ERROR(expr, what)                                              \
+  do {                                                                                         \
+    ::absl::Status moeserve_cuda_status_ = ::moeserve::engine::cuda::CudaStatus((expr), what); \
+    if (!moeserve_cuda_status_.ok()) return moeserve_cuda_status_;                             \
   } while (0)
 
-#define MOESERVE_RETURN_IF_CUBLAS_ERROR(expr, what)                               \
-  do {                                                                            \
-    ::absl::Status moeserve_cublas_status_ =                                      \
-        ::moeserve::engine::cuda::CublasStatus((expr), what);                     \
-    if (!moeserve_cublas_status_.ok()) return moeserve_cublas_status_;           \
+#define MOESERVE_RETURN_IF_CUBLAS_ERROR(expr, what)                                                \
+  do {                                                                                             \
+    ::absl::Status moeserve_cublas_status_ = ::moeserve::engine::cuda::CublasStatus((expr), what); \
+    if (!moeserve_cublas_status_.ok()) return moeserve_cublas_status_;                             \
   } while (0)
 
 #endif  // MOESERVE_ENGINE_CUDA_CUDA_STATUS_H_

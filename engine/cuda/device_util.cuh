@@ -3,9 +3,9 @@
 
 // Plain types and device helpers shared by the kernels. Seen by nvcc: no absl, gRPC or
 // protobuf headers here or in anything this includes.
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace moeserve::engine::cuda {
 

@@ -24,8 +24,9 @@ __global__ void EmbeddingKernel(EmbeddingArgs a) {
   const int64_t id = a.ids[r];
   float v = 0.0f;
   if (id >= 0 && id < a.vocab) {
-    v = a.type == WeightType::kF32 ? static_cast<const float*>(a.table)[id * a.dim + c]
-                                   : Bf16Bits(static_cast<const uint16_t*>(a.table)[id * a.dim + c]);
+    v = a.type == WeightType::kF32
+            ? static_cast<const float*>(a.table)[id * a.dim + c]
+            : Bf16Bits(static_cast<const uint16_t*>(a.table)[id * a.dim + c]);
   }
   a.out[i] = v;
 }

@@ -1,8 +1,7 @@
-#include "engine/cuda/gate.cuh"
-
 #include <cmath>
 
 #include "engine/cuda/device_util.cuh"
+#include "engine/cuda/gate.cuh"
 
 namespace moeserve::engine::cuda {
 namespace {

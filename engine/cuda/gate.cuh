@@ -1,9 +1,9 @@
 #ifndef MOESERVE_ENGINE_CUDA_GATE_CUH_
 #define MOESERVE_ENGINE_CUDA_GATE_CUH_
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace moeserve::engine::cuda {
 
@@ -23,11 +23,11 @@ struct GateArgs {
   int top_k = 0;
   int n_group = 1;
   int topk_group = 1;
-  bool sigmoid = false;     // else softmax
-  int method = 0;           // 0 greedy, 1 group_limited_greedy, 2 noaux_tc
+  bool sigmoid = false;  // else softmax
+  int method = 0;        // 0 greedy, 1 group_limited_greedy, 2 noaux_tc
   bool norm_topk_prob = false;
   double routed_scaling_factor = 1.0;
-  int32_t* ids = nullptr;   // [tokens, top_k]
+  int32_t* ids = nullptr;    // [tokens, top_k]
   float* weights = nullptr;  // [tokens, top_k]
 };
 cudaError_t LaunchGate(const GateArgs& args, cudaStream_t stream);

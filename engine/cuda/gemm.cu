@@ -1,6 +1,6 @@
-#include "engine/cuda/gemm.cuh"
-
 #include <cuda_bf16.h>
+
+#include "engine/cuda/gemm.cuh"
 
 namespace moeserve::engine::cuda {
 namespace {

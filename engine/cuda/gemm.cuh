@@ -1,9 +1,9 @@
 #ifndef MOESERVE_ENGINE_CUDA_GEMM_CUH_
 #define MOESERVE_ENGINE_CUDA_GEMM_CUH_
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include "engine/cuda/device_util.cuh"
 

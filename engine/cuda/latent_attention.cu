@@ -1,8 +1,7 @@
-#include "engine/cuda/latent_attention.cuh"
-
 #include <cmath>
 
 #include "engine/cuda/device_util.cuh"
+#include "engine/cuda/latent_attention.cuh"
 
 namespace moeserve::engine::cuda {
 namespace {
@@ -87,9 +86,8 @@ cudaError_t LaunchLatentAttention(const LatentAttentionArgs& a, cudaStream_t str
   if (a.kvr > kAttentionMaxKvr) return cudaErrorInvalidValue;
   const size_t smem = sizeof(float) * static_cast<size_t>(a.lat + 2 * kWarps + kWarps * a.kvr);
   if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(LatentAttentionKernel,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+    cudaError_t e = cudaFuncSetAttribute(
+        LatentAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
   LatentAttentionKernel<<<static_cast<unsigned>(a.items), kWarps * 32, smem, stream>>>(a);

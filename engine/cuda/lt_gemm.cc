@@ -20,12 +20,12 @@ struct Descriptors {
   }
 };
 
-#define MOESERVE_LT_TRY(expr)                          \
-  do {                                                 \
-    cublasStatus_t moeserve_lt_status_ = (expr);       \
+#define MOESERVE_LT_TRY(expr)                           \
+  do {                                                  \
+    cublasStatus_t moeserve_lt_status_ = (expr);        \
     if (moeserve_lt_status_ != CUBLAS_STATUS_SUCCESS) { \
-      return moeserve_lt_status_;                      \
-    }                                                  \
+      return moeserve_lt_status_;                       \
+    }                                                   \
   } while (0)
 
 }  // namespace
@@ -36,10 +36,10 @@ cublasStatus_t LtGemm(cublasLtHandle_t handle, const LtGemmArgs& args, void* wor
   Descriptors d;
   MOESERVE_LT_TRY(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
-  MOESERVE_LT_TRY(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &transa,
-                                                 sizeof(transa)));
-  MOESERVE_LT_TRY(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &transb,
-                                                 sizeof(transb)));
+  MOESERVE_LT_TRY(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof(transa)));
+  MOESERVE_LT_TRY(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof(transb)));
   const uint64_t m = static_cast<uint64_t>(args.m), n = static_cast<uint64_t>(args.n),
                  k = static_cast<uint64_t>(args.k);
   // A: W stored column-major as k x n (ld k), transposed to n x k. B: x^T, k x m (ld ldx).
@@ -51,12 +51,12 @@ cublasStatus_t LtGemm(cublasLtHandle_t handle, const LtGemmArgs& args, void* wor
       d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof(workspace_bytes)));
   cublasLtMatmulHeuristicResult_t result = {};
   int found = 0;
-  MOESERVE_LT_TRY(cublasLtMatmulAlgoGetHeuristic(handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1,
-                                                 &result, &found));
+  MOESERVE_LT_TRY(
+      cublasLtMatmulAlgoGetHeuristic(handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found));
   if (found == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   const float alpha = 1.0f, beta = 0.0f;
-  return cublasLtMatmul(handle, d.op, &alpha, args.w, d.a, args.x, d.b, &beta, args.y, d.c,
-                        args.y, d.c, &result.algo, workspace, workspace_bytes, stream);
+  return cublasLtMatmul(handle, d.op, &alpha, args.w, d.a, args.x, d.b, &beta, args.y, d.c, args.y,
+                        d.c, &result.algo, workspace, workspace_bytes, stream);
 }
 
 }  // namespace moeserve::engine::cuda

@@ -1,11 +1,11 @@
 #ifndef MOESERVE_ENGINE_CUDA_LT_GEMM_H_
 #define MOESERVE_ENGINE_CUDA_LT_GEMM_H_
 
-#include <cstddef>
-#include <cstdint>
-
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
 
 namespace moeserve::engine::cuda {
 

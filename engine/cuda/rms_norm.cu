@@ -1,6 +1,5 @@
-#include "engine/cuda/rms_norm.cuh"
-
 #include "engine/cuda/device_util.cuh"
+#include "engine/cuda/rms_norm.cuh"
 
 namespace moeserve::engine::cuda {
 namespace {

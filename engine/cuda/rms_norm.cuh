@@ -1,9 +1,9 @@
 #ifndef MOESERVE_ENGINE_CUDA_RMS_NORM_CUH_
 #define MOESERVE_ENGINE_CUDA_RMS_NORM_CUH_
 
-#include <cstdint>
-
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 namespace moeserve::engine::cuda {
 

@@ -1,6 +1,5 @@
-#include "engine/cuda/rope.cuh"
-
 #include "engine/cuda/device_util.cuh"
+#include "engine/cuda/rope.cuh"
 
 namespace moeserve::engine::cuda {
 namespace {

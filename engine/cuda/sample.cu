@@ -1,5 +1,3 @@
-#include "engine/cuda/sample.cuh"
-
 #include <climits>
 #include <cmath>
 #include <cub/block/block_reduce.cuh>
@@ -7,6 +5,7 @@
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include "engine/cuda/device_util.cuh"
+#include "engine/cuda/sample.cuh"
 
 namespace moeserve::engine::cuda {
 namespace {

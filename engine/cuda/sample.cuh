@@ -1,10 +1,10 @@
 #ifndef MOESERVE_ENGINE_CUDA_SAMPLE_CUH_
 #define MOESERVE_ENGINE_CUDA_SAMPLE_CUH_
 
+#include <cuda_runtime.h>
+
 #include <cstddef>
 #include <cstdint>
-
-#include <cuda_runtime.h>
 
 namespace moeserve::engine::cuda {
 

@@ -40,7 +40,8 @@ std::vector<float> Random(size_t n, std::mt19937* rng, float lo = -1, float hi =
 class Mirror {
  public:
   Mirror(Backend* backend, const void* host, size_t bytes) : backend_(backend), bytes_(bytes) {
-    absl::StatusOr<BufferPtr> b = backend->Allocate(static_cast<int64_t>(bytes), MemoryType::kDevice);
+    absl::StatusOr<BufferPtr> b =
+        backend->Allocate(static_cast<int64_t>(bytes), MemoryType::kDevice);
     EXPECT_TRUE(b.ok()) << b.status();
     if (!b.ok()) return;
     buffer_ = std::move(*b);
@@ -50,7 +51,8 @@ class Mirror {
     }
   }
   template <typename T>
-  Mirror(Backend* backend, const std::vector<T>& v) : Mirror(backend, v.data(), v.size() * sizeof(T)) {}
+  Mirror(Backend* backend, const std::vector<T>& v)
+      : Mirror(backend, v.data(), v.size() * sizeof(T)) {}
 
   template <typename T>
   T* as() const {
@@ -141,16 +143,18 @@ TEST_F(BackendParityTest, Gemm) {
     double bound;
   };
   // bf16: the CPU may or may not round x to bf16 (per ISA); the device always does.
-  const Case cases[] = {{DType::kF32, 1, 300, 520, 1e-6},     {DType::kF32, 33, 257, 130, 1e-6},
-                        {DType::kBf16, 1, 512, 1024, 1e-4},   {DType::kBf16, 70, 384, 256, 1e-4},
-                        {DType::kBf16, 3, 130, 257, 1e-4},    {DType::kF8E4M3, 1, 384, 520, 1e-6},
-                        {DType::kF8E4M3, 65, 200, 300, 1e-6}, {DType::kF8E4M3, 300, 256, 128, 1e-6}};
+  const Case cases[] = {
+      {DType::kF32, 1, 300, 520, 1e-6},     {DType::kF32, 33, 257, 130, 1e-6},
+      {DType::kBf16, 1, 512, 1024, 1e-4},   {DType::kBf16, 70, 384, 256, 1e-4},
+      {DType::kBf16, 3, 130, 257, 1e-4},    {DType::kF8E4M3, 1, 384, 520, 1e-6},
+      {DType::kF8E4M3, 65, 200, 300, 1e-6}, {DType::kF8E4M3, 300, 256, 128, 1e-6}};
   for (const Case& c : cases) {
     HostWeight w = MakeWeight(c.dtype, c.n, c.k, &rng_);
     const int64_t ldx = c.k + 4, ldy = c.n + 8;
     std::vector<float> x = Random(c.m * ldx, &rng_), want(c.m * ldy, 0.0f);
-    ASSERT_TRUE(cpu_->Gemm({x.data(), c.m, ldx, w.View(w.bytes.data(), w.scales.data()),
-                            want.data(), ldy}).ok());
+    ASSERT_TRUE(
+        cpu_->Gemm({x.data(), c.m, ldx, w.View(w.bytes.data(), w.scales.data()), want.data(), ldy})
+            .ok());
     for (auto& b : backends_) {
       DeviceWeight dw(b.get(), w);
       Mirror dx(b.get(), x), dy(b.get(), std::vector<float>(c.m * ldy, 0.0f));
@@ -165,19 +169,22 @@ TEST_F(BackendParityTest, RmsNormRopeSiluMulAddEmbedding) {
   const int64_t rows = 9, dim = 7168, ld = 7200;
   std::vector<float> x = Random(rows * ld, &rng_, -3, 3), w = Random(dim, &rng_);
   std::vector<float> norm_want = x;
-  ASSERT_TRUE(cpu_->RmsNorm({norm_want.data(), ld, w.data(), norm_want.data(), ld, rows, dim, 1e-6}).ok());
+  ASSERT_TRUE(
+      cpu_->RmsNorm({norm_want.data(), ld, w.data(), norm_want.data(), ld, rows, dim, 1e-6}).ok());
 
   const int64_t rope_rows = 12, rope_ld = 192, offset = 128, rope_dim = 64, per = 4;
   std::vector<int32_t> positions = {0, 17, 163839};
   std::vector<float> inv_freq(rope_dim / 2);
-  for (int64_t i = 0; i < rope_dim / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / rope_dim) / 40;
+  for (int64_t i = 0; i < rope_dim / 2; ++i)
+    inv_freq[i] = std::pow(10000.0f, -2.0f * i / rope_dim) / 40;
   std::vector<float> q = Random(rope_rows * rope_ld, &rng_), rope_want = q;
-  RopeArgs rope{rope_want.data(), rope_rows, rope_ld, offset, rope_dim, positions.data(), per,
-                inv_freq.data(), 1.2};
+  RopeArgs rope{rope_want.data(), rope_rows, rope_ld,         offset, rope_dim,
+                positions.data(), per,       inv_freq.data(), 1.2};
   ASSERT_TRUE(cpu_->Rope(rope).ok());
 
   const int64_t n = 100003;
-  std::vector<float> g = Random(n, &rng_, -10, 10), u = Random(n, &rng_), silu_want(n), add_want = g;
+  std::vector<float> g = Random(n, &rng_, -10, 10), u = Random(n, &rng_), silu_want(n),
+                     add_want = g;
   ASSERT_TRUE(cpu_->SiluMul(g.data(), u.data(), n, silu_want.data()).ok());
   ASSERT_TRUE(cpu_->Add(add_want.data(), u.data(), n).ok());
 
@@ -188,12 +195,17 @@ TEST_F(BackendParityTest, RmsNormRopeSiluMulAddEmbedding) {
   std::vector<int32_t> ids = {5, 999, 0, -3, 1000, 42};
   std::vector<float> emb_want(ids.size() * edim), emb16_want(ids.size() * edim);
   const int64_t nid = static_cast<int64_t>(ids.size());
-  ASSERT_TRUE(cpu_->Embedding({table.data(), DType::kF32, vocab, edim, ids.data(), nid, emb_want.data()}).ok());
-  ASSERT_TRUE(cpu_->Embedding({table16.data(), DType::kBf16, vocab, edim, ids.data(), nid, emb16_want.data()}).ok());
+  ASSERT_TRUE(
+      cpu_->Embedding({table.data(), DType::kF32, vocab, edim, ids.data(), nid, emb_want.data()})
+          .ok());
+  ASSERT_TRUE(cpu_->Embedding({table16.data(), DType::kBf16, vocab, edim, ids.data(), nid,
+                               emb16_want.data()})
+                  .ok());
 
   for (auto& b : backends_) {
     Mirror dx(b.get(), x), dw(b.get(), w);
-    ASSERT_TRUE(b->RmsNorm({dx.as<float>(), ld, dw.as<float>(), dx.as<float>(), ld, rows, dim, 1e-6}).ok());
+    ASSERT_TRUE(
+        b->RmsNorm({dx.as<float>(), ld, dw.as<float>(), dx.as<float>(), ld, rows, dim, 1e-6}).ok());
     EXPECT_LT(Nmse(dx.Read<float>(), norm_want), 1e-6) << b->name() << " RmsNorm";
 
     Mirror dq(b.get(), q), dpos(b.get(), positions), dinv(b.get(), inv_freq);
@@ -212,30 +224,38 @@ TEST_F(BackendParityTest, RmsNormRopeSiluMulAddEmbedding) {
 
     Mirror dt(b.get(), table), dt16(b.get(), table16), dids(b.get(), ids);
     Mirror de(b.get(), std::vector<float>(emb_want.size(), 7.0f));
-    ASSERT_TRUE(b->Embedding({dt.as<void>(), DType::kF32, vocab, edim, dids.as<int32_t>(), nid, de.as<float>()}).ok());
+    ASSERT_TRUE(b->Embedding({dt.as<void>(), DType::kF32, vocab, edim, dids.as<int32_t>(), nid,
+                              de.as<float>()})
+                    .ok());
     EXPECT_EQ(de.Read<float>(), emb_want) << b->name() << " Embedding f32";
-    ASSERT_TRUE(b->Embedding({dt16.as<void>(), DType::kBf16, vocab, edim, dids.as<int32_t>(), nid, de.as<float>()}).ok());
+    ASSERT_TRUE(b->Embedding({dt16.as<void>(), DType::kBf16, vocab, edim, dids.as<int32_t>(), nid,
+                              de.as<float>()})
+                    .ok());
     EXPECT_EQ(de.Read<float>(), emb16_want) << b->name() << " Embedding bf16";
   }
 }
 
 TEST_F(BackendParityTest, Gate) {
   std::vector<GateConfig> configs = {
-      {256, 8, 8, 4, true, 2.5, ScoringFunc::kSigmoid, TopkMethod::kNoauxTc},   // DeepSeek-V3
+      {256, 8, 8, 4, true, 2.5, ScoringFunc::kSigmoid, TopkMethod::kNoauxTc},  // DeepSeek-V3
       {160, 6, 8, 3, false, 16.0, ScoringFunc::kSoftmax, TopkMethod::kGroupLimitedGreedy},  // V2
-      {64, 6, 1, 1, false, 1.0, ScoringFunc::kSoftmax, TopkMethod::kGreedy},    // V2-Lite
+      {64, 6, 1, 1, false, 1.0, ScoringFunc::kSoftmax, TopkMethod::kGreedy},  // V2-Lite
   };
   const int64_t tokens = 200;
   for (const GateConfig& c : configs) {
     const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
-    std::vector<float> logits = Random(tokens * e, &rng_, -4, 4), bias = Random(e, &rng_, -.1f, .1f);
+    std::vector<float> logits = Random(tokens * e, &rng_, -4, 4),
+                       bias = Random(e, &rng_, -.1f, .1f);
     std::vector<int32_t> ids_want(tokens * k);
     std::vector<float> w_want(tokens * k);
-    ASSERT_TRUE(cpu_->Gate({logits.data(), bias.data(), tokens, c, ids_want.data(), w_want.data()}).ok());
+    ASSERT_TRUE(
+        cpu_->Gate({logits.data(), bias.data(), tokens, c, ids_want.data(), w_want.data()}).ok());
     for (auto& b : backends_) {
       Mirror dl(b.get(), logits), db(b.get(), bias), di(b.get(), std::vector<int32_t>(tokens * k)),
           dw(b.get(), std::vector<float>(tokens * k));
-      ASSERT_TRUE(b->Gate({dl.as<float>(), db.as<float>(), tokens, c, di.as<int32_t>(), dw.as<float>()}).ok());
+      ASSERT_TRUE(
+          b->Gate({dl.as<float>(), db.as<float>(), tokens, c, di.as<int32_t>(), dw.as<float>()})
+              .ok());
       EXPECT_EQ(di.Read<int32_t>(), ids_want) << b->name() << " experts " << e;
       EXPECT_LT(Nmse(dw.Read<float>(), w_want), 1e-6) << b->name() << " experts " << e;
     }
@@ -257,7 +277,8 @@ TEST_F(BackendParityTest, GroupedExperts) {
   }
   int64_t offset = 0;
   for (int e = 0; e < 4; ++e) {
-    groups.push_back({offset, counts[e], w[3 * e].View(w[3 * e].bytes.data(), w[3 * e].scales.data()),
+    groups.push_back({offset, counts[e],
+                      w[3 * e].View(w[3 * e].bytes.data(), w[3 * e].scales.data()),
                       w[3 * e + 1].View(w[3 * e + 1].bytes.data(), w[3 * e + 1].scales.data()),
                       w[3 * e + 2].View(w[3 * e + 2].bytes.data(), w[3 * e + 2].scales.data())});
     offset += counts[e];
@@ -296,8 +317,9 @@ TEST_F(BackendParityTest, LatentAttention) {
   }
   const int64_t items = static_cast<int64_t>(rows.size());
   std::vector<float> q = Random(items * lat, &rng_, -0.3f, 0.3f), want(items * kvr);
-  LatentAttentionArgs a{q.data(), lat, items, rows.data(), lens.data(), tables.data(), max_blocks,
-                        cache.data(), layers, 1, bt, lat, kvr, 0.1352f, want.data(), kvr};
+  LatentAttentionArgs a{
+      q.data(), lat, items, rows.data(), lens.data(), tables.data(), max_blocks,  cache.data(),
+      layers,   1,   bt,    lat,         kvr,         0.1352f,       want.data(), kvr};
   ASSERT_TRUE(cpu_->LatentAttention(a).ok());
   for (auto& b : backends_) {
     Mirror dq(b.get(), q), dr(b.get(), rows), dl(b.get(), lens), dt(b.get(), tables),
@@ -342,13 +364,16 @@ TEST_F(BackendParityTest, SampleIdsMatchAwayFromBoundaries) {
     u[r] = static_cast<float>((lo + cum[pick]) / 2 / cum[kept]);
   }
   std::vector<int32_t> want(rows, -1);
-  ASSERT_TRUE(cpu_->Sample({logits.data(), vocab, rows, vocab, temp.data(), top_p.data(), u.data(), want.data()}).ok());
+  ASSERT_TRUE(cpu_->Sample({logits.data(), vocab, rows, vocab, temp.data(), top_p.data(), u.data(),
+                            want.data()})
+                  .ok());
   EXPECT_EQ(want[0], 17);
   for (auto& b : backends_) {
     Mirror dl(b.get(), logits), dt(b.get(), temp), dp(b.get(), top_p), du(b.get(), u),
         di(b.get(), std::vector<int32_t>(rows, -1));
     ASSERT_TRUE(b->Sample({dl.as<float>(), vocab, rows, vocab, dt.as<float>(), dp.as<float>(),
-                           du.as<float>(), di.as<int32_t>()}).ok());
+                           du.as<float>(), di.as<int32_t>()})
+                    .ok());
     EXPECT_EQ(di.Read<int32_t>(), want) << b->name();
   }
 }
@@ -357,7 +382,8 @@ TEST_F(BackendParityTest, SupportsAgreesWithCpuOnTheOpList) {
   for (auto& b : backends_) {
     for (DType d : {DType::kF32, DType::kBf16, DType::kF8E4M3}) {
       EXPECT_EQ(b->Supports(OpKind::kGemm, d), cpu_->Supports(OpKind::kGemm, d)) << b->name();
-      EXPECT_EQ(b->Supports(OpKind::kGroupedExperts, d), cpu_->Supports(OpKind::kGroupedExperts, d));
+      EXPECT_EQ(b->Supports(OpKind::kGroupedExperts, d),
+                cpu_->Supports(OpKind::kGroupedExperts, d));
     }
     EXPECT_TRUE(b->Synchronize().ok());
   }

@@ -65,7 +65,8 @@ TestWeight MakeWeight(DType dtype, int64_t rows, int64_t cols, std::mt19937* rng
         const int64_t i = r * cols + c;
         w.bytes[i] = F32ToF8E4M3(v[i] * 400.0f);
         // The definition: W_real = W * scale_inv[r / 128][c / 128].
-        w.real[i] = static_cast<double>(F8E4M3ToF32(w.bytes[i])) * w.scales[(r / 128) * sc + c / 128];
+        w.real[i] =
+            static_cast<double>(F8E4M3ToF32(w.bytes[i])) * w.scales[(r / 128) * sc + c / 128];
       }
     }
     w.view.scale_inv = w.scales.data();
@@ -245,16 +246,19 @@ TEST_F(CpuBackendTest, GateMatchesDefinitionOnSeveralConfigs) {
   const int64_t tokens = 9;
   for (const GateConfig& c : configs) {
     const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
-    std::vector<float> logits = Random(tokens * e, &rng_, -3, 3), bias = Random(e, &rng_, -.2f, .2f);
+    std::vector<float> logits = Random(tokens * e, &rng_, -3, 3),
+                       bias = Random(e, &rng_, -.2f, .2f);
     std::vector<int32_t> ids(tokens * k);
     std::vector<float> weights(tokens * k);
-    ASSERT_TRUE(backend_.Gate({logits.data(), bias.data(), tokens, c, ids.data(), weights.data()}).ok());
+    ASSERT_TRUE(
+        backend_.Gate({logits.data(), bias.data(), tokens, c, ids.data(), weights.data()}).ok());
     for (int64_t t = 0; t < tokens; ++t) {
       std::vector<int32_t> want_ids;
       std::vector<double> want_w;
       RouteDefinition(c, &logits[t * e], bias.data(), &want_ids, &want_w);
       for (int64_t j = 0; j < k; ++j) {
-        EXPECT_EQ(ids[t * k + j], want_ids[j]) << "experts " << e << " token " << t << " rank " << j;
+        EXPECT_EQ(ids[t * k + j], want_ids[j])
+            << "experts " << e << " token " << t << " rank " << j;
         EXPECT_NEAR(weights[t * k + j], want_w[j], 1e-5 * std::abs(want_w[j]) + 1e-7);
       }
     }
@@ -283,12 +287,13 @@ TEST_F(CpuBackendTest, SiluMulAddAndEmbedding) {
   const std::vector<int32_t> ids = {3, 0, 9, 10, -1, 3};
   for (DType dtype : {DType::kF32, DType::kBf16}) {
     std::vector<float> emb(ids.size() * dim, 5.0f);
-    const void* t = dtype == DType::kF32 ? static_cast<const void*>(table.data()) : table_bf16.data();
+    const void* t =
+        dtype == DType::kF32 ? static_cast<const void*>(table.data()) : table_bf16.data();
     ASSERT_TRUE(backend_.Embedding({t, dtype, vocab, dim, ids.data(), 6, emb.data()}).ok());
     for (size_t r = 0; r < ids.size(); ++r) {
       for (int64_t c = 0; c < dim; ++c) {
         const bool valid = ids[r] >= 0 && ids[r] < vocab;
-        const float want = !valid ? 0.0f
+        const float want = !valid                 ? 0.0f
                            : dtype == DType::kF32 ? table[ids[r] * dim + c]
                                                   : Bf16ToF32(table_bf16[ids[r] * dim + c]);
         EXPECT_EQ(emb[r * dim + c], want) << r;
@@ -321,7 +326,7 @@ TEST_F(CpuBackendTest, GroupedExpertsMatchDefinitionPerGroup) {
   std::vector<float> got;
   for (int e = 0; e < 3; ++e) {
     const std::vector<double>&wg = weights[3 * e].real, &wu = weights[3 * e + 1].real,
-                        &wd = weights[3 * e + 2].real;
+          &wd = weights[3 * e + 2].real;
     for (int64_t r = offsets[e]; r < offsets[e] + counts[e]; ++r) {
       std::vector<double> h(inter);
       for (int64_t i = 0; i < inter; ++i) {
@@ -430,8 +435,10 @@ TEST_F(CpuBackendTest, SampleGreedyTopPAndDraws) {
   std::vector<float> logits = {1, 5, 5, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0};
   std::vector<float> temp = {0, 1, 1, 1}, top_p = {1, 0.5f, 1, 1}, u = {0.5f, 0.99f, 0.99f, 0.7f};
   std::vector<int32_t> ids(4, -1);
-  ASSERT_TRUE(backend_.Sample({logits.data(), vocab, 4, vocab, temp.data(), top_p.data(), u.data(),
-                               ids.data()}).ok());
+  ASSERT_TRUE(
+      backend_
+          .Sample({logits.data(), vocab, 4, vocab, temp.data(), top_p.data(), u.data(), ids.data()})
+          .ok());
   EXPECT_EQ(ids, (std::vector<int32_t>{1, 0, 3, 1}));
 
   // Random rows against the definition.
