@@ -162,4 +162,13 @@ absl::Status ValidateSample(const SampleArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateCopy2D(int64_t ld_dst, int64_t ld_src, int64_t rows, int64_t row_bytes) {
+  if (rows < 0 || row_bytes < 0 || ld_dst < row_bytes || ld_src < row_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("2-D copy of ", rows, " rows of ", row_bytes,
+                                                   " bytes with strides ", ld_dst, " and ",
+                                                   ld_src));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moeserve::engine

@@ -238,6 +238,11 @@ class Backend {
   virtual absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) = 0;
   // Within backend memory, ordered on the stream. The ranges must not overlap.
   virtual absl::Status CopyWithin(void* dst, const void* src, int64_t bytes) = 0;
+  // `rows` runs of `row_bytes` within backend memory: run r from src + r * ld_src to
+  // dst + r * ld_dst (strides in bytes, each at least row_bytes). Ordered on the stream; the
+  // ranges must not overlap. InvalidArgument for negative sizes or strides below row_bytes.
+  virtual absl::Status CopyWithin2D(void* dst, int64_t ld_dst, const void* src, int64_t ld_src,
+                                    int64_t rows, int64_t row_bytes) = 0;
   // Waits for all enqueued work.
   virtual absl::Status Synchronize() = 0;
 
@@ -257,6 +262,7 @@ class Backend {
 using BackendPtr = std::unique_ptr<Backend>;
 
 // Host-side argument checks shared by the backends (InvalidArgument naming the field).
+absl::Status ValidateCopy2D(int64_t ld_dst, int64_t ld_src, int64_t rows, int64_t row_bytes);
 absl::Status ValidateWeight(const WeightView& w, const char* what);
 absl::Status ValidateGemm(const GemmArgs& args);
 absl::Status ValidateRmsNorm(const RmsNormArgs& args);

@@ -138,6 +138,17 @@ absl::Status CpuBackend::CopyWithin(void* dst, const void* src, int64_t bytes) {
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::CopyWithin2D(void* dst, int64_t ld_dst, const void* src, int64_t ld_src,
+                                      int64_t rows, int64_t row_bytes) {
+  MOESERVE_RETURN_IF_ERROR(ValidateCopy2D(ld_dst, ld_src, rows, row_bytes));
+  if (row_bytes == 0) return absl::OkStatus();
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(static_cast<char*>(dst) + r * ld_dst, static_cast<const char*>(src) + r * ld_src,
+                static_cast<size_t>(row_bytes));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::Gemm(const GemmArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateGemm(a));
   if (a.m == 0) return absl::OkStatus();

@@ -29,6 +29,8 @@ class CpuBackend final : public Backend {
   absl::Status CopyToBackend(void* dst, const void* src, int64_t bytes) override;
   absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) override;
   absl::Status CopyWithin(void* dst, const void* src, int64_t bytes) override;
+  absl::Status CopyWithin2D(void* dst, int64_t ld_dst, const void* src, int64_t ld_src,
+                            int64_t rows, int64_t row_bytes) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
   absl::Status Gemm(const GemmArgs& args) override;

@@ -174,6 +174,18 @@ class CudaBackend final : public Backend {
   absl::Status CopyWithin(void* dst, const void* src, int64_t bytes) override {
     return Copy(dst, src, bytes, "copy within device");
   }
+  absl::Status CopyWithin2D(void* dst, int64_t ld_dst, const void* src, int64_t ld_src,
+                            int64_t rows, int64_t row_bytes) override {
+    MOESERVE_RETURN_IF_ERROR(ValidateCopy2D(ld_dst, ld_src, rows, row_bytes));
+    if (rows == 0 || row_bytes == 0) return absl::OkStatus();
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    MOESERVE_RETURN_IF_CUDA_ERROR(
+        cudaMemcpy2DAsync(dst, static_cast<size_t>(ld_dst), src, static_cast<size_t>(ld_src),
+                          static_cast<size_t>(row_bytes), static_cast<size_t>(rows),
+                          cudaMemcpyDefault, stream_),
+        "2-D copy within device");
+    return absl::OkStatus();
+  }
   absl::Status Synchronize() override {
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "synchronize");

@@ -136,6 +136,17 @@ class BackendParityTest : public ::testing::Test {
   std::mt19937 rng_{20261124};
 };
 
+TEST_F(BackendParityTest, CopyWithin2D) {
+  std::vector<float> src = Random(37 * 29, &rng_);
+  std::vector<float> want(37 * 11, 0.0f);
+  ASSERT_TRUE(cpu_->CopyWithin2D(want.data(), 11 * 4, src.data() + 5, 29 * 4, 37, 9 * 4).ok());
+  for (auto& b : backends_) {
+    Mirror ds(b.get(), src), dd(b.get(), std::vector<float>(37 * 11, 0.0f));
+    ASSERT_TRUE(b->CopyWithin2D(dd.as<float>(), 11 * 4, ds.as<float>() + 5, 29 * 4, 37, 9 * 4).ok());
+    EXPECT_EQ(dd.Read<float>(), want) << b->name();
+  }
+}
+
 TEST_F(BackendParityTest, Gemm) {
   struct Case {
     DType dtype;

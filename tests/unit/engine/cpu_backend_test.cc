@@ -98,6 +98,21 @@ TEST_F(CpuBackendTest, AllocatesAlignedHostMemory) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(CpuBackendTest, CopyWithin2DMovesStridedRuns) {
+  std::vector<uint8_t> src(5 * 12), dst(4 * 9, 0xee);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i);
+  ASSERT_TRUE(backend_.CopyWithin2D(dst.data(), 9, src.data() + 2, 12, 4, 7).ok());
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 9; ++c) {
+      EXPECT_EQ(dst[r * 9 + c], c < 7 ? src[r * 12 + 2 + c] : 0xee) << r << "," << c;
+    }
+  }
+  EXPECT_EQ(backend_.CopyWithin2D(dst.data(), 6, src.data(), 12, 2, 7).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_.CopyWithin2D(dst.data(), 9, src.data(), 12, -1, 7).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 void CheckGemm(Backend* backend, DType dtype, int64_t m, int64_t n, int64_t k, double bound,
                std::mt19937* rng) {
   TestWeight w = MakeWeight(dtype, n, k, rng);
