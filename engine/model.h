@@ -75,6 +75,14 @@ class Model {
   const ExpertWeights& expert(int64_t layer, int64_t e) const {
     return experts_[layer][e];
   }
+  // The compute-form weights, for code that runs the model elsewhere (BackendModel uploads them).
+  const LayerWeights& layer(int64_t l) const { return layers_[l]; }
+  const Matrix& embed() const { return embed_; }
+  const Matrix& lm_head() const { return lm_head_; }
+  const std::vector<float>& final_norm() const { return final_norm_; }
+  const std::vector<float>& inv_freq() const { return inv_freq_; }
+  double rope_mscale() const { return rope_mscale_; }
+  const ModelOptions& options() const { return options_; }
 
   // Runs one step over the chunks: writes every new token's latent into `cache`, and fills
   // `logits` (one vector of vocab_size per chunk that wants them, in chunk order).

@@ -15,6 +15,7 @@
 #include "engine/cpu/attention.h"
 #include "engine/cpu/linear.h"
 #include "engine/model.h"
+#include "engine/model/chunks.h"
 #include "engine/model/ops.h"
 #include "engine/model/scratch.h"
 
@@ -29,11 +30,6 @@ void CopyRow(const Matrix& m, int64_t row, float* out) {
     for (int64_t c = 0; c < m.cols; ++c) out[c] = Bf16ToF32(src[c]);
   }
 }
-
-struct TokenRef {
-  int64_t chunk;
-  int64_t pos;
-};
 
 struct QueryTile {
   int64_t chunk = 0;
@@ -67,6 +63,35 @@ void ForTokens(ThreadPool* pool, int64_t n, const std::function<void(int64_t, in
 
 }  // namespace
 
+absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceChunk> chunks,
+                           int64_t bt, std::vector<TokenRef>* refs, std::vector<int32_t>* ids) {
+  refs->clear();
+  ids->clear();
+  for (size_t ci = 0; ci < chunks.size(); ++ci) {
+    const SequenceChunk& ch = chunks[ci];
+    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+    if (ch.tokens.empty()) return absl::InvalidArgumentError("empty sequence chunk");
+    if (end > config.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence length ", end,
+                                                     " exceeds max_position_embeddings ",
+                                                     config.max_position_embeddings));
+    }
+    if ((end + bt - 1) / bt > static_cast<int64_t>(ch.block_table.size())) {
+      return absl::InvalidArgumentError("block table too short for the chunk");
+    }
+    for (size_t i = 0; i < ch.tokens.size(); ++i) {
+      int32_t t = ch.tokens[i];
+      if (t < 0 || t >= config.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", config.vocab_size, ")"));
+      }
+      refs->push_back({static_cast<int64_t>(ci), ch.start_pos + static_cast<int64_t>(i)});
+      ids->push_back(t);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
                             ExpertExecutor* experts, std::vector<std::vector<float>>* logits) const {
   const ModelConfig& c = config_;
@@ -82,31 +107,9 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   const int64_t lat = c.latent_dim();
   const int64_t bt = cache->block_tokens();
 
-  // Flatten the chunks into tokens, validating ids, positions and block tables.
   std::vector<TokenRef> refs;
   std::vector<int32_t> ids;
-  for (size_t ci = 0; ci < chunks.size(); ++ci) {
-    const SequenceChunk& ch = chunks[ci];
-    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
-    if (ch.tokens.empty()) return absl::InvalidArgumentError("empty sequence chunk");
-    if (end > c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence length ", end,
-                                                     " exceeds max_position_embeddings ",
-                                                     c.max_position_embeddings));
-    }
-    if ((end + bt - 1) / bt > static_cast<int64_t>(ch.block_table.size())) {
-      return absl::InvalidArgumentError("block table too short for the chunk");
-    }
-    for (size_t i = 0; i < ch.tokens.size(); ++i) {
-      int32_t t = ch.tokens[i];
-      if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-      refs.push_back({static_cast<int64_t>(ci), ch.start_pos + static_cast<int64_t>(i)});
-      ids.push_back(t);
-    }
-  }
+  MOESERVE_RETURN_IF_ERROR(FlattenChunks(c, chunks, bt, &refs, &ids));
   const int64_t n = static_cast<int64_t>(refs.size());
   ThreadPool* pool = pool_.get();
 

@@ -1,0 +1,416 @@
+// BackendModel: Model::Forward's step expressed in Backend ops (see backend_model.h). The order
+// of operations follows engine/model/forward.cc exactly, so the CPU backend reproduces it.
+#include "engine/model/backend_model.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/model/chunks.h"
+
+namespace moeserve::engine {
+namespace {
+
+// A tensor copied into backend memory; `view` describes it when it is a matrix.
+struct DeviceTensor {
+  BufferPtr buffer;
+  WeightView view;
+  const float* f32() const { return buffer ? static_cast<const float*>(buffer->data()) : nullptr; }
+};
+
+absl::StatusOr<DeviceTensor> UploadBytes(Backend* b, const void* data, int64_t bytes,
+                                         int64_t* total) {
+  DeviceTensor t;
+  MOESERVE_ASSIGN_OR_RETURN(t.buffer, b->Allocate(bytes, MemoryType::kDevice));
+  if (bytes > 0) MOESERVE_RETURN_IF_ERROR(b->CopyToBackend(t.buffer->data(), data, bytes));
+  *total += bytes;
+  return t;
+}
+
+absl::StatusOr<DeviceTensor> UploadMatrix(Backend* b, const Matrix& m, int64_t* total) {
+  if (m.data == nullptr || m.rows == 0) return DeviceTensor();
+  MOESERVE_ASSIGN_OR_RETURN(DeviceTensor t, UploadBytes(b, m.data, m.bytes(), total));
+  t.view.dtype = m.dtype;
+  t.view.rows = m.rows;
+  t.view.cols = m.cols;
+  t.view.data = t.buffer->data();
+  return t;
+}
+
+absl::StatusOr<DeviceTensor> UploadVector(Backend* b, const std::vector<float>& v,
+                                          int64_t* total) {
+  if (v.empty()) return DeviceTensor();
+  return UploadBytes(b, v.data(), static_cast<int64_t>(v.size() * sizeof(float)), total);
+}
+
+// Scratch slots of one step.
+enum Slot : int {
+  kIds,
+  kPositions,
+  kTableRows,
+  kLens,
+  kTables,
+  kChosen,
+  kX,
+  kXn,
+  kQa,
+  kQ,
+  kKva,
+  kQfull,
+  kOlat,
+  kAttn,
+  kTmp,
+  kMlp,
+  kGateLogits,
+  kWeights,
+  kG,
+  kU,
+  kLast,
+  kNormed,
+  kLogits,
+  kNumSlots,
+};
+
+}  // namespace
+
+struct BackendModel::Weights {
+  struct Layer {
+    DeviceTensor input_norm, post_norm, q_a_norm, kv_a_norm;
+    DeviceTensor q_a, q_b, q, kv_a, o;
+    std::vector<DeviceTensor> uk_t, uv;
+    DeviceTensor gate, up, down, router, router_bias;
+  };
+  DeviceTensor embed, lm_head, final_norm, inv_freq;
+  std::vector<Layer> layers;
+  int64_t bytes = 0;
+};
+
+BackendModel::BackendModel(const Model* model, Backend* backend,
+                           const BackendModelOptions& options)
+    : model_(model), backend_(backend), options_(options), scratch_(kNumSlots) {}
+
+BackendModel::~BackendModel() = default;
+
+absl::StatusOr<std::unique_ptr<BackendModel>> BackendModel::Create(
+    const Model* model, Backend* backend, const BackendModelOptions& options) {
+  if (!model->options().filter.attention_side) {
+    return absl::FailedPreconditionError("the model has no attention-side weights loaded");
+  }
+  if (options.block_tokens < 1 || options.num_blocks < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("backend cache of ", options.num_blocks,
+                                                   " blocks of ", options.block_tokens,
+                                                   " tokens"));
+  }
+  std::unique_ptr<BackendModel> m(new BackendModel(model, backend, options));
+  MOESERVE_RETURN_IF_ERROR(m->Upload());
+  return m;
+}
+
+absl::Status BackendModel::Upload() {
+  const ModelConfig& c = model_->config();
+  w_ = std::make_unique<Weights>();
+  int64_t* total = &w_->bytes;
+  Backend* b = backend_;
+  MOESERVE_ASSIGN_OR_RETURN(w_->embed, UploadMatrix(b, model_->embed(), total));
+  MOESERVE_ASSIGN_OR_RETURN(w_->lm_head, UploadMatrix(b, model_->lm_head(), total));
+  MOESERVE_ASSIGN_OR_RETURN(w_->final_norm, UploadVector(b, model_->final_norm(), total));
+  MOESERVE_ASSIGN_OR_RETURN(w_->inv_freq, UploadVector(b, model_->inv_freq(), total));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& src = model_->layer(l);
+    Weights::Layer d;
+    MOESERVE_ASSIGN_OR_RETURN(d.input_norm, UploadVector(b, src.input_norm, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.post_norm, UploadVector(b, src.post_norm, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.q_a_norm, UploadVector(b, src.q_a_norm, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.kv_a_norm, UploadVector(b, src.kv_a_norm, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.q_a, UploadMatrix(b, src.q_a, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.q_b, UploadMatrix(b, src.q_b, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.q, UploadMatrix(b, src.q, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.kv_a, UploadMatrix(b, src.kv_a, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.o, UploadMatrix(b, src.o, total));
+    for (const Matrix& m : src.uk_t) {
+      MOESERVE_ASSIGN_OR_RETURN(DeviceTensor t, UploadMatrix(b, m, total));
+      d.uk_t.push_back(std::move(t));
+    }
+    for (const Matrix& m : src.uv) {
+      MOESERVE_ASSIGN_OR_RETURN(DeviceTensor t, UploadMatrix(b, m, total));
+      d.uv.push_back(std::move(t));
+    }
+    MOESERVE_ASSIGN_OR_RETURN(d.gate, UploadMatrix(b, src.gate, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.up, UploadMatrix(b, src.up, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.down, UploadMatrix(b, src.down, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.router, UploadMatrix(b, src.router, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.router_bias, UploadVector(b, src.router_bias, total));
+    w_->layers.push_back(std::move(d));
+  }
+  const int64_t cache_bytes =
+      options_.num_blocks * c.num_hidden_layers * options_.block_tokens * c.latent_dim() * 4;
+  MOESERVE_ASSIGN_OR_RETURN(cache_, b->Allocate(cache_bytes, MemoryType::kDevice));
+  return b->Synchronize();
+}
+
+int64_t BackendModel::backend_bytes() const {
+  int64_t total = w_->bytes + cache_->bytes();
+  for (const BufferPtr& s : scratch_) total += s ? s->bytes() : 0;
+  return total;
+}
+
+template <typename T>
+absl::StatusOr<T*> BackendModel::Scratch(int slot, int64_t count) {
+  const int64_t bytes = std::max<int64_t>(count, 1) * static_cast<int64_t>(sizeof(T));
+  BufferPtr& s = scratch_[slot];
+  if (s == nullptr || s->bytes() < bytes) {
+    s.reset();
+    MOESERVE_ASSIGN_OR_RETURN(s, backend_->Allocate(bytes, MemoryType::kDevice));
+  }
+  return static_cast<T*>(s->data());
+}
+
+absl::StatusOr<std::vector<float>> BackendModel::ReadBlock(int32_t block) {
+  const ModelConfig& c = model_->config();
+  if (block < 0 || block >= options_.num_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("no cache block ", block));
+  }
+  const int64_t floats = c.num_hidden_layers * options_.block_tokens * c.latent_dim();
+  std::vector<float> out(static_cast<size_t>(floats));
+  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(
+      out.data(), static_cast<const float*>(cache_->data()) + block * floats, floats * 4));
+  return out;
+}
+
+absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
+                                   ExpertExecutor* experts,
+                                   std::vector<std::vector<float>>* logits) {
+  const ModelConfig& c = model_->config();
+  if (experts == nullptr) experts = model_->local_experts();
+  const int64_t bt = options_.block_tokens;
+  std::vector<TokenRef> refs;
+  std::vector<int32_t> ids;
+  MOESERVE_RETURN_IF_ERROR(FlattenChunks(c, chunks, bt, &refs, &ids));
+  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
+  const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vdim = c.v_head_dim;
+  const int64_t qhd = c.q_head_dim(), kvr = c.kv_lora_rank, lat = c.latent_dim();
+  const int64_t layers = c.num_hidden_layers;
+  const int64_t n = static_cast<int64_t>(refs.size()), items = n * heads;
+  logits->clear();
+  if (n == 0) return absl::OkStatus();
+
+  // Host-side indices: positions, each query item's sequence and length, the block tables.
+  int64_t max_blocks = 1;
+  for (const SequenceChunk& ch : chunks) {
+    const int64_t end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+    max_blocks = std::max(max_blocks, (end + bt - 1) / bt);
+    for (int64_t b = 0; b < (end + bt - 1) / bt; ++b) {
+      if (ch.block_table[b] < 0 || ch.block_table[b] >= options_.num_blocks) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("block id ", ch.block_table[b], " outside the backend cache"));
+      }
+    }
+  }
+  std::vector<int32_t> positions(n), table_rows(items), lens(items);
+  std::vector<int32_t> tables(chunks.size() * max_blocks, 0);
+  for (size_t ci = 0; ci < chunks.size(); ++ci) {
+    const SequenceChunk& ch = chunks[ci];
+    const int64_t blocks = (ch.start_pos + static_cast<int64_t>(ch.tokens.size()) + bt - 1) / bt;
+    std::copy(ch.block_table.begin(), ch.block_table.begin() + blocks,
+              tables.begin() + ci * max_blocks);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    positions[t] = static_cast<int32_t>(refs[t].pos);
+    for (int64_t h = 0; h < heads; ++h) {
+      table_rows[t * heads + h] = static_cast<int32_t>(refs[t].chunk);
+      lens[t * heads + h] = static_cast<int32_t>(refs[t].pos + 1);
+    }
+  }
+  Backend* b = backend_;
+  auto upload = [b](int32_t* dst, const std::vector<int32_t>& v) {
+    return b->CopyToBackend(dst, v.data(), static_cast<int64_t>(v.size() * sizeof(int32_t)));
+  };
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_ids, Scratch<int32_t>(kIds, n));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_pos, Scratch<int32_t>(kPositions, n));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_rows, Scratch<int32_t>(kTableRows, items));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_lens, Scratch<int32_t>(kLens, items));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_tables, Scratch<int32_t>(kTables, tables.size()));
+  MOESERVE_RETURN_IF_ERROR(upload(d_ids, ids));
+  MOESERVE_RETURN_IF_ERROR(upload(d_pos, positions));
+  MOESERVE_RETURN_IF_ERROR(upload(d_rows, table_rows));
+  MOESERVE_RETURN_IF_ERROR(upload(d_lens, lens));
+  MOESERVE_RETURN_IF_ERROR(upload(d_tables, tables));
+
+  const int64_t qr = c.q_lora_rank ? *c.q_lora_rank : 0;
+  MOESERVE_ASSIGN_OR_RETURN(float* x, Scratch<float>(kX, n * hidden));
+  MOESERVE_ASSIGN_OR_RETURN(float* xn, Scratch<float>(kXn, n * hidden));
+  MOESERVE_ASSIGN_OR_RETURN(float* qa, Scratch<float>(kQa, n * qr));
+  MOESERVE_ASSIGN_OR_RETURN(float* q, Scratch<float>(kQ, n * heads * qhd));
+  MOESERVE_ASSIGN_OR_RETURN(float* kva, Scratch<float>(kKva, n * lat));
+  MOESERVE_ASSIGN_OR_RETURN(float* qfull, Scratch<float>(kQfull, items * lat));
+  MOESERVE_ASSIGN_OR_RETURN(float* olat, Scratch<float>(kOlat, items * kvr));
+  MOESERVE_ASSIGN_OR_RETURN(float* attn, Scratch<float>(kAttn, n * heads * vdim));
+  MOESERVE_ASSIGN_OR_RETURN(float* tmp, Scratch<float>(kTmp, n * hidden));
+  MOESERVE_ASSIGN_OR_RETURN(float* mlp, Scratch<float>(kMlp, n * hidden));
+  float* cache = static_cast<float*>(cache_->data());
+  auto gemm = [b](const float* in, int64_t m, int64_t ldx, const DeviceTensor& w, float* out,
+                  int64_t ldy) { return b->Gemm({in, m, ldx, w.view, out, ldy}); };
+  auto norm = [b, &c](const float* in, int64_t ld_in, const DeviceTensor& w, float* out,
+                      int64_t ld_out, int64_t rows, int64_t dim) {
+    return b->RmsNorm({in, ld_in, w.f32(), out, ld_out, rows, dim, c.rms_norm_eps});
+  };
+  // out[n, hidden] = down(silu(gate(xn)) * up(xn)): the dense MLP or the shared experts.
+  auto dense = [&](const Weights::Layer& w, float* out) -> absl::Status {
+    const int64_t inter = w.gate.view.rows;
+    MOESERVE_ASSIGN_OR_RETURN(float* g, Scratch<float>(kG, n * inter));
+    MOESERVE_ASSIGN_OR_RETURN(float* u, Scratch<float>(kU, n * inter));
+    MOESERVE_RETURN_IF_ERROR(gemm(xn, n, hidden, w.gate, g, inter));
+    MOESERVE_RETURN_IF_ERROR(gemm(xn, n, hidden, w.up, u, inter));
+    MOESERVE_RETURN_IF_ERROR(b->SiluMul(g, u, n * inter, g));
+    return gemm(g, n, inter, w.down, out, hidden);
+  };
+
+  EmbeddingArgs emb;
+  emb.table = w_->embed.view.data;
+  emb.dtype = w_->embed.view.dtype;
+  emb.vocab = w_->embed.view.rows;
+  emb.dim = hidden;
+  emb.ids = d_ids;
+  emb.rows = n;
+  emb.out = x;
+  MOESERVE_RETURN_IF_ERROR(b->Embedding(emb));
+  const float scale = static_cast<float>(c.SoftmaxScale());
+  std::vector<float> host_xn, host_weights, host_out;
+  std::vector<int32_t> host_chosen;
+  for (int64_t l = 0; l < layers; ++l) {
+    const Weights::Layer& w = w_->layers[l];
+    const LayerWeights& lw = model_->layer(l);
+    MOESERVE_RETURN_IF_ERROR(norm(x, hidden, w.input_norm, xn, hidden, n, hidden));
+    if (qr > 0) {
+      MOESERVE_RETURN_IF_ERROR(gemm(xn, n, hidden, w.q_a, qa, qr));
+      MOESERVE_RETURN_IF_ERROR(gemm(xn, n, hidden, w.kv_a, kva, lat));
+      MOESERVE_RETURN_IF_ERROR(norm(qa, qr, w.q_a_norm, qa, qr, n, qr));
+      MOESERVE_RETURN_IF_ERROR(gemm(qa, n, qr, w.q_b, q, heads * qhd));
+    } else {
+      MOESERVE_RETURN_IF_ERROR(gemm(xn, n, hidden, w.q, q, heads * qhd));
+      MOESERVE_RETURN_IF_ERROR(gemm(xn, n, hidden, w.kv_a, kva, lat));
+    }
+    // The cache row: the normalised latent, then the rotated rope key.
+    MOESERVE_RETURN_IF_ERROR(norm(kva, lat, w.kv_a_norm, kva, lat, n, kvr));
+    RopeArgs r;
+    r.x = kva;
+    r.rows = n;
+    r.ld = lat;
+    r.offset = kvr;
+    r.dim = rope;
+    r.positions = d_pos;
+    r.inv_freq = w_->inv_freq.f32();
+    r.mscale = model_->rope_mscale();
+    MOESERVE_RETURN_IF_ERROR(b->Rope(r));
+    r.x = q;
+    r.rows = items;
+    r.ld = qhd;
+    r.offset = nope;
+    r.rows_per_position = heads;
+    MOESERVE_RETURN_IF_ERROR(b->Rope(r));
+    // Rows of one chunk within one block are consecutive in the cache: one copy per run.
+    for (int64_t t = 0; t < n;) {
+      const SequenceChunk& ch = chunks[refs[t].chunk];
+      const int64_t pos = refs[t].pos, slot = pos % bt;
+      const int64_t chunk_end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
+      const int64_t run = std::min(bt - slot, chunk_end - pos);
+      float* row =
+          cache + ((static_cast<int64_t>(ch.block_table[pos / bt]) * layers + l) * bt + slot) * lat;
+      MOESERVE_RETURN_IF_ERROR(b->CopyWithin(row, kva + t * lat, run * lat * 4));
+      t += run;
+    }
+    // Queries in the latent space: q_nope absorbed through kv_b's key rows, then q_rope.
+    for (int64_t h = 0; h < heads; ++h) {
+      MOESERVE_RETURN_IF_ERROR(
+          gemm(q + h * qhd, n, heads * qhd, w.uk_t[h], qfull + h * lat, heads * lat));
+    }
+    MOESERVE_RETURN_IF_ERROR(
+        b->CopyWithin2D(qfull + kvr, lat * 4, q + nope, qhd * 4, items, rope * 4));
+    LatentAttentionArgs a;
+    a.q = qfull;
+    a.ldq = lat;
+    a.items = items;
+    a.table_rows = d_rows;
+    a.lens = d_lens;
+    a.block_tables = d_tables;
+    a.max_blocks = max_blocks;
+    a.cache = cache;
+    a.num_layers = layers;
+    a.layer = l;
+    a.block_tokens = bt;
+    a.lat = lat;
+    a.kvr = kvr;
+    a.scale = scale;
+    a.out = olat;
+    a.ld_out = kvr;
+    MOESERVE_RETURN_IF_ERROR(b->LatentAttention(a));
+    for (int64_t h = 0; h < heads; ++h) {
+      MOESERVE_RETURN_IF_ERROR(
+          gemm(olat + h * kvr, n, heads * kvr, w.uv[h], attn + h * vdim, heads * vdim));
+    }
+    MOESERVE_RETURN_IF_ERROR(gemm(attn, n, heads * vdim, w.o, tmp, hidden));
+    MOESERVE_RETURN_IF_ERROR(b->Add(x, tmp, n * hidden));
+    MOESERVE_RETURN_IF_ERROR(norm(x, hidden, w.post_norm, xn, hidden, n, hidden));
+    if (!lw.moe) {
+      MOESERVE_RETURN_IF_ERROR(dense(w, mlp));
+    } else {
+      const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
+      MOESERVE_ASSIGN_OR_RETURN(float* gate_logits, Scratch<float>(kGateLogits, n * e));
+      MOESERVE_ASSIGN_OR_RETURN(float* weights, Scratch<float>(kWeights, n * k));
+      MOESERVE_ASSIGN_OR_RETURN(int32_t* chosen, Scratch<int32_t>(kChosen, n * k));
+      MOESERVE_RETURN_IF_ERROR(gemm(xn, n, hidden, w.router, gate_logits, e));
+      GateArgs g;
+      g.logits = gate_logits;
+      g.bias = w.router_bias.f32();
+      g.tokens = n;
+      g.config = GateConfigFrom(c);
+      g.ids = chosen;
+      g.weights = weights;
+      MOESERVE_RETURN_IF_ERROR(b->Gate(g));
+      // The routed experts run where the executor puts them (in-process, or on expert shards).
+      host_xn.resize(n * hidden);
+      host_chosen.resize(n * k);
+      host_weights.resize(n * k);
+      host_out.resize(n * hidden);
+      MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_xn.data(), xn, n * hidden * 4));
+      MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_chosen.data(), chosen, n * k * 4));
+      MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_weights.data(), weights, n * k * 4));
+      MOESERVE_RETURN_IF_ERROR(experts->Run(l, host_xn.data(), n, k, host_chosen.data(),
+                                            host_weights.data(), host_out.data()));
+      MOESERVE_RETURN_IF_ERROR(b->CopyToBackend(mlp, host_out.data(), n * hidden * 4));
+      if (lw.has_shared) {
+        // x += mlp + shared, summed as Model::Forward sums them.
+        MOESERVE_RETURN_IF_ERROR(dense(w, tmp));
+        MOESERVE_RETURN_IF_ERROR(b->Add(mlp, tmp, n * hidden));
+      }
+    }
+    MOESERVE_RETURN_IF_ERROR(b->Add(x, mlp, n * hidden));
+  }
+
+  // Final norm and LM head for the last token of every chunk that wants logits.
+  std::vector<int64_t> rows;
+  int64_t t0 = 0;
+  for (const SequenceChunk& ch : chunks) {
+    t0 += static_cast<int64_t>(ch.tokens.size());
+    if (ch.want_logits) rows.push_back(t0 - 1);
+  }
+  if (rows.empty()) return b->Synchronize();
+  const int64_t nr = static_cast<int64_t>(rows.size()), vocab = c.vocab_size;
+  MOESERVE_ASSIGN_OR_RETURN(float* last, Scratch<float>(kLast, nr * hidden));
+  MOESERVE_ASSIGN_OR_RETURN(float* normed, Scratch<float>(kNormed, nr * hidden));
+  MOESERVE_ASSIGN_OR_RETURN(float* out, Scratch<float>(kLogits, nr * vocab));
+  for (int64_t i = 0; i < nr; ++i) {
+    MOESERVE_RETURN_IF_ERROR(b->CopyWithin(last + i * hidden, x + rows[i] * hidden, hidden * 4));
+  }
+  MOESERVE_RETURN_IF_ERROR(norm(last, hidden, w_->final_norm, normed, hidden, nr, hidden));
+  MOESERVE_RETURN_IF_ERROR(gemm(normed, nr, hidden, w_->lm_head, out, vocab));
+  std::vector<float> host(nr * vocab);
+  MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host.data(), out, nr * vocab * 4));
+  for (int64_t i = 0; i < nr; ++i) {
+    logits->emplace_back(host.begin() + i * vocab, host.begin() + (i + 1) * vocab);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moeserve::engine

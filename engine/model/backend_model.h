@@ -1,0 +1,74 @@
+#ifndef MOESERVE_ENGINE_MODEL_BACKEND_MODEL_H_
+#define MOESERVE_ENGINE_MODEL_BACKEND_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/backend.h"
+#include "engine/expert_executor.h"
+#include "engine/model.h"
+
+namespace moeserve::engine {
+
+struct BackendModelOptions {
+  int64_t block_tokens = 16;
+  int64_t num_blocks = 64;  // the latent cache in backend memory, KvCache's layout
+};
+
+// The DeepSeek model's forward step over any Backend (engine/backend.h): the attention-side
+// weights of a loaded Model are uploaded once, the paged latent cache lives in backend memory,
+// and every op of the step runs on the backend's stream. The routed experts go through an
+// ExpertExecutor on the host (the model's local one by default, or expert shards), which is the
+// worker/expert-shard split of DESIGN.md; the gate, the shared experts and everything else run on
+// the backend. The step synchronises with the host once per MoE layer (the executor's rows) and
+// for the logits.
+//
+// With the CPU backend this runs the same operations in the same order as Model::Forward, so
+// the two agree bit for bit (tests/unit/engine/backend_model_test.cc): that is how the
+// backend-generic step is checked without a GPU; tests/gpu compares the CUDA backend to it.
+//
+// Borrows the model and backend, which must outlive it. Not thread-safe (the engine thread).
+class BackendModel {
+ public:
+  // ResourceExhausted when the backend cannot hold the weights or the cache; FailedPrecondition
+  // for a model without its attention-side weights; InvalidArgument for a bad cache size.
+  static absl::StatusOr<std::unique_ptr<BackendModel>> Create(const Model* model, Backend* backend,
+                                                              const BackendModelOptions& options);
+  ~BackendModel();
+
+  // Model::Forward's contract, over this object's cache (block tables index its blocks).
+  // `experts` null: the model's local executor.
+  absl::Status Forward(absl::Span<const SequenceChunk> chunks, ExpertExecutor* experts,
+                       std::vector<std::vector<float>>* logits);
+
+  // The rows of one cache block for every layer (layers x block_tokens x latent_dim floats, as
+  // KvCache lays a block out), read back to the host.
+  absl::StatusOr<std::vector<float>> ReadBlock(int32_t block);
+
+  int64_t block_tokens() const { return options_.block_tokens; }
+  int64_t num_blocks() const { return options_.num_blocks; }
+  // Bytes of backend memory held (weights, cache and scratch).
+  int64_t backend_bytes() const;
+
+ private:
+  struct Weights;
+  BackendModel(const Model* model, Backend* backend, const BackendModelOptions& options);
+  absl::Status Upload();
+  // A scratch buffer of at least `count` elements of T in backend memory, reused across steps.
+  template <typename T>
+  absl::StatusOr<T*> Scratch(int slot, int64_t count);
+
+  const Model* model_;
+  Backend* backend_;
+  BackendModelOptions options_;
+  std::unique_ptr<Weights> w_;
+  BufferPtr cache_;
+  std::vector<BufferPtr> scratch_;
+};
+
+}  // namespace moeserve::engine
+
+#endif  // MOESERVE_ENGINE_MODEL_BACKEND_MODEL_H_

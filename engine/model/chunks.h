@@ -1,0 +1,29 @@
+#ifndef MOESERVE_ENGINE_MODEL_CHUNKS_H_
+#define MOESERVE_ENGINE_MODEL_CHUNKS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "engine/config.h"
+#include "engine/model.h"
+
+namespace moeserve::engine {
+
+// One token of a forward step: its chunk and its position in that chunk's sequence.
+struct TokenRef {
+  int64_t chunk;
+  int64_t pos;
+};
+
+// Flattens a step's chunks into tokens, checking what Model::Forward promises to check:
+// InvalidArgument for an empty chunk, token ids outside the vocabulary, positions beyond
+// max_position_embeddings, or a block table too short for the chunk (`block_tokens` per block).
+absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceChunk> chunks,
+                           int64_t block_tokens, std::vector<TokenRef>* refs,
+                           std::vector<int32_t>* ids);
+
+}  // namespace moeserve::engine
+
+#endif  // MOESERVE_ENGINE_MODEL_CHUNKS_H_

@@ -1,0 +1,170 @@
+// BackendModel over the CPU backend against Model::Forward: the same operations in the same
+// order, so logits and cache rows must agree bit for bit, in f32 and in bf16 compute.
+#include "engine/model/backend_model.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend_registry.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+#include "gtest/gtest.h"
+#include "tests/testing/tiny_model.h"
+#include "tools/moeserve/mkmodel.h"
+
+namespace moeserve::engine {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int64_t kBlockTokens = 4;
+constexpr int64_t kBlocks = 16;
+
+std::unique_ptr<Model> Load(const std::string& name, ComputeDType compute, const Json& patch) {
+  std::string dir = testing::TempDir(name);
+  absl::Status st = cli::WriteRandomCheckpoint(testing::SmallConfig(patch), dir, 11, false);
+  EXPECT_TRUE(st.ok()) << st;
+  ModelOptions o;
+  o.compute = compute;
+  o.threads = 2;
+  absl::StatusOr<std::unique_ptr<Model>> m = Model::Load(dir, o);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? std::move(*m) : nullptr;
+}
+
+int32_t Argmax(const std::vector<float>& v) {
+  int32_t best = 0;
+  for (size_t i = 1; i < v.size(); ++i) {
+    if (v[i] > v[best]) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+// Two sequences through the same steps on both paths: a chunked prefill of A beside B's whole
+// prompt, the rest of A, then greedy decode of both; block tables are scattered on purpose.
+void ExpectSameSteps(const Model& model, Backend* backend) {
+  KvCache cache(model.config(), kBlockTokens, kBlocks);
+  BackendModelOptions bo;
+  bo.block_tokens = kBlockTokens;
+  bo.num_blocks = kBlocks;
+  absl::StatusOr<std::unique_ptr<BackendModel>> bm = BackendModel::Create(&model, backend, bo);
+  ASSERT_TRUE(bm.ok()) << bm.status();
+  std::vector<int32_t> a = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5}, b = {0, 17, 33, 250, 9};
+  const std::vector<int32_t> table_a = {3, 7, 1, 9, 12}, table_b = {0, 5, 14};
+  struct Step {
+    std::vector<SequenceChunk> chunks;
+  };
+  auto run = [&](const std::vector<SequenceChunk>& chunks, int step) {
+    std::vector<std::vector<float>> want, got;
+    absl::Status s = model.Forward(chunks, &cache, nullptr, &want);
+    ASSERT_TRUE(s.ok()) << s;
+    s = (*bm)->Forward(chunks, nullptr, &got);
+    ASSERT_TRUE(s.ok()) << s;
+    ASSERT_EQ(got.size(), want.size()) << "step " << step;
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(got[i], want[i]) << "step " << step << " chunk " << i;
+    }
+  };
+  std::vector<int32_t> a_head(a.begin(), a.begin() + 6), a_tail(a.begin() + 6, a.end());
+  run({{a_head, 0, table_a, false}, {b, 0, table_b, true}}, 0);
+  run({{a_tail, 6, table_a, true}}, 1);
+  for (int step = 2; step < 6; ++step) {
+    // The next tokens come from the reference's own logits.
+    std::vector<std::vector<float>> ref;
+    std::vector<int32_t> la = {a.back()}, lb = {b.back()};
+    ASSERT_TRUE(model
+                    .Forward({{la, static_cast<int64_t>(a.size()) - 1, table_a, true},
+                              {lb, static_cast<int64_t>(b.size()) - 1, table_b, true}},
+                             &cache, nullptr, &ref)
+                    .ok());
+    a.push_back(Argmax(ref[0]));
+    b.push_back(Argmax(ref[1]));
+    std::vector<int32_t> ta = {a.back()}, tb = {b.back()};
+    run({{ta, static_cast<int64_t>(a.size()) - 1, table_a, true},
+         {tb, static_cast<int64_t>(b.size()) - 1, table_b, true}},
+        step);
+  }
+  // Every cached row of both sequences is the same too.
+  const int64_t lat = model.config().latent_dim(), layers = model.config().num_hidden_layers;
+  auto check_rows = [&](const std::vector<int32_t>& table, int64_t len) {
+    for (int64_t blk = 0; blk * kBlockTokens < len; ++blk) {
+      absl::StatusOr<std::vector<float>> rows = (*bm)->ReadBlock(table[blk]);
+      ASSERT_TRUE(rows.ok()) << rows.status();
+      for (int64_t l = 0; l < layers; ++l) {
+        for (int64_t slot = 0; slot < kBlockTokens && blk * kBlockTokens + slot < len; ++slot) {
+          const float* want = cache.Row(table[blk], l, slot);
+          const float* got = rows->data() + (l * kBlockTokens + slot) * lat;
+          ASSERT_EQ(std::vector<float>(got, got + lat), std::vector<float>(want, want + lat))
+              << "block " << blk << " layer " << l << " slot " << slot;
+        }
+      }
+    }
+  };
+  check_rows(table_a, static_cast<int64_t>(a.size()));
+  check_rows(table_b, static_cast<int64_t>(b.size()));
+}
+
+struct Variant {
+  const char* name;
+  ComputeDType compute;
+  Json patch;
+};
+
+class BackendModelTest : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(BackendModelTest, CpuBackendEqualsModelForwardBitForBit) {
+  std::unique_ptr<Model> m = Load(GetParam().name, GetParam().compute, GetParam().patch);
+  ASSERT_NE(m, nullptr);
+  for (const char* spec : {"cpu", "cpu:2"}) {
+    absl::StatusOr<BackendPtr> backend = CreateBackend(spec);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    SCOPED_TRACE(spec);
+    ExpectSameSteps(*m, backend->get());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, BackendModelTest,
+    ::testing::Values(
+        Variant{"f32_v3", ComputeDType::kF32, Json::object()},
+        Variant{"bf16_v3", ComputeDType::kBf16, Json::object()},
+        // No q_lora, softmax greedy gate without groups, no shared expert.
+        Variant{"f32_v2",
+                ComputeDType::kF32,
+                {{"q_lora_rank", nullptr},
+                 {"scoring_func", "softmax"},
+                 {"topk_method", "greedy"},
+                 {"n_group", 1},
+                 {"topk_group", 1},
+                 {"n_shared_experts", 0},
+                 {"norm_topk_prob", false},
+                 {"rope_scaling", nullptr}}}),
+    [](const ::testing::TestParamInfo<Variant>& p) { return std::string(p.param.name); });
+
+TEST(BackendModelErrorsTest, BadBlocksTokensAndSizesAreInvalidArgument) {
+  std::unique_ptr<Model> m = Load("errors", ComputeDType::kF32, Json::object());
+  ASSERT_NE(m, nullptr);
+  absl::StatusOr<BackendPtr> backend = CreateBackend("cpu");
+  ASSERT_TRUE(backend.ok());
+  BackendModelOptions bo;
+  bo.block_tokens = kBlockTokens;
+  bo.num_blocks = 4;
+  absl::StatusOr<std::unique_ptr<BackendModel>> bm =
+      BackendModel::Create(m.get(), backend->get(), bo);
+  ASSERT_TRUE(bm.ok()) << bm.status();
+  std::vector<std::vector<float>> logits;
+  std::vector<int32_t> tokens = {1, 2, 3}, table = {4};
+  EXPECT_EQ((*bm)->Forward({{tokens, 0, table, true}}, nullptr, &logits).code(),
+            absl::StatusCode::kInvalidArgument);  // block 4 of 4
+  std::vector<int32_t> bad = {1, 100000}, ok_table = {0};
+  EXPECT_EQ((*bm)->Forward({{bad, 0, ok_table, true}}, nullptr, &logits).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*bm)->ReadBlock(4).status().code(), absl::StatusCode::kInvalidArgument);
+  bo.num_blocks = 0;
+  EXPECT_EQ(BackendModel::Create(m.get(), backend->get(), bo).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace moeserve::engine
