@@ -21,6 +21,36 @@ struct UsedExpert {
 
 }  // namespace
 
+absl::Status GroupSlotsByExpert(const int32_t* ids, int64_t slots, int64_t n_experts,
+                                std::vector<int64_t>* start, std::vector<int64_t>* row_of_slot) {
+  start->assign(n_experts + 1, 0);
+  for (int64_t i = 0; i < slots; ++i) {
+    const int32_t e = ids[i];
+    if (e < 0 || e >= n_experts) {
+      return absl::InvalidArgumentError(absl::StrCat("expert id ", e, " out of range"));
+    }
+    ++(*start)[e + 1];
+  }
+  for (int64_t e = 0; e < n_experts; ++e) (*start)[e + 1] += (*start)[e];
+  row_of_slot->resize(slots);
+  std::vector<int64_t> fill(start->begin(), start->end() - 1);
+  for (int64_t i = 0; i < slots; ++i) (*row_of_slot)[i] = fill[ids[i]]++;
+  return absl::OkStatus();
+}
+
+void CombineSlots(const float* ys, const int64_t* row_of_slot, const float* weights, int64_t k,
+                  int64_t hidden, int64_t t0, int64_t t1, float* out) {
+  for (int64_t t = t0; t < t1; ++t) {
+    float* o = out + t * hidden;
+    std::memset(o, 0, sizeof(float) * hidden);
+    for (int64_t j = 0; j < k; ++j) {
+      const float* s = &ys[row_of_slot[t * k + j] * hidden];
+      const float wt = weights[t * k + j];
+      for (int64_t d = 0; d < hidden; ++d) o[d] += wt * s[d];
+    }
+  }
+}
+
 absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, int64_t k,
                                       const int32_t* ids, const float* weights, float* out) {
   const ModelConfig& c = model_->config();
@@ -28,20 +58,9 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
   const int64_t inter = c.moe_intermediate_size;
   // Sort the (token, slot) pairs by expert: rows [start[e], start[e + 1]) of the gathered
   // activations are expert e's tokens.
-  std::vector<int64_t> start(c.n_routed_experts + 1, 0);
-  for (int64_t i = 0; i < n * k; ++i) {
-    int32_t e = ids[i];
-    if (e < 0 || e >= c.n_routed_experts) {
-      return absl::InvalidArgumentError(absl::StrCat("expert id ", e, " out of range"));
-    }
-    ++start[e + 1];
-  }
-  for (int64_t e = 0; e < c.n_routed_experts; ++e) start[e + 1] += start[e];
-  std::vector<int64_t> row_of_slot(n * k);
-  {
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t i = 0; i < n * k; ++i) row_of_slot[i] = fill[ids[i]]++;
-  }
+  std::vector<int64_t> start, row_of_slot;
+  absl::Status grouped = GroupSlotsByExpert(ids, n * k, c.n_routed_experts, &start, &row_of_slot);
+  if (!grouped.ok()) return grouped;
   const int64_t rows = n * k;
   // Forward's arena is this thread's too, but its pieces are live: this executor has its own.
   thread_local ScratchArena arena;
@@ -79,18 +98,8 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
                     hidden});
   }
   cpu::LinearMany(jobs, model_->pool());
-  // Each token's experts are combined in its own top-k order, so the sum per token does not
-  // depend on how the batch was grouped.
   auto combine = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      float* o = out + t * hidden;
-      std::memset(o, 0, sizeof(float) * hidden);
-      for (int64_t j = 0; j < k; ++j) {
-        const float* s = &ys[row_of_slot[t * k + j] * hidden];
-        float wt = weights[t * k + j];
-        for (int64_t d = 0; d < hidden; ++d) o[d] += wt * s[d];
-      }
-    }
+    CombineSlots(ys, row_of_slot.data(), weights, k, hidden, t0, t1, out);
   };
   // Tokens are independent: a prefill's combine runs on the pool.
   if (model_->pool() != nullptr && n >= 64) {

@@ -13,6 +13,7 @@
 #include "engine/backend_registry.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
+#include "engine/model/backend_experts.h"
 #include "engine/model/backend_model.h"
 #include "gtest/gtest.h"
 #include "tests/testing/tiny_model.h"
@@ -78,6 +79,10 @@ void Compare(ComputeDType compute, float bound, bool tokens_must_match) {
     absl::StatusOr<std::unique_ptr<BackendModel>> bm =
         BackendModel::Create(model->get(), backend.get(), bo);
     ASSERT_TRUE(bm.ok()) << bm.status();
+    // The routed experts on the device too (GroupedExperts), as a one-GPU deployment runs them.
+    absl::StatusOr<std::unique_ptr<BackendExpertExecutor>> experts =
+        BackendExpertExecutor::Create(model->get(), backend.get());
+    ASSERT_TRUE(experts.ok()) << experts.status();
     std::vector<int32_t> cpu_tokens = prompt, dev_tokens = prompt;
     float worst = 0;
     for (int step = 0; step <= kDecodeSteps; ++step) {
@@ -86,7 +91,7 @@ void Compare(ComputeDType compute, float bound, bool tokens_must_match) {
       std::vector<int32_t> in_cpu(cpu_tokens.begin() + start, cpu_tokens.end());
       std::vector<int32_t> in_dev(dev_tokens.begin() + start, dev_tokens.end());
       ASSERT_TRUE((*model)->Forward({{in_cpu, start, table, true}}, &cache, nullptr, &want).ok());
-      absl::Status s = (*bm)->Forward({{in_dev, start, table, true}}, nullptr, &got);
+      absl::Status s = (*bm)->Forward({{in_dev, start, table, true}}, experts->get(), &got);
       ASSERT_TRUE(s.ok()) << s;
       worst = std::max(worst, MaxAbsDiff(got[0], want[0]));
       EXPECT_LT(MaxAbsDiff(got[0], want[0]), bound) << "step " << step;

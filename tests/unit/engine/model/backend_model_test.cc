@@ -2,6 +2,8 @@
 // order, so logits and cache rows must agree bit for bit, in f32 and in bf16 compute.
 #include "engine/model/backend_model.h"
 
+#include "engine/model/backend_experts.h"
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,13 +45,20 @@ int32_t Argmax(const std::vector<float>& v) {
 
 // Two sequences through the same steps on both paths: a chunked prefill of A beside B's whole
 // prompt, the rest of A, then greedy decode of both; block tables are scattered on purpose.
-void ExpectSameSteps(const Model& model, Backend* backend) {
+void ExpectSameSteps(const Model& model, Backend* backend, bool experts_on_backend) {
   KvCache cache(model.config(), kBlockTokens, kBlocks);
   BackendModelOptions bo;
   bo.block_tokens = kBlockTokens;
   bo.num_blocks = kBlocks;
   absl::StatusOr<std::unique_ptr<BackendModel>> bm = BackendModel::Create(&model, backend, bo);
   ASSERT_TRUE(bm.ok()) << bm.status();
+  std::unique_ptr<BackendExpertExecutor> experts;
+  if (experts_on_backend) {
+    absl::StatusOr<std::unique_ptr<BackendExpertExecutor>> e =
+        BackendExpertExecutor::Create(&model, backend);
+    ASSERT_TRUE(e.ok()) << e.status();
+    experts = std::move(*e);
+  }
   std::vector<int32_t> a = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5}, b = {0, 17, 33, 250, 9};
   const std::vector<int32_t> table_a = {3, 7, 1, 9, 12}, table_b = {0, 5, 14};
   struct Step {
@@ -59,7 +68,7 @@ void ExpectSameSteps(const Model& model, Backend* backend) {
     std::vector<std::vector<float>> want, got;
     absl::Status s = model.Forward(chunks, &cache, nullptr, &want);
     ASSERT_TRUE(s.ok()) << s;
-    s = (*bm)->Forward(chunks, nullptr, &got);
+    s = (*bm)->Forward(chunks, experts.get(), &got);
     ASSERT_TRUE(s.ok()) << s;
     ASSERT_EQ(got.size(), want.size()) << "step " << step;
     for (size_t i = 0; i < want.size(); ++i) {
@@ -120,7 +129,9 @@ TEST_P(BackendModelTest, CpuBackendEqualsModelForwardBitForBit) {
     absl::StatusOr<BackendPtr> backend = CreateBackend(spec);
     ASSERT_TRUE(backend.ok()) << backend.status();
     SCOPED_TRACE(spec);
-    ExpectSameSteps(*m, backend->get());
+    ExpectSameSteps(*m, backend->get(), /*experts_on_backend=*/false);
+    SCOPED_TRACE("routed experts on the backend too");
+    ExpectSameSteps(*m, backend->get(), /*experts_on_backend=*/true);
   }
 }
 
