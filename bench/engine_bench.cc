@@ -3,6 +3,10 @@
 //
 //   moeserve-bench-engine [--presets tiny,small] [--models-dir DIR] [--threads N] [--steps N]
 //                         [--phases decode1,decode16,prefill] [--prefill-runs N]
+//   moeserve-bench-engine --backend cuda [--presets v2-lite] [--compute-dtype bf16|f32]
+//                         [--batches 1,8,64,256] [--context N] [--steps N]
+//                         [--prefill-tokens N] [--copy-mib N] [--gemm-n N] [--compare-cpu B]
+//   (the second form: BackendModel on that backend, bench/backend_bench.h)
 //
 // Decode figures count the unique bytes one step touches (attention-side weights, the LM head,
 // the routed experts the step actually used, and the KV cache read) over the measured read
@@ -19,8 +23,11 @@
 #include <set>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/backend_bench.h"
 #include "bench/machine_limits.h"
+#include "bench/model_costs.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "nlohmann/json.hpp"
@@ -49,63 +56,6 @@ int64_t DirBytes(const std::string& dir, const std::string& suffix) {
         e.path().string().compare(e.path().string().size() - suffix.size(), suffix.size(),
                                   suffix) == 0) {
       total += static_cast<int64_t>(e.file_size());
-    }
-  }
-  return total;
-}
-
-// Forwards to the model's experts and records which (layer, expert) pairs a step touched.
-class CountingExperts final : public engine::ExpertExecutor {
- public:
-  explicit CountingExperts(engine::ExpertExecutor* inner) : inner_(inner) {}
-  absl::Status Run(int64_t layer, const float* x, int64_t n, int64_t k, const int32_t* ids,
-                   const float* weights, float* out) override {
-    for (int64_t i = 0; i < n * k; ++i) used_.insert({layer, ids[i]});
-    return inner_->Run(layer, x, n, k, ids, weights, out);
-  }
-  int64_t TakeCount() {
-    int64_t c = static_cast<int64_t>(used_.size());
-    used_.clear();
-    return c;
-  }
-
- private:
-  engine::ExpertExecutor* inner_;
-  std::set<std::pair<int64_t, int32_t>> used_;
-};
-
-int64_t ExpertBytes(const engine::Model& m) {
-  for (int64_t l = 0; l < m.config().num_hidden_layers; ++l) {
-    if (m.config().IsMoeLayer(l)) {
-      const engine::ExpertWeights& e = m.expert(l, 0);
-      return e.gate.bytes() + e.up.bytes() + e.down.bytes();
-    }
-  }
-  return 0;
-}
-
-// Multiply-adds per token outside attention scores (every token through every layer; the LM
-// head only for the last).
-double LinearMacsPerToken(const engine::ModelConfig& c) {
-  const double h = c.hidden_size, heads = c.num_attention_heads;
-  double per_layer = 0;
-  if (c.q_lora_rank) {
-    per_layer += h * *c.q_lora_rank + *c.q_lora_rank * heads * c.q_head_dim();
-  } else {
-    per_layer += h * heads * c.q_head_dim();
-  }
-  per_layer += h * c.latent_dim();
-  per_layer += heads * c.qk_nope_head_dim * c.kv_lora_rank;  // absorb keys
-  per_layer += heads * c.v_head_dim * c.kv_lora_rank;        // values out of the latent
-  per_layer += heads * c.v_head_dim * h;                     // o_proj
-  double total = 0;
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    total += per_layer;
-    if (!c.IsMoeLayer(l)) {
-      total += 3 * h * c.intermediate_size;
-    } else {
-      total += h * c.n_routed_experts;
-      total += 3 * h * c.moe_intermediate_size * (c.num_experts_per_tok + c.n_shared_experts);
     }
   }
   return total;
@@ -219,12 +169,7 @@ Json BenchPreset(const std::string& preset, const Args& a, double bandwidth_gbs,
       (void)eng.Free(s);
     }
     const double secs = Percentile(runs, 50);
-    const double heads = c.num_attention_heads;
-    double attn_macs = 0;
-    for (int64_t pos = 0; pos < n; ++pos) {
-      attn_macs += heads * (pos + 1) * (c.latent_dim() + c.kv_lora_rank);
-    }
-    attn_macs *= c.num_hidden_layers;
+    const double attn_macs = PrefillAttentionMacs(c, n);
     double flops = 2.0 * (LinearMacsPerToken(c) * n + attn_macs +
                           static_cast<double>(c.hidden_size) * c.vocab_size);
     double gflops = flops / secs / 1e9;
@@ -244,10 +189,53 @@ int main(int argc, char** argv) {
   using moeserve::cli::Flags;
   absl::StatusOr<Flags> f =
       Flags::Parse(std::vector<std::string>(argv + 1, argv + argc),
-                   {"presets", "models-dir", "threads", "steps", "phases", "prefill-runs"}, {});
+                   {"presets", "models-dir", "threads", "steps", "phases", "prefill-runs",
+                    "backend", "compute-dtype", "batches", "context", "prefill-tokens",
+                    "copy-mib", "gemm-n", "compare-cpu"},
+                   {});
   if (!f.ok()) {
     std::cerr << f.status() << "\n";
     return 2;
+  }
+  if (auto backend = f->Get("backend")) {
+    moeserve::bench::BackendBenchArgs b;
+    b.backend = *backend;
+    b.models_dir = f->Get("models-dir").value_or(b.models_dir);
+    b.compute = f->Get("compute-dtype").value_or(b.compute);
+    if (auto v = f->Get("batches")) {
+      b.batches.clear();
+      for (absl::string_view x : absl::StrSplit(*v, ',', absl::SkipEmpty())) {
+        int64_t n = 0;
+        if (!absl::SimpleAtoi(x, &n) || n < 1) {
+          std::cerr << "--batches takes positive integers\n";
+          return 2;
+        }
+        b.batches.push_back(n);
+      }
+      if (b.batches.empty()) b.batches.push_back(1);
+    }
+    b.context = f->GetInt("context", b.context).value_or(b.context);
+    b.steps = f->GetInt("steps", b.steps).value_or(b.steps);
+    b.prefill_tokens = f->GetInt("prefill-tokens", b.prefill_tokens).value_or(b.prefill_tokens);
+    b.copy_mib = f->GetInt("copy-mib", b.copy_mib).value_or(b.copy_mib);
+    b.gemm_n = f->GetInt("gemm-n", b.gemm_n).value_or(b.gemm_n);
+    b.compare_cpu = f->Get("compare-cpu").value_or("true") != "false";
+    if (b.context < 1 || b.steps < 1 || b.prefill_tokens < 1 || b.copy_mib < 1 || b.gemm_n < 1) {
+      std::cerr << "--context, --steps, --prefill-tokens, --copy-mib and --gemm-n must be >= 1\n";
+      return 2;
+    }
+    nlohmann::json out = {{"presets", nlohmann::json::array()}};
+    std::vector<std::string> presets = {"v2-lite"};
+    if (auto p = f->Get("presets")) presets = absl::StrSplit(*p, ',', absl::SkipEmpty());
+    for (const std::string& p : presets) {
+      b.preset = p;
+      out["presets"].push_back(moeserve::bench::BenchBackend(b));
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    out["peak_rss_bytes"] = static_cast<int64_t>(ru.ru_maxrss) * 1024;
+    std::cout << out.dump(2) << "\n";
+    return 0;
   }
   moeserve::bench::Args a;
   if (auto p = f->Get("presets")) a.presets = absl::StrSplit(*p, ',', absl::SkipEmpty());

@@ -155,6 +155,8 @@ int64_t BackendModel::backend_bytes() const {
   return total;
 }
 
+int64_t BackendModel::weight_bytes() const { return w_->bytes; }
+
 template <typename T>
 absl::StatusOr<T*> BackendModel::Scratch(int slot, int64_t count) {
   const int64_t bytes = std::max<int64_t>(count, 1) * static_cast<int64_t>(sizeof(T));

@@ -52,6 +52,8 @@ class BackendModel {
   int64_t num_blocks() const { return options_.num_blocks; }
   // Bytes of backend memory held (weights, cache and scratch).
   int64_t backend_bytes() const;
+  // Of which the uploaded weights.
+  int64_t weight_bytes() const;
 
  private:
   struct Weights;
