@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 
 namespace moeserve::expert_shard {
 namespace {
@@ -18,18 +18,21 @@ class Mailboxes {
       : size_(size), queues_(static_cast<size_t>(size) * size), cancelled_(size, false) {}
 
   void Put(int from, int to, std::string message) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     queues_[Index(from, to)].push_back(std::move(message));
+    cv_.NotifyAll();
   }
 
   // The next message from `from` to `to`: OK, Unavailable after `timeout`, or Cancelled once
   // rank `to` is cancelled.
   absl::Status Take(int from, int to, absl::Duration timeout, std::string* message) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     std::deque<std::string>* q = &queues_[Index(from, to)];
     std::vector<bool>::reference cancelled = cancelled_[to];
     auto ready = [q, &cancelled]() { return !q->empty() || cancelled; };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
+    if (timeout == absl::InfiniteDuration()) {
+      cv_.Wait(&mu_, ready);
+    } else if (!cv_.WaitWithTimeout(&mu_, timeout, ready)) {
       return absl::UnavailableError(absl::StrCat("rank ", from, " sent nothing to rank ", to,
                                                  " within ", absl::FormatDuration(timeout)));
     }
@@ -40,20 +43,23 @@ class Mailboxes {
   }
 
   bool IsCancelled(int rank) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return cancelled_[rank];
   }
 
   void Cancel(int rank) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     cancelled_[rank] = true;
+    cv_.NotifyAll();
   }
 
  private:
   size_t Index(int from, int to) const { return static_cast<size_t>(from) * size_ + to; }
 
   const int size_;
-  absl::Mutex mu_;
+  // common/mutex.h rather than absl::Mutex, so that the tsan job sees this synchronisation.
+  Mutex mu_;
+  CondVar cv_;
   std::vector<std::deque<std::string>> queues_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> cancelled_ ABSL_GUARDED_BY(mu_);
 };
