@@ -1,27 +1,13 @@
 #include "engine/backend.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/dtype.h"
 
 namespace moeserve::engine {
 namespace {
 
 absl::Status Invalid(const char* op, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
-}
-
-// DTypeName lives in moeserve_engine, which this library sits below.
-const char* Name(DType dtype) {
-  switch (dtype) {
-    case DType::kF32:
-      return "F32";
-    case DType::kBf16:
-      return "BF16";
-    case DType::kF16:
-      return "F16";
-    case DType::kF8E4M3:
-      return "F8_E4M3";
-  }
-  return "?";
 }
 
 }  // namespace
@@ -53,7 +39,7 @@ absl::Status ValidateWeight(const WeightView& w, const char* what) {
     case DType::kF16:
       break;
   }
-  return absl::UnimplementedError(absl::StrCat(what, ": weight dtype ", Name(w.dtype)));
+  return absl::UnimplementedError(absl::StrCat(what, ": weight dtype ", DTypeName(w.dtype)));
 }
 
 absl::Status ValidateGemm(const GemmArgs& a) {
@@ -110,7 +96,7 @@ absl::Status ValidateGate(const GateArgs& a) {
 
 absl::Status ValidateEmbedding(const EmbeddingArgs& a) {
   if (a.dtype != DType::kF32 && a.dtype != DType::kBf16) {
-    return absl::UnimplementedError(absl::StrCat("Embedding: table dtype ", Name(a.dtype)));
+    return absl::UnimplementedError(absl::StrCat("Embedding: table dtype ", DTypeName(a.dtype)));
   }
   if (a.rows < 0 || a.vocab <= 0 || a.dim <= 0) return Invalid("Embedding", "bad shape");
   if (a.rows > 0 && (a.table == nullptr || a.ids == nullptr || a.out == nullptr)) {
