@@ -94,10 +94,11 @@ Json BenchBackend(const BackendBenchArgs& a) {
 
   const std::string dir = a.models_dir + "/" + a.preset;
   if (!std::filesystem::exists(dir + "/config.json")) {
-    cli::MkmodelOptions mk;
-    mk.out_dir = dir;
-    mk.preset = a.preset;
-    if (absl::Status s = cli::MakeModel(mk); !s.ok()) return Json{{"error", s.ToString()}};
+    // Weights only: the GPU machine has no npm packages, and the bench needs no tokenizer.
+    BENCH_ASSIGN(config, cli::PresetConfig(a.preset));
+    if (absl::Status s = cli::WriteRandomCheckpoint(config, dir, 0, false); !s.ok()) {
+      return Json{{"error", s.ToString()}};
+    }
   }
   engine::ModelOptions mo;
   BENCH_ASSIGN(compute, engine::ParseComputeDType(a.compute));

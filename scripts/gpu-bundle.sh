@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Packs what a GPU run needs into .gpu-bundle/ (ignored by git) for the device machine, which has
+# the CUDA runtime, cuBLAS, NCCL, libc and libstdc++ but no Debian packages (TOOLING.md): the
+# gpu-labelled test binaries, the benchmark, and the Debian shared libraries they link.
+#   scripts/gpu-bundle.sh [BUILD_DIR]      (default build/ci, which compiles CUDA when nvcc is here)
+# Then, on the GPU machine, from the repository root:
+#   bash .gpu-bundle/run.sh [bench]        (test logs, and bench JSON, go to $OUT or .gpu-bundle/out)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${1:-$root/build/ci}"
+targets=(backend_parity_test backend_model_gpu_test nccl_transport_test moeserve-bench-engine)
+cmake --build "$build" -j "${MOESERVE_JOBS:-$(nproc)}" --target "${targets[@]}"
+out="$root/.gpu-bundle"
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib"
+for t in "${targets[@]}"; do
+  cp "$build/bin/$t" "$out/bin/"
+  # Libraries the GPU machine has itself are left out: the C and C++ runtimes and CUDA's own.
+  ldd "$build/bin/$t" | awk '/=> \// {print $3}' |
+    grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt|libnccl)\.so' |
+    while read -r lib; do cp -Ln "$lib" "$out/lib/" 2>/dev/null || true; done
+done
+cat > "$out/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# Runs the GPU checks (and with `bench`, the GPU benchmark); written by scripts/gpu-bundle.sh.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+logs="${OUT:-$here/out}"
+mkdir -p "$logs"
+export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+nvidia-smi -L || true
+status=0
+for t in backend_parity_test backend_model_gpu_test nccl_transport_test; do
+  "$here/bin/$t" --gtest_color=no >"$logs/$t.txt" 2>&1
+  rc=$?
+  echo "$t: exit $rc; $(grep -E '^\[  (PASSED  |FAILED  |SKIPPED ) *\] [0-9]+ tests?' "$logs/$t.txt" | tr '\n' ' ')"
+  grep -E 'Failure|error|dlogit' "$logs/$t.txt" | head -20
+  [ $rc -eq 0 ] || status=1
+done
+if [ "${1:-}" = bench ]; then
+  "$here/bin/moeserve-bench-engine" --backend cuda --presets "${PRESETS:-v2-lite}" \
+    --models-dir "${MODELS_DIR:-/tmp/moeserve-models}" >"$logs/bench.json" 2>"$logs/bench.err"
+  echo "bench: exit $?"; tail -c 4000 "$logs/bench.json"
+fi
+exit $status
+RUN
+chmod +x "$out/run.sh"
+du -sh "$out"
