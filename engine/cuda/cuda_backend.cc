@@ -300,6 +300,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   cublasLtHandle_t lt_;
   void* lt_workspace_;
+  LtGemmPlans lt_plans_;
   Scratch x_bf16_;   // Gemm's activations rounded to bf16
   Scratch experts_;  // GroupedExperts' gate and up products
   Scratch sample_;   // Sample's sort buffers
@@ -310,7 +311,7 @@ absl::Status CudaBackend::RunGemm(const GemmArgs& a) {
   cublasStatus_t lt = CUBLAS_STATUS_NOT_SUPPORTED;
   if (a.w.dtype == DType::kF32) {
     lt = LtGemm(lt_, {CUDA_R_32F, a.x, a.m, a.ldx, a.w.data, a.w.rows, a.w.cols, a.y, a.ldy},
-                lt_workspace_, kLtWorkspaceBytes, stream_);
+                lt_workspace_, kLtWorkspaceBytes, stream_, &lt_plans_);
   } else if (a.w.dtype == DType::kBf16) {
     MOESERVE_RETURN_IF_ERROR(
         x_bf16_.Reserve(static_cast<size_t>(a.m * a.w.cols) * sizeof(uint16_t), stream_));
@@ -318,7 +319,7 @@ absl::Status CudaBackend::RunGemm(const GemmArgs& a) {
     MOESERVE_RETURN_IF_CUDA_ERROR(LaunchF32ToBf16({a.x, a.m, a.w.cols, a.ldx, xb}, stream_),
                                   "Gemm: round x to bf16");
     lt = LtGemm(lt_, {CUDA_R_16BF, xb, a.m, a.w.cols, a.w.data, a.w.rows, a.w.cols, a.y, a.ldy},
-                lt_workspace_, kLtWorkspaceBytes, stream_);
+                lt_workspace_, kLtWorkspaceBytes, stream_, &lt_plans_);
   }
   if (lt == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   if (lt != CUBLAS_STATUS_NOT_SUPPORTED) return CublasStatus(lt, "Gemm");

@@ -10,11 +10,13 @@ namespace moeserve::engine::cuda {
 inline constexpr int kGateMaxExperts = 512;
 inline constexpr int kGateMaxGroups = 64;
 
-// The MoE router per token, ops::RouteToken's algorithm step for step (one thread per token):
-// scores (softmax or sigmoid), choice = scores (+ bias for noaux_tc), groups ranked by their
-// top-2 sum (noaux_tc) or max (group_limited_greedy) with all but topk_group dropped, top-k
-// (ties: lower id), weights = scores (normalised when norm_topk_prob and k > 1) times
-// routed_scaling_factor. experts <= kGateMaxExperts, n_group <= kGateMaxGroups.
+// The MoE router per token, ops::RouteToken's algorithm step for step (one warp per token,
+// every value in registers): scores (softmax or sigmoid), choice = scores (+ bias for noaux_tc),
+// groups ranked by their top-2 sum (noaux_tc) or max (group_limited_greedy) with all but
+// topk_group dropped, top-k (ties: lower id), weights = scores (normalised when norm_topk_prob
+// and k > 1) times routed_scaling_factor. The softmax sum is a warp reduction (the reference
+// sums in id order: the scores may differ in the last bit). experts <= kGateMaxExperts,
+// n_group <= kGateMaxGroups.
 struct GateArgs {
   const float* logits = nullptr;  // [tokens, experts]
   const float* bias = nullptr;    // [experts] or null

@@ -11,7 +11,7 @@ constexpr int kPerLane = kAttentionMaxKvr / 32;
 
 // Dynamic shared memory: q [lat], per-warp max and sum [2 * kWarps], per-warp accumulators
 // [kWarps * kvr].
-__global__ void LatentAttentionKernel(LatentAttentionArgs a) {
+__global__ void __launch_bounds__(kWarps * 32) LatentAttentionKernel(LatentAttentionArgs a) {
   extern __shared__ float smem[];
   float* q = smem;
   float* warp_max = q + a.lat;

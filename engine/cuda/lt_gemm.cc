@@ -28,10 +28,18 @@ struct Descriptors {
     }                                                   \
   } while (0)
 
+// The largest power of two up to 256 that divides the address.
+uint32_t Alignment(const void* p) {
+  const uintptr_t v = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && v % a != 0) a /= 2;
+  return a;
+}
+
 }  // namespace
 
 cublasStatus_t LtGemm(cublasLtHandle_t handle, const LtGemmArgs& args, void* workspace,
-                      size_t workspace_bytes, cudaStream_t stream) {
+                      size_t workspace_bytes, cudaStream_t stream, LtGemmPlans* plans) {
   if (args.m <= 0 || args.n <= 0) return CUBLAS_STATUS_SUCCESS;
   Descriptors d;
   MOESERVE_LT_TRY(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -46,17 +54,58 @@ cublasStatus_t LtGemm(cublasLtHandle_t handle, const LtGemmArgs& args, void* wor
   MOESERVE_LT_TRY(cublasLtMatrixLayoutCreate(&d.a, args.type, k, n, args.k));
   MOESERVE_LT_TRY(cublasLtMatrixLayoutCreate(&d.b, args.type, k, m, args.ldx));
   MOESERVE_LT_TRY(cublasLtMatrixLayoutCreate(&d.c, CUDA_R_32F, n, m, args.ldy));
-  MOESERVE_LT_TRY(cublasLtMatmulPreferenceCreate(&d.pref));
-  MOESERVE_LT_TRY(cublasLtMatmulPreferenceSetAttribute(
-      d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof(workspace_bytes)));
-  cublasLtMatmulHeuristicResult_t result = {};
-  int found = 0;
-  MOESERVE_LT_TRY(
-      cublasLtMatmulAlgoGetHeuristic(handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found));
-  if (found == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+  // The heuristic assumes 256-byte aligned pointers unless told otherwise; x and y are often
+  // row or column slices (and expert weights sit at any offset), so give it the real alignment.
+  const uint32_t align_w = Alignment(args.w), align_x = Alignment(args.x),
+                 align_y = Alignment(args.y);
+  const LtGemmPlans::Key key{static_cast<int>(args.type),
+                             args.m,
+                             args.n,
+                             args.k,
+                             args.ldx,
+                             args.ldy,
+                             static_cast<int>(align_x),
+                             static_cast<int>(align_w),
+                             static_cast<int>(align_y)};
+  const LtGemmPlans::Plan* known = plans != nullptr ? plans->Find(key) : nullptr;
+  LtGemmPlans::Plan plan;
+  if (known != nullptr) {
+    plan = *known;
+  } else {
+    MOESERVE_LT_TRY(cublasLtMatmulPreferenceCreate(&d.pref));
+    MOESERVE_LT_TRY(
+        cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                             &workspace_bytes, sizeof(workspace_bytes)));
+    MOESERVE_LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+        d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_w, sizeof(align_w)));
+    MOESERVE_LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+        d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_x, sizeof(align_x)));
+    MOESERVE_LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+        d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_y, sizeof(align_y)));
+    MOESERVE_LT_TRY(cublasLtMatmulPreferenceSetAttribute(
+        d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_y, sizeof(align_y)));
+    cublasLtMatmulHeuristicResult_t result = {};
+    int found = 0;
+    const cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(handle, d.op, d.a, d.b, d.c, d.c,
+                                                            d.pref, 1, &result, &found);
+    // NOT_SUPPORTED is the heuristic's "nothing fits"; other failures are not remembered.
+    if (h != CUBLAS_STATUS_SUCCESS && h != CUBLAS_STATUS_NOT_SUPPORTED) return h;
+    plan.found = h == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+    if (plan.found) plan.algo = result.algo;
+    if (plans != nullptr) plans->Put(key, plan);
+  }
+  if (!plan.found) return CUBLAS_STATUS_NOT_SUPPORTED;
   const float alpha = 1.0f, beta = 0.0f;
-  return cublasLtMatmul(handle, d.op, &alpha, args.w, d.a, args.x, d.b, &beta, args.y, d.c, args.y,
-                        d.c, &result.algo, workspace, workspace_bytes, stream);
+  const cublasStatus_t s =
+      cublasLtMatmul(handle, d.op, &alpha, args.w, d.a, args.x, d.b, &beta, args.y, d.c, args.y,
+                     d.c, &plan.algo, workspace, workspace_bytes, stream);
+  // An algorithm the heuristic offered but the call rejects (alignment or leading-dimension
+  // rules it did not model): enqueued nothing, so let the caller's fallback run, now and later.
+  if (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE) {
+    if (plans != nullptr) plans->Put(key, LtGemmPlans::Plan{});
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  return s;
 }
 
 }  // namespace moeserve::engine::cuda

@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <tuple>
 
 namespace moeserve::engine::cuda {
 
@@ -25,10 +27,35 @@ struct LtGemmArgs {
   int64_t ldy = 0;
 };
 
+// The heuristic's answer per shape and pointer alignment, so that a repeated shape (every layer,
+// every expert) asks cuBLASLt once. One thread at a time, like the backend that owns it.
+class LtGemmPlans {
+ public:
+  struct Plan {
+    bool found = false;
+    cublasLtMatmulAlgo_t algo = {};
+  };
+  // (type, m, n, k, ldx, ldy, x, w and y alignment in bytes).
+  using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int>;
+
+  const Plan* Find(const Key& key) const {
+    auto it = plans_.find(key);
+    return it == plans_.end() ? nullptr : &it->second;
+  }
+  void Put(const Key& key, const Plan& plan) {
+    if (plans_.size() >= 65536) plans_.clear();  // bound the memory for odd shape mixes
+    plans_[key] = plan;
+  }
+
+ private:
+  std::map<Key, Plan> plans_;
+};
+
 // CUBLAS_STATUS_NOT_SUPPORTED when the heuristic offers no algorithm for these shapes and
-// alignments (the caller then uses LaunchTiledGemm).
+// pointer alignments, or cuBLASLt declines the call (the caller then uses LaunchTiledGemm).
+// `plans` may be null (ask the heuristic every time).
 cublasStatus_t LtGemm(cublasLtHandle_t handle, const LtGemmArgs& args, void* workspace,
-                      size_t workspace_bytes, cudaStream_t stream);
+                      size_t workspace_bytes, cudaStream_t stream, LtGemmPlans* plans = nullptr);
 
 }  // namespace moeserve::engine::cuda
 

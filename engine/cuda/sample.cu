@@ -57,7 +57,7 @@ cudaError_t CubBytes(int64_t rows, int64_t vocab, size_t* bytes) {
 }
 
 // Argmax (greedy rows write their id) and, for sampled rows, e = exp((l - max) / T) with ids.
-__global__ void PrepareKernel(SampleArgs a, Layout w) {
+__global__ void __launch_bounds__(kThreads) PrepareKernel(SampleArgs a, Layout w) {
   using Reduce = cub::BlockReduce<int, kThreads>;
   __shared__ typename Reduce::TempStorage temp;
   __shared__ int best_shared;
@@ -123,7 +123,7 @@ __device__ int64_t FirstPast(const float* e, int64_t limit, float threshold, boo
   return result;
 }
 
-__global__ void DrawKernel(SampleArgs a, Layout w) {
+__global__ void __launch_bounds__(kThreads) DrawKernel(SampleArgs a, Layout w) {
   using Reduce = cub::BlockReduce<float, kThreads>;
   __shared__ typename Reduce::TempStorage temp;
   __shared__ float total_shared;
