@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
+#include "engine/step_runner.h"
 
 namespace moeserve::engine {
 
@@ -18,6 +19,9 @@ struct EngineOptions {
   int64_t kv_cache_bytes = int64_t{256} << 20;
   // Chunked prefill: at most this many tokens go through one forward step.
   int64_t max_step_tokens = 512;
+  // Where steps run (borrowed; must outlive the Engine and match its block geometry); null: on
+  // the host (HostStepRunner).
+  StepRunner* runner = nullptr;
 };
 
 using SeqId = int64_t;
@@ -88,6 +92,8 @@ class Engine {
   const Model* model_;
   EngineOptions options_;
   KvCache cache_;
+  HostStepRunner host_runner_;
+  StepRunner* runner_;  // options_.runner, or host_runner_
   std::map<SeqId, Sequence> seqs_;
   SeqId next_id_ = 1;
 };

@@ -168,16 +168,67 @@ absl::StatusOr<T*> BackendModel::Scratch(int slot, int64_t count) {
   return static_cast<T*>(s->data());
 }
 
-absl::StatusOr<std::vector<float>> BackendModel::ReadBlock(int32_t block) {
+float* BackendModel::BlockData(int32_t block) const {
+  const ModelConfig& c = model_->config();
+  return static_cast<float*>(cache_->data()) +
+         block * c.num_hidden_layers * options_.block_tokens * c.latent_dim();
+}
+
+absl::StatusOr<std::vector<float>> BackendModel::ReadBlock(int32_t block) const {
   const ModelConfig& c = model_->config();
   if (block < 0 || block >= options_.num_blocks) {
     return absl::InvalidArgumentError(absl::StrCat("no cache block ", block));
   }
   const int64_t floats = c.num_hidden_layers * options_.block_tokens * c.latent_dim();
   std::vector<float> out(static_cast<size_t>(floats));
-  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(
-      out.data(), static_cast<const float*>(cache_->data()) + block * floats, floats * 4));
+  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), BlockData(block), floats * 4));
   return out;
+}
+
+absl::Status BackendModel::CheckGeometry(const KvCache& cache) const {
+  if (cache.block_tokens() != options_.block_tokens || cache.num_blocks() > options_.num_blocks) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the engine's pool (", cache.num_blocks(), " blocks of ", cache.block_tokens(),
+        " tokens) does not fit the backend cache (", options_.num_blocks, " blocks of ",
+        options_.block_tokens, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
+                                   ExpertExecutor* experts,
+                                   std::vector<std::vector<float>>* logits) {
+  MOESERVE_RETURN_IF_ERROR(CheckGeometry(*cache));
+  return Forward(chunks, experts, logits);
+}
+
+absl::Status BackendModel::CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) {
+  MOESERVE_RETURN_IF_ERROR(CheckGeometry(*cache));
+  const ModelConfig& c = model_->config();
+  const int64_t layer_floats = options_.block_tokens * c.latent_dim();
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    MOESERVE_RETURN_IF_ERROR(backend_->CopyWithin(BlockData(dst) + l * layer_floats,
+                                                  BlockData(src) + l * layer_floats,
+                                                  tokens * c.latent_dim() * 4));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BackendModel::WriteBlock(KvCache* cache, int32_t block, absl::string_view bytes) {
+  MOESERVE_RETURN_IF_ERROR(CheckGeometry(*cache));
+  const ModelConfig& c = model_->config();
+  const int64_t want = c.num_hidden_layers * options_.block_tokens * c.latent_dim() * 4;
+  if (static_cast<int64_t>(bytes.size()) != want) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block of ", bytes.size(), " bytes, expected ", want));
+  }
+  return backend_->CopyToBackend(BlockData(block), bytes.data(), want);
+}
+
+absl::StatusOr<std::string> BackendModel::ReadBlock(const KvCache& cache, int32_t block) const {
+  MOESERVE_RETURN_IF_ERROR(CheckGeometry(cache));
+  MOESERVE_ASSIGN_OR_RETURN(std::vector<float> rows, ReadBlock(block));
+  return std::string(reinterpret_cast<const char*>(rows.data()), rows.size() * sizeof(float));
 }
 
 absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,

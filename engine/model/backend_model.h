@@ -10,6 +10,7 @@
 #include "engine/backend.h"
 #include "engine/expert_executor.h"
 #include "engine/model.h"
+#include "engine/step_runner.h"
 
 namespace moeserve::engine {
 
@@ -30,14 +31,17 @@ struct BackendModelOptions {
 // the two agree bit for bit (tests/unit/engine/backend_model_test.cc): that is how the
 // backend-generic step is checked without a GPU; tests/gpu compares the CUDA backend to it.
 //
+// As an Engine's StepRunner (EngineOptions::runner) the Engine keeps the block accounting and this
+// object the blocks' bytes; the Engine's block_tokens must equal this cache's and its pool must
+// not hold more blocks (FailedPrecondition otherwise).
 // Borrows the model and backend, which must outlive it. Not thread-safe (the engine thread).
-class BackendModel {
+class BackendModel final : public StepRunner {
  public:
   // ResourceExhausted when the backend cannot hold the weights or the cache; FailedPrecondition
   // for a model without its attention-side weights; InvalidArgument for a bad cache size.
   static absl::StatusOr<std::unique_ptr<BackendModel>> Create(const Model* model, Backend* backend,
                                                               const BackendModelOptions& options);
-  ~BackendModel();
+  ~BackendModel() override;
 
   // Model::Forward's contract, over this object's cache (block tables index its blocks).
   // `experts` null: the model's local executor.
@@ -46,7 +50,15 @@ class BackendModel {
 
   // The rows of one cache block for every layer (layers x block_tokens x latent_dim floats, as
   // KvCache lays a block out), read back to the host.
-  absl::StatusOr<std::vector<float>> ReadBlock(int32_t block);
+  absl::StatusOr<std::vector<float>> ReadBlock(int32_t block) const;
+
+  // StepRunner: the Engine's cache supplies the geometry only.
+  absl::Status Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
+                       ExpertExecutor* experts,
+                       std::vector<std::vector<float>>* logits) override;
+  absl::Status CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) override;
+  absl::Status WriteBlock(KvCache* cache, int32_t block, absl::string_view bytes) override;
+  absl::StatusOr<std::string> ReadBlock(const KvCache& cache, int32_t block) const override;
 
   int64_t block_tokens() const { return options_.block_tokens; }
   int64_t num_blocks() const { return options_.num_blocks; }
@@ -59,6 +71,8 @@ class BackendModel {
   struct Weights;
   BackendModel(const Model* model, Backend* backend, const BackendModelOptions& options);
   absl::Status Upload();
+  absl::Status CheckGeometry(const KvCache& cache) const;
+  float* BlockData(int32_t block) const;
   // A scratch buffer of at least `count` elements of T in backend memory, reused across steps.
   template <typename T>
   absl::StatusOr<T*> Scratch(int slot, int64_t count);

@@ -20,7 +20,39 @@ int64_t PoolBlocks(const ModelConfig& config, const EngineOptions& o) {
 Engine::Engine(const Model* model, const EngineOptions& options)
     : model_(model),
       options_(options),
-      cache_(model->config(), options.block_tokens, PoolBlocks(model->config(), options)) {}
+      cache_(model->config(), options.block_tokens, PoolBlocks(model->config(), options)),
+      host_runner_(model),
+      runner_(options.runner != nullptr ? options.runner : &host_runner_) {}
+
+absl::Status HostStepRunner::CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) {
+  cache->CopyBlock(src, dst, tokens);
+  return absl::OkStatus();
+}
+
+absl::Status HostStepRunner::WriteBlock(KvCache* cache, int32_t block, absl::string_view bytes) {
+  const int64_t layers = model_->config().num_hidden_layers;
+  const size_t layer_bytes =
+      static_cast<size_t>(cache->block_tokens() * cache->latent_dim()) * sizeof(float);
+  if (bytes.size() != layer_bytes * layers) {
+    return absl::InvalidArgumentError(absl::StrCat("block of ", bytes.size(), " bytes, expected ",
+                                                   layer_bytes * layers));
+  }
+  for (int64_t l = 0; l < layers; ++l) {
+    std::memcpy(cache->Row(block, l, 0), bytes.data() + l * layer_bytes, layer_bytes);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> HostStepRunner::ReadBlock(const KvCache& cache, int32_t block) const {
+  const int64_t layers = model_->config().num_hidden_layers;
+  const size_t layer_bytes =
+      static_cast<size_t>(cache.block_tokens() * cache.latent_dim()) * sizeof(float);
+  std::string out(layer_bytes * layers, '\0');
+  for (int64_t l = 0; l < layers; ++l) {
+    std::memcpy(out.data() + l * layer_bytes, cache.Row(block, l, 0), layer_bytes);
+  }
+  return out;
+}
 
 Engine::~Engine() {
   for (auto& [id, s] : seqs_) {
@@ -87,7 +119,12 @@ absl::StatusOr<SeqId> Engine::Fork(SeqId seq, int64_t prefix_len) {
       for (int32_t b : fork.blocks) cache_.Release(b);
       return copy.status();
     }
-    cache_.CopyBlock(src->blocks[full], *copy, prefix_len % bt);
+    absl::Status copied = runner_->CopyBlock(&cache_, src->blocks[full], *copy, prefix_len % bt);
+    if (!copied.ok()) {
+      cache_.Release(*copy);
+      for (int32_t b : fork.blocks) cache_.Release(b);
+      return copied;
+    }
     fork.blocks.push_back(*copy);
   }
   SeqId id = next_id_++;
@@ -129,8 +166,6 @@ absl::StatusOr<int64_t> Engine::ImportPrefix(SeqId seq, absl::Span<const std::st
   const int64_t bt = cache_.block_tokens();
   const int64_t usable = (static_cast<int64_t>(s->tokens.size()) - 1) / bt;
   const int64_t n = std::min<int64_t>(usable, static_cast<int64_t>(blocks.size()));
-  const int64_t layers = model_->config().num_hidden_layers;
-  const size_t layer_bytes = static_cast<size_t>(bt * cache_.latent_dim()) * sizeof(float);
   for (int64_t i = 0; i < n; ++i) {
     if (static_cast<int64_t>(blocks[i].size()) != BlockBytes()) {
       return absl::InvalidArgumentError(absl::StrCat("cached block ", i, " has ",
@@ -142,9 +177,7 @@ absl::StatusOr<int64_t> Engine::ImportPrefix(SeqId seq, absl::Span<const std::st
     absl::StatusOr<int32_t> b = cache_.Allocate();
     if (!b.ok()) return b.status();
     s->blocks.push_back(*b);
-    for (int64_t l = 0; l < layers; ++l) {
-      std::memcpy(cache_.Row(*b, l, 0), blocks[i].data() + l * layer_bytes, layer_bytes);
-    }
+    MOESERVE_RETURN_IF_ERROR(runner_->WriteBlock(&cache_, *b, blocks[i]));
     s->cached += bt;
   }
   return s->cached;
@@ -159,13 +192,7 @@ absl::StatusOr<std::string> Engine::ExportBlock(SeqId seq, int64_t index) const 
     return absl::InvalidArgumentError(absl::StrCat("block ", index, " of sequence ", seq,
                                                    " is not fully computed"));
   }
-  const int64_t layers = model_->config().num_hidden_layers;
-  const size_t layer_bytes = static_cast<size_t>(bt * cache_.latent_dim()) * sizeof(float);
-  std::string out(static_cast<size_t>(BlockBytes()), '\0');
-  for (int64_t l = 0; l < layers; ++l) {
-    std::memcpy(out.data() + l * layer_bytes, cache_.Row(s.blocks[index], l, 0), layer_bytes);
-  }
-  return out;
+  return runner_->ReadBlock(cache_, s.blocks[index]);
 }
 
 absl::StatusOr<int64_t> Engine::CachedTokens(SeqId seq) const {
@@ -239,7 +266,7 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
     return outputs;
   }
   std::vector<std::vector<float>> logits;
-  MOESERVE_RETURN_IF_ERROR(model_->Forward(chunks, &cache_, experts, &logits));
+  MOESERVE_RETURN_IF_ERROR(runner_->Forward(chunks, &cache_, experts, &logits));
   size_t next_logits = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
     seqs_[chunk_seq[i]].cached += static_cast<int64_t>(chunks[i].tokens.size());

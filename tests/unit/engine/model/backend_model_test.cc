@@ -4,11 +4,13 @@
 
 #include "engine/model/backend_experts.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "engine/backend_registry.h"
+#include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "gtest/gtest.h"
@@ -152,6 +154,99 @@ INSTANTIATE_TEST_SUITE_P(
                  {"norm_topk_prob", false},
                  {"rope_scaling", nullptr}}}),
     [](const ::testing::TestParamInfo<Variant>& p) { return std::string(p.param.name); });
+
+// An Engine whose steps run on BackendModel (the CPU backend) against the host Engine: prompts,
+// chunked prefill, decode, a fork inside a block, and a prefix exported from one and imported
+// into the other; every logit vector and exported block the same.
+TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
+  std::unique_ptr<Model> m = Load("engine", ComputeDType::kF32, Json::object());
+  ASSERT_NE(m, nullptr);
+  absl::StatusOr<BackendPtr> backend = CreateBackend("cpu:2");
+  ASSERT_TRUE(backend.ok());
+  EngineOptions eo;
+  eo.block_tokens = kBlockTokens;
+  eo.kv_cache_tokens = kBlocks * kBlockTokens;
+  eo.max_step_tokens = 6;  // chunked prefill
+  BackendModelOptions bo;
+  bo.block_tokens = kBlockTokens;
+  bo.num_blocks = kBlocks;
+  absl::StatusOr<std::unique_ptr<BackendModel>> bm = BackendModel::Create(m.get(), backend->get(), bo);
+  ASSERT_TRUE(bm.ok()) << bm.status();
+  Engine host(m.get(), eo);
+  eo.runner = bm->get();
+  Engine dev(m.get(), eo);
+  auto step_all = [](Engine* e) {
+    std::map<SeqId, std::vector<float>> out;
+    while (e->HasPending()) {
+      absl::StatusOr<std::vector<StepOutput>> o = e->Step();
+      EXPECT_TRUE(o.ok()) << o.status();
+      if (!o.ok()) break;
+      for (StepOutput& x : *o) out[x.seq] = std::move(x.logits);
+    }
+    return out;
+  };
+  const std::vector<int32_t> p1 = {3, 1, 4, 1, 5, 9, 2, 6, 5}, p2 = {7, 7, 250};
+  for (Engine* e : {&host, &dev}) {
+    ASSERT_TRUE(e->Add(p1).ok());
+    ASSERT_TRUE(e->Add(p2).ok());
+  }
+  std::map<SeqId, std::vector<float>> want = step_all(&host), got = step_all(&dev);
+  ASSERT_EQ(want.size(), 2u);
+  EXPECT_EQ(got, want);
+  for (int step = 0; step < 3; ++step) {
+    for (auto& [seq, logits] : want) {
+      const int32_t next = Argmax(logits);
+      ASSERT_TRUE(host.Append(seq, next).ok());
+      ASSERT_TRUE(dev.Append(seq, next).ok());
+    }
+    want = step_all(&host);
+    got = step_all(&dev);
+    EXPECT_EQ(got, want) << "decode step " << step;
+  }
+  // A fork in the middle of a block copies that block's first slots on the backend.
+  const SeqId first = want.begin()->first;
+  absl::StatusOr<SeqId> fh = host.Fork(first, 6), fd = dev.Fork(first, 6);
+  ASSERT_TRUE(fh.ok() && fd.ok());
+  ASSERT_TRUE(host.Append(*fh, 11).ok());
+  ASSERT_TRUE(dev.Append(*fd, 11).ok());
+  want = step_all(&host);
+  got = step_all(&dev);
+  ASSERT_EQ(want.size(), 1u);
+  EXPECT_EQ(got, want);
+  // Block bytes round-trip between the two: exported from the device engine, imported by the
+  // host one (and the other way), the continuation is the same.
+  absl::StatusOr<std::string> bd = dev.ExportBlock(first, 0), bh = host.ExportBlock(first, 0);
+  ASSERT_TRUE(bd.ok() && bh.ok());
+  EXPECT_EQ(*bd, *bh);
+  std::vector<int32_t> p3(p1.begin(), p1.begin() + kBlockTokens + 2);
+  absl::StatusOr<SeqId> ih = host.Add(p3), id = dev.Add(p3);
+  ASSERT_TRUE(ih.ok() && id.ok());
+  ASSERT_EQ(*host.ImportPrefix(*ih, {*bd}), kBlockTokens);
+  ASSERT_EQ(*dev.ImportPrefix(*id, {*bh}), kBlockTokens);
+  want = step_all(&host);
+  got = step_all(&dev);
+  ASSERT_EQ(want.size(), 1u);
+  EXPECT_EQ(got, want);
+}
+
+TEST(BackendModelEngineTest, AMismatchedPoolIsFailedPrecondition) {
+  std::unique_ptr<Model> m = Load("mismatch", ComputeDType::kF32, Json::object());
+  ASSERT_NE(m, nullptr);
+  absl::StatusOr<BackendPtr> backend = CreateBackend("cpu");
+  ASSERT_TRUE(backend.ok());
+  BackendModelOptions bo;
+  bo.block_tokens = kBlockTokens;
+  bo.num_blocks = 2;
+  absl::StatusOr<std::unique_ptr<BackendModel>> bm = BackendModel::Create(m.get(), backend->get(), bo);
+  ASSERT_TRUE(bm.ok());
+  EngineOptions eo;
+  eo.block_tokens = kBlockTokens;
+  eo.kv_cache_tokens = 8 * kBlockTokens;  // more blocks than the backend cache holds
+  eo.runner = bm->get();
+  Engine e(m.get(), eo);
+  ASSERT_TRUE(e.Add({1, 2, 3}).ok());
+  EXPECT_EQ(e.Step().status().code(), absl::StatusCode::kFailedPrecondition);
+}
 
 TEST(BackendModelErrorsTest, BadBlocksTokensAndSizesAreInvalidArgument) {
   std::unique_ptr<Model> m = Load("errors", ComputeDType::kF32, Json::object());
