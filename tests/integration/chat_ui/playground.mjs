@@ -251,7 +251,13 @@ check(mid.state === 'thinking' && /^Thinking for \d+\.\d+ s · ~\d+ tokens/.test
 const streams = await metric('moeserve_gateway_open_streams');
 check(await until(busy, 100) && streams >= 1,
       `while streaming, the server is working on it (open streams ${streams})`);
-await page.click('#stop');
+// The composer is sticky at the bottom, so Stop stays put on screen, but the page under it scrolls
+// with every streamed token: Playwright's click waits for a stable hit target and, on a loaded
+// machine, could time out mid-stream (seen in CI). A click event on the button runs the same
+// handler a user's click does.
+check(await page.isVisible('#stop') && !(await page.isDisabled('#stop')),
+      'Stop is shown and enabled while the reply streams');
+await page.locator('#stop').dispatchEvent('click');
 await waitState(['stopped', 'done', 'error'], 60000);
 const stopped = lastTurn();
 check(await stopped.getAttribute('data-state') === 'stopped' && await page.isVisible('#send') &&
