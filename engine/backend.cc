@@ -12,6 +12,25 @@ absl::Status Invalid(const char* op, absl::string_view what) {
 
 }  // namespace
 
+bool FullSupport(OpKind op, DType dtype) {
+  switch (op) {
+    case OpKind::kGemm:
+    case OpKind::kGroupedExperts:
+      return dtype == DType::kF32 || dtype == DType::kBf16 || dtype == DType::kF8E4M3;
+    case OpKind::kEmbedding:
+      return dtype == DType::kF32 || dtype == DType::kBf16;
+    case OpKind::kRmsNorm:
+    case OpKind::kRope:
+    case OpKind::kGate:
+    case OpKind::kSiluMul:
+    case OpKind::kAdd:
+    case OpKind::kLatentAttention:
+    case OpKind::kSample:
+      return dtype == DType::kF32;
+  }
+  return false;
+}
+
 GateConfig GateConfigFrom(const ModelConfig& config) {
   GateConfig g;
   g.n_routed_experts = config.n_routed_experts;

@@ -261,6 +261,10 @@ class Backend {
 };
 using BackendPtr = std::unique_ptr<Backend>;
 
+// The op and dtype pairs of the full interface (what the CPU reference runs); a backend that
+// implements every op for every dtype answers Supports() with this.
+bool FullSupport(OpKind op, DType dtype);
+
 // Host-side argument checks shared by the backends (InvalidArgument naming the field).
 absl::Status ValidateCopy2D(int64_t ld_dst, int64_t ld_src, int64_t rows, int64_t row_bytes);
 absl::Status ValidateWeight(const WeightView& w, const char* what);

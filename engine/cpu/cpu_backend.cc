@@ -93,24 +93,7 @@ CpuBackend::CpuBackend(int threads) {
 
 CpuBackend::~CpuBackend() = default;
 
-bool CpuBackend::Supports(OpKind op, DType dtype) const {
-  switch (op) {
-    case OpKind::kGemm:
-    case OpKind::kGroupedExperts:
-      return dtype == DType::kF32 || dtype == DType::kBf16 || dtype == DType::kF8E4M3;
-    case OpKind::kEmbedding:
-      return dtype == DType::kF32 || dtype == DType::kBf16;
-    case OpKind::kRmsNorm:
-    case OpKind::kRope:
-    case OpKind::kGate:
-    case OpKind::kSiluMul:
-    case OpKind::kAdd:
-    case OpKind::kLatentAttention:
-    case OpKind::kSample:
-      return dtype == DType::kF32;
-  }
-  return false;
-}
+bool CpuBackend::Supports(OpKind op, DType dtype) const { return FullSupport(op, dtype); }
 
 absl::StatusOr<BufferPtr> CpuBackend::Allocate(int64_t bytes, MemoryType type) {
   if (bytes < 0) return absl::InvalidArgumentError("Allocate: bytes < 0");

@@ -122,24 +122,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
 
-  bool Supports(OpKind op, DType dtype) const override {
-    switch (op) {
-      case OpKind::kGemm:
-      case OpKind::kGroupedExperts:
-        return dtype == DType::kF32 || dtype == DType::kBf16 || dtype == DType::kF8E4M3;
-      case OpKind::kEmbedding:
-        return dtype == DType::kF32 || dtype == DType::kBf16;
-      case OpKind::kRmsNorm:
-      case OpKind::kRope:
-      case OpKind::kGate:
-      case OpKind::kSiluMul:
-      case OpKind::kAdd:
-      case OpKind::kLatentAttention:
-      case OpKind::kSample:
-        return dtype == DType::kF32;
-    }
-    return false;
-  }
+  bool Supports(OpKind op, DType dtype) const override { return FullSupport(op, dtype); }
 
   absl::StatusOr<BufferPtr> Allocate(int64_t bytes, MemoryType type) override {
     if (bytes < 0) return absl::InvalidArgumentError("Allocate: bytes < 0");
