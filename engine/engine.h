@@ -45,6 +45,9 @@ class Engine {
   Engine(const Model* model, const EngineOptions& options);
   ~Engine();
 
+  // Blocks in the KV pool an Engine with these options has (what a StepRunner must hold).
+  static int64_t PoolBlocks(const ModelConfig& config, const EngineOptions& options);
+
   absl::StatusOr<SeqId> Add(const std::vector<int32_t>& prompt);
   // A new sequence holding the first `prefix_len` tokens of `seq`, which must already be in the
   // cache; full blocks are shared, the partial last one is copied.

@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "common/log.h"
+#include "engine/backend_registry.h"
 #include "expert-shard/collective_connect.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -24,7 +26,7 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
                                        "threads", "kv-cache-tokens", "kv-cache-mb",
                                        "block-tokens", "max-step-tokens", "expert-shards",
                                        "placement", "host", "metrics-port",
-                                       "expert-transport", "cuda-device"},
+                                       "expert-transport", "cuda-device", "backend"},
                                       {}));
   WorkerConfig c;
   MOESERVE_ASSIGN_OR_RETURN(c.model_dir, f.Required("model"));
@@ -54,6 +56,7 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
     return absl::InvalidArgumentError("--cuda-device out of range");
   }
   c.cuda_device = static_cast<int>(cuda_device);
+  c.backend = f.Get("backend").value_or("");
   MOESERVE_ASSIGN_OR_RETURN(c.model.compute,
                             engine::ParseComputeDType(f.Get("compute-dtype").value_or("bf16")));
   MOESERVE_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 0));
@@ -133,6 +136,23 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
   ss << in.rdbuf();
   LoopOptions lo;
   lo.engine = config.engine;
+  if (!config.backend.empty()) {
+    // The engine's steps on a backend (a GPU): the same blocks, their bytes in backend memory.
+    MOESERVE_ASSIGN_OR_RETURN(s->backend_, engine::CreateBackend(config.backend));
+    engine::BackendModelOptions bo;
+    bo.block_tokens = config.engine.block_tokens;
+    bo.num_blocks = engine::Engine::PoolBlocks(s->model_->config(), config.engine);
+    MOESERVE_ASSIGN_OR_RETURN(s->backend_model_,
+                              engine::BackendModel::Create(s->model_.get(), s->backend_.get(), bo));
+    lo.engine.runner = s->backend_model_.get();
+    if (experts == nullptr) {
+      MOESERVE_ASSIGN_OR_RETURN(
+          s->backend_experts_,
+          engine::BackendExpertExecutor::Create(s->model_.get(), s->backend_.get()));
+      experts = s->backend_experts_.get();
+    }
+    LogInfo(absl::StrCat("worker steps run on backend '", s->backend_->name(), "'"));
+  }
   lo.hash_seed = PrefixSeed(ss.str(), config.model.compute);
   lo.metrics = s->metrics_.get();
   // Structured output masks tokens by their bytes: take them from the model's tokenizer.

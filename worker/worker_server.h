@@ -6,7 +6,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/backend.h"
 #include "engine/model.h"
+#include "engine/model/backend_experts.h"
+#include "engine/model/backend_model.h"
 #include "grpcpp/grpcpp.h"
 #include "kvcache/kvcache_client.h"
 #include "expert-shard/placement.h"
@@ -35,6 +38,10 @@ struct WorkerConfig {
   // through the shards' JoinCollective; this worker's rank on GPU cuda_device).
   std::string expert_transport = "grpc";
   int cuda_device = 0;
+  // Where the engine's steps run: empty for the host engine, or a backend spec ("cuda",
+  // "cuda:N", "cpu:N"; engine/backend_registry.h). With a backend and no shards, the routed
+  // experts run on it too.
+  std::string backend;
   engine::ModelOptions model;
   engine::EngineOptions engine;
 };
@@ -42,7 +49,7 @@ struct WorkerConfig {
 inline constexpr char kWorkerUsage[] =
     "usage: moeserve-worker --model DIR [--port N] [--host ADDR] [--role prefill|decode|both]\n"
     "         [--kvcache HOST:PORT] [--expert-shards HOST:PORT[,...]] [--placement SPEC]\n"
-    "         [--expert-transport grpc|nccl] [--cuda-device N]\n"
+    "         [--expert-transport grpc|nccl] [--cuda-device N] [--backend cuda[:N]|cpu[:N]]\n"
     "         [--compute-dtype bf16|f32] [--threads N] [--kv-cache-tokens N] [--kv-cache-mb N]\n"
     "         [--block-tokens N] [--max-step-tokens N] [--metrics-port N]\n";
 
@@ -72,6 +79,9 @@ class WorkerServer {
   std::unique_ptr<expert_shard::GrpcTransport> transport_;  // control plane, and data plane
   std::unique_ptr<expert_shard::CollectiveTransport> collective_;  // data plane with nccl
   std::unique_ptr<expert_shard::RemoteExpertExecutor> remote_experts_;
+  engine::BackendPtr backend_;  // with --backend; outlive the loop that steps on them
+  std::unique_ptr<engine::BackendModel> backend_model_;
+  std::unique_ptr<engine::BackendExpertExecutor> backend_experts_;
   std::unique_ptr<EngineLoop> loop_;
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -7,15 +7,11 @@
 #include "common/status_macros.h"
 
 namespace moeserve::engine {
-namespace {
-
-int64_t PoolBlocks(const ModelConfig& config, const EngineOptions& o) {
+int64_t Engine::PoolBlocks(const ModelConfig& config, const EngineOptions& o) {
   int64_t bt = std::max<int64_t>(1, o.block_tokens);
   if (o.kv_cache_tokens > 0) return (o.kv_cache_tokens + bt - 1) / bt;
   return KvCache::BlocksForBytes(config, bt, o.kv_cache_bytes);
 }
-
-}  // namespace
 
 Engine::Engine(const Model* model, const EngineOptions& options)
     : model_(model),

@@ -40,9 +40,11 @@ class WorkerClusterTest : public ::testing::Test {
     decode_ = Start(Role::kDecode);
   }
 
-  std::unique_ptr<WorkerServer> Start(Role role, std::vector<std::string> shards = {}) {
+  std::unique_ptr<WorkerServer> Start(Role role, std::vector<std::string> shards = {},
+                                      const std::string& backend = "") {
     WorkerConfig c;
     c.expert_shards = std::move(shards);
+    c.backend = backend;
     c.model_dir = *dir_;
     c.role = role;
     c.kvcache = "127.0.0.1:" + std::to_string(kv_->Port());
@@ -190,6 +192,25 @@ TEST_F(WorkerClusterTest, DecodeWithExpertsOnTwoShardsEqualsTheSingleProcessEngi
   std::vector<int32_t> got = Decode(Stub(*both).get(), Spec(prompt, 10), nullptr, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(got, Reference(prompt, 10));
+}
+
+// The worker's steps on a Backend (BackendModel + BackendExpertExecutor over the CPU backend,
+// the code path a GPU worker takes with --backend cuda) give the single-process engine's tokens.
+TEST_F(WorkerClusterTest, DecodeOnABackendEqualsTheSingleProcessEngine) {
+  std::unique_ptr<WorkerServer> on_backend = Start(Role::kBoth, {}, "cpu:2");
+  ASSERT_NE(on_backend, nullptr);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 11; ++i) prompt.push_back((i * 29 + 3) % 384);
+  grpc::Status st;
+  std::vector<int32_t> got = Decode(Stub(*on_backend).get(), Spec(prompt, 10), nullptr, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(got, Reference(prompt, 10));
+  // An unknown backend is refused at start-up with the reason.
+  WorkerConfig c;
+  c.model_dir = *dir_;
+  c.backend = "tpu";
+  absl::StatusOr<std::unique_ptr<WorkerServer>> bad = WorkerServer::Create(c);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
 }
 
 TEST_F(WorkerClusterTest, RolesAndBadInputAreRefusedWithClearStatuses) {
