@@ -10,9 +10,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "engine/backend_registry.h"
 #include "engine/chat_template.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/model/backend_experts.h"
+#include "engine/model/backend_model.h"
 #include "engine/reasoning.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
@@ -38,6 +41,7 @@ struct GenerateRequest {
   bool all_logits = false;
   engine::ModelOptions model_options;
   engine::EngineOptions engine_options;
+  std::string backend;  // --backend SPEC: the steps on a Backend (engine/backend_registry.h)
 };
 
 absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& args) {
@@ -47,7 +51,7 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
                              "max-new-tokens", "temperature", "top-k", "top-p", "min-p",
                              "presence-penalty", "frequency-penalty", "repetition-penalty",
                              "seed", "compute-dtype", "threads", "kv-cache-tokens", "kv-cache-mb",
-                             "block-tokens", "max-step-tokens"},
+                             "block-tokens", "max-step-tokens", "backend"},
                             {"json", "all-logits", "chat"}));
   GenerateRequest r;
   MOESERVE_ASSIGN_OR_RETURN(r.model_dir, f.Required("model"));
@@ -100,6 +104,7 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
     return absl::InvalidArgumentError(
         "--block-tokens, --max-step-tokens and --kv-cache-mb must be positive");
   }
+  r.backend = f.Get("backend").value_or("");
   r.json = f.Has("json");
   r.all_logits = f.Has("all-logits");
   return r;
@@ -159,7 +164,22 @@ absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model
                                    int64_t sample_vocab, engine::ThinkingBudgetEnforcer* budget,
                                    TokenSink* sink) {
   MOESERVE_RETURN_IF_ERROR(engine::ValidateSamplingParams(r.sampling, model.config().vocab_size));
-  engine::Engine eng(&model, r.engine_options);
+  // With --backend the steps and the routed experts run there, over the same engine.
+  engine::EngineOptions engine_options = r.engine_options;
+  engine::BackendPtr backend;
+  std::unique_ptr<engine::BackendModel> on_backend;
+  std::unique_ptr<engine::BackendExpertExecutor> backend_experts;
+  if (!r.backend.empty()) {
+    MOESERVE_ASSIGN_OR_RETURN(backend, engine::CreateBackend(r.backend));
+    engine::BackendModelOptions bo;
+    bo.block_tokens = engine_options.block_tokens;
+    bo.num_blocks = engine::Engine::PoolBlocks(model.config(), engine_options);
+    MOESERVE_ASSIGN_OR_RETURN(on_backend, engine::BackendModel::Create(&model, backend.get(), bo));
+    MOESERVE_ASSIGN_OR_RETURN(backend_experts,
+                              engine::BackendExpertExecutor::Create(&model, backend.get()));
+    engine_options.runner = on_backend.get();
+  }
+  engine::Engine eng(&model, engine_options);
   MOESERVE_ASSIGN_OR_RETURN(engine::SeqId seq, eng.Add(prompt));
   engine::Sampler sampler(r.sampling, 0);
   const std::optional<int64_t> eos = model.config().eos_token_id;
@@ -173,7 +193,7 @@ absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model
     for (int32_t t : budget->AtStart()) MOESERVE_RETURN_IF_ERROR(emit(t));
   }
   while (static_cast<int64_t>(g.tokens.size()) < r.max_new_tokens) {
-    MOESERVE_ASSIGN_OR_RETURN(std::vector<engine::StepOutput> out, eng.Step());
+    MOESERVE_ASSIGN_OR_RETURN(std::vector<engine::StepOutput> out, eng.Step(backend_experts.get()));
     if (out.empty()) continue;  // a prompt chunk that did not finish the prompt
     std::vector<float>& logits = out[0].logits;
     if (g.first_logits.empty()) g.first_logits = logits;
@@ -195,7 +215,7 @@ absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model
   if (g.first_logits.empty() && r.max_new_tokens == 0) {
     // Still report the prompt's logits.
     while (g.first_logits.empty()) {
-      MOESERVE_ASSIGN_OR_RETURN(std::vector<engine::StepOutput> out, eng.Step());
+      MOESERVE_ASSIGN_OR_RETURN(std::vector<engine::StepOutput> out, eng.Step(backend_experts.get()));
       if (!out.empty()) g.first_logits = std::move(out[0].logits);
     }
   }

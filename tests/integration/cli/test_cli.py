@@ -56,6 +56,12 @@ seeded = [json.loads(run("generate", "--model", model, "--prompt-ids", "1,2,3", 
                          "8", "--temperature", "1.0", "--seed", s, "--json").stdout)["tokens"]
           for s in ("7", "7", "8")]
 check(seeded[0] == seeded[1] and seeded[0] != seeded[2], "sampling is reproducible per seed")
+# --backend: the same engine with its steps and experts on a Backend (the path of `--backend
+# cuda`); the CPU backend runs the same operations, so the output is identical.
+on_backend = json.loads(run("generate", "--model", model, "--prompt-ids", "0,5,17",
+                            "--max-new-tokens", "6", "--compute-dtype", "f32", "--json",
+                            "--all-logits", "--backend", "cpu:2").stdout)
+check(on_backend == f32, "generate --backend cpu:2 equals the host engine exactly")
 
 # Tokenizer round trip through the CLI (R1 flavour: <think> is one token).
 ids = json.loads(run("tokenize", "--model", model, "--text", "Hi <think>\n", "--json").stdout)["ids"]
@@ -83,6 +89,7 @@ expect_error(["generate", "--model", model, "--prompt-ids", "1", "--temperature"
              "temperature")
 expect_error(["generate", "--model", model, "--prompt-ids", "1", "--top-p", "0"], "top_p")
 expect_error(["generate", "--model", model, "--prompt-ids", "1", "--bogus"], "--bogus")
+expect_error(["generate", "--model", model, "--prompt-ids", "1", "--backend", "tpu"], "tpu")
 expect_error(["generate", "--model", model], "--prompt")
 expect_error(["generate", "--model", os.path.join(WORK, "nope"), "--prompt-ids", "1"],
              "config.json")
