@@ -110,7 +110,7 @@ void EncodeReply(const absl::Status& status, Reply* reply) {
   reply->code = static_cast<int64_t>(status.code());
   const size_t n = std::min(status.message().size(), static_cast<size_t>(kMessageBytes));
   reply->message_bytes = static_cast<int64_t>(n);
-  std::memcpy(reply->message, status.message().data(), n);
+  if (n > 0) std::memcpy(reply->message, status.message().data(), n);  // OK has no message
 }
 
 absl::Status DecodeReply(const Reply& reply) {

@@ -89,7 +89,9 @@ class CpuPeerGroup final : public PeerGroup {
     for (const PeerOp& op : ops) {
       if (op.kind != PeerOp::Kind::kSend) continue;
       boxes_->Put(rank_, op.peer,
-                  std::string(static_cast<const char*>(op.data), static_cast<size_t>(op.bytes)));
+                  op.bytes > 0 ? std::string(static_cast<const char*>(op.data),
+                                             static_cast<size_t>(op.bytes))
+                               : std::string());
     }
     std::string message;
     for (const PeerOp& op : ops) {
