@@ -14,8 +14,7 @@
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "gtest/gtest.h"
-#include "tests/testing/tiny_model.h"
-#include "tools/moeserve/mkmodel.h"
+#include "tests/unit/engine/model/small_model.h"
 
 namespace moeserve::engine {
 namespace {
@@ -26,15 +25,7 @@ constexpr int64_t kBlockTokens = 4;
 constexpr int64_t kBlocks = 16;
 
 std::unique_ptr<Model> Load(const std::string& name, ComputeDType compute, const Json& patch) {
-  std::string dir = testing::TempDir(name);
-  absl::Status st = cli::WriteRandomCheckpoint(testing::SmallConfig(patch), dir, 11, false);
-  EXPECT_TRUE(st.ok()) << st;
-  ModelOptions o;
-  o.compute = compute;
-  o.threads = 2;
-  absl::StatusOr<std::unique_ptr<Model>> m = Model::Load(dir, o);
-  EXPECT_TRUE(m.ok()) << m.status();
-  return m.ok() ? std::move(*m) : nullptr;
+  return testing::LoadSmall(name, compute, patch, /*fp8=*/false, /*seed=*/11);
 }
 
 int32_t Argmax(const std::vector<float>& v) {

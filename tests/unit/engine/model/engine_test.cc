@@ -11,6 +11,7 @@
 #include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "tests/testing/tiny_model.h"
+#include "tests/unit/engine/model/small_model.h"
 #include "tools/moeserve/mkmodel.h"
 
 namespace moeserve::engine {
@@ -18,18 +19,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-std::unique_ptr<Model> LoadSmall(const std::string& name, ComputeDType compute,
-                                 const Json& patch = Json::object(), bool fp8 = false) {
-  std::string dir = testing::TempDir(name);
-  absl::Status st = cli::WriteRandomCheckpoint(testing::SmallConfig(patch), dir, 7, fp8);
-  EXPECT_TRUE(st.ok()) << st;
-  ModelOptions o;
-  o.compute = compute;
-  o.threads = 2;
-  absl::StatusOr<std::unique_ptr<Model>> m = Model::Load(dir, o);
-  EXPECT_TRUE(m.ok()) << m.status();
-  return m.ok() ? std::move(*m) : nullptr;
-}
+using testing::LoadSmall;
 
 int32_t Argmax(const std::vector<float>& v) {
   int32_t best = 0;
