@@ -12,6 +12,7 @@ constexpr char kUsage[] =
     "  up        [--model DIR] [--port 8000] [--prefill N] [--decode N] [--shards N]\n"
     "            [--compute-dtype bf16|f32] [--price-table FILE] [--api-keys FILE]\n"
     "            [--placement SPEC] [--restart-delay-s S] [--stream-resume-grace-s SECONDS]\n"
+    "            [--backend cuda[:N]|cpu[:N]]   (the workers' steps on a backend)\n"
     "            start a whole cluster on loopback (S: restart a process that dies after S s)\n"
     "  mkmodel   --out DIR [--preset tiny|small|v2-lite|v3] [--seed N] [--dtype bf16|fp8]\n"
     "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
+#include "engine/backend_registry.h"
 #include "common/process.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -140,6 +141,7 @@ struct UpOptions {
   int64_t drain_s = 5;       // --drain-timeout-s of every service (and of the stop)
   int64_t relay_threads = 64, max_queue = 512;  // the router's
   std::string placement;       // expert placement spec for shards and workers ("" = theirs)
+  std::string backend;         // the workers' --backend ("" = the host engine)
   int64_t restart_delay_s = -1;  // restart a process that dies after this long; -1: never
 };
 
@@ -229,6 +231,10 @@ absl::Status Up(const UpOptions& o) {
           absl::StrCat("127.0.0.1:", kv_port), "--compute-dtype", o.compute,
           "--block-tokens", std::to_string(o.block_tokens), "--kv-cache-mb",
           std::to_string(o.kv_cache_mb), "--threads", std::to_string(o.threads)};
+      if (!o.backend.empty()) {
+        argv.push_back("--backend");
+        argv.push_back(o.backend);
+      }
       if (!shard_addrs.empty()) {
         argv.push_back("--expert-shards");
         argv.push_back(absl::StrJoin(shard_addrs, ","));
@@ -350,7 +356,7 @@ int RunUp(const std::vector<std::string>& args) {
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
              "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys", "drain-timeout-s",
              "relay-threads", "max-queue", "placement", "restart-delay-s",
-             "stream-resume-grace-s", "batch-concurrency"},
+             "stream-resume-grace-s", "batch-concurrency", "backend"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -365,6 +371,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.placement = f->Get("placement").value_or("");
   o.stream_resume_grace_s = f->Get("stream-resume-grace-s").value_or("");
   o.batch_concurrency = f->Get("batch-concurrency").value_or("");
+  o.backend = f->Get("backend").value_or("");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {
@@ -388,6 +395,14 @@ int RunUp(const std::vector<std::string>& args) {
   if (o.compute != "bf16" && o.compute != "f32") {
     LogError(absl::InvalidArgumentError("--compute-dtype must be bf16 or f32"));
     return 2;
+  }
+  if (!o.backend.empty()) {
+    // Refuse a backend the workers could not open before starting anything.
+    absl::StatusOr<engine::BackendPtr> probe = engine::CreateBackend(o.backend);
+    if (!probe.ok()) {
+      LogError(probe.status());
+      return 2;
+    }
   }
   struct sigaction sa{};
   sa.sa_handler = OnSignal;
