@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -364,6 +366,16 @@ TEST(ExpertShardBinaryTest, BadFlagsExitWithAClearError) {
   EXPECT_NE(log.find("--shard-id 2 must be below --num-shards 2"), std::string::npos) << log;
 }
 
+// Whether process `pid` is stopped (state T in /proc/PID/stat). kill(SIGSTOP) returns before every
+// thread of the target has stopped, so a fast exchange could still be answered in between.
+bool IsStopped(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');  // the state follows the command name in parentheses
+  return close != std::string::npos && close + 2 < stat.size() &&
+         (stat[close + 2] == 'T' || stat[close + 2] == 't');
+}
+
 // A hung shard (SIGSTOP: the kernel still accepts its connections, nothing answers) fails the
 // exchange Unavailable through the transport's liveness pings long before the call's deadline
 // (120 s here, so a DEADLINE_EXCEEDED in the message would mean the pings did not work), both on
@@ -395,6 +407,8 @@ TEST(ExpertShardBinaryTest, HungShardFailsWithinTheLivenessBoundAndServesAfterSi
   ASSERT_TRUE(open->Exchange(1, {b}, &results).ok());
 
   ASSERT_EQ(kill(p.pid(), SIGSTOP), 0);
+  for (int i = 0; i < 5000 && !IsStopped(p.pid()); ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(IsStopped(p.pid())) << "the shard did not stop";
   absl::Status s = open->Exchange(1, {b}, &results);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_EQ(s.message().find("DEADLINE_EXCEEDED"), absl::string_view::npos) << s;
