@@ -100,6 +100,8 @@ expect_error(["tokenize", "--model", model, "--text", "a", "--bogus"], "bogus")
 expect_error(["detokenize", "--model", model, "--ids", "1,1000000"], "1000000")
 expect_error(["up", "--model", model, "--restart-delay-s", "-2"], "--restart-delay-s")
 expect_error(["up", "--model", model, "--restart-delay-s", "soon"], "restart-delay-s")
+# A backend the workers could not open is refused before any process starts.
+expect_error(["up", "--model", model, "--backend", "tpu"], "tpu")
 # A bad expert placement: the shard refuses it at start-up, `up` says which process and stops.
 up_dir = os.path.join(WORK, "bad-placement")
 shutil.rmtree(up_dir, ignore_errors=True)
