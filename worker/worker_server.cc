@@ -139,9 +139,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
   if (!config.backend.empty()) {
     // The engine's steps on a backend (a GPU): the same blocks, their bytes in backend memory.
     MOESERVE_ASSIGN_OR_RETURN(s->backend_, engine::CreateBackend(config.backend));
-    engine::BackendModelOptions bo;
-    bo.block_tokens = config.engine.block_tokens;
-    bo.num_blocks = engine::Engine::PoolBlocks(s->model_->config(), config.engine);
+    const engine::BackendModelOptions bo =
+        engine::BackendModelOptions::ForEngine(s->model_->config(), config.engine);
     MOESERVE_ASSIGN_OR_RETURN(s->backend_model_,
                               engine::BackendModel::Create(s->model_.get(), s->backend_.get(), bo));
     lo.engine.runner = s->backend_model_.get();

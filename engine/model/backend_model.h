@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/backend.h"
+#include "engine/engine.h"
 #include "engine/expert_executor.h"
 #include "engine/model.h"
 #include "engine/step_runner.h"
@@ -17,6 +18,11 @@ namespace moeserve::engine {
 struct BackendModelOptions {
   int64_t block_tokens = 16;
   int64_t num_blocks = 64;  // the latent cache in backend memory, KvCache's layout
+
+  // The cache geometry of an Engine with these options, for a BackendModel that is its runner.
+  static BackendModelOptions ForEngine(const ModelConfig& config, const EngineOptions& engine) {
+    return {engine.block_tokens, Engine::PoolBlocks(config, engine)};
+  }
 };
 
 // The DeepSeek model's forward step over any Backend (engine/backend.h): the attention-side

@@ -171,9 +171,8 @@ absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model
   std::unique_ptr<engine::BackendExpertExecutor> backend_experts;
   if (!r.backend.empty()) {
     MOESERVE_ASSIGN_OR_RETURN(backend, engine::CreateBackend(r.backend));
-    engine::BackendModelOptions bo;
-    bo.block_tokens = engine_options.block_tokens;
-    bo.num_blocks = engine::Engine::PoolBlocks(model.config(), engine_options);
+    const engine::BackendModelOptions bo =
+        engine::BackendModelOptions::ForEngine(model.config(), engine_options);
     MOESERVE_ASSIGN_OR_RETURN(on_backend, engine::BackendModel::Create(&model, backend.get(), bo));
     MOESERVE_ASSIGN_OR_RETURN(backend_experts,
                               engine::BackendExpertExecutor::Create(&model, backend.get()));
