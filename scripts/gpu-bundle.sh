@@ -8,7 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build/ci}"
-targets=(backend_parity_test backend_model_gpu_test nccl_transport_test moeserve-bench-engine)
+targets=(backend_parity_test backend_model_gpu_test nccl_transport_test worker_test moeserve-bench-engine)
 cmake --build "$build" -j "${MOESERVE_JOBS:-$(nproc)}" --target "${targets[@]}"
 out="$root/.gpu-bundle"
 rm -rf "$out"
@@ -37,6 +37,13 @@ for t in backend_parity_test backend_model_gpu_test nccl_transport_test; do
   grep -E 'Failure|error|dlogit' "$logs/$t.txt" | head -20
   [ $rc -eq 0 ] || status=1
 done
+# A worker whose steps run on the GPU, alone and with its experts on two shards over gRPC.
+MOESERVE_TEST_BACKEND=cuda "$here/bin/worker_test" --gtest_color=no --gtest_filter='*OnABackend*' \
+  >"$logs/worker_test.txt" 2>&1
+rc=$?
+echo "worker_test (cuda): exit $rc; $(grep -E '^\[  (PASSED  |FAILED  ) *\]' "$logs/worker_test.txt" | tr '\n' ' ')"
+grep -E 'Failure|Expected|Which is' "$logs/worker_test.txt" | head -20
+[ $rc -eq 0 ] || status=1
 if [ "${1:-}" = bench ]; then
   "$here/bin/moeserve-bench-engine" --backend cuda --presets "${PRESETS:-v2-lite}" \
     --models-dir "${MODELS_DIR:-/tmp/moeserve-models}" >"$logs/bench.json" 2>"$logs/bench.err"

@@ -1,7 +1,9 @@
 // Prefill and decode workers and the KV-cache service as real gRPC servers in this process: the
 // disaggregated path (prefill on one worker, decode on another, latents through the cache) must
 // give exactly the single-process engine's tokens, and so must a resumed (migrated) decode.
+#include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/engine.h"
@@ -168,12 +170,13 @@ TEST_F(WorkerClusterTest, PrefillThenDecodeOnAnotherWorkerEqualsTheSingleProcess
   }
 }
 
-TEST_F(WorkerClusterTest, DecodeWithExpertsOnTwoShardsEqualsTheSingleProcessEngine) {
+// Two expert shards over gRPC; `addrs` gets their addresses.
+std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> StartShards(
+    const std::string& model_dir, std::vector<std::string>* addrs) {
   std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> shards;
-  std::vector<std::string> addrs;
   for (int i = 0; i < 2; ++i) {
     expert_shard::ShardConfig sc;
-    sc.model_dir = *dir_;
+    sc.model_dir = model_dir;
     sc.host = "127.0.0.1";
     sc.shard_id = i;
     sc.num_shards = 2;
@@ -181,10 +184,18 @@ TEST_F(WorkerClusterTest, DecodeWithExpertsOnTwoShardsEqualsTheSingleProcessEngi
     sc.threads = 1;
     absl::StatusOr<std::unique_ptr<expert_shard::ExpertShardServer>> s =
         expert_shard::ExpertShardServer::Create(sc);
-    ASSERT_TRUE(s.ok()) << s.status();
-    addrs.push_back("127.0.0.1:" + std::to_string((*s)->Port()));
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (!s.ok()) return {};
+    addrs->push_back("127.0.0.1:" + std::to_string((*s)->Port()));
     shards.push_back(std::move(*s));
   }
+  return shards;
+}
+
+TEST_F(WorkerClusterTest, DecodeWithExpertsOnTwoShardsEqualsTheSingleProcessEngine) {
+  std::vector<std::string> addrs;
+  std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> shards = StartShards(*dir_, &addrs);
+  ASSERT_EQ(shards.size(), 2u);
   std::unique_ptr<WorkerServer> both = Start(Role::kBoth, addrs);
   ASSERT_NE(both, nullptr);
   std::vector<int32_t> prompt = {9, 8, 7, 6, 5, 4, 3, 2, 1};
@@ -194,10 +205,18 @@ TEST_F(WorkerClusterTest, DecodeWithExpertsOnTwoShardsEqualsTheSingleProcessEngi
   EXPECT_EQ(got, Reference(prompt, 10));
 }
 
+// The backend the Backend tests run the worker's steps on: the CPU backend here, and the GPU's
+// when the GPU bundle sets MOESERVE_TEST_BACKEND=cuda (scripts/gpu-bundle.sh). In f32 compute the
+// CUDA logits differ from the host's by about 1e-5, far below the sampled tokens' margins here.
+std::string TestBackend() {
+  const char* b = std::getenv("MOESERVE_TEST_BACKEND");
+  return b != nullptr && *b != '\0' ? b : "cpu:2";
+}
+
 // The worker's steps on a Backend (BackendModel + BackendExpertExecutor over the CPU backend,
 // the code path a GPU worker takes with --backend cuda) give the single-process engine's tokens.
 TEST_F(WorkerClusterTest, DecodeOnABackendEqualsTheSingleProcessEngine) {
-  std::unique_ptr<WorkerServer> on_backend = Start(Role::kBoth, {}, "cpu:2");
+  std::unique_ptr<WorkerServer> on_backend = Start(Role::kBoth, {}, TestBackend());
   ASSERT_NE(on_backend, nullptr);
   std::vector<int32_t> prompt;
   for (int i = 0; i < 11; ++i) prompt.push_back((i * 29 + 3) % 384);
@@ -211,6 +230,21 @@ TEST_F(WorkerClusterTest, DecodeOnABackendEqualsTheSingleProcessEngine) {
   c.backend = "tpu";
   absl::StatusOr<std::unique_ptr<WorkerServer>> bad = WorkerServer::Create(c);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+}
+
+// Attention on the backend, routed experts on two shards over gRPC (the activations go through
+// the host between them): the single-process engine's tokens.
+TEST_F(WorkerClusterTest, DecodeOnABackendWithExpertsOnShardsEqualsTheSingleProcessEngine) {
+  std::vector<std::string> addrs;
+  std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> shards = StartShards(*dir_, &addrs);
+  ASSERT_EQ(shards.size(), 2u);
+  std::unique_ptr<WorkerServer> w = Start(Role::kBoth, addrs, TestBackend());
+  ASSERT_NE(w, nullptr);
+  std::vector<int32_t> prompt = {31, 7, 300, 2, 2, 19, 64, 5, 11, 250, 1, 8, 13};
+  grpc::Status st;
+  std::vector<int32_t> got = Decode(Stub(*w).get(), Spec(prompt, 12), nullptr, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(got, Reference(prompt, 12));
 }
 
 TEST_F(WorkerClusterTest, RolesAndBadInputAreRefusedWithClearStatuses) {
