@@ -16,6 +16,7 @@ bool FullSupport(OpKind op, DType dtype) {
   switch (op) {
     case OpKind::kGemm:
     case OpKind::kGroupedExperts:
+    case OpKind::kRoutedExperts:
       return dtype == DType::kF32 || dtype == DType::kBf16 || dtype == DType::kF8E4M3;
     case OpKind::kEmbedding:
       return dtype == DType::kF32 || dtype == DType::kBf16;
@@ -26,6 +27,7 @@ bool FullSupport(OpKind op, DType dtype) {
     case OpKind::kAdd:
     case OpKind::kLatentAttention:
     case OpKind::kSample:
+    case OpKind::kScatterRows:
       return dtype == DType::kF32;
   }
   return false;
@@ -64,6 +66,12 @@ absl::Status ValidateWeight(const WeightView& w, const char* what) {
 absl::Status ValidateGemm(const GemmArgs& a) {
   if (absl::Status s = ValidateWeight(a.w, "Gemm"); !s.ok()) return s;
   if (a.m < 0) return Invalid("Gemm", "m < 0");
+  if (a.batch < 1 || a.stride_x < 0 || a.stride_w < 0 || a.stride_y < 0) {
+    return Invalid("Gemm", "batch < 1 or a negative batch stride");
+  }
+  if (a.batch > 1 && a.w.dtype == DType::kF8E4M3) {
+    return Invalid("Gemm", "batched products take F32 or BF16 weights");
+  }
   if (a.m == 0) return absl::OkStatus();
   if (a.x == nullptr || a.y == nullptr) return Invalid("Gemm", "null x or y");
   if (a.ldx < a.w.cols || a.ldy < a.w.rows) {
@@ -141,8 +149,37 @@ absl::Status ValidateGroupedExperts(const GroupedExpertsArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateRoutedExperts(const RoutedExpertsArgs& a) {
+  if (a.n < 0 || a.k < 0) return Invalid("RoutedExperts", "n < 0 or k < 0");
+  if (a.n == 0 || a.k == 0) return absl::OkStatus();
+  if (a.hidden <= 0 || a.inter <= 0 || a.n_experts <= 0) {
+    return Invalid("RoutedExperts", "hidden, inter and n_experts must be > 0");
+  }
+  if (a.x == nullptr || a.experts == nullptr || a.ids == nullptr || a.weights == nullptr ||
+      a.out == nullptr) {
+    return Invalid("RoutedExperts", "null pointer");
+  }
+  if (a.dtype != DType::kF32 && a.dtype != DType::kBf16 && a.dtype != DType::kF8E4M3) {
+    return Invalid("RoutedExperts", "weights must be F32, BF16 or F8_E4M3");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateScatterRows(const ScatterRowsArgs& a) {
+  if (a.n < 0 || a.width < 0) return Invalid("ScatterRows", "n < 0 or width < 0");
+  if (a.n == 0 || a.width == 0) return absl::OkStatus();
+  if (a.src == nullptr || a.rows == nullptr || a.dst == nullptr) {
+    return Invalid("ScatterRows", "null pointer");
+  }
+  if (a.ld_src < a.width || a.ld_dst < a.width) return Invalid("ScatterRows", "stride below width");
+  return absl::OkStatus();
+}
+
 absl::Status ValidateLatentAttention(const LatentAttentionArgs& a) {
   if (a.items < 0) return Invalid("LatentAttention", "items < 0");
+  if (a.group < 1 || a.items % a.group != 0) {
+    return Invalid("LatentAttention", "group must be >= 1 and divide items");
+  }
   if (a.items == 0) return absl::OkStatus();
   if (a.q == nullptr || a.table_rows == nullptr || a.lens == nullptr || a.block_tables == nullptr ||
       a.cache == nullptr || a.out == nullptr) {

@@ -63,8 +63,10 @@ enum class OpKind {
   kAdd,
   kEmbedding,
   kGroupedExperts,
+  kRoutedExperts,
   kLatentAttention,
   kSample,
+  kScatterRows,
 };
 
 // A weight matrix W[rows = n, cols = k] (row-major, Hugging Face's [out, in]) in backend memory.
@@ -89,6 +91,13 @@ struct GemmArgs {
   WeightView w;
   float* y = nullptr;
   int64_t ldy = 0;
+  // `batch` products of one shape at once (one per attention head, say): product i reads
+  // x + i * stride_x and the weight at w.data + i * stride_w elements, and writes
+  // y + i * stride_y. Strides >= 0; batch > 1 takes kF32 or kBf16 weights only.
+  int64_t batch = 1;
+  int64_t stride_x = 0;
+  int64_t stride_w = 0;
+  int64_t stride_y = 0;
 };
 
 // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for each of `rows` rows of `dim` (ops::RmsNorm).
@@ -175,6 +184,40 @@ struct GroupedExpertsArgs {
   float* out = nullptr;
 };
 
+// One routed expert's weights in backend memory, for RoutedExperts' table (itself in backend
+// memory). The scales are the kF8E4M3 128x128 block scales (null otherwise).
+struct ExpertWeightPointers {
+  const void* gate = nullptr;  // [inter, hidden]
+  const void* up = nullptr;    // [inter, hidden]
+  const void* down = nullptr;  // [hidden, inter]
+  const float* gate_scale = nullptr;
+  const float* up_scale = nullptr;
+  const float* down_scale = nullptr;
+};
+
+// One MoE layer's routed experts with the routing in backend memory, so that no host round trip
+// is needed: for token t < n and slot j < k, with e = ids[t * k + j],
+//   y_tj = down_e(silu(gate_e x_t) * up_e x_t),   out[t] = sum over j in order of
+//   weights[t * k + j] * y_tj   (from zero, as CombineSlots sums).
+// Every expert has one dtype and shape. x, ids, weights, experts and out are backend memory; out
+// must not overlap x. An id outside [0, n_experts): the CPU backend refuses it (InvalidArgument);
+// a device backend cannot report it without a synchronisation and counts that slot as zero.
+// Over the CPU backend this is GroupedExperts over the slots sorted by expert plus CombineSlots,
+// the operations of LocalExpertExecutor.
+struct RoutedExpertsArgs {
+  const float* x = nullptr;  // [n, hidden]
+  int64_t n = 0;
+  int64_t k = 0;
+  int64_t hidden = 0;
+  int64_t inter = 0;
+  int64_t n_experts = 0;
+  DType dtype = DType::kBf16;
+  const ExpertWeightPointers* experts = nullptr;  // [n_experts]
+  const int32_t* ids = nullptr;                   // [n * k]
+  const float* weights = nullptr;                 // [n * k]
+  float* out = nullptr;                           // [n, hidden]
+};
+
 // Paged MLA attention, weight-absorbed (cpu::LatentAttention's math). The cache has the
 // KvCache layout: the row of (block, layer, slot) is
 //   cache + ((block * num_layers + layer) * block_tokens + slot) * lat.
@@ -186,6 +229,9 @@ struct LatentAttentionArgs {
   const float* q = nullptr;
   int64_t ldq = 0;
   int64_t items = 0;
+  // Consecutive items sharing table_rows and lens (the heads of one query token); items % group
+  // == 0. The backends may read each cached row once per group; results do not depend on it.
+  int64_t group = 1;
   const int32_t* table_rows = nullptr;  // [items]
   const int32_t* lens = nullptr;        // [items]
   const int32_t* block_tables = nullptr;
@@ -199,6 +245,19 @@ struct LatentAttentionArgs {
   float scale = 1.0f;
   float* out = nullptr;
   int64_t ld_out = 0;
+};
+
+// dst[rows[i] * ld_dst + c] = src[i * ld_src + c] for i < n, c < width: rows scattered to
+// their places (the new latents of a step into the paged cache). rows is [n] in backend memory,
+// each >= 0 and distinct; the destination rows must not overlap src.
+struct ScatterRowsArgs {
+  const float* src = nullptr;
+  int64_t ld_src = 0;
+  int64_t n = 0;
+  int64_t width = 0;
+  const int64_t* rows = nullptr;
+  float* dst = nullptr;
+  int64_t ld_dst = 0;
 };
 
 // One token per row of logits [rows, vocab] (row stride ld). temperature[r] == 0: the argmax
@@ -256,8 +315,10 @@ class Backend {
   virtual absl::Status Add(float* x, const float* y, int64_t n) = 0;
   virtual absl::Status Embedding(const EmbeddingArgs& args) = 0;
   virtual absl::Status GroupedExperts(const GroupedExpertsArgs& args) = 0;
+  virtual absl::Status RoutedExperts(const RoutedExpertsArgs& args) = 0;
   virtual absl::Status LatentAttention(const LatentAttentionArgs& args) = 0;
   virtual absl::Status Sample(const SampleArgs& args) = 0;
+  virtual absl::Status ScatterRows(const ScatterRowsArgs& args) = 0;
 };
 using BackendPtr = std::unique_ptr<Backend>;
 
@@ -274,6 +335,8 @@ absl::Status ValidateRope(const RopeArgs& args);
 absl::Status ValidateGate(const GateArgs& args);
 absl::Status ValidateEmbedding(const EmbeddingArgs& args);
 absl::Status ValidateGroupedExperts(const GroupedExpertsArgs& args);
+absl::Status ValidateRoutedExperts(const RoutedExpertsArgs& args);
+absl::Status ValidateScatterRows(const ScatterRowsArgs& args);
 absl::Status ValidateLatentAttention(const LatentAttentionArgs& args);
 absl::Status ValidateSample(const SampleArgs& args);
 

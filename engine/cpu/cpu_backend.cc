@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "engine/cpu/attention.h"
 #include "engine/cpu/linear.h"
+#include "engine/model/local_experts.h"
 #include "engine/model/ops.h"
 
 namespace moeserve::engine::cpu {
@@ -146,7 +147,11 @@ absl::Status CpuBackend::Gemm(const GemmArgs& a) {
     w.dtype = a.w.dtype;
     w.data = a.w.data;
   }
-  Linear(a.x, a.m, a.ldx, w, a.y, a.ldy, pool_.get());
+  const int64_t elem = a.w.dtype == DType::kF32 ? 4 : 2;  // batch > 1: kF32 or kBf16
+  for (int64_t i = 0; i < a.batch; ++i) {
+    if (i > 0) w.data = static_cast<const char*>(a.w.data) + i * a.stride_w * elem;
+    Linear(a.x + i * a.stride_x, a.m, a.ldx, w, a.y + i * a.stride_y, a.ldy, pool_.get());
+  }
   return absl::OkStatus();
 }
 
@@ -230,6 +235,54 @@ absl::Status CpuBackend::GroupedExperts(const GroupedExpertsArgs& a) {
     ops::SiluMul(gate, up, g.count * inter, gate);
     MOESERVE_RETURN_IF_ERROR(
         Gemm({gate, g.count, inter, g.down, a.out + g.offset * a.hidden, a.hidden}));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RoutedExperts(const RoutedExpertsArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateRoutedExperts(a));
+  if (a.n == 0 || a.k == 0) return absl::OkStatus();
+  // LocalExpertExecutor's operations: the slots sorted by expert, each expert's rows through
+  // GroupedExperts, each token's outputs summed in its top-k order.
+  const int64_t rows = a.n * a.k;
+  std::vector<int64_t> start, row_of_slot;
+  MOESERVE_RETURN_IF_ERROR(GroupSlotsByExpert(a.ids, rows, a.n_experts, &start, &row_of_slot));
+  std::vector<ExpertGroup> groups;
+  for (int64_t e = 0; e < a.n_experts; ++e) {
+    if (start[e + 1] == start[e]) continue;
+    const ExpertWeightPointers& p = a.experts[e];
+    ExpertGroup g;
+    g.offset = start[e];
+    g.count = start[e + 1] - start[e];
+    g.gate = {a.dtype, a.inter, a.hidden, p.gate, p.gate_scale};
+    g.up = {a.dtype, a.inter, a.hidden, p.up, p.up_scale};
+    g.down = {a.dtype, a.hidden, a.inter, p.down, p.down_scale};
+    groups.push_back(g);
+  }
+  std::vector<float> xs(static_cast<size_t>(rows * a.hidden)), ys(xs.size());
+  for (int64_t i = 0; i < rows; ++i) {
+    std::memcpy(&xs[row_of_slot[i] * a.hidden], a.x + (i / a.k) * a.hidden,
+                sizeof(float) * a.hidden);
+  }
+  GroupedExpertsArgs g;
+  g.x = xs.data();
+  g.hidden = a.hidden;
+  g.groups = groups;
+  g.out = ys.data();
+  MOESERVE_RETURN_IF_ERROR(GroupedExperts(g));
+  CombineSlots(ys.data(), row_of_slot.data(), a.weights, a.k, a.hidden, 0, a.n, a.out);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ScatterRows(const ScatterRowsArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateScatterRows(a));
+  for (int64_t i = 0; i < a.n; ++i) {
+    if (a.rows[i] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("ScatterRows: row ", a.rows[i], " < 0"));
+    }
+  }
+  for (int64_t i = 0; i < a.n && a.width > 0; ++i) {
+    std::memcpy(a.dst + a.rows[i] * a.ld_dst, a.src + i * a.ld_src, sizeof(float) * a.width);
   }
   return absl::OkStatus();
 }

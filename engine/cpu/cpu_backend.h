@@ -41,6 +41,8 @@ class CpuBackend final : public Backend {
   absl::Status Add(float* x, const float* y, int64_t n) override;
   absl::Status Embedding(const EmbeddingArgs& args) override;
   absl::Status GroupedExperts(const GroupedExpertsArgs& args) override;
+  absl::Status RoutedExperts(const RoutedExpertsArgs& args) override;
+  absl::Status ScatterRows(const ScatterRowsArgs& args) override;
   absl::Status LatentAttention(const LatentAttentionArgs& args) override;
   absl::Status Sample(const SampleArgs& args) override;
 

@@ -15,6 +15,7 @@
 #include "engine/cuda/lt_gemm.h"
 #include "engine/cuda/rms_norm.cuh"
 #include "engine/cuda/rope.cuh"
+#include "engine/cuda/routed_experts.cuh"
 #include "engine/cuda/sample.cuh"
 
 namespace moeserve::engine::cuda {
@@ -111,7 +112,9 @@ class CudaBackend final : public Backend {
     cudaSetDevice(device_);
     x_bf16_.Release(stream_);
     experts_.Release(stream_);
+    routed_.Release(stream_);
     sample_.Release(stream_);
+    attn_.Release(stream_);
     cudaStreamSynchronize(stream_);
     cublasLtDestroy(lt_);
     cudaFree(lt_workspace_);
@@ -122,7 +125,12 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
 
-  bool Supports(OpKind op, DType dtype) const override { return FullSupport(op, dtype); }
+  // RoutedExperts' kernels use bf16 tensor cores: f32 weights (f32 compute, for exact checks)
+  // take GroupedExperts with the routing on the host instead.
+  bool Supports(OpKind op, DType dtype) const override {
+    if (op == OpKind::kRoutedExperts && dtype == DType::kF32) return false;
+    return FullSupport(op, dtype);
+  }
 
   absl::StatusOr<BufferPtr> Allocate(int64_t bytes, MemoryType type) override {
     if (bytes < 0) return absl::InvalidArgumentError("Allocate: bytes < 0");
@@ -246,7 +254,16 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status ScatterRows(const engine::ScatterRowsArgs& a) override {
+    MOESERVE_RETURN_IF_ERROR(ValidateScatterRows(a));
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    cuda::ScatterRowsArgs d{a.src, a.ld_src, a.n, a.width, a.rows, a.dst, a.ld_dst};
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchScatterRows(d, stream_), "ScatterRows");
+    return absl::OkStatus();
+  }
+
   absl::Status GroupedExperts(const GroupedExpertsArgs& a) override;
+  absl::Status RoutedExperts(const engine::RoutedExpertsArgs& a) override;
   absl::Status LatentAttention(const engine::LatentAttentionArgs& a) override;
   absl::Status Sample(const engine::SampleArgs& a) override;
 
@@ -286,11 +303,39 @@ class CudaBackend final : public Backend {
   LtGemmPlans lt_plans_;
   Scratch x_bf16_;   // Gemm's activations rounded to bf16
   Scratch experts_;  // GroupedExperts' gate and up products
+  Scratch routed_;   // RoutedExperts' routing tables and products
   Scratch sample_;   // Sample's sort buffers
+  Scratch attn_;     // LatentAttention's split partials
 };
 
 absl::Status CudaBackend::RunGemm(const GemmArgs& a) {
   if (a.m == 0) return absl::OkStatus();
+  if (a.w.dtype == DType::kBf16 && a.m <= kSkinnyMaxM) {
+    SkinnyGemmArgs d;
+    d.x = a.x;
+    d.m = a.m;
+    d.ldx = a.ldx;
+    d.stride_x = a.stride_x;
+    d.w = static_cast<const uint16_t*>(a.w.data);
+    d.n = a.w.rows;
+    d.k = a.w.cols;
+    d.stride_w = a.stride_w;
+    d.y = a.y;
+    d.ldy = a.ldy;
+    d.stride_y = a.stride_y;
+    d.batch = a.batch;
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchSkinnyGemm(d, stream_), "Gemm (skinny)");
+    return absl::OkStatus();
+  }
+  if (a.batch > 1) {
+    const int64_t elem = a.w.dtype == DType::kF32 ? 4 : 2;  // batch > 1: kF32 or kBf16
+    for (int64_t i = 0; i < a.batch; ++i) {
+      GemmArgs one{a.x + i * a.stride_x, a.m, a.ldx, a.w, a.y + i * a.stride_y, a.ldy};
+      one.w.data = static_cast<const char*>(a.w.data) + i * a.stride_w * elem;
+      MOESERVE_RETURN_IF_ERROR(RunGemm(one));
+    }
+    return absl::OkStatus();
+  }
   cublasStatus_t lt = CUBLAS_STATUS_NOT_SUPPORTED;
   if (a.w.dtype == DType::kF32) {
     lt = LtGemm(lt_, {CUDA_R_32F, a.x, a.m, a.ldx, a.w.data, a.w.rows, a.w.cols, a.y, a.ldy},
@@ -337,17 +382,46 @@ absl::Status CudaBackend::GroupedExperts(const GroupedExpertsArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::RoutedExperts(const engine::RoutedExpertsArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateRoutedExperts(a));
+  if (a.n == 0 || a.k == 0) return absl::OkStatus();
+  if (!Supports(OpKind::kRoutedExperts, a.dtype)) {
+    return absl::InvalidArgumentError("RoutedExperts: cuda runs BF16 and F8_E4M3 weights");
+  }
+  MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+  MOESERVE_RETURN_IF_ERROR(routed_.Reserve(
+      RoutedExpertsScratchBytes(a.n * a.k, a.n_experts, a.hidden, a.inter), stream_));
+  static_assert(sizeof(cuda::ExpertPointers) == sizeof(engine::ExpertWeightPointers));
+  cuda::RoutedExpertsArgs d;
+  d.x = a.x;
+  d.n = a.n;
+  d.k = a.k;
+  d.hidden = a.hidden;
+  d.inter = a.inter;
+  d.n_experts = a.n_experts;
+  d.type = ToWeightType(a.dtype);
+  d.experts = reinterpret_cast<const cuda::ExpertPointers*>(a.experts);
+  d.ids = a.ids;
+  d.weights = a.weights;
+  d.out = a.out;
+  d.scratch = routed_.data();
+  MOESERVE_RETURN_IF_CUDA_ERROR(LaunchRoutedExperts(d, stream_), "RoutedExperts");
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::LatentAttention(const engine::LatentAttentionArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateLatentAttention(a));
-  if (a.kvr > kAttentionMaxKvr) {
+  if (a.kvr > kAttentionMaxKvr || a.lat > kAttentionMaxLat) {
     return absl::InvalidArgumentError(
-        absl::StrCat("LatentAttention: cuda handles kv_lora_rank up to ", kAttentionMaxKvr));
+        absl::StrCat("LatentAttention: cuda handles kv_lora_rank up to ", kAttentionMaxKvr,
+                     " and lat up to ", kAttentionMaxLat));
   }
   MOESERVE_RETURN_IF_ERROR(MakeCurrent());
   cuda::LatentAttentionArgs d;
   d.q = a.q;
   d.ldq = a.ldq;
   d.items = a.items;
+  d.group = a.group;
   d.table_rows = a.table_rows;
   d.lens = a.lens;
   d.block_tables = a.block_tables;
@@ -361,6 +435,14 @@ absl::Status CudaBackend::LatentAttention(const engine::LatentAttentionArgs& a) 
   d.scale = a.scale;
   d.out = a.out;
   d.ld_out = a.ld_out;
+  size_t bytes = 0;
+  MOESERVE_RETURN_IF_CUDA_ERROR(LatentAttentionWorkspaceBytes(d, &bytes),
+                                "LatentAttention: workspace size");
+  if (bytes > 0) {
+    MOESERVE_RETURN_IF_ERROR(attn_.Reserve(bytes, stream_));
+    d.workspace = attn_.data();
+    d.workspace_bytes = attn_.bytes();
+  }
   MOESERVE_RETURN_IF_CUDA_ERROR(LaunchLatentAttention(d, stream_), "LatentAttention");
   return absl::OkStatus();
 }

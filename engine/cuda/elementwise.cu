@@ -31,7 +31,22 @@ __global__ void EmbeddingKernel(EmbeddingArgs a) {
   a.out[i] = v;
 }
 
+__global__ void ScatterRowsKernel(ScatterRowsArgs a) {
+  const int64_t i = blockIdx.x;
+  const int64_t row = a.rows[i];
+  if (row < 0) return;
+  for (int64_t c = threadIdx.x; c < a.width; c += blockDim.x) {
+    a.dst[row * a.ld_dst + c] = a.src[i * a.ld_src + c];
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchScatterRows(const ScatterRowsArgs& a, cudaStream_t stream) {
+  if (a.n <= 0 || a.width <= 0) return cudaSuccess;
+  ScatterRowsKernel<<<static_cast<unsigned>(a.n), kThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchSiluMul(const SiluMulArgs& a, cudaStream_t stream) {
   if (a.n <= 0) return cudaSuccess;

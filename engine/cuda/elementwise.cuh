@@ -39,6 +39,19 @@ struct EmbeddingArgs {
 };
 cudaError_t LaunchEmbedding(const EmbeddingArgs& args, cudaStream_t stream);
 
+// dst[rows[i] * ld_dst + c] = src[i * ld_src + c] for i < n, c < width; rows below 0 are
+// skipped (the CPU backend refuses them).
+struct ScatterRowsArgs {
+  const float* src = nullptr;
+  int64_t ld_src = 0;
+  int64_t n = 0;
+  int64_t width = 0;
+  const int64_t* rows = nullptr;
+  float* dst = nullptr;
+  int64_t ld_dst = 0;
+};
+cudaError_t LaunchScatterRows(const ScatterRowsArgs& args, cudaStream_t stream);
+
 }  // namespace moeserve::engine::cuda
 
 #endif  // MOESERVE_ENGINE_CUDA_ELEMENTWISE_CUH_

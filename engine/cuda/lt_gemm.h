@@ -7,9 +7,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <tuple>
 
 namespace moeserve::engine::cuda {
+
+struct LtDescriptors;  // a shape's cuBLASLt descriptors (lt_gemm.cc)
 
 // One row-major product through cuBLASLt: y[m, n] (f32, row stride ldy) = x[m, k] * W[n, k]^T,
 // x and W both f32 (CUDA_R_32F) or both bf16 (CUDA_R_16BF), accumulated in f32 (no TF32). In
@@ -27,13 +30,14 @@ struct LtGemmArgs {
   int64_t ldy = 0;
 };
 
-// The heuristic's answer per shape and pointer alignment, so that a repeated shape (every layer,
-// every expert) asks cuBLASLt once. One thread at a time, like the backend that owns it.
+// The heuristic's answer and the descriptors per shape and pointer alignment, so that a repeated
+// shape (every layer, every expert) asks cuBLASLt once and builds no descriptors again. One thread at a time, like the backend that owns it.
 class LtGemmPlans {
  public:
   struct Plan {
     bool found = false;
     cublasLtMatmulAlgo_t algo = {};
+    std::shared_ptr<LtDescriptors> descriptors;  // made once per shape, kept with the plan
   };
   // (type, m, n, k, ldx, ldy, x, w and y alignment in bytes).
   using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int>;

@@ -43,8 +43,55 @@ absl::StatusOr<std::unique_ptr<BackendExpertExecutor>> BackendExpertExecutor::Cr
       x->experts_[l][e] = std::move(u);
     }
   }
+  x->tables_.resize(c.num_hidden_layers);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (x->experts_[l].empty()) continue;
+    std::vector<ExpertWeightPointers> table;
+    for (const std::unique_ptr<Uploaded>& u : x->experts_[l]) {
+      if (u == nullptr || u->group.gate.dtype != x->experts_[l][0]->group.gate.dtype) break;
+      table.push_back({u->group.gate.data, u->group.up.data, u->group.down.data, nullptr, nullptr,
+                       nullptr});
+    }
+    const DType dtype = x->experts_[l][0] != nullptr ? x->experts_[l][0]->group.gate.dtype
+                                                     : DType::kF32;
+    if (static_cast<int64_t>(table.size()) != c.n_routed_experts ||
+        !backend->Supports(OpKind::kRoutedExperts, dtype)) {
+      continue;
+    }
+    const int64_t bytes = static_cast<int64_t>(table.size() * sizeof(ExpertWeightPointers));
+    MOESERVE_ASSIGN_OR_RETURN(x->tables_[l], backend->Allocate(bytes, MemoryType::kDevice));
+    MOESERVE_RETURN_IF_ERROR(backend->CopyToBackend(x->tables_[l]->data(), table.data(), bytes));
+  }
   MOESERVE_RETURN_IF_ERROR(backend->Synchronize());
   return x;
+}
+
+bool BackendExpertExecutor::RunsOnBackend(const Backend* backend, int64_t layer) const {
+  return backend == backend_ && layer >= 0 && layer < static_cast<int64_t>(tables_.size()) &&
+         tables_[layer] != nullptr;
+}
+
+absl::Status BackendExpertExecutor::RunOnBackend(int64_t layer, const float* x, int64_t n,
+                                                 int64_t k, const int32_t* ids,
+                                                 const float* weights, float* out) {
+  if (!RunsOnBackend(backend_, layer)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("layer ", layer, "'s routed experts do not all run on the backend"));
+  }
+  const ModelConfig& c = model_->config();
+  RoutedExpertsArgs a;
+  a.x = x;
+  a.n = n;
+  a.k = k;
+  a.hidden = c.hidden_size;
+  a.inter = c.moe_intermediate_size;
+  a.n_experts = c.n_routed_experts;
+  a.dtype = experts_[layer][0]->group.gate.dtype;
+  a.experts = static_cast<const ExpertWeightPointers*>(tables_[layer]->data());
+  a.ids = ids;
+  a.weights = weights;
+  a.out = out;
+  return backend_->RoutedExperts(a);
 }
 
 absl::StatusOr<float*> BackendExpertExecutor::Scratch(int slot, int64_t floats) {

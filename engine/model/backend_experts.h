@@ -27,6 +27,14 @@ class BackendExpertExecutor final : public ExpertExecutor {
   absl::Status Run(int64_t layer, const float* x, int64_t n, int64_t k, const int32_t* ids,
                    const float* weights, float* out) override;
 
+  // Whether RunOnBackend serves `layer` of a model on `backend`: the same backend, every routed
+  // expert of the layer loaded here, and a backend that runs RoutedExperts for their dtype.
+  bool RunsOnBackend(const Backend* backend, int64_t layer) const;
+  // Run with x, ids, weights and out in the backend's memory: RoutedExperts, the routing on the
+  // backend and no host round trip. Over the CPU backend, equal to Run bit for bit.
+  absl::Status RunOnBackend(int64_t layer, const float* x, int64_t n, int64_t k,
+                            const int32_t* ids, const float* weights, float* out);
+
   int64_t backend_bytes() const { return bytes_; }
 
  private:
@@ -40,6 +48,9 @@ class BackendExpertExecutor final : public ExpertExecutor {
   const Model* model_;
   Backend* backend_;
   std::vector<std::vector<std::unique_ptr<Uploaded>>> experts_;  // [layer][expert], null if absent
+  // [layer]: RoutedExperts' table of the layer's experts in backend memory; null unless the
+  // layer's experts are all here, of one dtype, and the backend runs RoutedExperts for it.
+  std::vector<BufferPtr> tables_;
   BufferPtr scratch_[2];
   int64_t bytes_ = 0;
 };

@@ -2,11 +2,14 @@
 // of operations follows engine/model/forward.cc exactly, so the CPU backend reproduces it.
 #include "engine/model/backend_model.h"
 
+#include "engine/model/backend_experts.h"
+
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/model/backend_experts.h"
 #include "engine/model/chunks.h"
 
 namespace moeserve::engine {
@@ -38,6 +41,29 @@ absl::StatusOr<DeviceTensor> UploadMatrix(Backend* b, const Matrix& m, int64_t* 
   return t;
 }
 
+// Same-shaped matrices (one per head) one after another in one buffer; the view is the first's,
+// and matrix i starts i * rows * cols elements after it.
+absl::StatusOr<DeviceTensor> UploadHeads(Backend* b, const std::vector<Matrix>& heads,
+                                         int64_t* total) {
+  if (heads.empty()) return DeviceTensor();
+  const Matrix& first = heads[0];
+  std::vector<uint8_t> bytes;
+  for (const Matrix& m : heads) {
+    if (m.dtype != first.dtype || m.rows != first.rows || m.cols != first.cols) {
+      return absl::InternalError("per-head matrices of different shapes");
+    }
+    const uint8_t* p = static_cast<const uint8_t*>(m.data);
+    bytes.insert(bytes.end(), p, p + m.bytes());
+  }
+  MOESERVE_ASSIGN_OR_RETURN(DeviceTensor t,
+                            UploadBytes(b, bytes.data(), static_cast<int64_t>(bytes.size()), total));
+  t.view.dtype = first.dtype;
+  t.view.rows = first.rows;
+  t.view.cols = first.cols;
+  t.view.data = t.buffer->data();
+  return t;
+}
+
 absl::StatusOr<DeviceTensor> UploadVector(Backend* b, const std::vector<float>& v,
                                           int64_t* total) {
   if (v.empty()) return DeviceTensor();
@@ -51,6 +77,7 @@ enum Slot : int {
   kTableRows,
   kLens,
   kTables,
+  kCacheRows,
   kChosen,
   kX,
   kXn,
@@ -78,7 +105,7 @@ struct BackendModel::Weights {
   struct Layer {
     DeviceTensor input_norm, post_norm, q_a_norm, kv_a_norm;
     DeviceTensor q_a, q_b, q, kv_a, o;
-    std::vector<DeviceTensor> uk_t, uv;
+    DeviceTensor uk_t, uv;  // every head's, one after another (UploadHeads)
     DeviceTensor gate, up, down, router, router_bias;
   };
   DeviceTensor embed, lm_head, final_norm, inv_freq;
@@ -128,14 +155,8 @@ absl::Status BackendModel::Upload() {
     MOESERVE_ASSIGN_OR_RETURN(d.q, UploadMatrix(b, src.q, total));
     MOESERVE_ASSIGN_OR_RETURN(d.kv_a, UploadMatrix(b, src.kv_a, total));
     MOESERVE_ASSIGN_OR_RETURN(d.o, UploadMatrix(b, src.o, total));
-    for (const Matrix& m : src.uk_t) {
-      MOESERVE_ASSIGN_OR_RETURN(DeviceTensor t, UploadMatrix(b, m, total));
-      d.uk_t.push_back(std::move(t));
-    }
-    for (const Matrix& m : src.uv) {
-      MOESERVE_ASSIGN_OR_RETURN(DeviceTensor t, UploadMatrix(b, m, total));
-      d.uv.push_back(std::move(t));
-    }
+    MOESERVE_ASSIGN_OR_RETURN(d.uk_t, UploadHeads(b, src.uk_t, total));
+    MOESERVE_ASSIGN_OR_RETURN(d.uv, UploadHeads(b, src.uv, total));
     MOESERVE_ASSIGN_OR_RETURN(d.gate, UploadMatrix(b, src.gate, total));
     MOESERVE_ASSIGN_OR_RETURN(d.up, UploadMatrix(b, src.up, total));
     MOESERVE_ASSIGN_OR_RETURN(d.down, UploadMatrix(b, src.down, total));
@@ -268,6 +289,13 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     std::copy(ch.block_table.begin(), ch.block_table.begin() + blocks,
               tables.begin() + ci * max_blocks);
   }
+  // Each token's cache row in layer 0 (rows of `lat` floats); layer l's is l * bt further.
+  std::vector<int64_t> cache_rows(n);
+  for (int64_t t = 0; t < n; ++t) {
+    const SequenceChunk& ch = chunks[refs[t].chunk];
+    cache_rows[t] = static_cast<int64_t>(ch.block_table[refs[t].pos / bt]) * layers * bt +
+                    refs[t].pos % bt;
+  }
   for (int64_t t = 0; t < n; ++t) {
     positions[t] = static_cast<int32_t>(refs[t].pos);
     for (int64_t h = 0; h < heads; ++h) {
@@ -289,6 +317,8 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   MOESERVE_RETURN_IF_ERROR(upload(d_rows, table_rows));
   MOESERVE_RETURN_IF_ERROR(upload(d_lens, lens));
   MOESERVE_RETURN_IF_ERROR(upload(d_tables, tables));
+  MOESERVE_ASSIGN_OR_RETURN(int64_t* d_cache_rows, Scratch<int64_t>(kCacheRows, n));
+  MOESERVE_RETURN_IF_ERROR(b->CopyToBackend(d_cache_rows, cache_rows.data(), n * 8));
 
   const int64_t qr = c.q_lora_rank ? *c.q_lora_rank : 0;
   MOESERVE_ASSIGN_OR_RETURN(float* x, Scratch<float>(kX, n * hidden));
@@ -362,28 +392,35 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     r.offset = nope;
     r.rows_per_position = heads;
     MOESERVE_RETURN_IF_ERROR(b->Rope(r));
-    // Rows of one chunk within one block are consecutive in the cache: one copy per run.
-    for (int64_t t = 0; t < n;) {
-      const SequenceChunk& ch = chunks[refs[t].chunk];
-      const int64_t pos = refs[t].pos, slot = pos % bt;
-      const int64_t chunk_end = ch.start_pos + static_cast<int64_t>(ch.tokens.size());
-      const int64_t run = std::min(bt - slot, chunk_end - pos);
-      float* row =
-          cache + ((static_cast<int64_t>(ch.block_table[pos / bt]) * layers + l) * bt + slot) * lat;
-      MOESERVE_RETURN_IF_ERROR(b->CopyWithin(row, kva + t * lat, run * lat * 4));
-      t += run;
-    }
+    // The new latents into their cache rows, one scatter for every token of the step.
+    ScatterRowsArgs sr;
+    sr.src = kva;
+    sr.ld_src = lat;
+    sr.n = n;
+    sr.width = lat;
+    sr.rows = d_cache_rows;
+    sr.dst = cache + l * bt * lat;
+    sr.ld_dst = lat;
+    MOESERVE_RETURN_IF_ERROR(b->ScatterRows(sr));
     // Queries in the latent space: q_nope absorbed through kv_b's key rows, then q_rope.
-    for (int64_t h = 0; h < heads; ++h) {
-      MOESERVE_RETURN_IF_ERROR(
-          gemm(q + h * qhd, n, heads * qhd, w.uk_t[h], qfull + h * lat, heads * lat));
-    }
+    // One batched product over the heads.
+    const auto per_head = [&](const float* in, int64_t ld_in, const DeviceTensor& wt, float* out,
+                              int64_t ld_out) {
+      GemmArgs g{in, n, heads * ld_in, wt.view, out, heads * ld_out};
+      g.batch = heads;
+      g.stride_x = ld_in;
+      g.stride_w = wt.view.rows * wt.view.cols;
+      g.stride_y = ld_out;
+      return b->Gemm(g);
+    };
+    MOESERVE_RETURN_IF_ERROR(per_head(q, qhd, w.uk_t, qfull, lat));
     MOESERVE_RETURN_IF_ERROR(
         b->CopyWithin2D(qfull + kvr, lat * 4, q + nope, qhd * 4, items, rope * 4));
     LatentAttentionArgs a;
     a.q = qfull;
     a.ldq = lat;
     a.items = items;
+    a.group = heads;
     a.table_rows = d_rows;
     a.lens = d_lens;
     a.block_tables = d_tables;
@@ -398,10 +435,7 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     a.out = olat;
     a.ld_out = kvr;
     MOESERVE_RETURN_IF_ERROR(b->LatentAttention(a));
-    for (int64_t h = 0; h < heads; ++h) {
-      MOESERVE_RETURN_IF_ERROR(
-          gemm(olat + h * kvr, n, heads * kvr, w.uv[h], attn + h * vdim, heads * vdim));
-    }
+    MOESERVE_RETURN_IF_ERROR(per_head(olat, kvr, w.uv, attn, vdim));
     MOESERVE_RETURN_IF_ERROR(gemm(attn, n, heads * vdim, w.o, tmp, hidden));
     MOESERVE_RETURN_IF_ERROR(b->Add(x, tmp, n * hidden));
     MOESERVE_RETURN_IF_ERROR(norm(x, hidden, w.post_norm, xn, hidden, n, hidden));
@@ -421,17 +455,23 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
       g.ids = chosen;
       g.weights = weights;
       MOESERVE_RETURN_IF_ERROR(b->Gate(g));
-      // The routed experts run where the executor puts them (in-process, or on expert shards).
-      host_xn.resize(n * hidden);
-      host_chosen.resize(n * k);
-      host_weights.resize(n * k);
-      host_out.resize(n * hidden);
-      MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_xn.data(), xn, n * hidden * 4));
-      MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_chosen.data(), chosen, n * k * 4));
-      MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_weights.data(), weights, n * k * 4));
-      MOESERVE_RETURN_IF_ERROR(experts->Run(l, host_xn.data(), n, k, host_chosen.data(),
-                                            host_weights.data(), host_out.data()));
-      MOESERVE_RETURN_IF_ERROR(b->CopyToBackend(mlp, host_out.data(), n * hidden * 4));
+      // The routed experts run where the executor puts them: on this backend with the routing
+      // left in its memory, or through the host (in-process, or on expert shards).
+      auto* on_backend = dynamic_cast<BackendExpertExecutor*>(experts);
+      if (on_backend != nullptr && on_backend->RunsOnBackend(b, l)) {
+        MOESERVE_RETURN_IF_ERROR(on_backend->RunOnBackend(l, xn, n, k, chosen, weights, mlp));
+      } else {
+        host_xn.resize(n * hidden);
+        host_chosen.resize(n * k);
+        host_weights.resize(n * k);
+        host_out.resize(n * hidden);
+        MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_xn.data(), xn, n * hidden * 4));
+        MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_chosen.data(), chosen, n * k * 4));
+        MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host_weights.data(), weights, n * k * 4));
+        MOESERVE_RETURN_IF_ERROR(experts->Run(l, host_xn.data(), n, k, host_chosen.data(),
+                                              host_weights.data(), host_out.data()));
+        MOESERVE_RETURN_IF_ERROR(b->CopyToBackend(mlp, host_out.data(), n * hidden * 4));
+      }
       if (lw.has_shared) {
         // x += mlp + shared, summed as Model::Forward sums them.
         MOESERVE_RETURN_IF_ERROR(dense(w, tmp));

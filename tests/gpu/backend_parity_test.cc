@@ -176,6 +176,56 @@ TEST_F(BackendParityTest, Gemm) {
   }
 }
 
+// Batched products (the heads of MLA's absorbed projections): m 1, 3, 8 (the device's skinny
+// kernel, with and without 16-byte loads) and 12 (one cuBLASLt call per product).
+TEST_F(BackendParityTest, BatchedGemm) {
+  const int64_t heads = 5, n = 96;
+  for (int64_t k : {128, 130}) {
+    for (int64_t m : {1, 3, 8, 12}) {
+      for (DType dtype : {DType::kF32, DType::kBf16}) {
+        HostWeight w = MakeWeight(dtype, heads * n, k, &rng_);  // head i: rows [i*n, (i+1)*n)
+        const int64_t ldx = heads * k, ldy = heads * n + 3;
+        std::vector<float> x = Random(m * ldx, &rng_), want(m * ldy, 0.0f);
+        GemmArgs g{x.data(), m, ldx, w.View(w.bytes.data(), nullptr), want.data(), ldy};
+        g.w.rows = n;
+        g.batch = heads;
+        g.stride_x = k;
+        g.stride_w = n * k;
+        g.stride_y = n;
+        ASSERT_TRUE(cpu_->Gemm(g).ok());
+        for (auto& b : backends_) {
+          DeviceWeight dw(b.get(), w);
+          Mirror dx(b.get(), x), dy(b.get(), std::vector<float>(m * ldy, 0.0f));
+          GemmArgs d = g;
+          d.x = dx.as<float>();
+          d.w = dw.view;
+          d.w.rows = n;
+          d.y = dy.as<float>();
+          ASSERT_TRUE(b->Gemm(d).ok());
+          EXPECT_LT(Nmse(dy.Read<float>(), want), dtype == DType::kF32 ? 1e-6 : 1e-4)
+              << b->name() << " " << DTypeName(dtype) << " m=" << m << " k=" << k;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(BackendParityTest, ScatterRows) {
+  const int64_t n = 5, width = 37, ld_src = 40, ld_dst = 41, dst_rows = 12;
+  std::vector<float> src = Random(n * ld_src, &rng_), want = Random(dst_rows * ld_dst, &rng_);
+  const std::vector<int64_t> rows = {7, 0, 11, 3, 4};
+  const std::vector<float> before = want;
+  ASSERT_TRUE(cpu_->ScatterRows({src.data(), ld_src, n, width, rows.data(), want.data(), ld_dst})
+                  .ok());
+  for (auto& b : backends_) {
+    Mirror ds(b.get(), src), dr(b.get(), rows), dd(b.get(), before);
+    ASSERT_TRUE(
+        b->ScatterRows({ds.as<float>(), ld_src, n, width, dr.as<int64_t>(), dd.as<float>(), ld_dst})
+            .ok());
+    EXPECT_EQ(dd.Read<float>(), want) << b->name();
+  }
+}
+
 TEST_F(BackendParityTest, RmsNormRopeSiluMulAddEmbedding) {
   const int64_t rows = 9, dim = 7168, ld = 7200;
   std::vector<float> x = Random(rows * ld, &rng_, -3, 3), w = Random(dim, &rng_);
@@ -312,29 +362,102 @@ TEST_F(BackendParityTest, GroupedExperts) {
   }
 }
 
-TEST_F(BackendParityTest, LatentAttention) {
-  // DeepSeek-V3's latent (512 + 64), 16-token blocks, two layers, two sequences.
-  const int64_t layers = 2, bt = 16, lat = 576, kvr = 512, blocks = 20, max_blocks = 8;
-  std::vector<float> cache = Random(blocks * layers * bt * lat, &rng_, -1, 1);
-  std::vector<int32_t> tables(2 * max_blocks);
+// The routing on the device: 70 tokens, top-3 of 9 experts; expert 0 is every token's (70 rows,
+// two tiles), expert 8 nobody's. hidden 320 and inter 196 leave partial tiles, and inter % 8 != 0
+// takes the down product's unvectorised loads.
+TEST_F(BackendParityTest, RoutedExperts) {
+  const int64_t hidden = 320, inter = 196, n_experts = 9, n = 70, k = 3;
+  std::vector<int32_t> ids(n * k);
+  for (int64_t t = 0; t < n; ++t) {
+    ids[t * k] = 0;
+    ids[t * k + 1] = static_cast<int32_t>(1 + t % 7);
+    ids[t * k + 2] = static_cast<int32_t>(1 + (t + 3) % 7);
+  }
+  std::vector<float> weights = Random(n * k, &rng_, 0.1f, 1.0f);
+  std::vector<float> x = Random(n * hidden, &rng_);
+  for (DType dtype : {DType::kBf16, DType::kF8E4M3}) {
+    std::vector<HostWeight> w;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      w.push_back(MakeWeight(dtype, inter, hidden, &rng_));
+      w.push_back(MakeWeight(dtype, inter, hidden, &rng_));
+      w.push_back(MakeWeight(dtype, hidden, inter, &rng_));
+    }
+    auto table_of = [&](const std::vector<WeightView>& v) {
+      std::vector<ExpertWeightPointers> t;
+      for (int64_t e = 0; e < n_experts; ++e) {
+        t.push_back({v[3 * e].data, v[3 * e + 1].data, v[3 * e + 2].data, v[3 * e].scale_inv,
+                     v[3 * e + 1].scale_inv, v[3 * e + 2].scale_inv});
+      }
+      return t;
+    };
+    std::vector<WeightView> host_views;
+    for (const HostWeight& hw : w) host_views.push_back(hw.View(hw.bytes.data(), hw.scales.data()));
+    std::vector<ExpertWeightPointers> host_table = table_of(host_views);
+    std::vector<float> want(n * hidden);
+    RoutedExpertsArgs a;
+    a.n = n;
+    a.k = k;
+    a.hidden = hidden;
+    a.inter = inter;
+    a.n_experts = n_experts;
+    a.dtype = dtype;
+    a.x = x.data();
+    a.experts = host_table.data();
+    a.ids = ids.data();
+    a.weights = weights.data();
+    a.out = want.data();
+    ASSERT_TRUE(cpu_->RoutedExperts(a).ok());
+    for (auto& b : backends_) {
+      if (!b->Supports(OpKind::kRoutedExperts, dtype)) continue;
+      std::vector<DeviceWeight> dw;
+      dw.reserve(w.size());
+      for (const HostWeight& hw : w) dw.emplace_back(b.get(), hw);
+      std::vector<WeightView> views;
+      for (const DeviceWeight& d : dw) views.push_back(d.view);
+      Mirror table(b.get(), table_of(views)), dx(b.get(), x), dids(b.get(), ids),
+          dweights(b.get(), weights), dout(b.get(), std::vector<float>(n * hidden, 7.0f));
+      RoutedExpertsArgs d = a;
+      d.x = dx.as<float>();
+      d.experts = table.as<ExpertWeightPointers>();
+      d.ids = dids.as<int32_t>();
+      d.weights = dweights.as<float>();
+      d.out = dout.as<float>();
+      ASSERT_TRUE(b->RoutedExperts(d).ok());
+      // Twice, with the scratch then warm: the same answer.
+      ASSERT_TRUE(b->RoutedExperts(d).ok());
+      EXPECT_LT(Nmse(dout.Read<float>(), want), 5e-4) << b->name() << " " << DTypeName(dtype);
+    }
+  }
+}
+
+// LatentAttention on every backend against the CPU: query token t attends over
+// token_lens[t] keys of sequence token_rows[t] with `group` heads (items t * group + h). Two
+// layers (layer 1 read) of blocks shuffled across the cache; ldq and ld_out wider than needed.
+void CheckLatentAttention(Backend* cpu, const std::vector<BackendPtr>& backends,
+                          std::mt19937* rng, int64_t lat, int64_t kvr, int64_t bt, int64_t group,
+                          int64_t max_blocks, const std::vector<int32_t>& token_rows,
+                          const std::vector<int32_t>& token_lens) {
+  const int64_t layers = 2, seqs = *std::max_element(token_rows.begin(), token_rows.end()) + 1;
+  const int64_t blocks = seqs * max_blocks + 3, ldq = lat + 3, ld_out = kvr + 1;
+  std::vector<float> cache = Random(blocks * layers * bt * lat, rng, -1, 1);
   std::vector<int32_t> perm(blocks);
   std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng_);
-  std::copy_n(perm.begin(), 2 * max_blocks, tables.begin());
+  std::shuffle(perm.begin(), perm.end(), *rng);
+  std::vector<int32_t> tables(perm.begin(), perm.begin() + seqs * max_blocks);
   std::vector<int32_t> rows, lens;
-  for (int i = 0; i < 24; ++i) {
-    rows.push_back(i % 2);
-    lens.push_back(1 + (i * 37) % (max_blocks * bt));
+  for (size_t t = 0; t < token_rows.size(); ++t) {
+    rows.insert(rows.end(), group, token_rows[t]);
+    lens.insert(lens.end(), group, token_lens[t]);
   }
   const int64_t items = static_cast<int64_t>(rows.size());
-  std::vector<float> q = Random(items * lat, &rng_, -0.3f, 0.3f), want(items * kvr);
+  std::vector<float> q = Random(items * ldq, rng, -0.3f, 0.3f), want(items * ld_out, 7.0f);
   LatentAttentionArgs a{
-      q.data(), lat, items, rows.data(), lens.data(), tables.data(), max_blocks,  cache.data(),
-      layers,   1,   bt,    lat,         kvr,         0.1352f,       want.data(), kvr};
-  ASSERT_TRUE(cpu_->LatentAttention(a).ok());
-  for (auto& b : backends_) {
+      q.data(), ldq, items, group, rows.data(), lens.data(), tables.data(), max_blocks,
+      cache.data(), layers, 1, bt, lat, kvr, 0.1352f, want.data(), ld_out};
+  ASSERT_TRUE(cpu->LatentAttention(a).ok());
+  for (const BackendPtr& b : backends) {
     Mirror dq(b.get(), q), dr(b.get(), rows), dl(b.get(), lens), dt(b.get(), tables),
-        dc(b.get(), cache), dout(b.get(), std::vector<float>(items * kvr));
+        dc(b.get(), cache), dout(b.get(), std::vector<float>(items * ld_out, 7.0f));
     LatentAttentionArgs d = a;
     d.q = dq.as<float>();
     d.table_rows = dr.as<int32_t>();
@@ -342,9 +465,48 @@ TEST_F(BackendParityTest, LatentAttention) {
     d.block_tables = dt.as<int32_t>();
     d.cache = dc.as<float>();
     d.out = dout.as<float>();
-    ASSERT_TRUE(b->LatentAttention(d).ok());
-    EXPECT_LT(Nmse(dout.Read<float>(), want), 1e-6) << b->name();
+    ASSERT_TRUE(b->LatentAttention(d).ok()) << b->name();
+    const std::vector<float> got = dout.Read<float>();
+    EXPECT_LT(Nmse(got, want), 1e-6) << b->name() << " group " << group << " lat " << lat;
+    for (int64_t i = 0; i < items; ++i) EXPECT_EQ(got[i * ld_out + kvr], 7.0f) << "item " << i;
   }
+}
+
+TEST_F(BackendParityTest, LatentAttention) {
+  // DeepSeek-V3's latent (512 + 64), 16-token blocks, one item per token and two sequences.
+  std::vector<int32_t> rows, lens;
+  for (int i = 0; i < 24; ++i) {
+    rows.push_back(i % 2);
+    lens.push_back(1 + (i * 37) % (8 * 16));
+  }
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 576, 512, 16, 1, 8, rows, lens);
+}
+
+TEST_F(BackendParityTest, LatentAttentionGroupedDecodeOverLongContexts) {
+  // Four heads per token, one token per sequence over up to 600 keys in scattered blocks: few
+  // blocks per launch, so the device splits the keys and merges the parts.
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 576, 512, 16, 4, 40, {0, 1, 2},
+                       {600, 1, 333});
+  // DeepSeek-V3's 128 heads (several blocks per token's heads).
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 576, 512, 16, 128, 20, {0, 1}, {300, 41});
+  // kv_lora_rank 1024 (two column groups per thread on the device).
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 1088, 1024, 16, 16, 13, {0, 1}, {200, 3});
+}
+
+TEST_F(BackendParityTest, LatentAttentionGroupedPrefill) {
+  // One sequence's 40 query tokens at lengths 1..40 (so some key splits are empty), four heads.
+  std::vector<int32_t> rows(40, 0), lens(40);
+  std::iota(lens.begin(), lens.end(), 1);
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 576, 512, 16, 4, 3, rows, lens);
+  // A tiny latent (32 + 16) in 4-token blocks, two sequences interleaved.
+  std::vector<int32_t> rows2, lens2;
+  for (int t = 0; t < 30; ++t) {
+    rows2.push_back(t % 2);
+    lens2.push_back(1 + t / 2 + (t % 2) * 20);
+  }
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 48, 32, 4, 4, 9, rows2, lens2);
+  // A latent that is no multiple of four (the device's scalar copies) and three heads.
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 45, 30, 5, 3, 12, rows2, lens2);
 }
 
 TEST_F(BackendParityTest, SampleIdsMatchAwayFromBoundaries) {

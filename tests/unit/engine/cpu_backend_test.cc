@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/backend_registry.h"
@@ -141,6 +142,32 @@ TEST_F(CpuBackendTest, GemmMatchesDefinitionForEveryDtype) {
     // 200 x 300: partial 128-blocks in both directions, six distinct scales.
     CheckGemm(&backend_, DType::kF8E4M3, m, 200, 300, 1e-10, &rng_);
   }
+}
+
+// A batched product equals its products one by one; FP8 weights and bad strides are refused.
+TEST_F(CpuBackendTest, BatchedGemmEqualsEachProductAlone) {
+  const int64_t heads = 3, m = 2, n = 8, k = 16;
+  TestWeight w = MakeWeight(DType::kBf16, heads * n, k, &rng_);
+  std::vector<float> x = Random(m * heads * k, &rng_), got(m * heads * n), want(m * heads * n);
+  GemmArgs g{x.data(), m, heads * k, w.view, got.data(), heads * n};
+  g.w.rows = n;
+  g.batch = heads;
+  g.stride_x = k;
+  g.stride_w = n * k;
+  g.stride_y = n;
+  ASSERT_TRUE(backend_.Gemm(g).ok());
+  for (int64_t i = 0; i < heads; ++i) {
+    GemmArgs one{x.data() + i * k, m, heads * k, g.w, want.data() + i * n, heads * n};
+    one.w.data = w.bytes.data() + i * n * k * 2;
+    ASSERT_TRUE(backend_.Gemm(one).ok());
+  }
+  EXPECT_EQ(got, want);
+  g.stride_x = -1;
+  EXPECT_EQ(backend_.Gemm(g).code(), absl::StatusCode::kInvalidArgument);
+  TestWeight f8 = MakeWeight(DType::kF8E4M3, n, k, &rng_);
+  GemmArgs f{x.data(), m, heads * k, f8.view, got.data(), heads * n};
+  f.batch = 2;
+  EXPECT_EQ(backend_.Gemm(f).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CpuBackendTest, GemmRejectsBadArgs) {
@@ -364,6 +391,72 @@ TEST_F(CpuBackendTest, GroupedExpertsMatchDefinitionPerGroup) {
   for (int64_t c = 0; c < hidden; ++c) EXPECT_EQ(out[6 * hidden + c], 9.0f);
 }
 
+// RoutedExperts: each token's top-k experts' SwiGLU outputs, weighted and summed, against the
+// definition in doubles; a bad id is refused.
+TEST_F(CpuBackendTest, RoutedExpertsMatchDefinitionAndRefuseBadIds) {
+  const int64_t hidden = 48, inter = 32, n_experts = 4, n = 5, k = 2;
+  for (DType dtype : {DType::kF32, DType::kBf16, DType::kF8E4M3}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    std::vector<TestWeight> w;
+    std::vector<ExpertWeightPointers> table;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      w.push_back(MakeWeight(dtype, inter, hidden, &rng_));
+      w.push_back(MakeWeight(dtype, inter, hidden, &rng_));
+      w.push_back(MakeWeight(dtype, hidden, inter, &rng_));
+    }
+    for (int64_t e = 0; e < n_experts; ++e) {
+      table.push_back({w[3 * e].view.data, w[3 * e + 1].view.data, w[3 * e + 2].view.data,
+                       w[3 * e].view.scale_inv, w[3 * e + 1].view.scale_inv,
+                       w[3 * e + 2].view.scale_inv});
+    }
+    // Expert 1 is nobody's; expert 3 is everybody's.
+    std::vector<int32_t> ids = {3, 0, 2, 3, 3, 2, 0, 3, 3, 0};
+    std::vector<float> weights = Random(n * k, &rng_, 0.1f, 1.0f);
+    std::vector<float> x = Random(n * hidden, &rng_), out(n * hidden, 9.0f);
+    RoutedExpertsArgs a;
+    a.x = x.data();
+    a.n = n;
+    a.k = k;
+    a.hidden = hidden;
+    a.inter = inter;
+    a.n_experts = n_experts;
+    a.dtype = dtype;
+    a.experts = table.data();
+    a.ids = ids.data();
+    a.weights = weights.data();
+    a.out = out.data();
+    ASSERT_TRUE(backend_.RoutedExperts(a).ok());
+    std::vector<double> want(n * hidden, 0.0);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t e = ids[t * k + j];
+        const std::vector<double>&wg = w[3 * e].real, &wu = w[3 * e + 1].real,
+              &wd = w[3 * e + 2].real;
+        std::vector<double> h(inter);
+        for (int64_t i = 0; i < inter; ++i) {
+          double g = 0, u = 0;
+          for (int64_t c = 0; c < hidden; ++c) {
+            g += x[t * hidden + c] * wg[i * hidden + c];
+            u += x[t * hidden + c] * wu[i * hidden + c];
+          }
+          h[i] = g / (1 + std::exp(-g)) * u;
+        }
+        for (int64_t o = 0; o < hidden; ++o) {
+          double s = 0;
+          for (int64_t i = 0; i < inter; ++i) s += h[i] * wd[o * inter + i];
+          want[t * hidden + o] += weights[t * k + j] * s;
+        }
+      }
+    }
+    EXPECT_LT(Nmse(out.data(), want), 1e-4);
+    ids[3] = static_cast<int32_t>(n_experts);
+    absl::Status bad = backend_.RoutedExperts(a);
+    EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << bad;
+    a.experts = nullptr;
+    EXPECT_EQ(backend_.RoutedExperts(a).code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST_F(CpuBackendTest, LatentAttentionOverSeveralBlocks) {
   const int64_t layers = 2, layer = 1, bt = 4, lat = 12, kvr = 8, blocks = 8, max_blocks = 4;
   std::vector<float> cache = Random(blocks * layers * bt * lat, &rng_);
@@ -416,6 +509,41 @@ TEST_F(CpuBackendTest, LatentAttentionOverSeveralBlocks) {
   std::vector<int32_t> too_long = {17, 1, 1, 1, 1};
   a.lens = too_long.data();
   EXPECT_EQ(backend_.LatentAttention(a).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CpuBackendTest, LatentAttentionGroupMustDivideItems) {
+  const int64_t bt = 4, lat = 12, kvr = 8, items = 6;
+  std::vector<float> cache = Random(2 * bt * lat, &rng_), q = Random(items * lat, &rng_);
+  std::vector<float> out(items * kvr);
+  const std::vector<int32_t> tables = {1, 0}, rows(items, 0), lens(items, 5);
+  LatentAttentionArgs a;
+  a.q = q.data();
+  a.ldq = lat;
+  a.items = items;
+  a.table_rows = rows.data();
+  a.lens = lens.data();
+  a.block_tables = tables.data();
+  a.max_blocks = 2;
+  a.cache = cache.data();
+  a.num_layers = 1;
+  a.block_tokens = bt;
+  a.lat = lat;
+  a.kvr = kvr;
+  a.out = out.data();
+  a.ld_out = kvr;
+  ASSERT_TRUE(backend_.LatentAttention(a).ok());
+  const std::vector<float> one = out;
+  for (int64_t group : {2, 3, 6}) {
+    a.group = group;
+    ASSERT_TRUE(backend_.LatentAttention(a).ok()) << group;
+    EXPECT_EQ(out, one) << group;  // the CPU result does not depend on the grouping
+  }
+  for (int64_t group : {0, -1, 4, 7}) {
+    a.group = group;
+    absl::Status s = backend_.LatentAttention(a);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << group;
+    EXPECT_NE(s.message().find("group"), std::string::npos) << s;
+  }
 }
 
 // The sampling definition in double: order by p descending (lower id first), keep the
