@@ -114,7 +114,7 @@ Json BenchBackend(const BackendBenchArgs& a) {
   bo.num_blocks = std::max(max_batch * seq_blocks, prefill_blocks);
   BENCH_ASSIGN(bm, engine::BackendModel::Create(model.get(), backend.get(), bo));
   BENCH_ASSIGN(experts, engine::BackendExpertExecutor::Create(model.get(), backend.get()));
-  CountingExperts counting(experts.get());
+  CountingExperts counting(experts.get(), backend.get());
   const int64_t kv_token_bytes = engine::KvCache::BytesPerToken(c);
   out["backend_bytes"] = bm->backend_bytes() + experts->backend_bytes();
   out["kv_cache_bytes_per_token"] = kv_token_bytes;

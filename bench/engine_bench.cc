@@ -92,7 +92,7 @@ Json BenchPreset(const std::string& preset, const Args& a, double bandwidth_gbs,
   eo.kv_cache_tokens = 16 * 1024;
   eo.max_step_tokens = 512;
   engine::Engine eng(&m, eo);
-  CountingExperts counting(m.local_experts());
+  CountingExperts counting(m.local_experts(), nullptr);
 
   // Attention-side bytes read by every decode step whatever the batch (router and shared experts
   // included); routed experts are added per step from what the step used.

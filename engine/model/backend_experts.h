@@ -29,11 +29,11 @@ class BackendExpertExecutor final : public ExpertExecutor {
 
   // Whether RunOnBackend serves `layer` of a model on `backend`: the same backend, every routed
   // expert of the layer loaded here, and a backend that runs RoutedExperts for their dtype.
-  bool RunsOnBackend(const Backend* backend, int64_t layer) const;
+  bool RunsOnBackend(const Backend* backend, int64_t layer) const override;
   // Run with x, ids, weights and out in the backend's memory: RoutedExperts, the routing on the
   // backend and no host round trip. Over the CPU backend, equal to Run bit for bit.
   absl::Status RunOnBackend(int64_t layer, const float* x, int64_t n, int64_t k,
-                            const int32_t* ids, const float* weights, float* out);
+                            const int32_t* ids, const float* weights, float* out) override;
 
   int64_t backend_bytes() const { return bytes_; }
 

@@ -2,7 +2,6 @@
 // of operations follows engine/model/forward.cc exactly, so the CPU backend reproduces it.
 #include "engine/model/backend_model.h"
 
-#include "engine/model/backend_experts.h"
 
 #include <algorithm>
 #include <utility>
@@ -457,9 +456,8 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
       MOESERVE_RETURN_IF_ERROR(b->Gate(g));
       // The routed experts run where the executor puts them: on this backend with the routing
       // left in its memory, or through the host (in-process, or on expert shards).
-      auto* on_backend = dynamic_cast<BackendExpertExecutor*>(experts);
-      if (on_backend != nullptr && on_backend->RunsOnBackend(b, l)) {
-        MOESERVE_RETURN_IF_ERROR(on_backend->RunOnBackend(l, xn, n, k, chosen, weights, mlp));
+      if (experts->RunsOnBackend(b, l)) {
+        MOESERVE_RETURN_IF_ERROR(experts->RunOnBackend(l, xn, n, k, chosen, weights, mlp));
       } else {
         host_xn.resize(n * hidden);
         host_chosen.resize(n * k);
