@@ -7,20 +7,23 @@
 //  - CreateBackend("cpu" | "cuda") (engine/backend_registry.h) returns a BackendPtr.
 //  - Allocate(bytes, MemoryType) gives a Buffer; kDevice memory is what the ops read and write.
 //    CopyToBackend / CopyToHost / CopyWithin move bytes; CopyToHost waits for the stream.
-//  - Ops: Gemm (F32, BF16, F8_E4M3 with 128x128 block scales), RmsNorm, Rope, Gate (MoE
-//    router), SiluMul, Add, Embedding, GroupedExperts (SwiGLU over expert-sorted rows),
-//    LatentAttention (paged MLA, absorbed form, KvCache layout) and Sample (argmax/top-p).
+//  - Ops: Gemm (F32, BF16, F8_E4M3 with 128x128 block scales; batched over heads), RmsNorm,
+//    Rope, Gate (MoE router), SiluMul, Add, Embedding, GroupedExperts (SwiGLU over
+//    expert-sorted rows, group table on the host), RoutedExperts (the same with the routing in
+//    backend memory: no host round trip), ScatterRows (cache writes), LatentAttention (paged
+//    MLA, absorbed form, KvCache layout) and Sample (argmax/top-p).
 //  - Every pointer an op takes is in the backend's memory (Allocate(kDevice)), except the
 //    GroupedExperts group table, which is host data (it decides launch shapes).
 //  - Ops are enqueued in order on one stream and may return before the work is done; errors
 //    found on the host (bad shapes, unsupported dtypes) come back as Status at once, device
 //    faults at the next Synchronize()/CopyToHost().
 //  - The CPU backend (engine/cpu/cpu_backend.h) is the reference; it runs each op at once.
-//  - CUDA (engine/cuda/): cuBLASLt for F32/BF16 Gemm (x rounded to bf16 for BF16 weights), a
-//    tiled kernel for FP8, hand-written kernels for the rest, CUB's segmented sort for top-p.
-//  - UNVERIFIED: the CUDA backend was compiled and linked for sm_90 on a machine without a GPU
-//    and has never run. tests/gpu/backend_parity_test.cc (ctest -L gpu) checks every op against
-//    the CPU backend; its NMSE bounds are estimates until that test has run on an H100.
+//  - CUDA (engine/cuda/): a skinny kernel for BF16 products of up to 8 rows (decode), cuBLASLt
+//    for the rest of F32/BF16 Gemm (x rounded to bf16 for BF16 weights), a tiled kernel for FP8,
+//    bf16 tensor cores (WMMA) for RoutedExperts, hand-written kernels for the rest, CUB's
+//    segmented sort for top-p. Run on an H100 on 2026-11-24: tests/gpu/backend_parity_test.cc
+//    (ctest -L gpu) checks every op against the CPU backend within its stated NMSE bound, and
+//    tests/gpu/backend_model_gpu_test.cc the whole model (docs/DESIGN-NOTES.md has the figures).
 //
 // Thread-safety: a Backend is used by one thread at a time (the engine thread). Buffers must be
 // released before the Backend that made them.

@@ -265,8 +265,10 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   const int64_t qhd = c.q_head_dim(), kvr = c.kv_lora_rank, lat = c.latent_dim();
   const int64_t layers = c.num_hidden_layers;
   const int64_t n = static_cast<int64_t>(refs.size()), items = n * heads;
-  logits->clear();
-  if (n == 0) return absl::OkStatus();
+  if (n == 0) {
+    logits->clear();
+    return absl::OkStatus();
+  }
 
   // Host-side indices: positions, each query item's sequence and length, the block tables.
   int64_t max_blocks = 1;
@@ -486,7 +488,10 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     t0 += static_cast<int64_t>(ch.tokens.size());
     if (ch.want_logits) rows.push_back(t0 - 1);
   }
-  if (rows.empty()) return b->Synchronize();
+  if (rows.empty()) {
+    logits->clear();
+    return b->Synchronize();
+  }
   const int64_t nr = static_cast<int64_t>(rows.size()), vocab = c.vocab_size;
   MOESERVE_ASSIGN_OR_RETURN(float* last, Scratch<float>(kLast, nr * hidden));
   MOESERVE_ASSIGN_OR_RETURN(float* normed, Scratch<float>(kNormed, nr * hidden));
@@ -496,11 +501,17 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   }
   MOESERVE_RETURN_IF_ERROR(norm(last, hidden, w_->final_norm, normed, hidden, nr, hidden));
   MOESERVE_RETURN_IF_ERROR(gemm(normed, nr, hidden, w_->lm_head, out, vocab));
-  std::vector<float> host(nr * vocab);
-  MOESERVE_RETURN_IF_ERROR(b->CopyToHost(host.data(), out, nr * vocab * 4));
-  for (int64_t i = 0; i < nr; ++i) {
-    logits->emplace_back(host.begin() + i * vocab, host.begin() + (i + 1) * vocab);
+  const int64_t bytes = nr * vocab * 4;
+  if (logits_host_ == nullptr || logits_host_->bytes() < bytes) {
+    logits_host_.reset();
+    MOESERVE_ASSIGN_OR_RETURN(logits_host_, b->Allocate(bytes + bytes / 2, MemoryType::kPinned));
   }
+  const float* host = static_cast<const float*>(logits_host_->data());
+  MOESERVE_RETURN_IF_ERROR(b->CopyToHost(logits_host_->data(), out, bytes));
+  // The caller's vectors keep their memory from step to step (assign reuses the capacity), so a
+  // large batch does not fault in fresh pages for every row of logits.
+  logits->resize(nr);
+  for (int64_t i = 0; i < nr; ++i) (*logits)[i].assign(host + i * vocab, host + (i + 1) * vocab);
   return absl::OkStatus();
 }
 

@@ -28,10 +28,12 @@ struct BackendModelOptions {
 // The DeepSeek model's forward step over any Backend (engine/backend.h): the attention-side
 // weights of a loaded Model are uploaded once, the paged latent cache lives in backend memory,
 // and every op of the step runs on the backend's stream. The routed experts go through an
-// ExpertExecutor on the host (the model's local one by default, or expert shards), which is the
-// worker/expert-shard split of DESIGN.md; the gate, the shared experts and everything else run on
-// the backend. The step synchronises with the host once per MoE layer (the executor's rows) and
-// for the logits.
+// ExpertExecutor (the worker/expert-shard split of DESIGN.md): one whose experts live on this
+// backend (BackendExpertExecutor, RunsOnBackend) takes the gate's choice where it lies and the
+// step never waits for the host until the logits; any other (the model's local one by default,
+// expert shards) gets the rows on the host, one synchronisation per MoE layer. The gate, the
+// shared experts and everything else run on the backend. The logits come back through pinned
+// memory into the caller's vectors, whose capacity is reused from step to step.
 //
 // With the CPU backend this runs the same operations in the same order as Model::Forward, so
 // the two agree bit for bit (tests/unit/engine/backend_model_test.cc): that is how the
@@ -89,6 +91,9 @@ class BackendModel final : public StepRunner {
   std::unique_ptr<Weights> w_;
   BufferPtr cache_;
   std::vector<BufferPtr> scratch_;
+  // Pinned host memory the logits come back through (a device copies to it several times
+  // faster than to fresh pageable memory, and it is allocated once, not every step).
+  BufferPtr logits_host_;
 };
 
 }  // namespace moeserve::engine
