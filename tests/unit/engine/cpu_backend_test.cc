@@ -79,6 +79,26 @@ TestWeight MakeWeight(DType dtype, int64_t rows, int64_t cols, std::mt19937* rng
   return w;
 }
 
+// The definition of one expert in doubles: down(silu(gate x) * up x) for one row x of hidden.
+std::vector<double> SwigluReference(const float* x, const TestWeight& gate, const TestWeight& up,
+                                    const TestWeight& down, int64_t hidden, int64_t inter) {
+  std::vector<double> h(inter), y(hidden);
+  for (int64_t i = 0; i < inter; ++i) {
+    double g = 0, u = 0;
+    for (int64_t c = 0; c < hidden; ++c) {
+      g += x[c] * gate.real[i * hidden + c];
+      u += x[c] * up.real[i * hidden + c];
+    }
+    h[i] = g / (1 + std::exp(-g)) * u;
+  }
+  for (int64_t o = 0; o < hidden; ++o) {
+    double s = 0;
+    for (int64_t i = 0; i < inter; ++i) s += h[i] * down.real[o * inter + i];
+    y[o] = s;
+  }
+  return y;
+}
+
 class CpuBackendTest : public ::testing::Test {
  protected:
   cpu::CpuBackend backend_;
@@ -367,24 +387,12 @@ TEST_F(CpuBackendTest, GroupedExpertsMatchDefinitionPerGroup) {
   std::vector<double> want;
   std::vector<float> got;
   for (int e = 0; e < 3; ++e) {
-    const std::vector<double>&wg = weights[3 * e].real, &wu = weights[3 * e + 1].real,
-          &wd = weights[3 * e + 2].real;
     for (int64_t r = offsets[e]; r < offsets[e] + counts[e]; ++r) {
-      std::vector<double> h(inter);
-      for (int64_t i = 0; i < inter; ++i) {
-        double g = 0, u = 0;
-        for (int64_t c = 0; c < hidden; ++c) {
-          g += x[r * hidden + c] * wg[i * hidden + c];
-          u += x[r * hidden + c] * wu[i * hidden + c];
-        }
-        h[i] = g / (1 + std::exp(-g)) * u;
-      }
-      for (int64_t o = 0; o < hidden; ++o) {
-        double s = 0;
-        for (int64_t i = 0; i < inter; ++i) s += h[i] * wd[o * inter + i];
-        want.push_back(s);
-        got.push_back(out[r * hidden + o]);
-      }
+      const std::vector<double> y = SwigluReference(&x[r * hidden], weights[3 * e],
+                                                    weights[3 * e + 1], weights[3 * e + 2],
+                                                    hidden, inter);
+      want.insert(want.end(), y.begin(), y.end());
+      got.insert(got.end(), out.begin() + r * hidden, out.begin() + (r + 1) * hidden);
     }
   }
   EXPECT_LT(Nmse(got.data(), want), 1e-4);  // bf16 weights may round x to bf16
@@ -430,22 +438,9 @@ TEST_F(CpuBackendTest, RoutedExpertsMatchDefinitionAndRefuseBadIds) {
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t j = 0; j < k; ++j) {
         const int64_t e = ids[t * k + j];
-        const std::vector<double>&wg = w[3 * e].real, &wu = w[3 * e + 1].real,
-              &wd = w[3 * e + 2].real;
-        std::vector<double> h(inter);
-        for (int64_t i = 0; i < inter; ++i) {
-          double g = 0, u = 0;
-          for (int64_t c = 0; c < hidden; ++c) {
-            g += x[t * hidden + c] * wg[i * hidden + c];
-            u += x[t * hidden + c] * wu[i * hidden + c];
-          }
-          h[i] = g / (1 + std::exp(-g)) * u;
-        }
-        for (int64_t o = 0; o < hidden; ++o) {
-          double s = 0;
-          for (int64_t i = 0; i < inter; ++i) s += h[i] * wd[o * inter + i];
-          want[t * hidden + o] += weights[t * k + j] * s;
-        }
+        const std::vector<double> y =
+            SwigluReference(&x[t * hidden], w[3 * e], w[3 * e + 1], w[3 * e + 2], hidden, inter);
+        for (int64_t o = 0; o < hidden; ++o) want[t * hidden + o] += weights[t * k + j] * y[o];
       }
     }
     EXPECT_LT(Nmse(out.data(), want), 1e-4);
