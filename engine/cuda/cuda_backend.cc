@@ -1,6 +1,7 @@
 #include "engine/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "engine/cuda/gemm.cuh"
 #include "engine/cuda/latent_attention.cuh"
 #include "engine/cuda/lt_gemm.h"
+#include "engine/cuda/op_profile.h"
 #include "engine/cuda/rms_norm.cuh"
 #include "engine/cuda/rope.cuh"
 #include "engine/cuda/routed_experts.cuh"
@@ -116,6 +118,10 @@ class CudaBackend final : public Backend {
     sample_.Release(stream_);
     attn_.Release(stream_);
     cudaStreamSynchronize(stream_);
+    if (profile_.on()) {
+      profile_.Collect();
+      std::fputs(profile_.Report().c_str(), stderr);
+    }
     cublasLtDestroy(lt_);
     cudaFree(lt_workspace_);
     cudaStreamDestroy(stream_);
@@ -155,18 +161,23 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status CopyToBackend(void* dst, const void* src, int64_t bytes) override {
+    OpProfile::Scope scope(&profile_, "CopyToBackend", stream_);
     return Copy(dst, src, bytes, "copy to device");
   }
   absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) override {
+    OpProfile::Scope scope(&profile_, "CopyToHost (waits)", stream_);
     MOESERVE_RETURN_IF_ERROR(Copy(dst, src, bytes, "copy to host"));
     MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "wait for copy to host");
+    profile_.Collect();
     return absl::OkStatus();
   }
   absl::Status CopyWithin(void* dst, const void* src, int64_t bytes) override {
+    OpProfile::Scope scope(&profile_, "CopyWithin", stream_);
     return Copy(dst, src, bytes, "copy within device");
   }
   absl::Status CopyWithin2D(void* dst, int64_t ld_dst, const void* src, int64_t ld_src,
                             int64_t rows, int64_t row_bytes) override {
+    OpProfile::Scope scope(&profile_, "CopyWithin2D", stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateCopy2D(ld_dst, ld_src, rows, row_bytes));
     if (rows == 0 || row_bytes == 0) return absl::OkStatus();
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
@@ -180,16 +191,23 @@ class CudaBackend final : public Backend {
   absl::Status Synchronize() override {
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "synchronize");
+    profile_.Collect();
     return absl::OkStatus();
   }
 
   absl::Status Gemm(const GemmArgs& a) override {
+    OpProfile::Scope scope(&profile_,
+                           a.w.dtype == DType::kBf16 && a.m <= kSkinnyMaxM ? "Gemm (skinny)"
+                           : a.w.dtype == DType::kF8E4M3                   ? "Gemm (FP8 tiled)"
+                                                                           : "Gemm (cuBLASLt)",
+                           stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateGemm(a));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     return RunGemm(a);
   }
 
   absl::Status RmsNorm(const engine::RmsNormArgs& a) override {
+    OpProfile::Scope scope(&profile_, "RmsNorm", stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateRmsNorm(a));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     cuda::RmsNormArgs d{a.x, a.ldx, a.w, a.out, a.ld_out, a.rows, a.dim, a.eps};
@@ -198,6 +216,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status Rope(const engine::RopeArgs& a) override {
+    OpProfile::Scope scope(&profile_, "Rope", stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateRope(a));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     cuda::RopeArgs d{a.x,        a.rows,  a.ld, a.offset, a.dim, a.positions, a.rows_per_position,
@@ -207,6 +226,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status Gate(const engine::GateArgs& a) override {
+    OpProfile::Scope scope(&profile_, "Gate", stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateGate(a));
     const GateConfig& c = a.config;
     if (c.n_routed_experts > kGateMaxExperts || c.n_group > kGateMaxGroups) {
@@ -233,6 +253,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status SiluMul(const float* gate, const float* up, int64_t n, float* out) override {
+    OpProfile::Scope scope(&profile_, "SiluMul", stream_);
     if (n < 0) return absl::InvalidArgumentError("SiluMul: n < 0");
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     MOESERVE_RETURN_IF_CUDA_ERROR(LaunchSiluMul({gate, up, n, out}, stream_), "SiluMul");
@@ -240,6 +261,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status Add(float* x, const float* y, int64_t n) override {
+    OpProfile::Scope scope(&profile_, "Add", stream_);
     if (n < 0) return absl::InvalidArgumentError("Add: n < 0");
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     MOESERVE_RETURN_IF_CUDA_ERROR(LaunchAdd({x, y, n}, stream_), "Add");
@@ -247,6 +269,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status Embedding(const engine::EmbeddingArgs& a) override {
+    OpProfile::Scope scope(&profile_, "Embedding", stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateEmbedding(a));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     cuda::EmbeddingArgs d{a.table, ToWeightType(a.dtype), a.vocab, a.dim, a.ids, a.rows, a.out};
@@ -255,6 +278,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status ScatterRows(const engine::ScatterRowsArgs& a) override {
+    OpProfile::Scope scope(&profile_, "ScatterRows", stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateScatterRows(a));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     cuda::ScatterRowsArgs d{a.src, a.ld_src, a.n, a.width, a.rows, a.dst, a.ld_dst};
@@ -305,6 +329,7 @@ class CudaBackend final : public Backend {
   Scratch experts_;  // GroupedExperts' gate and up products
   Scratch routed_;   // RoutedExperts' routing tables and products
   Scratch sample_;   // Sample's sort buffers
+  OpProfile profile_;  // MOESERVE_CUDA_PROFILE
   Scratch attn_;     // LatentAttention's split partials
 };
 
@@ -358,6 +383,7 @@ absl::Status CudaBackend::RunGemm(const GemmArgs& a) {
 }
 
 absl::Status CudaBackend::GroupedExperts(const GroupedExpertsArgs& a) {
+  OpProfile::Scope scope(&profile_, "GroupedExperts", stream_);
   MOESERVE_RETURN_IF_ERROR(ValidateGroupedExperts(a));
   MOESERVE_RETURN_IF_ERROR(MakeCurrent());
   size_t most = 0;
@@ -383,6 +409,7 @@ absl::Status CudaBackend::GroupedExperts(const GroupedExpertsArgs& a) {
 }
 
 absl::Status CudaBackend::RoutedExperts(const engine::RoutedExpertsArgs& a) {
+  OpProfile::Scope scope(&profile_, "RoutedExperts", stream_);
   MOESERVE_RETURN_IF_ERROR(ValidateRoutedExperts(a));
   if (a.n == 0 || a.k == 0) return absl::OkStatus();
   if (!Supports(OpKind::kRoutedExperts, a.dtype)) {
@@ -410,6 +437,7 @@ absl::Status CudaBackend::RoutedExperts(const engine::RoutedExpertsArgs& a) {
 }
 
 absl::Status CudaBackend::LatentAttention(const engine::LatentAttentionArgs& a) {
+  OpProfile::Scope scope(&profile_, "LatentAttention", stream_);
   MOESERVE_RETURN_IF_ERROR(ValidateLatentAttention(a));
   if (a.kvr > kAttentionMaxKvr || a.lat > kAttentionMaxLat) {
     return absl::InvalidArgumentError(
@@ -448,6 +476,7 @@ absl::Status CudaBackend::LatentAttention(const engine::LatentAttentionArgs& a) 
 }
 
 absl::Status CudaBackend::Sample(const engine::SampleArgs& a) {
+  OpProfile::Scope scope(&profile_, "Sample", stream_);
   MOESERVE_RETURN_IF_ERROR(ValidateSample(a));
   if (a.rows == 0) return absl::OkStatus();
   if (a.rows * a.vocab >= (int64_t{1} << 31)) {
