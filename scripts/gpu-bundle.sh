@@ -5,6 +5,9 @@
 #   scripts/gpu-bundle.sh [BUILD_DIR]      (default build/ci, which compiles CUDA when nvcc is here)
 # Then, on the GPU machine, from the repository root:
 #   bash .gpu-bundle/run.sh [bench]        (test logs, and bench JSON, go to $OUT or .gpu-bundle/out)
+# The bench writes its random checkpoints to tmpfs (MODELS_DIR, default /dev/shm/moeserve-models):
+# writing v2-lite's 31 GB to the GPU machine's disk took most of a 10-minute call, to tmpfs ~1.
+# MOESERVE_CUDA_PROFILE=1 adds the CUDA backend's per-op times to bench.err.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build/ci}"
@@ -46,7 +49,7 @@ grep -E 'Failure|Expected|Which is' "$logs/worker_test.txt" | head -20
 [ $rc -eq 0 ] || status=1
 if [ "${1:-}" = bench ]; then
   "$here/bin/moeserve-bench-engine" --backend cuda --presets "${PRESETS:-v2-lite}" \
-    --models-dir "${MODELS_DIR:-/tmp/moeserve-models}" >"$logs/bench.json" 2>"$logs/bench.err"
+    --models-dir "${MODELS_DIR:-/dev/shm/moeserve-models}" >"$logs/bench.json" 2>"$logs/bench.err"
   echo "bench: exit $?"; tail -c 4000 "$logs/bench.json"
 fi
 exit $status
