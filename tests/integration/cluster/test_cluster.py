@@ -395,5 +395,33 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
         if FAILS:
             print(logs(run_dir))
 
+# `moeserve up --backend cpu:2`: every worker runs its steps on a Backend (BackendModel, with the
+# routed experts' routing left in backend memory), the path `--backend cuda` takes on a GPU. Over
+# the CPU backend the cluster, prefill and decode apart, still equals single-process generate.
+port = free_port()
+run_dir = os.path.join(WORK, "run-backend")
+shutil.rmtree(run_dir, ignore_errors=True)
+cluster = start_cluster(model, port, ["--compute-dtype", "f32", "--backend", "cpu:2"], run_dir)
+try:
+    status, body = post(port, "/v1/completions", {
+        "model": name, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0})
+    check(status == 200, f"[backend] completion served: {status} {body[:200]}")
+    got = json.loads(body)["choices"][0]["text"] if status == 200 else None
+    ref = json.loads(subprocess.run(
+        [MOESERVE, "generate", "--model", model, "--prompt", "The quick brown fox",
+         "--max-new-tokens", "16", "--temperature", "0", "--compute-dtype", "f32", "--json"],
+        capture_output=True, text=True, check=True).stdout)["text"]
+    check(got == ref, f"[backend] workers on --backend cpu:2 equal single-process generate: "
+                      f"{got!r} vs {ref!r}")
+    said = [f for f in sorted(os.listdir(run_dir)) if f.endswith(".log") and
+            "steps run on backend 'cpu'" in open(os.path.join(run_dir, f), errors="replace").read()]
+    check(len(said) == 2, f"[backend] both workers say their steps run on the backend: {said}")
+finally:
+    left = stop_cluster(cluster)
+    check(cluster.returncode == 0, f"[backend] moeserve up exited cleanly ({cluster.returncode})")
+    check(not left, f"[backend] no process left behind: {left}")
+    if FAILS:
+        print(logs(run_dir))
+
 print(f"{len(FAILS)} failed")
 sys.exit(1 if FAILS else 0)
