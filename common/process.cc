@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/mutex.h"
 
 namespace moeserve {
 namespace {
@@ -24,17 +26,26 @@ sockaddr_in Loopback(int port) {
 }  // namespace
 
 absl::StatusOr<int> FreeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket() failed");
-  sockaddr_in addr = Loopback(0);
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+  // The OS may give the same number again before the first taker has bound it (a worker binds
+  // its ports only after loading its model), so a process never hands out one port twice.
+  static Mutex mu;
+  static std::set<int>* const handed_out = new std::set<int>();
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return absl::InternalError("socket() failed");
+    sockaddr_in addr = Loopback(0);
+    socklen_t len = sizeof(addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      close(fd);
+      return absl::InternalError("cannot find a free loopback port");
+    }
     close(fd);
-    return absl::InternalError("cannot find a free loopback port");
+    const int port = static_cast<int>(ntohs(addr.sin_port));
+    MutexLock lock(&mu);
+    if (handed_out->insert(port).second) return port;
   }
-  close(fd);
-  return static_cast<int>(ntohs(addr.sin_port));
+  return absl::InternalError("no free loopback port this process has not handed out already");
 }
 
 bool LoopbackPortAccepts(int port) {

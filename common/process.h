@@ -11,7 +11,8 @@
 // Small helpers for tools that start and watch local processes (`moeserve up`, bench/serve).
 namespace moeserve {
 
-// A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read it back, close).
+// A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read it back, close), and
+// that this process has not handed out before (thread-safe).
 absl::StatusOr<int> FreeLoopbackPort();
 
 // True when something accepts TCP connections on 127.0.0.1:port.

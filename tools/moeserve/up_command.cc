@@ -14,7 +14,6 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -163,17 +162,6 @@ absl::Status Up(const UpOptions& o) {
   }
   std::filesystem::create_directories(run_dir);
   std::vector<Child> children;
-  // FreeLoopbackPort only says a port was free a moment ago: the OS may give the same number
-  // again before the first taker has bound it (a worker binds its ports after loading the
-  // model), and two of up's services then collide. So up never hands out one port twice.
-  std::set<int> handed_out;
-  auto new_port = [&handed_out]() -> absl::StatusOr<int> {
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      MOESERVE_ASSIGN_OR_RETURN(int p, FreeLoopbackPort());
-      if (handed_out.insert(p).second) return p;
-    }
-    return absl::InternalError("no free loopback port that up has not handed out already");
-  };
   // Every moeserve service gets a Prometheus /metrics port; cluster.json lists them.
   nlohmann::json metrics = nlohmann::json::array();
   auto start = [&](const std::string& name, std::vector<std::string> argv,
@@ -181,7 +169,7 @@ absl::Status Up(const UpOptions& o) {
     if (name != "redis" && name != "redis-batch") {
       argv.push_back("--drain-timeout-s");
       argv.push_back(std::to_string(o.drain_s));
-      MOESERVE_ASSIGN_OR_RETURN(int metrics_port, new_port());
+      MOESERVE_ASSIGN_OR_RETURN(int metrics_port, FreeLoopbackPort());
       argv.push_back("--metrics-port");
       argv.push_back(std::to_string(metrics_port));
       metrics.push_back({{"name", name},
@@ -194,7 +182,7 @@ absl::Status Up(const UpOptions& o) {
     return absl::OkStatus();
   };
   auto run = [&]() -> absl::Status {
-    MOESERVE_ASSIGN_OR_RETURN(int redis_port, new_port());
+    MOESERVE_ASSIGN_OR_RETURN(int redis_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
         "redis", {"redis-server", "--port", std::to_string(redis_port), "--bind", "127.0.0.1",
                   "--save", "", "--appendonly", "no", "--maxmemory", "512mb",
@@ -204,7 +192,7 @@ absl::Status Up(const UpOptions& o) {
     // The Batch API's files and batches: a Redis of their own, because the KV cache's evicts
     // (allkeys-lru) and keeps nothing on disk, while a batch must survive both memory pressure
     // and a Redis restart.
-    MOESERVE_ASSIGN_OR_RETURN(int batch_redis_port, new_port());
+    MOESERVE_ASSIGN_OR_RETURN(int batch_redis_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
         "redis-batch",
         {"redis-server", "--port", std::to_string(batch_redis_port), "--bind", "127.0.0.1",
@@ -212,7 +200,7 @@ absl::Status Up(const UpOptions& o) {
          "--appendfilename", "batch.aof", "--maxmemory-policy", "noeviction", "--dir", run_dir},
         batch_redis_port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 30));
-    MOESERVE_ASSIGN_OR_RETURN(int kv_port, new_port());
+    MOESERVE_ASSIGN_OR_RETURN(int kv_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
         "kvcache", {bin + "/moeserve-kvcache", "--host", "127.0.0.1", "--port",
                     std::to_string(kv_port), "--redis", absl::StrCat("127.0.0.1:", redis_port),
@@ -220,7 +208,7 @@ absl::Status Up(const UpOptions& o) {
         kv_port));
     std::vector<std::string> shard_addrs;
     for (int64_t i = 0; i < o.shards; ++i) {
-      MOESERVE_ASSIGN_OR_RETURN(int p, new_port());
+      MOESERVE_ASSIGN_OR_RETURN(int p, FreeLoopbackPort());
       std::vector<std::string> argv = {
           bin + "/moeserve-expert-shard", "--model", o.model, "--port", std::to_string(p),
           "--shard-id", std::to_string(i), "--num-shards", std::to_string(o.shards),
@@ -236,7 +224,7 @@ absl::Status Up(const UpOptions& o) {
     std::vector<std::string> prefill_addrs, decode_addrs;
     for (int64_t i = 0; i < o.prefill + o.decode; ++i) {
       const bool is_prefill = i < o.prefill;
-      MOESERVE_ASSIGN_OR_RETURN(int p, new_port());
+      MOESERVE_ASSIGN_OR_RETURN(int p, FreeLoopbackPort());
       std::vector<std::string> argv = {
           bin + "/moeserve-worker", "--model", o.model, "--port", std::to_string(p),
           "--role", is_prefill ? "prefill" : "decode", "--kvcache",
@@ -260,7 +248,7 @@ absl::Status Up(const UpOptions& o) {
       (is_prefill ? prefill_addrs : decode_addrs).push_back(absl::StrCat("127.0.0.1:", p));
     }
     for (const Child& c : children) MOESERVE_RETURN_IF_ERROR(WaitReady(c, 300));
-    MOESERVE_ASSIGN_OR_RETURN(int router_port, new_port());
+    MOESERVE_ASSIGN_OR_RETURN(int router_port, FreeLoopbackPort());
     MOESERVE_RETURN_IF_ERROR(start(
         "router", {bin + "/moeserve-router", "--port", std::to_string(router_port), "--prefill",
                    absl::StrJoin(prefill_addrs, ","), "--decode", absl::StrJoin(decode_addrs, ","),
@@ -268,7 +256,7 @@ absl::Status Up(const UpOptions& o) {
                    std::to_string(o.relay_threads), "--max-queue", std::to_string(o.max_queue)},
         router_port));
     MOESERVE_RETURN_IF_ERROR(WaitReady(children.back(), 60));
-    MOESERVE_ASSIGN_OR_RETURN(int grpc_port, new_port());
+    MOESERVE_ASSIGN_OR_RETURN(int grpc_port, FreeLoopbackPort());
     std::vector<std::string> gateway_argv = {
         bin + "/moeserve-gateway", "--model", o.model, "--port", std::to_string(o.port),
         "--grpc-port", std::to_string(grpc_port), "--router",

@@ -229,6 +229,20 @@ def bad_requests(port):
     return len(cases)
 
 
+def completion_equals_generate(port, compute, label):
+    """A greedy completion from the cluster against single-process generate; returns the text."""
+    status, body = post(port, "/v1/completions", {
+        "model": name, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0})
+    check(status == 200, f"[{label}] completion served: {status} {body[:200]}")
+    got = json.loads(body)["choices"][0]["text"] if status == 200 else None
+    ref = json.loads(subprocess.run(
+        [MOESERVE, "generate", "--model", model, "--prompt", "The quick brown fox",
+         "--max-new-tokens", "16", "--temperature", "0", "--compute-dtype", compute, "--json"],
+        capture_output=True, text=True, check=True).stdout)["text"]
+    check(got == ref, f"[{label}] equals single-process generate: {got!r} vs {ref!r}")
+    return ref
+
+
 for compute, shards in (("f32", "2"), ("bf16", "1")):
     port = free_port()
     run_dir = os.path.join(WORK, f"run-{compute}")
@@ -239,16 +253,8 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
                                           "--compute-dtype", compute,
                                           "--stream-resume-grace-s", "0"], run_dir)
     try:
-        status, body = post(port, "/v1/completions", {
-            "model": name, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0})
-        check(status == 200, f"[{compute}] completion served: {status} {body[:200]}")
-        got = json.loads(body)["choices"][0]["text"] if status == 200 else None
-        ref = json.loads(subprocess.run(
-            [MOESERVE, "generate", "--model", model, "--prompt", "The quick brown fox",
-             "--max-new-tokens", "16", "--temperature", "0", "--compute-dtype", compute, "--json"],
-            capture_output=True, text=True, check=True).stdout)["text"]
-        check(got == ref, f"[{compute}] cluster ({shards} shard(s), prefill and decode apart) "
-                          f"equals single-process generate: {got!r} vs {ref!r}")
+        ref = completion_equals_generate(
+            port, compute, f"{compute}: cluster, {shards} shard(s), prefill and decode apart")
 
         chat = {"model": name, "messages": [{"role": "user", "content": "Why is the sky blue? " * 40}],
                 "max_tokens": 24, "temperature": 0, "stream": True,
@@ -403,16 +409,7 @@ run_dir = os.path.join(WORK, "run-backend")
 shutil.rmtree(run_dir, ignore_errors=True)
 cluster = start_cluster(model, port, ["--compute-dtype", "f32", "--backend", "cpu:2"], run_dir)
 try:
-    status, body = post(port, "/v1/completions", {
-        "model": name, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0})
-    check(status == 200, f"[backend] completion served: {status} {body[:200]}")
-    got = json.loads(body)["choices"][0]["text"] if status == 200 else None
-    ref = json.loads(subprocess.run(
-        [MOESERVE, "generate", "--model", model, "--prompt", "The quick brown fox",
-         "--max-new-tokens", "16", "--temperature", "0", "--compute-dtype", "f32", "--json"],
-        capture_output=True, text=True, check=True).stdout)["text"]
-    check(got == ref, f"[backend] workers on --backend cpu:2 equal single-process generate: "
-                      f"{got!r} vs {ref!r}")
+    completion_equals_generate(port, "f32", "backend: workers on --backend cpu:2")
     said = [f for f in sorted(os.listdir(run_dir)) if f.endswith(".log") and
             "steps run on backend 'cpu'" in open(os.path.join(run_dir, f), errors="replace").read()]
     check(len(said) == 2, f"[backend] both workers say their steps run on the backend: {said}")
