@@ -69,8 +69,17 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
   float* g = arena.Alloc<float>(rows * inter);
   float* u = arena.Alloc<float>(rows * inter);
   float* ys = arena.Alloc<float>(rows * hidden);
-  for (int64_t i = 0; i < rows; ++i) {
-    std::memcpy(&xs[row_of_slot[i] * hidden], x + (i / k) * hidden, sizeof(float) * hidden);
+  // Tokens are independent: a prefill's gather and combine run on the pool.
+  ThreadPool* pool = n >= 64 ? model_->pool() : nullptr;
+  auto gather = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      std::memcpy(&xs[row_of_slot[i] * hidden], x + (i / k) * hidden, sizeof(float) * hidden);
+    }
+  };
+  if (pool != nullptr) {
+    pool->ParallelFor(rows, 64, gather);
+  } else {
+    gather(0, rows);
   }
   // Every used expert's gate and up products in one parallel region, then every down product
   // in another.
@@ -101,9 +110,8 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
   auto combine = [&](int64_t t0, int64_t t1) {
     CombineSlots(ys, row_of_slot.data(), weights, k, hidden, t0, t1, out);
   };
-  // Tokens are independent: a prefill's combine runs on the pool.
-  if (model_->pool() != nullptr && n >= 64) {
-    model_->pool()->ParallelFor(n, 32, combine);
+  if (pool != nullptr) {
+    pool->ParallelFor(n, 32, combine);
   } else {
     combine(0, n);
   }

@@ -12,15 +12,25 @@
 #include "engine/cpu/exp_avx512.h"
 #endif
 
+#include "common/log.h"
 #include "engine/cpu/linear.h"
 
 namespace moeserve::engine::ops {
 
 void RmsNorm(const float* x, const float* w, int64_t dim, double eps, float* out) {
-  double sum = 0;
-  for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(x[i]) * x[i];
+  // Squares are exact in double. Eight partial sums (lane j takes the elements j mod 8) added by
+  // one fixed tree: the same bits on any thread or batch, and chains short enough to vectorise
+  // (one sequential double sum was a latency-bound 4 cycles per element).
+  double lane[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    for (int j = 0; j < 8; ++j) lane[j] += static_cast<double>(x[i + j]) * x[i + j];
+  }
+  for (int j = 0; i < dim; ++i, ++j) lane[j] += static_cast<double>(x[i]) * x[i];
+  const double sum = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
+                     ((lane[1] + lane[5]) + (lane[3] + lane[7]));
   float inv = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(dim) + eps));
-  for (int64_t i = 0; i < dim; ++i) out[i] = x[i] * inv * w[i];
+  for (int64_t d = 0; d < dim; ++d) out[d] = x[d] * inv * w[d];
 }
 
 namespace {
@@ -162,12 +172,15 @@ void Softmax(float* x, int64_t n) {
 namespace {
 // Indices of the k largest values (descending; ties to the lower index).
 void TopK(const float* v, int64_t n, int64_t k, int32_t* out) {
-  std::vector<int32_t> idx(n);
-  std::iota(idx.begin(), idx.end(), 0);
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
-    return v[a] > v[b] || (v[a] == v[b] && a < b);
-  });
-  std::copy(idx.begin(), idx.begin() + k, out);
+  // Insertion into the sorted best k (k is a few): larger first, a tie to the lower index.
+  MOESERVE_DCHECK(k <= n);
+  int64_t size = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (size == k && !(v[i] > v[out[k - 1]])) continue;
+    int64_t p = size < k ? size++ : k - 1;
+    for (; p > 0 && v[i] > v[out[p - 1]]; --p) out[p] = out[p - 1];
+    out[p] = static_cast<int32_t>(i);
+  }
 }
 }  // namespace
 
@@ -175,20 +188,23 @@ void RouteToken(const ModelConfig& config, const float* logits, const float* bia
                 float* weights) {
   const int64_t e = config.n_routed_experts;
   const int64_t k = config.num_experts_per_tok;
-  std::vector<float> scores(logits, logits + e);
+  // Per-thread scratch: a prefill routes every token, and allocations were most of the cost.
+  thread_local std::vector<float> scores, choice, group_score;
+  thread_local std::vector<int32_t> kept;
+  scores.assign(logits, logits + e);
   if (config.scoring_func == ScoringFunc::kSoftmax) {
     Softmax(scores.data(), e);
   } else {
     for (float& s : scores) s = 1.0f / (1.0f + std::exp(-s));
   }
-  std::vector<float> choice = scores;
+  choice = scores;
   if (config.topk_method == TopkMethod::kNoauxTc && bias != nullptr) {
     for (int64_t i = 0; i < e; ++i) choice[i] += bias[i];
   }
   if (config.topk_method != TopkMethod::kGreedy && config.n_group > 1) {
     const int64_t groups = config.n_group;
     const int64_t per = e / groups;
-    std::vector<float> group_score(groups);
+    group_score.resize(groups);
     for (int64_t g = 0; g < groups; ++g) {
       const float* s = choice.data() + g * per;
       if (config.topk_method == TopkMethod::kNoauxTc) {
@@ -199,12 +215,12 @@ void RouteToken(const ModelConfig& config, const float* logits, const float* bia
         group_score[g] = *std::max_element(s, s + per);
       }
     }
-    std::vector<int32_t> kept(config.topk_group);
+    kept.resize(config.topk_group);
     TopK(group_score.data(), groups, config.topk_group, kept.data());
-    std::vector<bool> keep(groups, false);
-    for (int32_t g : kept) keep[g] = true;
-    for (int64_t i = 0; i < e; ++i) {
-      if (!keep[i / per]) choice[i] = -std::numeric_limits<float>::infinity();
+    for (int64_t g = 0; g < groups; ++g) {
+      if (std::find(kept.begin(), kept.end(), g) != kept.end()) continue;
+      std::fill(choice.begin() + g * per, choice.begin() + (g + 1) * per,
+                -std::numeric_limits<float>::infinity());
     }
   }
   TopK(choice.data(), e, k, ids);

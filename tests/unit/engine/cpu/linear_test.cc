@@ -129,14 +129,15 @@ TEST_P(LinearTest, RowResultsIndependentOfBatchAndThreads) {
     for (int64_t cols : {int64_t{100}, int64_t{1100}}) {
       const int64_t rows = 203;
       TestMatrix w = RandomMatrix(dtype, rows, cols, rng);
-      const int64_t m = 70;
+      const int64_t m = 250;
       std::vector<float> x = RandomActivations(m, cols, rng);
       // Each row alone, single-threaded.
       std::vector<float> alone(static_cast<size_t>(m * rows));
       for (int64_t i = 0; i < m; ++i) {
         Linear(x.data() + i * cols, 1, cols, w.matrix, alone.data() + i * rows, rows, nullptr);
       }
-      for (int64_t batch : {int64_t{2}, int64_t{6}, int64_t{16}, int64_t{37}, int64_t{70}}) {
+      for (int64_t batch : {int64_t{2}, int64_t{6}, int64_t{16}, int64_t{37}, int64_t{70},
+                            int64_t{250}}) {
         for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
           // Batches start at different rows so a row lands in different tile positions.
           for (int64_t start : {int64_t{0}, m - batch}) {
@@ -186,7 +187,7 @@ TEST(LinearAvx512Test, OutputsAreTheLaneTreeOfFusedSums) {
   ThreadPool pool(2);
   for (int64_t cols : {int64_t{7}, int64_t{256}, int64_t{1030}, int64_t{2100}}) {
     for (int64_t rows : {int64_t{1}, int64_t{3}, int64_t{22}}) {
-      for (int64_t m : {int64_t{1}, int64_t{5}, int64_t{13}}) {
+      for (int64_t m : {int64_t{1}, int64_t{5}, int64_t{13}, int64_t{31}}) {
         TestMatrix w = RandomMatrix(DType::kBf16, rows, cols, rng);
         std::vector<float> x = RandomActivations(m, cols, rng);
         std::vector<float> y(static_cast<size_t>(m * rows));

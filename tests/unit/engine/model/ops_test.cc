@@ -1,7 +1,9 @@
 #include "engine/model/ops.h"
 
 #include <cmath>
+#include <algorithm>
 #include <limits>
+#include <random>
 #include <string>
 #include <cstring>
 #include <vector>
@@ -88,6 +90,30 @@ TEST(RouteTokenTest, GreedyIgnoresGroupsNormalisesAndAlwaysScales) {
   double e1 = std::exp(3.0), e2 = std::exp(2.0);
   EXPECT_NEAR(w[0], 16.0 * e1 / (e1 + e2), 1e-5);
   EXPECT_NEAR(w[1], 16.0 * e2 / (e1 + e2), 1e-5);
+}
+
+// Experts come out best first, a tie going to the lower id; checked against a full sort of
+// (score descending, id ascending) over many random gates with many ties.
+TEST(RouteTokenTest, ChoosesTheBestInOrderWithTiesToTheLowerId) {
+  ModelConfig c = GateConfig(TopkMethod::kGreedy, ScoringFunc::kSigmoid);
+  c.n_routed_experts = 37;
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> level(-3, 3);  // few distinct values: ties everywhere
+  for (int64_t k : {int64_t{1}, int64_t{4}, int64_t{9}}) {
+    c.num_experts_per_tok = k;
+    for (int trial = 0; trial < 200; ++trial) {
+      std::vector<float> logits(37);
+      for (float& l : logits) l = static_cast<float>(level(rng));
+      std::vector<int32_t> want(37);
+      for (int32_t i = 0; i < 37; ++i) want[i] = i;
+      std::stable_sort(want.begin(), want.end(),
+                       [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+      std::vector<int32_t> ids(k);
+      std::vector<float> w(k);
+      RouteToken(c, logits.data(), nullptr, ids.data(), w.data());
+      for (int64_t j = 0; j < k; ++j) ASSERT_EQ(ids[j], want[j]) << "k " << k << " slot " << j;
+    }
+  }
 }
 
 TEST(RopeTest, RotationPreservesNormAndRelativeAngles) {
