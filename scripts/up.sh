@@ -11,5 +11,8 @@ export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
 
 scripts/install-deps.sh
 cmake --preset release
-cmake --build --preset release -j "$(nproc)"
+# Only what `moeserve up` starts (and the moeserve tool itself): the tests and benchmarks would
+# more than double a first start on a small machine (`cmake --build --preset release` builds all).
+cmake --build --preset release -j "$(nproc)" --target moeserve moeserve-gateway moeserve-router \
+  moeserve-worker moeserve-expert-shard moeserve-kvcache
 exec build/release/bin/moeserve up --model models/tiny --shards 1 "$@"
