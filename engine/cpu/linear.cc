@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -236,6 +237,35 @@ void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
     return;
   }
   pool->ParallelFor(total_units, grain, run);
+}
+
+void LinearManyByRows(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
+  const int threads = pool == nullptr ? 1 : pool->num_threads();
+  int64_t min_m = std::numeric_limits<int64_t>::max();
+  for (const LinearJob& j : jobs) min_m = std::min(min_m, j.m);
+  if (threads == 1 || jobs.empty() || min_m < kMinRowsPerThread * threads) {
+    LinearMany(jobs, pool);
+    return;
+  }
+  const KernelSet& ks = *Current().load(std::memory_order_relaxed);
+  pool->RunOnAll([&](int i) {
+    for (const LinearJob& j : jobs) {
+      const Matrix& w = *j.w;
+      MOESERVE_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBf16)
+          << "Linear: weights must be f32 or bf16";
+      const int64_t r0 = RowsBefore(j.m, i, threads), r1 = RowsBefore(j.m, i + 1, threads);
+      if (r1 <= r0 || w.rows <= 0) continue;
+      const float* x = j.x + r0 * j.ldx;
+      float* y = j.y + r0 * j.ldy;
+      if (w.cols == 0) {
+        for (int64_t r = 0; r < r1 - r0; ++r) std::fill(y + r * j.ldy, y + r * j.ldy + w.rows, 0.0f);
+      } else if (ks.lanes == 1) {
+        ScalarRange(x, r1 - r0, j.ldx, w, y, j.ldy, 0, w.rows);
+      } else {
+        TiledRange(ks, x, r1 - r0, j.ldx, w, y, j.ldy, 0, w.rows);
+      }
+    }
+  });
 }
 
 void Linear(const float* x, int64_t m, int64_t ldx, const Matrix& w, float* y, int64_t ldy,

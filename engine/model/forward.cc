@@ -38,27 +38,45 @@ struct QueryTile {
   int64_t max_len = 0;  // keys the last (longest) query sees
 };
 
-// out[n, hidden] = down(silu(gate(xn)) * up(xn)): the dense MLP or the shared experts.
-void DenseMlp(const LayerWeights& w, const float* xn, int64_t n, int64_t hidden, float* out,
-              ThreadPool* pool, ScratchArena* arena) {
-  const int64_t inter = w.gate.rows;
-  float* g = arena->Alloc<float>(n * inter);
-  float* u = arena->Alloc<float>(n * inter);
-  cpu::LinearMany({{xn, n, hidden, &w.gate, g, inter}, {xn, n, hidden, &w.up, u, inter}}, pool);
-  ops::SiluMul(g, u, n * inter, g, pool);
-  cpu::Linear(g, n, inter, w.down, out, hidden, pool);
-}
-
 // Per-token work (norms, rope, routing, residual adds) spread over the pool in prefills; a decode
 // batch (fewer than two grains of tokens) stays on this thread. Each token's result is computed
-// the same way on any thread.
+// the same way on any thread. A prefill large enough for cpu::LinearManyByRows is split the way
+// it splits its rows, so each core keeps working on the tokens whose activations it wrote.
 void ForTokens(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
   constexpr int64_t kTokenGrain = 16;
   if (pool == nullptr) {
     fn(0, n);
     return;
   }
+  const int threads = pool->num_threads();
+  if (threads > 1 && n >= cpu::kMinRowsPerThread * threads) {
+    pool->RunOnAll([&](int i) {
+      fn(cpu::RowsBefore(n, i, threads), cpu::RowsBefore(n, i + 1, threads));
+    });
+    return;
+  }
   pool->ParallelFor(n, kTokenGrain, fn);
+}
+
+// y[m, w.rows] = x * w^T, a prefill's rows shared out as ForTokens shares them.
+void LinearRows(const float* x, int64_t m, int64_t ldx, const Matrix& w, float* y, int64_t ldy,
+                ThreadPool* pool) {
+  const cpu::LinearJob job{x, m, ldx, &w, y, ldy};
+  cpu::LinearManyByRows(absl::MakeConstSpan(&job, 1), pool);
+}
+
+// out[n, hidden] = down(silu(gate(xn)) * up(xn)): the dense MLP or the shared experts.
+void DenseMlp(const LayerWeights& w, const float* xn, int64_t n, int64_t hidden, float* out,
+              ThreadPool* pool, ScratchArena* arena) {
+  const int64_t inter = w.gate.rows;
+  float* g = arena->Alloc<float>(n * inter);
+  float* u = arena->Alloc<float>(n * inter);
+  cpu::LinearManyByRows({{xn, n, hidden, &w.gate, g, inter}, {xn, n, hidden, &w.up, u, inter}},
+                        pool);
+  ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+    ops::SiluMul(g + t0 * inter, u + t0 * inter, (t1 - t0) * inter, g + t0 * inter);
+  });
+  LinearRows(g, n, inter, w.down, out, hidden, pool);
 }
 
 }  // namespace
@@ -169,19 +187,19 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     });
     if (c.q_lora_rank) {
       const int64_t qr = *c.q_lora_rank;
-      cpu::LinearMany({{xn, n, hidden, &w.q_a, qa, qr},
-                       {xn, n, hidden, &w.kv_a, kva, lat}},
-                      pool);
+      cpu::LinearManyByRows({{xn, n, hidden, &w.q_a, qa, qr},
+                             {xn, n, hidden, &w.kv_a, kva, lat}},
+                            pool);
       ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
         }
       });
-      cpu::Linear(qa, n, qr, w.q_b, q, heads * qhd, pool);
+      LinearRows(qa, n, qr, w.q_b, q, heads * qhd, pool);
     } else {
-      cpu::LinearMany({{xn, n, hidden, &w.q, q, heads * qhd},
-                       {xn, n, hidden, &w.kv_a, kva, lat}},
-                      pool);
+      cpu::LinearManyByRows({{xn, n, hidden, &w.q, q, heads * qhd},
+                             {xn, n, hidden, &w.kv_a, kva, lat}},
+                            pool);
     }
     ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -199,7 +217,7 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     for (int64_t h = 0; h < heads; ++h) {
       head_jobs.push_back({&q[h * qhd], n, heads * qhd, &w.uk_t[h], &qlat[h * kvr], heads * kvr});
     }
-    cpu::LinearMany(head_jobs, pool);
+    cpu::LinearManyByRows(head_jobs, pool);
     // Scores over every cached position of the token's sequence, causal, in tiles of up to
     // kAttentionLanes consecutive (token, head) queries of one chunk.
     for (size_t ti = 0; ti < tiles.size(); ++ti) {
@@ -243,8 +261,8 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     for (int64_t h = 0; h < heads; ++h) {
       head_jobs.push_back({&olat[h * kvr], n, heads * kvr, &w.uv[h], &attn[h * vdim], heads * vdim});
     }
-    cpu::LinearMany(head_jobs, pool);
-    cpu::Linear(attn, n, heads * vdim, w.o, tmp, hidden, pool);
+    cpu::LinearManyByRows(head_jobs, pool);
+    LinearRows(attn, n, heads * vdim, w.o, tmp, hidden, pool);
     ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
       for (int64_t i = t0 * hidden; i < t1 * hidden; ++i) x[i] += tmp[i];
       for (int64_t t = t0; t < t1; ++t) {
@@ -258,7 +276,7 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
       float* gate_logits = floats(n * e);
       float* weights = floats(n * k);
       int32_t* chosen = arena.Alloc<int32_t>(n * k);
-      cpu::Linear(xn, n, hidden, w.router, gate_logits, e, pool);
+      LinearRows(xn, n, hidden, w.router, gate_logits, e, pool);
       const float* bias = w.router_bias.empty() ? nullptr : w.router_bias.data();
       ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {

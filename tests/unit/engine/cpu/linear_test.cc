@@ -271,6 +271,51 @@ TEST_P(LinearTest, ManyEqualsEachJobAlone) {
   for (float v : alone.back()) EXPECT_EQ(v, 0.0f);
 }
 
+// LinearManyByRows gives every job's rows the bits Linear gives them alone: with every thread
+// taking a block of rows (prefill sizes, including a zero-column job), and where some job is too
+// short for that and the columns are split instead.
+TEST_P(LinearTest, ManyByRowsEqualsEachJobAlone) {
+  KernelScope scope(GetParam());
+  std::mt19937 rng(17);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  struct Shape {
+    DType dtype;
+    int64_t m, rows, cols;
+  };
+  const std::vector<std::vector<Shape>> cases = {
+      {{DType::kBf16, 200, 75, 260}, {DType::kF32, 131, 33, 47}, {DType::kBf16, 97, 20, 0}},
+      {{DType::kBf16, 200, 75, 260}, {DType::kBf16, 5, 64, 96}}};
+  for (const std::vector<Shape>& shapes : cases) {
+    std::vector<TestMatrix> ws;
+    std::vector<std::vector<float>> xs, alone;
+    for (const Shape& sh : shapes) {
+      ws.push_back(RandomMatrix(sh.dtype, sh.rows, sh.cols, rng));
+      xs.push_back(RandomActivations(sh.m, std::max<int64_t>(sh.cols, 1), rng));
+      alone.emplace_back(static_cast<size_t>(sh.m * sh.rows), 7.0f);
+      for (int64_t r = 0; r < sh.m; ++r) {
+        Linear(xs.back().data() + r * std::max<int64_t>(sh.cols, 1), 1,
+               std::max<int64_t>(sh.cols, 1), ws.back().matrix, alone.back().data() + r * sh.rows,
+               sh.rows, nullptr);
+      }
+    }
+    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+      std::vector<std::vector<float>> ys;
+      std::vector<LinearJob> jobs;
+      for (const Shape& sh : shapes) ys.emplace_back(static_cast<size_t>(sh.m * sh.rows), 7.0f);
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        jobs.push_back({xs[i].data(), shapes[i].m, std::max<int64_t>(shapes[i].cols, 1),
+                        &ws[i].matrix, ys[i].data(), shapes[i].rows});
+      }
+      LinearManyByRows(jobs, pool);
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        ASSERT_EQ(ys[i], alone[i]) << GetParam() << " job " << i << " threads "
+                                   << (pool == nullptr ? 1 : pool->num_threads());
+      }
+    }
+  }
+}
+
 std::string KernelParamName(const ::testing::TestParamInfo<std::string>& param_info) {
   return param_info.param;
 }
