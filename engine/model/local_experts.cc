@@ -1,5 +1,6 @@
 #include "engine/model/local_experts.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -71,42 +72,83 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
   float* ys = arena.Alloc<float>(rows * hidden);
   // Tokens are independent: a prefill's gather and combine run on the pool.
   ThreadPool* pool = n >= 64 ? model_->pool() : nullptr;
-  auto gather = [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      std::memcpy(&xs[row_of_slot[i] * hidden], x + (i / k) * hidden, sizeof(float) * hidden);
-    }
-  };
-  if (pool != nullptr) {
-    pool->ParallelFor(rows, 64, gather);
-  } else {
-    gather(0, rows);
-  }
-  // Every used expert's gate and up products in one parallel region, then every down product
-  // in another.
   std::vector<UsedExpert> used;
-  std::vector<cpu::LinearJob> jobs;
   for (int64_t e = 0; e < c.n_routed_experts; ++e) {
     const int64_t m = start[e + 1] - start[e];
     if (m == 0) continue;
-    const ExpertWeights& w = model_->expert(layer, e);
-    if (!w.loaded) {
+    if (!model_->expert(layer, e).loaded) {
       return absl::FailedPreconditionError(
           absl::StrCat("expert ", e, " of layer ", layer, " is not loaded in this process"));
     }
-    const int64_t r0 = start[e];
-    jobs.push_back({&xs[r0 * hidden], m, hidden, &w.gate, &g[r0 * inter], inter});
-    jobs.push_back({&xs[r0 * hidden], m, hidden, &w.up, &u[r0 * inter], inter});
-    used.push_back({e, r0, m});
+    used.push_back({e, start[e], m});
   }
-  cpu::LinearMany(jobs, model_->pool());
-  ops::SiluMul(g, u, rows * inter, g, model_->pool());
-  jobs.clear();
-  for (const UsedExpert& p : used) {
-    const ExpertWeights& w = model_->expert(layer, p.expert);
-    jobs.push_back({&g[p.first_row * inter], p.rows, inter, &w.down, &ys[p.first_row * hidden],
-                    hidden});
+  const int threads = pool == nullptr ? 1 : pool->num_threads();
+  int64_t largest = 0;
+  for (const UsedExpert& p : used) largest = std::max(largest, p.rows);
+  if (threads > 1 && rows >= cpu::kMinRowsPerThread * threads * k && largest * threads <= rows) {
+    // A prefill where no expert has more than a thread's share of the rows: each thread takes
+    // whole experts (the largest first, each to the least loaded thread) and runs gather, gate and up, SiluMul and down for them alone, so an expert's rows
+    // stay in the cache of the core that gathered them. Each product runs single-threaded, with
+    // the bits the split over columns gives.
+    std::vector<int64_t> token_of_row(rows);
+    for (int64_t i = 0; i < rows; ++i) token_of_row[row_of_slot[i]] = i / k;
+    std::vector<size_t> order(used.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return used[a].rows > used[b].rows; });
+    std::vector<std::vector<size_t>> mine(threads);
+    std::vector<int64_t> load(threads, 0);
+    for (size_t i : order) {
+      const size_t t = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+      mine[t].push_back(i);
+      load[t] += used[i].rows;
+    }
+    pool->RunOnAll([&](int t) {
+      for (size_t i : mine[t]) {
+        const UsedExpert& p = used[i];
+        const ExpertWeights& w = model_->expert(layer, p.expert);
+        for (int64_t r = p.first_row; r < p.first_row + p.rows; ++r) {
+          std::memcpy(&xs[r * hidden], x + token_of_row[r] * hidden, sizeof(float) * hidden);
+        }
+        float* gp = &g[p.first_row * inter];
+        float* up = &u[p.first_row * inter];
+        const float* xp = &xs[p.first_row * hidden];
+        cpu::Linear(xp, p.rows, hidden, w.gate, gp, inter, nullptr);
+        cpu::Linear(xp, p.rows, hidden, w.up, up, inter, nullptr);
+        ops::SiluMul(gp, up, p.rows * inter, gp);
+        cpu::Linear(gp, p.rows, inter, w.down, &ys[p.first_row * hidden], hidden, nullptr);
+      }
+    });
+  } else {
+    auto gather = [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        std::memcpy(&xs[row_of_slot[i] * hidden], x + (i / k) * hidden, sizeof(float) * hidden);
+      }
+    };
+    if (pool != nullptr) {
+      pool->ParallelFor(rows, 64, gather);
+    } else {
+      gather(0, rows);
+    }
+    // Every used expert's gate and up products in one parallel region, then every down product
+    // in another.
+    std::vector<cpu::LinearJob> jobs;
+    for (const UsedExpert& p : used) {
+      const ExpertWeights& w = model_->expert(layer, p.expert);
+      const int64_t r0 = p.first_row;
+      jobs.push_back({&xs[r0 * hidden], p.rows, hidden, &w.gate, &g[r0 * inter], inter});
+      jobs.push_back({&xs[r0 * hidden], p.rows, hidden, &w.up, &u[r0 * inter], inter});
+    }
+    cpu::LinearMany(jobs, model_->pool());
+    ops::SiluMul(g, u, rows * inter, g, model_->pool());
+    jobs.clear();
+    for (const UsedExpert& p : used) {
+      const ExpertWeights& w = model_->expert(layer, p.expert);
+      jobs.push_back({&g[p.first_row * inter], p.rows, inter, &w.down, &ys[p.first_row * hidden],
+                      hidden});
+    }
+    cpu::LinearMany(jobs, model_->pool());
   }
-  cpu::LinearMany(jobs, model_->pool());
   auto combine = [&](int64_t t0, int64_t t1) {
     CombineSlots(ys, row_of_slot.data(), weights, k, hidden, t0, t1, out);
   };

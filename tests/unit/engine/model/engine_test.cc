@@ -108,8 +108,10 @@ TEST_P(EngineTest, BatchOfMixedLengthsEqualsEachSequenceAlone) {
 TEST_P(EngineTest, ChunkedPrefillEqualsOneChunk) {
   std::unique_ptr<Model> m = LoadSmall("chunked", GetParam());
   ASSERT_NE(m, nullptr);
+  // 150 tokens: in one chunk, a prefill large enough that threads split the tokens (and the
+  // routed experts) between them; in chunks of 7, the decode-sized split of columns.
   std::vector<int32_t> prompt;
-  for (int i = 0; i < 45; ++i) prompt.push_back((i * 37) % 384);
+  for (int i = 0; i < 150; ++i) prompt.push_back((i * 37) % 384);
   EngineOptions o;
   o.max_step_tokens = 7;
   o.block_tokens = 5;
@@ -123,7 +125,7 @@ TEST_P(EngineTest, ChunkedPrefillEqualsOneChunk) {
     ++steps;
     if (!out->empty()) logits = (*out)[0].logits;
   }
-  EXPECT_EQ(steps, 7);  // ceil(45 / 7)
+  EXPECT_EQ(steps, 22);  // ceil(150 / 7)
   EXPECT_EQ(logits, Recompute(*m, prompt));
   (void)s;
 }
