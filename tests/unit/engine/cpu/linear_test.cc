@@ -224,9 +224,11 @@ TEST_P(LinearTest, EmptyShapes) {
   for (float v : y2) EXPECT_EQ(v, 7.0f);
 }
 
-// LinearMany gives every job exactly what Linear gives it alone: mixed dtypes, decode (m = 1)
-// and batched jobs, odd shapes, empty jobs, and any thread count (the jobs' columns share one
-// parallel range, so one thread's share crosses job boundaries).
+// LinearMany and LinearManyByRows give every job exactly what Linear gives it alone: mixed dtypes,
+// decode (m = 1) and batched jobs, odd shapes, empty jobs, zero-column jobs, and any thread count
+// (LinearMany's columns share one parallel range, so one thread's share crosses job boundaries;
+// LinearManyByRows gives each thread a block of every job's rows when all jobs are prefill-sized,
+// and otherwise splits columns).
 TEST_P(LinearTest, ManyEqualsEachJobAlone) {
   KernelScope scope(GetParam());
   std::mt19937 rng(13);
@@ -236,83 +238,45 @@ TEST_P(LinearTest, ManyEqualsEachJobAlone) {
     DType dtype;
     int64_t m, rows, cols;
   };
-  const Shape shapes[] = {{DType::kBf16, 1, 300, 1100}, {DType::kF32, 7, 33, 527},
-                          {DType::kBf16, 16, 64, 96},   {DType::kBf16, 0, 20, 30},
-                          {DType::kF32, 1, 5, 15},      {DType::kBf16, 40, 203, 1030},
-                          {DType::kF32, 3, 17, 0}};
-  std::vector<TestMatrix> ws;
-  std::vector<std::vector<float>> xs, alone;
-  for (const Shape& sh : shapes) {
-    ws.push_back(RandomMatrix(sh.dtype, sh.rows, sh.cols, rng));
-    xs.push_back(RandomActivations(sh.m, std::max<int64_t>(sh.cols, 1), rng));
-  }
-  for (size_t i = 0; i < ws.size(); ++i) {
-    alone.emplace_back(static_cast<size_t>(shapes[i].m * shapes[i].rows), 7.0f);
-    Linear(xs[i].data(), shapes[i].m, std::max<int64_t>(shapes[i].cols, 1), ws[i].matrix,
-           alone[i].data(), shapes[i].rows, nullptr);
-  }
-  for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
-    std::vector<std::vector<float>> ys;
-    std::vector<LinearJob> jobs;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      ys.emplace_back(static_cast<size_t>(shapes[i].m * shapes[i].rows), 7.0f);
-    }
-    for (size_t i = 0; i < ws.size(); ++i) {
-      jobs.push_back({xs[i].data(), shapes[i].m, std::max<int64_t>(shapes[i].cols, 1),
-                      &ws[i].matrix, ys[i].data(), shapes[i].rows});
-    }
-    LinearMany(jobs, pool);
-    for (size_t i = 0; i < ws.size(); ++i) {
-      ASSERT_EQ(ys[i], alone[i]) << GetParam() << " job " << i << " threads "
-                                 << (pool == nullptr ? 1 : pool->num_threads());
-    }
-  }
-  // The zero-column job really was zero-filled (not left at 7).
-  for (float v : alone.back()) EXPECT_EQ(v, 0.0f);
-}
-
-// LinearManyByRows gives every job's rows the bits Linear gives them alone: with every thread
-// taking a block of rows (prefill sizes, including a zero-column job), and where some job is too
-// short for that and the columns are split instead.
-TEST_P(LinearTest, ManyByRowsEqualsEachJobAlone) {
-  KernelScope scope(GetParam());
-  std::mt19937 rng(17);
-  ThreadPool pool2(2);
-  ThreadPool pool3(3);
-  struct Shape {
-    DType dtype;
-    int64_t m, rows, cols;
-  };
   const std::vector<std::vector<Shape>> cases = {
-      {{DType::kBf16, 200, 75, 260}, {DType::kF32, 131, 33, 47}, {DType::kBf16, 97, 20, 0}},
-      {{DType::kBf16, 200, 75, 260}, {DType::kBf16, 5, 64, 96}}};
+      {{DType::kBf16, 1, 300, 1100}, {DType::kF32, 7, 33, 527}, {DType::kBf16, 16, 64, 96},
+       {DType::kBf16, 0, 20, 30}, {DType::kF32, 1, 5, 15}, {DType::kBf16, 40, 203, 1030},
+       {DType::kF32, 3, 17, 0}},
+      {{DType::kBf16, 200, 75, 260}, {DType::kF32, 131, 33, 47}, {DType::kBf16, 97, 20, 0}}};
+  using ManyFn = void (*)(absl::Span<const LinearJob>, ThreadPool*);
   for (const std::vector<Shape>& shapes : cases) {
     std::vector<TestMatrix> ws;
     std::vector<std::vector<float>> xs, alone;
     for (const Shape& sh : shapes) {
+      const int64_t ldx = std::max<int64_t>(sh.cols, 1);
       ws.push_back(RandomMatrix(sh.dtype, sh.rows, sh.cols, rng));
-      xs.push_back(RandomActivations(sh.m, std::max<int64_t>(sh.cols, 1), rng));
+      xs.push_back(RandomActivations(sh.m, ldx, rng));
+      // Row by row, so a split of rows among threads is checked too.
       alone.emplace_back(static_cast<size_t>(sh.m * sh.rows), 7.0f);
       for (int64_t r = 0; r < sh.m; ++r) {
-        Linear(xs.back().data() + r * std::max<int64_t>(sh.cols, 1), 1,
-               std::max<int64_t>(sh.cols, 1), ws.back().matrix, alone.back().data() + r * sh.rows,
-               sh.rows, nullptr);
+        Linear(xs.back().data() + r * ldx, 1, ldx, ws.back().matrix,
+               alone.back().data() + r * sh.rows, sh.rows, nullptr);
       }
     }
-    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
-      std::vector<std::vector<float>> ys;
-      std::vector<LinearJob> jobs;
-      for (const Shape& sh : shapes) ys.emplace_back(static_cast<size_t>(sh.m * sh.rows), 7.0f);
-      for (size_t i = 0; i < shapes.size(); ++i) {
-        jobs.push_back({xs[i].data(), shapes[i].m, std::max<int64_t>(shapes[i].cols, 1),
-                        &ws[i].matrix, ys[i].data(), shapes[i].rows});
-      }
-      LinearManyByRows(jobs, pool);
-      for (size_t i = 0; i < shapes.size(); ++i) {
-        ASSERT_EQ(ys[i], alone[i]) << GetParam() << " job " << i << " threads "
-                                   << (pool == nullptr ? 1 : pool->num_threads());
+    for (ManyFn many : {static_cast<ManyFn>(&LinearMany), static_cast<ManyFn>(&LinearManyByRows)}) {
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2, &pool3}) {
+        std::vector<std::vector<float>> ys;
+        std::vector<LinearJob> jobs;
+        for (const Shape& sh : shapes) ys.emplace_back(static_cast<size_t>(sh.m * sh.rows), 7.0f);
+        for (size_t i = 0; i < shapes.size(); ++i) {
+          jobs.push_back({xs[i].data(), shapes[i].m, std::max<int64_t>(shapes[i].cols, 1),
+                          &ws[i].matrix, ys[i].data(), shapes[i].rows});
+        }
+        many(jobs, pool);
+        for (size_t i = 0; i < shapes.size(); ++i) {
+          ASSERT_EQ(ys[i], alone[i])
+              << GetParam() << (many == &LinearMany ? " LinearMany" : " LinearManyByRows")
+              << " job " << i << " threads " << (pool == nullptr ? 1 : pool->num_threads());
+        }
       }
     }
+    // The zero-column job really was zero-filled (not left at 7).
+    for (float v : alone.back()) EXPECT_EQ(v, 0.0f);
   }
 }
 
