@@ -176,6 +176,27 @@ void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, con
 
 }  // namespace
 
+// The checks every product of LinearMany and LinearManyByRows gets before any runs.
+void CheckJob(const LinearJob& j) {
+  MOESERVE_CHECK(j.w->dtype == DType::kF32 || j.w->dtype == DType::kBf16)
+      << "Linear: weights must be f32 or bf16";
+  MOESERVE_DCHECK(j.ldx >= j.w->cols && j.ldy >= j.w->rows);
+}
+
+// Rows [r0, r1) and output columns [n0, n1) of one job, on this thread.
+void JobRange(const KernelSet& ks, const LinearJob& j, int64_t r0, int64_t r1, int64_t n0,
+              int64_t n1) {
+  const float* x = j.x + r0 * j.ldx;
+  float* y = j.y + r0 * j.ldy;
+  if (j.w->cols == 0) {
+    for (int64_t r = 0; r < r1 - r0; ++r) std::fill(y + r * j.ldy + n0, y + r * j.ldy + n1, 0.0f);
+  } else if (ks.lanes == 1) {
+    ScalarRange(x, r1 - r0, j.ldx, *j.w, y, j.ldy, n0, n1);
+  } else {
+    TiledRange(ks, x, r1 - r0, j.ldx, *j.w, y, j.ldy, n0, n1);
+  }
+}
+
 void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
   const KernelSet& ks = *Current().load(std::memory_order_relaxed);
   const bool scalar = ks.lanes == 1;
@@ -195,12 +216,10 @@ void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
   int64_t total_units = 0, total_macs = 0;
   for (const LinearJob& j : jobs) {
     const Matrix& w = *j.w;
-    MOESERVE_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBf16)
-        << "Linear: weights must be f32 or bf16";
-    MOESERVE_DCHECK(j.ldx >= w.cols && j.ldy >= w.rows);
+    CheckJob(j);
     if (j.m <= 0 || w.rows <= 0) continue;
     if (w.cols == 0) {
-      for (int64_t i = 0; i < j.m; ++i) std::fill(j.y + i * j.ldy, j.y + i * j.ldy + w.rows, 0.0f);
+      JobRange(ks, j, 0, j.m, 0, w.rows);
       continue;
     }
     prepared.push_back({&j, total_units});
@@ -222,12 +241,7 @@ void LinearMany(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
       const int64_t n_size = j.w->rows;
       const int64_t n0 = std::max<int64_t>(0, u0 - p.first_unit) * unit;
       const int64_t n1 = std::min(n_size, (u1 - p.first_unit) * unit);
-      if (n0 >= n1) continue;
-      if (scalar) {
-        ScalarRange(j.x, j.m, j.ldx, *j.w, j.y, j.ldy, n0, n1);
-      } else {
-        TiledRange(ks, j.x, j.m, j.ldx, *j.w, j.y, j.ldy, n0, n1);
-      }
+      if (n0 < n1) JobRange(ks, j, 0, j.m, n0, n1);
     }
   };
   const int64_t macs_per_unit = std::max<int64_t>(1, total_macs / total_units);
@@ -248,22 +262,11 @@ void LinearManyByRows(absl::Span<const LinearJob> jobs, ThreadPool* pool) {
     return;
   }
   const KernelSet& ks = *Current().load(std::memory_order_relaxed);
+  for (const LinearJob& j : jobs) CheckJob(j);
   pool->RunOnAll([&](int i) {
     for (const LinearJob& j : jobs) {
-      const Matrix& w = *j.w;
-      MOESERVE_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBf16)
-          << "Linear: weights must be f32 or bf16";
       const int64_t r0 = RowsBefore(j.m, i, threads), r1 = RowsBefore(j.m, i + 1, threads);
-      if (r1 <= r0 || w.rows <= 0) continue;
-      const float* x = j.x + r0 * j.ldx;
-      float* y = j.y + r0 * j.ldy;
-      if (w.cols == 0) {
-        for (int64_t r = 0; r < r1 - r0; ++r) std::fill(y + r * j.ldy, y + r * j.ldy + w.rows, 0.0f);
-      } else if (ks.lanes == 1) {
-        ScalarRange(x, r1 - r0, j.ldx, w, y, j.ldy, 0, w.rows);
-      } else {
-        TiledRange(ks, x, r1 - r0, j.ldx, w, y, j.ldy, 0, w.rows);
-      }
+      if (r0 < r1 && j.w->rows > 0) JobRange(ks, j, r0, r1, 0, j.w->rows);
     }
   });
 }

@@ -125,6 +125,15 @@ def stop_cluster(p):
     return [pid for pid in kids if alive(pid)]
 
 
+def finish_cluster(p, run_dir, label):
+    """Stops `moeserve up`, checks it exited cleanly and left no process, prints logs on failure."""
+    left = stop_cluster(p)
+    check(p.returncode == 0, f"[{label}] moeserve up exited cleanly ({p.returncode})")
+    check(not left, f"[{label}] no process left behind: {left}")
+    if FAILS:
+        print(logs(run_dir))
+
+
 def content_of(events):
     reasoning = "".join(e["choices"][0]["delta"].get("reasoning_content") or ""
                         for e in events if e.get("choices"))
@@ -395,11 +404,7 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
                                                      "max_tokens": 4})
             check(st4 == 200, f"after {n} malformed requests the cluster keeps serving")
     finally:
-        left = stop_cluster(cluster)
-        check(cluster.returncode == 0, f"[{compute}] moeserve up exited cleanly ({cluster.returncode})")
-        check(not left, f"[{compute}] no process left behind: {left}")
-        if FAILS:
-            print(logs(run_dir))
+        finish_cluster(cluster, run_dir, compute)
 
 # `moeserve up --backend cpu:2`: every worker runs its steps on a Backend (BackendModel, with the
 # routed experts' routing left in backend memory), the path `--backend cuda` takes on a GPU. Over
@@ -414,11 +419,7 @@ try:
             "steps run on backend 'cpu'" in open(os.path.join(run_dir, f), errors="replace").read()]
     check(len(said) == 2, f"[backend] both workers say their steps run on the backend: {said}")
 finally:
-    left = stop_cluster(cluster)
-    check(cluster.returncode == 0, f"[backend] moeserve up exited cleanly ({cluster.returncode})")
-    check(not left, f"[backend] no process left behind: {left}")
-    if FAILS:
-        print(logs(run_dir))
+    finish_cluster(cluster, run_dir, "backend")
 
 print(f"{len(FAILS)} failed")
 sys.exit(1 if FAILS else 0)
