@@ -5,6 +5,7 @@
 // normalised latents plus the rotated rope keys, and the attention-weighted latent is mapped to
 // values with kv_b's value rows. The cache therefore only ever holds the compressed latent.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -56,6 +57,31 @@ void ForTokens(ThreadPool* pool, int64_t n, const std::function<void(int64_t, in
     return;
   }
   pool->ParallelFor(n, kTokenGrain, fn);
+}
+
+// Runs fn on every thread of the pool (on this one alone without a pool or with one tile); fn
+// calls next() for the index of a tile to run until it returns -1. Tiles go out one at a time,
+// the longest (most keys) first: a causal prefill's last tiles cost up to its length times the
+// first ones, and equal runs of tiles in order (ParallelFor's chunks) left one core waiting for
+// the other's last chunk. Which thread runs a tile never changes its result.
+void ForTilesLongestFirst(ThreadPool* pool, const std::vector<QueryTile>& tiles,
+                          const std::function<void(const std::function<int64_t()>&)>& fn) {
+  const int64_t count = static_cast<int64_t>(tiles.size());
+  std::vector<int64_t> order(tiles.size());
+  for (int64_t i = 0; i < count; ++i) order[i] = count - 1 - i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return tiles[a].max_len * tiles[a].nq > tiles[b].max_len * tiles[b].nq;
+  });
+  std::atomic<int64_t> claimed{0};
+  const std::function<int64_t()> next = [&]() -> int64_t {
+    const int64_t i = claimed.fetch_add(1, std::memory_order_relaxed);
+    return i < count ? order[i] : -1;
+  };
+  if (pool == nullptr || count < 2) {
+    fn(next);
+    return;
+  }
+  pool->RunOnAll([&](int) { fn(next); });
 }
 
 // y[m, w.rows] = x * w^T, a prefill's rows shared out as ForTokens shares them.
@@ -142,6 +168,10 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     for (int64_t t = t0; t < t1; ++t) {
       CopyRow(embed_, ids[t], &x[t * hidden]);
       ops::RopeAngles(inv_freq_, rope_mscale_, refs[t].pos, &cos_sin[t * rope]);
+      if (c.num_hidden_layers > 0) {
+        ops::RmsNorm(&x[t * hidden], layers_[0].input_norm.data(), hidden, c.rms_norm_eps,
+                     &xn[t * hidden]);
+      }
     }
   });
   auto cache_row = [&](int64_t t, int64_t layer, int64_t pos) {
@@ -180,22 +210,14 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = layers_[l];
-    ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        ops::RmsNorm(&x[t * hidden], w.input_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
-      }
-    });
+    // xn holds x under this layer's input norm (made with the embedding or the last residual).
+    // The latent (normalised, with its rope key rotated) goes to the cache in the same pass over
+    // the tokens as q_a's norm. The queries' rope part is rotated where attention reads it.
+    const int64_t qr = c.q_lora_rank.value_or(0);
     if (c.q_lora_rank) {
-      const int64_t qr = *c.q_lora_rank;
       cpu::LinearManyByRows({{xn, n, hidden, &w.q_a, qa, qr},
                              {xn, n, hidden, &w.kv_a, kva, lat}},
                             pool);
-      ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
-        }
-      });
-      LinearRows(qa, n, qr, w.q_b, q, heads * qhd, pool);
     } else {
       cpu::LinearManyByRows({{xn, n, hidden, &w.q, q, heads * qhd},
                              {xn, n, hidden, &w.kv_a, kva, lat}},
@@ -203,15 +225,14 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     }
     ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
+        if (qr > 0) ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
         float* row = cache_row(t, l, refs[t].pos);
         ops::RmsNorm(&kva[t * lat], w.kv_a_norm.data(), kvr, c.rms_norm_eps, row);
         std::memcpy(row + kvr, &kva[t * lat + kvr], sizeof(float) * rope);
         ops::ApplyRope(row + kvr, rope, &cos_sin[t * rope]);
-        for (int64_t h = 0; h < heads; ++h) {
-          ops::ApplyRope(&q[(t * heads + h) * qhd + nope], rope, &cos_sin[t * rope]);
-        }
       }
     });
+    if (qr > 0) LinearRows(qa, n, qr, w.q_b, q, heads * qhd, pool);
     // Absorb kv_b's key part into the queries: qlat[t, h] = q_nope[t, h] * W_UK[h].
     std::vector<cpu::LinearJob> head_jobs;
     for (int64_t h = 0; h < heads; ++h) {
@@ -228,9 +249,9 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
         tile_blocks[ti].push_back(cache->Row(ch.block_table[b], l, 0));
       }
     }
-    pool->ParallelFor(static_cast<int64_t>(tiles.size()), 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> qt(lat * cpu::kAttentionLanes), scratch;
-      for (int64_t ti = begin; ti < end; ++ti) {
+    ForTilesLongestFirst(pool, tiles, [&](const std::function<int64_t()>& next) {
+      std::vector<float> qt(lat * cpu::kAttentionLanes), qpe(rope), scratch;
+      for (int64_t ti = next(); ti >= 0; ti = next()) {
         const QueryTile& tile = tiles[ti];
         std::fill(qt.begin(), qt.end(), 0.0f);
         int64_t lens[cpu::kAttentionLanes];
@@ -238,7 +259,8 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
           const int64_t item = tile.first + i;  // t * heads + h
           const int64_t t = item / heads;
           const float* ql = &qlat[item * kvr];
-          const float* qpe = &q[item * qhd + nope];
+          std::memcpy(qpe.data(), &q[item * qhd + nope], sizeof(float) * rope);
+          ops::ApplyRope(qpe.data(), rope, &cos_sin[t * rope]);
           for (int64_t d = 0; d < kvr; ++d) qt[d * cpu::kAttentionLanes + i] = ql[d];
           for (int64_t d = 0; d < rope; ++d) qt[(kvr + d) * cpu::kAttentionLanes + i] = qpe[d];
           lens[i] = refs[t].pos + 1;
@@ -287,11 +309,17 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
           experts->Run(l, xn, n, k, chosen, weights, mlp));
       if (w.has_shared) DenseMlp(w, xn, n, hidden, tmp, pool, &arena);
     }
-    // x += mlp (+ the shared experts' tmp): the same two float additions in the same order.
+    // x += mlp (+ the shared experts' tmp): the same two float additions in the same order;
+    // then the next layer's input norm, in the same pass over the tokens.
     const bool shared = w.moe && w.has_shared;
+    const float* next_norm = l + 1 < c.num_hidden_layers ? layers_[l + 1].input_norm.data() : nullptr;
     ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
       for (int64_t i = t0 * hidden; i < t1 * hidden; ++i) {
         x[i] += shared ? mlp[i] + tmp[i] : mlp[i];
+      }
+      if (next_norm == nullptr) return;
+      for (int64_t t = t0; t < t1; ++t) {
+        ops::RmsNorm(&x[t * hidden], next_norm, hidden, c.rms_norm_eps, &xn[t * hidden]);
       }
     });
   }
