@@ -166,6 +166,12 @@ void TiledRange(const KernelSet& ks, const float* x, int64_t m, int64_t ldx, con
           args.last = pc + kn >= k_size;
           args.y = y + i0 * ldy + jc + jr;
           args.ldy = ldy;
+          // The first group meets each weight tile first, most often from memory (a prefill's
+          // weights are evicted by the steps between their uses): as in decode, it prefetches
+          // the tile after next, whose rows follow on where a k block is all of k.
+          const int64_t ahead = jc + jr + 2 * nr_max;
+          args.prefetch = g == 0 && kn == k_size && ahead < n1 ? w_bytes + ahead * k_size * elem
+                                                              : nullptr;
           tiles[mr - 1][nr - 1](args);
         }
       }
