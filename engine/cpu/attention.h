@@ -6,8 +6,10 @@
 
 namespace moeserve::engine::cpu {
 
-// Queries per attention tile (one float32 lane each in the AVX-512 path).
-inline constexpr int kAttentionLanes = 16;
+// Queries per attention tile (one float32 lane each in the AVX-512 path, two vectors of 16: each
+// broadcast key element then feeds two multiply-adds, where one vector of queries left the score
+// loop bound by its loads).
+inline constexpr int kAttentionLanes = 32;
 
 // Up to kAttentionLanes queries of one sequence attending, MLA's weight-absorbed way, over that
 // sequence's paged latent cache of one layer. A key row is `lat` floats: the normalised latent

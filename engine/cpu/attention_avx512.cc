@@ -1,6 +1,7 @@
-// AVX-512 body of LatentAttention: one float32 lane per query, so a score needs no horizontal
-// reduction (the transposed queries meet each key row's elements as broadcasts), the softmax runs
-// down the lanes, and the output accumulates 4 queries x 64 values per pass over the keys.
+// AVX-512 body of LatentAttention: one float32 lane per query (two vectors of 16 a tile), so a
+// score needs no horizontal reduction (the transposed queries meet each key row's elements as
+// broadcasts, one broadcast for both vectors), the softmax runs down the lanes, and the output
+// accumulates 4 queries x 64 values per pass over the keys.
 
 #include "engine/cpu/attention_kernels.h"
 
@@ -24,41 +25,57 @@ namespace moeserve::engine::cpu::internal {
 namespace {
 
 constexpr int kL = kAttentionLanes;
-static_assert(kL == 16, "one zmm of float32 lanes");
+static_assert(kL == 32, "two zmm of float32 lanes");
 
 MOESERVE_AVX512 inline const float* RowAt(const LatentAttentionTile& t, int64_t s) {
   return t.blocks[s / t.block_tokens] + (s % t.block_tokens) * t.lat;
 }
 
-// scores[s * 16 + i] = scale * <q_i, row_s> for s < max_len, 8 keys per pass (8 independent
-// FMA chains keep both FMA pipes busy).
+// scores[s * 32 + i] = scale * <q_i, row_s> for s < max_len and the first 16 NVQ lanes, 8 keys
+// per pass (8 NVQ independent FMA chains keep both FMA pipes busy); each key element broadcast
+// serves NVQ vectors of queries.
+template <int NVQ>
 MOESERVE_AVX512 void Scores(const LatentAttentionTile& t, int64_t max_len, float* scores) {
   constexpr int kKeys = 8;
   const __m512 scale = _mm512_set1_ps(t.scale);
   int64_t s = 0;
   for (; s + kKeys <= max_len; s += kKeys) {
     const float* r[kKeys];
-    __m512 a[kKeys];
+    __m512 a[kKeys][NVQ];
     for (int k = 0; k < kKeys; ++k) {
       r[k] = RowAt(t, s + k);
-      a[k] = _mm512_setzero_ps();
+      for (int v = 0; v < NVQ; ++v) a[k][v] = _mm512_setzero_ps();
     }
     for (int64_t d = 0; d < t.lat; ++d) {
-      const __m512 q = _mm512_loadu_ps(t.qt + d * kL);
+      __m512 q[NVQ];
+#pragma GCC unroll 2
+      for (int v = 0; v < NVQ; ++v) q[v] = _mm512_loadu_ps(t.qt + d * kL + v * 16);
 #pragma GCC unroll 8
-      for (int k = 0; k < kKeys; ++k) a[k] = _mm512_fmadd_ps(q, _mm512_set1_ps(r[k][d]), a[k]);
+      for (int k = 0; k < kKeys; ++k) {
+        const __m512 key = _mm512_set1_ps(r[k][d]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NVQ; ++v) a[k][v] = _mm512_fmadd_ps(q[v], key, a[k][v]);
+      }
     }
     for (int k = 0; k < kKeys; ++k) {
-      _mm512_storeu_ps(scores + (s + k) * kL, _mm512_mul_ps(a[k], scale));
+      for (int v = 0; v < NVQ; ++v) {
+        _mm512_storeu_ps(scores + (s + k) * kL + v * 16, _mm512_mul_ps(a[k][v], scale));
+      }
     }
   }
   for (; s < max_len; ++s) {
     const float* r = RowAt(t, s);
-    __m512 a = _mm512_setzero_ps();
+    __m512 a[NVQ];
+    for (int v = 0; v < NVQ; ++v) a[v] = _mm512_setzero_ps();
     for (int64_t d = 0; d < t.lat; ++d) {
-      a = _mm512_fmadd_ps(_mm512_loadu_ps(t.qt + d * kL), _mm512_set1_ps(r[d]), a);
+      const __m512 key = _mm512_set1_ps(r[d]);
+      for (int v = 0; v < NVQ; ++v) {
+        a[v] = _mm512_fmadd_ps(_mm512_loadu_ps(t.qt + d * kL + v * 16), key, a[v]);
+      }
     }
-    _mm512_storeu_ps(scores + s * kL, _mm512_mul_ps(a, scale));
+    for (int v = 0; v < NVQ; ++v) {
+      _mm512_storeu_ps(scores + s * kL + v * 16, _mm512_mul_ps(a[v], scale));
+    }
   }
 }
 
@@ -117,25 +134,36 @@ MOESERVE_AVX512 void LatentAttentionAvx512(const LatentAttentionTile& t,
   }
   scratch->resize(static_cast<size_t>(max_len) * kL + kL);
   float* scores = scratch->data();
-  Scores(t, max_len, scores);
+  // Lanes past nq are never read: a tile of at most 16 queries scores one vector of them.
+  const int nvq = t.nq > 16 ? 2 : 1;
+  if (nvq == 2) {
+    Scores<2>(t, max_len, scores);
+  } else {
+    Scores<1>(t, max_len, scores);
+  }
 
   // Softmax numerators down the lanes; positions at or past a query's length become exact zeros.
-  const __m512i lens = _mm512_load_si512(len32);
-  __m512 mx = _mm512_set1_ps(-__builtin_inff());
-  for (int64_t s = 0; s < max_len; ++s) {
-    const __mmask16 live = _mm512_cmpgt_epi32_mask(lens, _mm512_set1_epi32(static_cast<int32_t>(s)));
-    mx = _mm512_mask_max_ps(mx, live, mx, _mm512_loadu_ps(scores + s * kL));
-  }
-  __m512 sum = _mm512_setzero_ps();
-  for (int64_t s = 0; s < max_len; ++s) {
-    const __mmask16 live = _mm512_cmpgt_epi32_mask(lens, _mm512_set1_epi32(static_cast<int32_t>(s)));
-    const __m512 e =
-        _mm512_maskz_mov_ps(live, Exp16(_mm512_sub_ps(_mm512_loadu_ps(scores + s * kL), mx)));
-    _mm512_storeu_ps(scores + s * kL, e);
-    sum = _mm512_add_ps(sum, e);
-  }
   alignas(64) float inv[kL];
-  _mm512_store_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), sum));
+  for (int v = 0; v < nvq; ++v) {
+    const __m512i lens = _mm512_load_si512(len32 + v * 16);
+    float* sv = scores + v * 16;
+    __m512 mx = _mm512_set1_ps(-__builtin_inff());
+    for (int64_t s = 0; s < max_len; ++s) {
+      const __mmask16 live =
+          _mm512_cmpgt_epi32_mask(lens, _mm512_set1_epi32(static_cast<int32_t>(s)));
+      mx = _mm512_mask_max_ps(mx, live, mx, _mm512_loadu_ps(sv + s * kL));
+    }
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t s = 0; s < max_len; ++s) {
+      const __mmask16 live =
+          _mm512_cmpgt_epi32_mask(lens, _mm512_set1_epi32(static_cast<int32_t>(s)));
+      const __m512 e =
+          _mm512_maskz_mov_ps(live, Exp16(_mm512_sub_ps(_mm512_loadu_ps(sv + s * kL), mx)));
+      _mm512_storeu_ps(sv + s * kL, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    _mm512_store_ps(inv + v * 16, _mm512_div_ps(_mm512_set1_ps(1.0f), sum));
+  }
 
   for (int64_t c0 = 0; c0 < t.kvr; c0 += 64) {
     const int64_t width = std::min<int64_t>(64, t.kvr - c0);

@@ -99,7 +99,7 @@ TEST_P(AttentionTest, MatchesDoubleReferenceOnOddShapes) {
   KernelScope scope(GetParam());
   std::mt19937 rng(11);
   struct Shape { int64_t kvr, rope, bt; int nq; int64_t max_len; };
-  for (const Shape& sh : {Shape{64, 16, 16, 16, 70}, Shape{20, 6, 3, 5, 41},
+  for (const Shape& sh : {Shape{64, 16, 16, kL, 70}, Shape{20, 6, 3, 5, 41}, Shape{64, 16, 4, 17, 50},
                           Shape{80, 32, 4, 1, 9}, Shape{130, 2, 7, 11, 100},
                           Shape{16, 0, 1, 3, 5}, Shape{40, 8, 5, 9, 33}}) {
     Keys keys(sh.kvr + sh.rope, sh.kvr, sh.bt, sh.max_len, rng);
@@ -136,7 +136,7 @@ TEST_P(AttentionTest, QueryIndependentOfItsTile) {
   for (int i = 0; i < kL; ++i) {
     all.q.emplace_back(keys.lat);
     for (float& v : all.q.back()) v = dist(rng);
-    all.len.push_back(i == 3 ? 1 : 200 - 9 * i);
+    all.len.push_back(i == 3 ? 1 : 200 - 6 * i);
   }
   std::vector<float> together = Attend(keys, all, 0.125f);
   for (int i = 0; i < kL; ++i) {
