@@ -39,24 +39,23 @@ struct QueryTile {
   int64_t max_len = 0;  // keys the last (longest) query sees
 };
 
-// Per-token work (norms, rope, routing, residual adds) spread over the pool in prefills; a decode
-// batch (fewer than two grains of tokens) stays on this thread. Each token's result is computed
-// the same way on any thread. A prefill large enough for cpu::LinearManyByRows is split the way
-// it splits its rows, so each core keeps working on the tokens whose activations it wrote.
-void ForTokens(ThreadPool* pool, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-  constexpr int64_t kTokenGrain = 16;
-  if (pool == nullptr) {
-    fn(0, n);
-    return;
-  }
-  const int threads = pool->num_threads();
+// Runs stage(t0, t1, products) over a step's n tokens. A prefill big enough to split by rows
+// (cpu::kMinRowsPerThread each) is one parallel region: thread i runs the stage over the tokens
+// [cpu::RowsBefore(n, i, T), cpu::RowsBefore(n, i + 1, T)) with its products on itself
+// (products = null), so a run of products and per-token work meets no barrier between them and
+// each core reads only rows it wrote. Otherwise this thread runs the stage over all tokens, and
+// each product shares its columns out over the pool (products = pool). Products give the same
+// bits either way.
+void ForTokenStage(ThreadPool* pool, int64_t n,
+                   const std::function<void(int64_t, int64_t, ThreadPool*)>& stage) {
+  const int threads = pool == nullptr ? 1 : pool->num_threads();
   if (threads > 1 && n >= cpu::kMinRowsPerThread * threads) {
     pool->RunOnAll([&](int i) {
-      fn(cpu::RowsBefore(n, i, threads), cpu::RowsBefore(n, i + 1, threads));
+      stage(cpu::RowsBefore(n, i, threads), cpu::RowsBefore(n, i + 1, threads), nullptr);
     });
     return;
   }
-  pool->ParallelFor(n, kTokenGrain, fn);
+  stage(0, n, pool);
 }
 
 // Runs fn on every thread of the pool (on this one alone without a pool or with one tile); fn
@@ -84,25 +83,17 @@ void ForTilesLongestFirst(ThreadPool* pool, const std::vector<QueryTile>& tiles,
   pool->RunOnAll([&](int) { fn(next); });
 }
 
-// y[m, w.rows] = x * w^T, a prefill's rows shared out as ForTokens shares them.
-void LinearRows(const float* x, int64_t m, int64_t ldx, const Matrix& w, float* y, int64_t ldy,
-                ThreadPool* pool) {
-  const cpu::LinearJob job{x, m, ldx, &w, y, ldy};
-  cpu::LinearManyByRows(absl::MakeConstSpan(&job, 1), pool);
-}
-
-// out[n, hidden] = down(silu(gate(xn)) * up(xn)): the dense MLP or the shared experts.
-void DenseMlp(const LayerWeights& w, const float* xn, int64_t n, int64_t hidden, float* out,
-              ThreadPool* pool, ScratchArena* arena) {
+// out[r, hidden] = down(silu(gate(xn)) * up(xn)) for the r rows at xn, the step's rows from t0:
+// the dense MLP or the shared experts. g and u have room for the step's rows, inter wide.
+void DenseMlp(const LayerWeights& w, const float* xn, int64_t r, int64_t hidden, float* g,
+              float* u, int64_t t0, float* out, ThreadPool* products) {
   const int64_t inter = w.gate.rows;
-  float* g = arena->Alloc<float>(n * inter);
-  float* u = arena->Alloc<float>(n * inter);
-  cpu::LinearManyByRows({{xn, n, hidden, &w.gate, g, inter}, {xn, n, hidden, &w.up, u, inter}},
-                        pool);
-  ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
-    ops::SiluMul(g + t0 * inter, u + t0 * inter, (t1 - t0) * inter, g + t0 * inter);
-  });
-  LinearRows(g, n, inter, w.down, out, hidden, pool);
+  g += t0 * inter;
+  u += t0 * inter;
+  cpu::LinearMany({{xn, r, hidden, &w.gate, g, inter}, {xn, r, hidden, &w.up, u, inter}},
+                  products);
+  ops::SiluMul(g, u, r * inter, g);
+  cpu::Linear(g, r, inter, w.down, out, hidden, products);
 }
 
 }  // namespace
@@ -164,7 +155,7 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   float* x = floats(n * hidden);
   float* xn = floats(n * hidden);
   float* cos_sin = floats(n * rope);
-  ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+  ForTokenStage(pool, n, [&](int64_t t0, int64_t t1, ThreadPool*) {
     for (int64_t t = t0; t < t1; ++t) {
       CopyRow(embed_, ids[t], &x[t * hidden]);
       ops::RopeAngles(inv_freq_, rope_mscale_, refs[t].pos, &cos_sin[t * rope]);
@@ -208,22 +199,51 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   }
   std::vector<std::vector<const float*>> tile_blocks(tiles.size());
 
+  // Temporaries of the MLPs (dense or shared experts) and of routing, for every layer.
+  int64_t mlp_inter = 0;
+  for (const LayerWeights& w : layers_) {
+    if (!w.moe || w.has_shared) mlp_inter = std::max(mlp_inter, w.gate.rows);
+  }
+  float* mlp_g = floats(n * mlp_inter);
+  float* mlp_u = floats(n * mlp_inter);
+  const int64_t n_experts = c.n_routed_experts, top_k = c.num_experts_per_tok;
+  float* gate_logits = floats(n * n_experts);
+  float* route_weights = floats(n * top_k);
+  int32_t* chosen = arena.Alloc<int32_t>(n * top_k);
+
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = layers_[l];
-    // xn holds x under this layer's input norm (made with the embedding or the last residual).
-    // The latent (normalised, with its rope key rotated) goes to the cache in the same pass over
-    // the tokens as q_a's norm. The queries' rope part is rotated where attention reads it.
     const int64_t qr = c.q_lora_rank.value_or(0);
-    if (c.q_lora_rank) {
-      cpu::LinearManyByRows({{xn, n, hidden, &w.q_a, qa, qr},
-                             {xn, n, hidden, &w.kv_a, kva, lat}},
-                            pool);
-    } else {
-      cpu::LinearManyByRows({{xn, n, hidden, &w.q, q, heads * qhd},
-                             {xn, n, hidden, &w.kv_a, kva, lat}},
-                            pool);
-    }
-    ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+    const float* next_norm = l + 1 < c.num_hidden_layers ? layers_[l + 1].input_norm.data() : nullptr;
+    // x += mlp (+ the shared experts' tmp): the same two float additions in the same order;
+    // then the next layer's input norm.
+    auto residual = [&](int64_t t0, int64_t t1, bool shared) {
+      for (int64_t i = t0 * hidden; i < t1 * hidden; ++i) {
+        x[i] += shared ? mlp[i] + tmp[i] : mlp[i];
+      }
+      if (next_norm == nullptr) return;
+      for (int64_t t = t0; t < t1; ++t) {
+        ops::RmsNorm(&x[t * hidden], next_norm, hidden, c.rms_norm_eps, &xn[t * hidden]);
+      }
+    };
+    // Up to attention. xn holds x under this layer's input norm (made with the embedding or the
+    // last residual). The latent (normalised, its rope key rotated) goes to the cache in the
+    // same pass over the tokens as q_a's norm; the queries' rope part is rotated where attention
+    // reads it. Then kv_b's key part is absorbed into the queries: qlat[t, h] = q_nope[t, h] *
+    // W_UK[h].
+    ForTokenStage(pool, n, [&](int64_t t0, int64_t t1, ThreadPool* products) {
+      const int64_t r = t1 - t0;
+      const float* xr = &xn[t0 * hidden];
+      float* qrows = &q[t0 * heads * qhd];
+      if (qr > 0) {
+        cpu::LinearMany({{xr, r, hidden, &w.q_a, &qa[t0 * qr], qr},
+                         {xr, r, hidden, &w.kv_a, &kva[t0 * lat], lat}},
+                        products);
+      } else {
+        cpu::LinearMany({{xr, r, hidden, &w.q, qrows, heads * qhd},
+                         {xr, r, hidden, &w.kv_a, &kva[t0 * lat], lat}},
+                        products);
+      }
       for (int64_t t = t0; t < t1; ++t) {
         if (qr > 0) ops::RmsNorm(&qa[t * qr], w.q_a_norm.data(), qr, c.rms_norm_eps, &qa[t * qr]);
         float* row = cache_row(t, l, refs[t].pos);
@@ -231,14 +251,14 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
         std::memcpy(row + kvr, &kva[t * lat + kvr], sizeof(float) * rope);
         ops::ApplyRope(row + kvr, rope, &cos_sin[t * rope]);
       }
+      if (qr > 0) cpu::Linear(&qa[t0 * qr], r, qr, w.q_b, qrows, heads * qhd, products);
+      std::vector<cpu::LinearJob> head_jobs;
+      for (int64_t h = 0; h < heads; ++h) {
+        head_jobs.push_back({qrows + h * qhd, r, heads * qhd, &w.uk_t[h],
+                             &qlat[(t0 * heads + h) * kvr], heads * kvr});
+      }
+      cpu::LinearMany(head_jobs, products);
     });
-    if (qr > 0) LinearRows(qa, n, qr, w.q_b, q, heads * qhd, pool);
-    // Absorb kv_b's key part into the queries: qlat[t, h] = q_nope[t, h] * W_UK[h].
-    std::vector<cpu::LinearJob> head_jobs;
-    for (int64_t h = 0; h < heads; ++h) {
-      head_jobs.push_back({&q[h * qhd], n, heads * qhd, &w.uk_t[h], &qlat[h * kvr], heads * kvr});
-    }
-    cpu::LinearManyByRows(head_jobs, pool);
     // Scores over every cached position of the token's sequence, causal, in tiles of up to
     // kAttentionLanes consecutive (token, head) queries of one chunk.
     for (size_t ti = 0; ti < tiles.size(); ++ti) {
@@ -279,48 +299,42 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
         cpu::LatentAttention(args, &scratch);
       }
     });
-    head_jobs.clear();
-    for (int64_t h = 0; h < heads; ++h) {
-      head_jobs.push_back({&olat[h * kvr], n, heads * kvr, &w.uv[h], &attn[h * vdim], heads * vdim});
-    }
-    cpu::LinearManyByRows(head_jobs, pool);
-    LinearRows(attn, n, heads * vdim, w.o, tmp, hidden, pool);
-    ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
+    // From attention's output to the MLP (a dense layer ends here) or to the routing.
+    const float* bias = w.router_bias.empty() ? nullptr : w.router_bias.data();
+    ForTokenStage(pool, n, [&](int64_t t0, int64_t t1, ThreadPool* products) {
+      const int64_t r = t1 - t0;
+      std::vector<cpu::LinearJob> head_jobs;
+      for (int64_t h = 0; h < heads; ++h) {
+        head_jobs.push_back({&olat[(t0 * heads + h) * kvr], r, heads * kvr, &w.uv[h],
+                             &attn[(t0 * heads + h) * vdim], heads * vdim});
+      }
+      cpu::LinearMany(head_jobs, products);
+      cpu::Linear(&attn[t0 * heads * vdim], r, heads * vdim, w.o, &tmp[t0 * hidden], hidden,
+                  products);
       for (int64_t i = t0 * hidden; i < t1 * hidden; ++i) x[i] += tmp[i];
       for (int64_t t = t0; t < t1; ++t) {
         ops::RmsNorm(&x[t * hidden], w.post_norm.data(), hidden, c.rms_norm_eps, &xn[t * hidden]);
       }
-    });
-    if (!w.moe) {
-      DenseMlp(w, xn, n, hidden, mlp, pool, &arena);
-    } else {
-      const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
-      float* gate_logits = floats(n * e);
-      float* weights = floats(n * k);
-      int32_t* chosen = arena.Alloc<int32_t>(n * k);
-      LinearRows(xn, n, hidden, w.router, gate_logits, e, pool);
-      const float* bias = w.router_bias.empty() ? nullptr : w.router_bias.data();
-      ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          ops::RouteToken(c, &gate_logits[t * e], bias, &chosen[t * k], &weights[t * k]);
-        }
-      });
-      MOESERVE_RETURN_IF_ERROR(
-          experts->Run(l, xn, n, k, chosen, weights, mlp));
-      if (w.has_shared) DenseMlp(w, xn, n, hidden, tmp, pool, &arena);
-    }
-    // x += mlp (+ the shared experts' tmp): the same two float additions in the same order;
-    // then the next layer's input norm, in the same pass over the tokens.
-    const bool shared = w.moe && w.has_shared;
-    const float* next_norm = l + 1 < c.num_hidden_layers ? layers_[l + 1].input_norm.data() : nullptr;
-    ForTokens(pool, n, [&](int64_t t0, int64_t t1) {
-      for (int64_t i = t0 * hidden; i < t1 * hidden; ++i) {
-        x[i] += shared ? mlp[i] + tmp[i] : mlp[i];
+      if (!w.moe) {
+        DenseMlp(w, &xn[t0 * hidden], r, hidden, mlp_g, mlp_u, t0, &mlp[t0 * hidden], products);
+        residual(t0, t1, false);
+        return;
       }
-      if (next_norm == nullptr) return;
+      cpu::Linear(&xn[t0 * hidden], r, hidden, w.router, &gate_logits[t0 * n_experts], n_experts,
+                  products);
       for (int64_t t = t0; t < t1; ++t) {
-        ops::RmsNorm(&x[t * hidden], next_norm, hidden, c.rms_norm_eps, &xn[t * hidden]);
+        ops::RouteToken(c, &gate_logits[t * n_experts], bias, &chosen[t * top_k],
+                        &route_weights[t * top_k]);
       }
+    });
+    if (!w.moe) continue;
+    MOESERVE_RETURN_IF_ERROR(experts->Run(l, xn, n, top_k, chosen, route_weights, mlp));
+    ForTokenStage(pool, n, [&](int64_t t0, int64_t t1, ThreadPool* products) {
+      if (w.has_shared) {
+        DenseMlp(w, &xn[t0 * hidden], t1 - t0, hidden, mlp_g, mlp_u, t0, &tmp[t0 * hidden],
+                 products);
+      }
+      residual(t0, t1, w.has_shared);
     });
   }
 
