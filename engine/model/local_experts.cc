@@ -152,7 +152,13 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
   auto combine = [&](int64_t t0, int64_t t1) {
     CombineSlots(ys, row_of_slot.data(), weights, k, hidden, t0, t1, out);
   };
-  if (pool != nullptr) {
+  if (pool != nullptr && n >= cpu::kMinRowsPerThread * threads) {
+    // Tokens shared out as the model's prefill stages share them (cpu::RowsBefore), so the
+    // thread that adds a token's output to its residual next reads it from its own cache.
+    pool->RunOnAll([&](int i) {
+      combine(cpu::RowsBefore(n, i, threads), cpu::RowsBefore(n, i + 1, threads));
+    });
+  } else if (pool != nullptr) {
     pool->ParallelFor(n, 32, combine);
   } else {
     combine(0, n);
