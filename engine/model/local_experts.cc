@@ -45,9 +45,7 @@ void CombineSlots(const float* ys, const int64_t* row_of_slot, const float* weig
     float* o = out + t * hidden;
     std::memset(o, 0, sizeof(float) * hidden);
     for (int64_t j = 0; j < k; ++j) {
-      const float* s = &ys[row_of_slot[t * k + j] * hidden];
-      const float wt = weights[t * k + j];
-      for (int64_t d = 0; d < hidden; ++d) o[d] += wt * s[d];
+      ops::AddScaled(weights[t * k + j], &ys[row_of_slot[t * k + j] * hidden], hidden, o);
     }
   }
 }

@@ -121,6 +121,23 @@ MOESERVE_OPS_AVX512 void SiluMulAvx512(const float* gate, const float* up, int64
     _mm512_mask_storeu_ps(out + i, mask, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(mask, up + i)));
   }
 }
+// The explicitly rounded forms are builtins the compiler never contracts into an FMA, as it may
+// a plain product and sum where FMA is enabled.
+MOESERVE_OPS_AVX512 void AddScaledAvx512(float w, const float* x, int64_t n, float* o) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512 wv = _mm512_set1_ps(w);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 p = _mm512_mul_round_ps(wv, _mm512_loadu_ps(x + i), kRound);
+    _mm512_storeu_ps(o + i, _mm512_add_round_ps(_mm512_loadu_ps(o + i), p, kRound));
+  }
+  if (i < n) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    const __m512 p = _mm512_mul_round_ps(wv, _mm512_maskz_loadu_ps(mask, x + i), kRound);
+    _mm512_mask_storeu_ps(o + i, mask,
+                          _mm512_add_round_ps(_mm512_maskz_loadu_ps(mask, o + i), p, kRound));
+  }
+}
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -155,6 +172,17 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out, ThreadPo
     return;
   }
   pool->ParallelFor(n, kGrain, [&](int64_t b, int64_t e) { SiluMul(gate + b, up + b, e - b, out + b); });
+}
+
+void AddScaled(float w, const float* x, int64_t n, float* o) {
+#if defined(__x86_64__)
+  if (UseAvx512()) {
+    AddScaledAvx512(w, x, n, o);
+    return;
+  }
+#endif
+  // Built for the base x86-64, which has no FMA to contract this into.
+  for (int64_t i = 0; i < n; ++i) o[i] += w * x[i];
 }
 
 void Softmax(float* x, int64_t n) {

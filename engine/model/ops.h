@@ -31,6 +31,10 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* out);
 // SiluMul with the elements shared out over `pool` (may be null); the same results.
 void SiluMul(const float* gate, const float* up, int64_t n, float* out, ThreadPool* pool);
 
+// o[i] += w * x[i]: a rounded product, then a rounded sum. The AVX-512 form never fuses them, so
+// it gives the scalar form's bits on x86-64 (whose base ISA has no FMA).
+void AddScaled(float w, const float* x, int64_t n, float* o);
+
 // In-place softmax over n values (max-subtracted, float32 sums).
 void Softmax(float* x, int64_t n);
 

@@ -179,6 +179,38 @@ TEST(SiluMulTest, MatchesDefinitionAndPoolSplitIsExact) {
 // Every path (the AVX-512 one has its own exp) against the definition in double precision, over
 // the whole float range: near zero, around the saturation of exp, infinities, NaN, odd lengths
 // (the masked tail).
+// Every kernel's AddScaled gives the bits of a product rounded to float, then a sum rounded to
+// float (computed here in double and rounded at each step: double holds a float product exactly
+// and rounds the float sum of two floats correctly). A fused multiply-add would differ.
+TEST(AddScaledTest, EveryKernelRoundsTheProductThenTheSum) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (const std::string& kernel : cpu::AvailableLinearKernels()) {
+    testing::KernelScope scope(kernel);
+    for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{16}, int64_t{37}, int64_t{256}}) {
+      std::vector<float> x(n), o(n);
+      for (float& v : x) v = dist(rng);
+      for (float& v : o) v = dist(rng);
+      const float w = dist(rng);
+      std::vector<float> want(n);
+      int fused_differs = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const float p = static_cast<float>(static_cast<double>(w) * x[i]);
+        want[i] = static_cast<float>(static_cast<double>(o[i]) + p);
+        fused_differs += std::fma(w, x[i], o[i]) != want[i];
+      }
+      AddScaled(w, x.data(), n, o.data());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(o[i], want[i]) << kernel << " n " << n << " at " << i;
+      }
+      // The data can tell the two apart (else this test could not see a fused form).
+      if (n == 256) {
+        EXPECT_GT(fused_differs, 0);
+      }
+    }
+  }
+}
+
 TEST(SiluMulTest, EveryKernelMatchesTheDefinitionOverTheRange) {
   std::vector<float> gate = {0.0f, -0.0f, 1e-30f, -1e-30f, 0.5f, -0.5f, 1.0f, -1.0f, 3.7f, -3.7f,
                              20.0f, -20.0f, 87.0f, -87.0f, 88.5f, -88.5f, 89.0f, -89.0f, 103.0f,
