@@ -79,22 +79,28 @@ MOESERVE_AVX512 void Scores(const LatentAttentionTile& t, int64_t max_len, float
   }
 }
 
-// out rows q0..q0+NQ (NQ <= 4), values [c0, c0 + 16 NV) masked to `cmask` per 16, += sum_s
-// p[s][q] * row_s; p is zero past a query's length, so every query runs over max_len keys.
-// NQ and NV are template arguments so the NQ x NV accumulators stay in registers.
+// Keys per pass of Accumulate: their slices of 64 values (16 KiB) stay in L1 while every group of
+// queries runs over them; one pass per group over all keys read them from L2 each time.
+constexpr int64_t kKeyChunk = 64;
+
+// acc[q][v] (queries q0..q0+NQ, NQ <= 4; values [c0, c0 + 16 NV) masked to `cmask` per 16) +=
+// sum over s in [s0, s1) of p[s][q] * row_s, in increasing s: the same chain of multiply-adds
+// whichever chunks the keys come in. p is zero past a query's length, so every query runs over
+// all keys. NQ and NV are template arguments so the NQ x NV accumulators stay in registers.
 template <int NQ, int NV>
-MOESERVE_AVX512 void Accumulate(const LatentAttentionTile& t, const float* p, int64_t max_len,
-                                int q0, int64_t c0, const __mmask16* cmask, __m512 (&acc)[4][4]) {
+MOESERVE_AVX512 void Accumulate(const LatentAttentionTile& t, const float* p, int64_t s0,
+                                int64_t s1, int q0, int64_t c0, const __mmask16* cmask,
+                                __m512* acc) {
   __m512 a[NQ][NV];
 #pragma GCC unroll 4
   for (int q = 0; q < NQ; ++q) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) a[q][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; ++v) a[q][v] = acc[q * 4 + v];
   }
   // Block by block: RowAt's division per key cost as much as the key's multiply-adds.
-  for (int64_t b0 = 0; b0 < max_len; b0 += t.block_tokens) {
-    const float* row = t.blocks[b0 / t.block_tokens] + c0;
-    const int64_t end = std::min(max_len, b0 + t.block_tokens);
+  for (int64_t b0 = s0; b0 < s1;) {
+    const int64_t end = std::min(s1, (b0 / t.block_tokens + 1) * t.block_tokens);
+    const float* row = RowAt(t, b0) + c0;
     for (int64_t s = b0; s < end; ++s, row += t.lat) {
       __m512 r[NV];
 #pragma GCC unroll 4
@@ -106,21 +112,22 @@ MOESERVE_AVX512 void Accumulate(const LatentAttentionTile& t, const float* p, in
         for (int v = 0; v < NV; ++v) a[q][v] = _mm512_fmadd_ps(w, r[v], a[q][v]);
       }
     }
+    b0 = end;
   }
   for (int q = 0; q < NQ; ++q) {
-    for (int v = 0; v < NV; ++v) acc[q][v] = a[q][v];
+    for (int v = 0; v < NV; ++v) acc[q * 4 + v] = a[q][v];
   }
 }
 
 template <int NV>
-MOESERVE_AVX512 void AccumulateQueries(const LatentAttentionTile& t, const float* p,
-                                       int64_t max_len, int q0, int nq, int64_t c0,
-                                       const __mmask16* cmask, __m512 (&acc)[4][4]) {
+MOESERVE_AVX512 void AccumulateQueries(const LatentAttentionTile& t, const float* p, int64_t s0,
+                                       int64_t s1, int q0, int nq, int64_t c0,
+                                       const __mmask16* cmask, __m512* acc) {
   switch (nq) {
-    case 4: Accumulate<4, NV>(t, p, max_len, q0, c0, cmask, acc); break;
-    case 3: Accumulate<3, NV>(t, p, max_len, q0, c0, cmask, acc); break;
-    case 2: Accumulate<2, NV>(t, p, max_len, q0, c0, cmask, acc); break;
-    default: Accumulate<1, NV>(t, p, max_len, q0, c0, cmask, acc); break;
+    case 4: Accumulate<4, NV>(t, p, s0, s1, q0, c0, cmask, acc); break;
+    case 3: Accumulate<3, NV>(t, p, s0, s1, q0, c0, cmask, acc); break;
+    case 2: Accumulate<2, NV>(t, p, s0, s1, q0, c0, cmask, acc); break;
+    default: Accumulate<1, NV>(t, p, s0, s1, q0, c0, cmask, acc); break;
   }
 }
 
@@ -175,21 +182,27 @@ MOESERVE_AVX512 void LatentAttentionAvx512(const LatentAttentionTile& t,
                  : left > 0 ? static_cast<__mmask16>((1u << left) - 1)
                             : static_cast<__mmask16>(0);
     }
-    for (int q0 = 0; q0 < t.nq; q0 += 4) {
-      __m512 acc[4][4];
-      const int nq = std::min(4, t.nq - q0);
-      switch (nv) {
-        case 4: AccumulateQueries<4>(t, scores, max_len, q0, nq, c0, cmask, acc); break;
-        case 3: AccumulateQueries<3>(t, scores, max_len, q0, nq, c0, cmask, acc); break;
-        case 2: AccumulateQueries<2>(t, scores, max_len, q0, nq, c0, cmask, acc); break;
-        default: AccumulateQueries<1>(t, scores, max_len, q0, nq, c0, cmask, acc); break;
-      }
-      for (int q = 0; q < nq; ++q) {
-        float* out = t.out + (q0 + q) * t.out_stride + c0;
-        const __m512 w = _mm512_set1_ps(inv[q0 + q]);
-        for (int v = 0; v < nv; ++v) {
-          _mm512_mask_storeu_ps(out + v * 16, cmask[v], _mm512_mul_ps(acc[q][v], w));
+    // Accumulators of every query (4 vectors each), kept in memory between chunks of keys.
+    __m512 acc[kL * 4];
+    for (__m512& a : acc) a = _mm512_setzero_ps();
+    for (int64_t s0 = 0; s0 < max_len; s0 += kKeyChunk) {
+      const int64_t s1 = std::min(max_len, s0 + kKeyChunk);
+      for (int q0 = 0; q0 < t.nq; q0 += 4) {
+        const int nq = std::min(4, t.nq - q0);
+        __m512* a = acc + q0 * 4;
+        switch (nv) {
+          case 4: AccumulateQueries<4>(t, scores, s0, s1, q0, nq, c0, cmask, a); break;
+          case 3: AccumulateQueries<3>(t, scores, s0, s1, q0, nq, c0, cmask, a); break;
+          case 2: AccumulateQueries<2>(t, scores, s0, s1, q0, nq, c0, cmask, a); break;
+          default: AccumulateQueries<1>(t, scores, s0, s1, q0, nq, c0, cmask, a); break;
         }
+      }
+    }
+    for (int q = 0; q < t.nq; ++q) {
+      float* out = t.out + q * t.out_stride + c0;
+      const __m512 w = _mm512_set1_ps(inv[q]);
+      for (int v = 0; v < nv; ++v) {
+        _mm512_mask_storeu_ps(out + v * 16, cmask[v], _mm512_mul_ps(acc[q * 4 + v], w));
       }
     }
   }
