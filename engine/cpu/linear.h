@@ -48,7 +48,7 @@ inline int64_t RowsBefore(int64_t m, int64_t i, int64_t threads) { return m * i 
 // per thread (decode batches, most routed experts) take LinearMany. Same bits as LinearMany.
 void LinearManyByRows(absl::Span<const LinearJob> jobs, ThreadPool* pool);
 
-// Which SIMD path Linear uses on this CPU ("avx512bf16", "avx512", "avx2", "scalar").
+// Which SIMD path Linear uses on this CPU ("avx512", "avx2", "scalar").
 const char* LinearKernelName();
 
 }  // namespace moeserve::engine::cpu
