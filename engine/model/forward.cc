@@ -214,7 +214,8 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& w = layers_[l];
     const int64_t qr = c.q_lora_rank.value_or(0);
-    const float* next_norm = l + 1 < c.num_hidden_layers ? layers_[l + 1].input_norm.data() : nullptr;
+    const float* next_norm =
+        l + 1 < c.num_hidden_layers ? layers_[l + 1].input_norm.data() : nullptr;
     // x += mlp (+ the shared experts' tmp): the same two float additions in the same order;
     // then the next layer's input norm.
     auto residual = [&](int64_t t0, int64_t t1, bool shared) {

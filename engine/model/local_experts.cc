@@ -85,9 +85,10 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
   for (const UsedExpert& p : used) largest = std::max(largest, p.rows);
   if (threads > 1 && rows >= cpu::kMinRowsPerThread * threads * k && largest * threads <= rows) {
     // A prefill where no expert has more than a thread's share of the rows: each thread takes
-    // whole experts (the largest first, each to the least loaded thread) and runs gather, gate and up, SiluMul and down for them alone, so an expert's rows
-    // stay in the cache of the core that gathered them. Each product runs single-threaded, with
-    // the bits the split over columns gives.
+    // whole experts (the largest first, each to the least loaded thread) and runs gather, gate
+    // and up, SiluMul and down for them alone, so an expert's rows stay in the cache of the core
+    // that gathered them. Each product runs single-threaded, with the bits the split over columns
+    // gives.
     std::vector<int64_t> token_of_row(rows);
     for (int64_t i = 0; i < rows; ++i) token_of_row[row_of_slot[i]] = i / k;
     std::vector<size_t> order(used.size());
@@ -97,7 +98,8 @@ absl::Status LocalExpertExecutor::Run(int64_t layer, const float* x, int64_t n, 
     std::vector<std::vector<size_t>> mine(threads);
     std::vector<int64_t> load(threads, 0);
     for (size_t i : order) {
-      const size_t t = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+      const size_t t =
+          static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
       mine[t].push_back(i);
       load[t] += used[i].rows;
     }

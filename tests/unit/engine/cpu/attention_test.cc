@@ -99,8 +99,9 @@ TEST_P(AttentionTest, MatchesDoubleReferenceOnOddShapes) {
   KernelScope scope(GetParam());
   std::mt19937 rng(11);
   struct Shape { int64_t kvr, rope, bt; int nq; int64_t max_len; };
-  for (const Shape& sh : {Shape{64, 16, 16, kL, 70}, Shape{20, 6, 3, 5, 41}, Shape{64, 16, 4, 17, 50},
-                          Shape{80, 32, 4, 1, 9}, Shape{130, 2, 7, 11, 100},
+  for (const Shape& sh : {Shape{64, 16, 16, kL, 70}, Shape{20, 6, 3, 5, 41},
+                          Shape{64, 16, 4, 17, 50}, Shape{80, 32, 4, 1, 9},
+                          Shape{130, 2, 7, 11, 100},
                           Shape{16, 0, 1, 3, 5}, Shape{40, 8, 5, 9, 33}}) {
     Keys keys(sh.kvr + sh.rope, sh.kvr, sh.bt, sh.max_len, rng);
     Queries qs;
