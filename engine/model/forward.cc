@@ -58,19 +58,25 @@ void ForTokenStage(ThreadPool* pool, int64_t n,
   stage(0, n, pool);
 }
 
-// Runs fn on every thread of the pool (on this one alone without a pool or with one tile); fn
-// calls next() for the index of a tile to run until it returns -1. Tiles go out one at a time,
-// the longest (most keys) first: a causal prefill's last tiles cost up to its length times the
-// first ones, and equal runs of tiles in order (ParallelFor's chunks) left one core waiting for
-// the other's last chunk. Which thread runs a tile never changes its result.
-void ForTilesLongestFirst(ThreadPool* pool, const std::vector<QueryTile>& tiles,
-                          const std::function<void(const std::function<int64_t()>&)>& fn) {
+// The tiles' indices, the longest (most keys) first: a causal prefill's last tiles cost up to its
+// length times the first ones, and equal runs of tiles in order (ParallelFor's chunks) left one
+// core waiting for the other's last chunk.
+std::vector<int64_t> LongestFirst(const std::vector<QueryTile>& tiles) {
   const int64_t count = static_cast<int64_t>(tiles.size());
   std::vector<int64_t> order(tiles.size());
   for (int64_t i = 0; i < count; ++i) order[i] = count - 1 - i;
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
     return tiles[a].max_len * tiles[a].nq > tiles[b].max_len * tiles[b].nq;
   });
+  return order;
+}
+
+// Runs fn on every thread of the pool (on this one alone without a pool or with one tile); fn
+// calls next() for the index of a tile to run until it returns -1. Tiles go out one at a time in
+// `order`. Which thread runs a tile never changes its result.
+void ForTiles(ThreadPool* pool, const std::vector<int64_t>& order,
+              const std::function<void(const std::function<int64_t()>&)>& fn) {
+  const int64_t count = static_cast<int64_t>(order.size());
   std::atomic<int64_t> claimed{0};
   const std::function<int64_t()> next = [&]() -> int64_t {
     const int64_t i = claimed.fetch_add(1, std::memory_order_relaxed);
@@ -198,6 +204,7 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     }
   }
   std::vector<std::vector<const float*>> tile_blocks(tiles.size());
+  const std::vector<int64_t> tile_order = LongestFirst(tiles);
 
   // Temporaries of the MLPs (dense or shared experts) and of routing, for every layer.
   int64_t mlp_inter = 0;
@@ -270,7 +277,7 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
         tile_blocks[ti].push_back(cache->Row(ch.block_table[b], l, 0));
       }
     }
-    ForTilesLongestFirst(pool, tiles, [&](const std::function<int64_t()>& next) {
+    ForTiles(pool, tile_order, [&](const std::function<int64_t()>& next) {
       std::vector<float> qt(lat * cpu::kAttentionLanes), qpe(rope), scratch;
       for (int64_t ti = next(); ti >= 0; ti = next()) {
         const QueryTile& tile = tiles[ti];
