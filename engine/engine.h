@@ -2,6 +2,7 @@
 #define MOESERVE_ENGINE_ENGINE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -19,6 +20,10 @@ struct EngineOptions {
   int64_t kv_cache_bytes = int64_t{256} << 20;
   // Chunked prefill: at most this many tokens go through one forward step.
   int64_t max_step_tokens = 512;
+  // A sequence that wants every position's logits (Add's PositionLogitsFn) runs at most this
+  // many of its tokens a step: each is a row of vocab_size floats (66 MB for 128 rows of
+  // DeepSeek-V3's 129 280).
+  int64_t max_logit_rows = 128;
   // Where steps run (borrowed; must outlive the Engine and match its block geometry); null: on
   // the host (HostStepRunner).
   StepRunner* runner = nullptr;
@@ -30,6 +35,13 @@ struct StepOutput {
   SeqId seq;
   std::vector<float> logits;  // next-token logits after the sequence's last token
 };
+
+// Receives the logits at position p of a sequence (those that score token p + 1), for every p
+// in [0, length - 1) of the tokens it was added with (prompt scoring: OpenAI's echo with
+// logprobs, vLLM's prompt_logprobs). Called on the engine thread during Step, in position
+// order, once per computation of the position: again if the sequence is freed and added anew.
+// The span is valid for the call only.
+using PositionLogitsFn = std::function<void(int64_t position, absl::Span<const float> logits)>;
 
 // The continuous-batching building block over one Model: sequences are added with their prompt,
 // stepped together (every step runs the pending tokens of as many sequences as the token budget
@@ -48,7 +60,10 @@ class Engine {
   // Blocks in the KV pool an Engine with these options has (what a StepRunner must hold).
   static int64_t PoolBlocks(const ModelConfig& config, const EngineOptions& options);
 
-  absl::StatusOr<SeqId> Add(const std::vector<int32_t>& prompt);
+  // `position_logits` set: every position of the prompt runs (ImportPrefix takes nothing) and
+  // its logits go to the function, at most options.max_logit_rows tokens a step.
+  absl::StatusOr<SeqId> Add(const std::vector<int32_t>& prompt,
+                            PositionLogitsFn position_logits = nullptr);
   // A new sequence holding the first `prefix_len` tokens of `seq`, which must already be in the
   // cache; full blocks are shared, the partial last one is copied.
   absl::StatusOr<SeqId> Fork(SeqId seq, int64_t prefix_len);
@@ -65,8 +80,8 @@ class Engine {
   // Fills the first blocks of a just-added sequence (nothing computed yet) from `blocks`, so only
   // the rest of its tokens is computed. At most (length - 1) / block_tokens blocks are taken (the
   // last token always runs, to produce logits); returns how many tokens were imported.
-  // InvalidArgument for a wrong byte size or a sequence that already ran; ResourceExhausted when
-  // the pool has no room.
+  // InvalidArgument for a wrong byte size, a sequence that already ran or one added with
+  // position logits; ResourceExhausted when the pool has no room.
   absl::StatusOr<int64_t> ImportPrefix(SeqId seq, absl::Span<const std::string> blocks);
   // The bytes of full block `index` of `seq` (its tokens must be computed).
   absl::StatusOr<std::string> ExportBlock(SeqId seq, int64_t index) const;
@@ -85,6 +100,8 @@ class Engine {
     std::vector<int32_t> tokens;
     int64_t cached = 0;  // tokens whose latents are in the cache
     std::vector<int32_t> blocks;
+    PositionLogitsFn position_logits;  // set: logits for positions [0, prompt_len - 1)
+    int64_t prompt_len = 0;
   };
   absl::Status CheckTokens(const std::vector<int32_t>& tokens) const;
   absl::StatusOr<Sequence*> Find(SeqId seq);

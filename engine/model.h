@@ -31,7 +31,8 @@ struct SequenceChunk {
   absl::Span<const int32_t> tokens;
   int64_t start_pos = 0;
   absl::Span<const int32_t> block_table;
-  bool want_logits = false;  // logits of the chunk's last token
+  // Logits of the chunk's last `logits_tokens` tokens (0: none; 1: the next-token logits).
+  int64_t logits_tokens = 0;
 };
 
 // Weights of one transformer layer in compute form.
@@ -85,7 +86,8 @@ class Model {
   const ModelOptions& options() const { return options_; }
 
   // Runs one step over the chunks: writes every new token's latent into `cache`, and fills
-  // `logits` (one vector of vocab_size per chunk that wants them, in chunk order).
+  // `logits` (one vector of vocab_size per row that chunks ask for, in chunk order and, within
+  // a chunk, in position order).
   // `experts` null: the local executor. InvalidArgument for token ids out of the vocabulary or
   // positions beyond max_position_embeddings.
   absl::Status Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,

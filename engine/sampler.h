@@ -55,6 +55,11 @@ struct SampleResult {
   std::vector<TokenLogprob> top_logprobs;
 };
 
+// Scores `token` under the model's own distribution, log_softmax(logits) with no penalty or
+// temperature (how vLLM reports prompt logprobs): the token's logprob (-inf for an id outside
+// the logits) and the top_n most likely tokens, most likely first (ties: lower id first).
+SampleResult ScoreToken(absl::Span<const float> logits, int32_t token, int32_t top_n);
+
 // Picks the next token of one request from its logits.
 //
 // Order of operations:

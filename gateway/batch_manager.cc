@@ -553,9 +553,7 @@ void BatchManager::StartRequest(Active& batch, size_t index) {
   {
     absl::MutexLock lock(&run->mu);
     for (int i = 0; i < n; ++i) {
-      run->outputs.emplace_back(*model_->tokenizer, prepared->split_reasoning,
-                                prepared->starts_in_reasoning, prepared->stop,
-                                prepared->prompt_tokens, prepared->parse_tool_calls);
+      run->outputs.push_back(MakeOutputAssembler(*model_->tokenizer, *prepared));
     }
     run->texts.resize(n);
     run->calls.resize(n);

@@ -31,6 +31,9 @@ struct GenerationRequest {
   std::string response_schema;                   // non-empty: the answer is JSON matching it
   std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
   std::optional<ToolCallGrammarIds> tool_calls;   // set: the answer is forced tool calls
+  // Set: the first chunk scores the prompt with this many alternatives (GenerationSpec's
+  // prompt_logprobs); the prompt then runs whole, without the prefix cache.
+  std::optional<int32_t> prompt_logprobs;
   int32_t priority = 0;      // the router's queue order: lower first (RouteRequest.priority)
   // The client's deadline (gRPC deadline, HTTP X-Request-Timeout), passed on to the router and
   // from there to the workers; past it the generation ends with DEADLINE_EXCEEDED.
@@ -48,6 +51,8 @@ struct GenerationChunk {
   std::vector<engine::SampleResult> logprobs;
   FinishReason finish_reason = FinishReason::kNone;  // set on the last chunk
   int32_t cached_prompt_tokens = 0;                  // meaningful on the first chunk
+  // First chunk, with GenerationRequest::prompt_logprobs: entry i scores prompt token i + 1.
+  std::vector<engine::SampleResult> prompt_logprobs;
 };
 
 // Callbacks of one generation. They are invoked serially (never two at once) from a thread the

@@ -337,9 +337,7 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
   g.meta.logprobs = prepared->generation.sampling.logprobs;
   g.choices.resize(std::max(prepared->n, 1));
   for (Choice& c : g.choices) {
-    c.output.emplace(*context_.model->tokenizer, prepared->split_reasoning,
-                     prepared->starts_in_reasoning, prepared->stop, prepared->prompt_tokens,
-                     prepared->parse_tool_calls);
+    c.output.emplace(MakeOutputAssembler(*context_.model->tokenizer, *prepared));
   }
   const beast::string_view authorization = request[http::field::authorization];
   g.metrics.emplace(context_.metrics, route_, context_.model->name,

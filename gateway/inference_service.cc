@@ -47,6 +47,19 @@ v1::FinishReason ToProtoFinishReason(FinishReason reason) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
+void AddLogprobs(const std::vector<engine::SampleResult>& logprobs,
+                 google::protobuf::RepeatedPtrField<v1::TokenLogprob>* out) {
+  for (const engine::SampleResult& r : logprobs) {
+    v1::TokenLogprob* lp = out->Add();
+    lp->set_token_id(r.token);
+    lp->set_logprob(r.logprob);
+    for (const engine::TokenLogprob& t : r.top_logprobs) {
+      lp->add_top_ids(t.token);
+      lp->add_top_logprobs(t.logprob);
+    }
+  }
+}
+
 // The shared state of one Generate call. Backend callbacks and reactor reactions both land
 // here under `mu_`; calls into the reactor (StartWrite, Finish) are made outside the lock, and
 // only one write is in flight. The reactor is never touched after Finish.
@@ -55,8 +68,7 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
   GenerateState(grpc::ServerWriteReactor<v1::InferenceResponse>* reactor, const ModelContext* model,
                 const PreparedRequest& prepared, GatewayMetrics* metrics, std::string api_key)
       : reactor_(reactor),
-        output_(*model->tokenizer, prepared.split_reasoning, prepared.starts_in_reasoning,
-                prepared.stop, prepared.prompt_tokens),
+        output_(MakeOutputAssembler(*model->tokenizer, prepared)),
         metrics_(metrics, kGenerateRoute, model->name, std::move(api_key), /*stream=*/true) {}
 
   // Per-key accounting at the end (set before the backend starts, so unguarded).
@@ -85,15 +97,8 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
       p.mutable_reasoning_delta()->append(d.reasoning);
       p.mutable_content_delta()->append(d.content);
       p.mutable_token_ids()->Add(chunk.token_ids.begin(), chunk.token_ids.end());
-      for (const engine::SampleResult& r : chunk.logprobs) {
-        v1::TokenLogprob* lp = p.add_logprobs();
-        lp->set_token_id(r.token);
-        lp->set_logprob(r.logprob);
-        for (const engine::TokenLogprob& t : r.top_logprobs) {
-          lp->add_top_ids(t.token);
-          lp->add_top_logprobs(t.logprob);
-        }
-      }
+      AddLogprobs(chunk.logprobs, p.mutable_logprobs());
+      AddLogprobs(chunk.prompt_logprobs, p.mutable_prompt_logprobs());
       if (output_.finished()) {
         if (output_.stopped_by_string()) cancel = call_;
         FinishLocked(absl::OkStatus());
@@ -375,6 +380,7 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
     if (s.has_seed()) api->sampling.seed = s.seed();
     // Stop token ids come only from the proto.
     api->sampling.stop_token_ids.assign(s.stop_token_ids().begin(), s.stop_token_ids().end());
+    if (r.has_prompt_logprobs()) api->prompt_logprobs = r.prompt_logprobs();
   }
   return api;
 }

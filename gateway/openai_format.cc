@@ -58,11 +58,16 @@ Json CompletionLogprobs(const std::vector<LogprobEntry>& entries) {
        offsets = Json::array();
   for (const LogprobEntry& e : entries) {
     tokens.push_back(TokenString(e.bytes));
+    offsets.push_back(e.text_offset);
+    if (!e.scored) {  // the echoed prompt's first token: null, as OpenAI returns it
+      logprobs.push_back(nullptr);
+      top.push_back(nullptr);
+      continue;
+    }
     logprobs.push_back(e.logprob);
     Json alternatives = Json::object();
     for (const auto& [bytes, logprob] : e.top) alternatives[TokenString(bytes)] = logprob;
     top.push_back(std::move(alternatives));
-    offsets.push_back(e.text_offset);
   }
   return {{"tokens", std::move(tokens)},
           {"token_logprobs", std::move(logprobs)},

@@ -130,13 +130,47 @@ TextDelta OutputAssembler::Flush() {
   return out;
 }
 
+void OutputAssembler::Echo(std::string text, std::vector<int32_t> prompt_ids, bool score_only) {
+  echo_text_ = std::move(text);
+  echo_ids_ = std::move(prompt_ids);
+  score_only_ = score_only;
+}
+
+TextDelta OutputAssembler::EchoDelta(const GenerationChunk& chunk) {
+  TextDelta out;
+  if (!echo_text_) return out;
+  if (!echo_ids_.empty() && chunk.prompt_logprobs.size() + 1 == echo_ids_.size()) {
+    // Offsets as the completion's: code points decoded before each token.
+    engine::StreamDecoder decoder(tokenizer_, engine::DecodeOptions{.skip_special_tokens = true});
+    for (size_t i = 0; i < echo_ids_.size(); ++i) {
+      engine::SampleResult r;
+      if (i > 0) r = chunk.prompt_logprobs[i - 1];
+      r.token = echo_ids_[i];
+      LogprobEntry e = Entry(r);
+      e.scored = i > 0;
+      out.content_logprobs.push_back(std::move(e));
+      absl::StatusOr<std::string> text = decoder.Add(echo_ids_[i]);
+      if (text.ok()) decoded_chars_ += CodePoints(*text);
+    }
+  }
+  decoded_chars_ = CodePoints(*echo_text_);
+  out.content = std::move(*echo_text_);
+  echo_text_.reset();
+  return out;
+}
+
 TextDelta OutputAssembler::OnChunk(const GenerationChunk& chunk) {
   TextDelta out;
   if (first_chunk_) {
     usage_.cached_tokens = std::clamp(chunk.cached_prompt_tokens, 0, usage_.prompt_tokens);
     first_chunk_ = false;
+    out = EchoDelta(chunk);
   }
   if (finished()) return out;
+  if (score_only_) {
+    if (chunk.finish_reason != FinishReason::kNone) SetFinish(FinishReason::kLength);
+    return out;
+  }
   const bool with_logprobs =
       !chunk.logprobs.empty() && chunk.logprobs.size() == chunk.token_ids.size();
   for (size_t i = 0; i < chunk.token_ids.size(); ++i) {
@@ -175,7 +209,12 @@ LogprobEntry OutputAssembler::Entry(const engine::SampleResult& r) const {
 
 TextDelta OutputAssembler::Finish(FinishReason reason) {
   if (finished()) return {};
-  TextDelta out = Flush();
+  TextDelta out;
+  if (first_chunk_) {  // the backend ended before any chunk: the echo still opens the text
+    first_chunk_ = false;
+    out = EchoDelta(GenerationChunk());
+  }
+  out.Append(Flush());
   if (finish_reason_ == FinishReason::kNone) SetFinish(reason);
   return out;
 }

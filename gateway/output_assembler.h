@@ -41,6 +41,7 @@ class StopStringMatcher {
 struct LogprobEntry {
   std::string bytes;
   float logprob = 0.0f;
+  bool scored = true;  // false: the prompt's first token (echo), which nothing predicts (null)
   std::vector<std::pair<std::string, float>> top;
   int64_t text_offset = 0;
 };
@@ -86,6 +87,14 @@ class OutputAssembler {
                   bool starts_in_reasoning, std::vector<std::string> stop, int32_t prompt_tokens,
                   bool parse_tool_calls = false);
 
+  // Completions' echo, before the first chunk: the first delta starts with `text` (the prompt
+  // as the client sent it, outside stop strings) and, when the first chunk carries one
+  // prompt_logprobs entry per prompt token after the first, content_logprobs starts with an
+  // entry per prompt id (the first unscored). Completion text offsets then count from the end
+  // of `text`. `score_only` (max_tokens 0): generated tokens are dropped and the request ends
+  // with "length" when the backend finishes.
+  void Echo(std::string text, std::vector<int32_t> prompt_ids, bool score_only);
+
   // Feeds a chunk; returns the text decided so far. Once finished() (the chunk carried a
   // finish reason, or a stop string matched) later chunks are ignored. A stop-string match
   // means the caller should Cancel() the backend.
@@ -105,6 +114,8 @@ class OutputAssembler {
   TextDelta Flush();
   void SetFinish(FinishReason reason);
   LogprobEntry Entry(const engine::SampleResult& r) const;
+  // The echoed prompt and its logprob entries (first chunk).
+  TextDelta EchoDelta(const GenerationChunk& chunk);
 
   const engine::Tokenizer& tokenizer_;
   engine::StreamDecoder decoder_;
@@ -115,6 +126,9 @@ class OutputAssembler {
   std::optional<ToolCallParser> tools_;
   UsageInfo usage_;
   bool first_chunk_ = true;
+  std::optional<std::string> echo_text_;
+  std::vector<int32_t> echo_ids_;
+  bool score_only_ = false;
   FinishReason finish_reason_ = FinishReason::kNone;
 };
 

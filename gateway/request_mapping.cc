@@ -17,13 +17,18 @@
 //    content (it then renders as empty).
 //  - "prompt" (completions): a string, a single-element array holding a string, or an array of
 //    token ids (integers). Batched prompts (several strings, arrays of arrays) are rejected.
-//    "echo" and "best_of" > 1 are rejected.
+//    "best_of" > 1 is rejected. "echo": true starts each choice's text with the prompt (token-id
+//    prompts decoded, special tokens skipped); with "logprobs" the prompt's tokens come first in
+//    the logprobs, the first with null logprob and top_logprobs (OpenAI's legacy form, which
+//    lm-evaluation-harness reads), scored under the model's raw distribution. Such a prompt runs
+//    whole (no prefix-cache hit). With echo, "max_tokens": 0 only scores the prompt (the
+//    finish_reason is "length"). "echo" with "suffix" is rejected.
 //  - "n": 1..16 choices (OpenAI allows 128; 16 bounds the work one request can ask for). Each
 //    choice is its own generation (ChoiceRequest: distinct id and derived seed); max_tokens
 //    applies per choice; usage counts the prompt once and the completion tokens of all.
 //  - Integers must be JSON integers (1.0 and "1" are rejected). "max_completion_tokens" is an
 //    alias of "max_tokens" (OpenAI's newer name); both may be given only when equal, else 400
-//    (a silent winner would hide a client bug). max_tokens >= 1.
+//    (a silent winner would hide a client bug). max_tokens >= 1 (0 with completions' echo).
 //  - "user" (a string), "metadata" (at most 16 string values, keys <= 64 and values <= 512
 //    characters, OpenAI's limits) and "store" (a boolean) are type-checked and otherwise
 //    unused. messages[i].name must be a string when given (it is not rendered).
@@ -177,9 +182,12 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
   }
   const char* max_name = max_completion ? "max_completion_tokens" : "max_tokens";
   r->max_tokens = max_completion ? max_completion : max_tokens;
-  if (r->max_tokens && *r->max_tokens < 1) {
+  // 0 only scores the prompt, which makes sense only when the completion echoes it.
+  const bool echo = r->endpoint == Endpoint::kCompletion && r->echo;
+  if (r->max_tokens && *r->max_tokens < (echo ? 0 : 1)) {
     return Invalid(max_name,
-                   absl::StrCat("'", max_name, "' must be at least 1, got ", *r->max_tokens));
+                   absl::StrCat("'", max_name, "' must be at least ", echo ? 0 : 1, ", got ",
+                                *r->max_tokens, echo ? "" : " (0 is allowed with 'echo': true)"));
   }
 
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> n, GetInt(j, "n"));
@@ -560,12 +568,15 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body) {
   MOESERVE_ASSIGN_OR_RETURN(Json j, ParseBody(body));
   ApiRequest r;
   r.endpoint = Endpoint::kCompletion;
-  MOESERVE_RETURN_IF_ERROR(ParseCommon(j, &r));
   MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> echo, GetBool(j, "echo"));
-  if (echo.value_or(false)) return Invalid("echo", "'echo' is not supported");
+  r.echo = echo.value_or(false);
+  MOESERVE_RETURN_IF_ERROR(ParseCommon(j, &r));
   if (const Json* suffix = Field(j, "suffix")) {
     if (!suffix->is_string()) return Invalid("suffix", "'suffix' must be a string");
     r.suffix = suffix->get<std::string>();
+  }
+  if (r.echo && r.suffix) {
+    return Invalid("echo", "'echo' cannot be combined with 'suffix' (fill in the middle)");
   }
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> best_of, GetInt(j, "best_of"));
   if (best_of && *best_of != 1) return Invalid("best_of", "only 'best_of' = 1 is supported");
@@ -602,6 +613,13 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body) {
     return Invalid("prompt", "'prompt' must be a string or an array of token ids");
   }
   return r;
+}
+
+OutputAssembler MakeOutputAssembler(const engine::Tokenizer& tokenizer, const PreparedRequest& p) {
+  OutputAssembler out(tokenizer, p.split_reasoning, p.starts_in_reasoning, p.stop,
+                      p.prompt_tokens, p.parse_tool_calls);
+  if (p.echo_text) out.Echo(*p.echo_text, p.generation.prompt_ids, p.score_only);
+  return out;
 }
 
 GenerationRequest ChoiceRequest(const GenerationRequest& first, int index) {
@@ -809,9 +827,31 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
                                    model.context_length - prompt_tokens);
   }
 
+  if (r.echo) {
+    if (r.prompt_text) {
+      p.echo_text = *r.prompt_text;
+    } else {
+      engine::DecodeOptions skip;
+      skip.skip_special_tokens = true;
+      absl::StatusOr<std::string> text = model.tokenizer->Decode(ids, skip);
+      if (!text.ok()) return Invalid("prompt", text.status().message());
+      p.echo_text = std::move(*text);
+    }
+    // max_tokens 0 scores the prompt only: the cluster makes one token, which is dropped.
+    p.score_only = max_tokens == 0;
+    if (p.score_only) max_tokens = 1;
+  }
+
   GenerationRequest& g = p.generation;
   g.request_id = request_id;
   g.sampling = r.sampling;
+  if (r.echo && r.sampling.logprobs) g.prompt_logprobs = r.sampling.top_logprobs;
+  if (r.prompt_logprobs) {
+    if (*r.prompt_logprobs < 0 || *r.prompt_logprobs > 20) {
+      return Invalid("prompt_logprobs", "'prompt_logprobs' must be in [0, 20]");
+    }
+    g.prompt_logprobs = *r.prompt_logprobs;
+  }
   g.max_new_tokens = static_cast<int32_t>(max_tokens);
   g.ignore_eos = r.ignore_eos;
   g.sample_vocab = model.vocab_size;

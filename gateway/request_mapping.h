@@ -12,6 +12,7 @@
 #include "engine/sampler.h"
 #include "gateway/generation_backend.h"
 #include "gateway/model_context.h"
+#include "gateway/output_assembler.h"
 #include "gateway/tool_calls.h"
 #include "nlohmann/json.hpp"
 
@@ -53,6 +54,8 @@ struct ApiRequest {
   std::optional<std::string> prompt_text;          // completion
   std::optional<std::string> suffix;               // completion: fill-in-the-middle
   std::optional<std::vector<int64_t>> prompt_ids;  // completion (or gRPC prompt_ids)
+  bool echo = false;                               // completion: the text starts with the prompt
+  std::optional<int32_t> prompt_logprobs;          // gRPC: score the prompt (0..20 alternatives)
   bool stream = false;
   bool include_usage = false;
   std::optional<int64_t> max_tokens;
@@ -80,6 +83,10 @@ struct PreparedRequest {
   bool parse_tool_calls = false;     // chat with tools: tool-call markup in the answer -> tool_calls
   int32_t prompt_tokens = 0;
   int n = 1;  // choices
+  // Completions' echo: the text each choice starts with (OutputAssembler::Echo), and whether
+  // max_tokens was 0 (the prompt is only scored; the cluster still makes one token, dropped).
+  std::optional<std::string> echo_text;
+  bool score_only = false;
 };
 
 // Bound of a request's "priority" (and of a key tier's).
@@ -97,6 +104,10 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body);
 // Validates against the model and tokenizes. `request_id` goes into the GenerationRequest.
 absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& request, const ModelContext& model,
                                                const std::string& request_id);
+
+// The assembler of one choice of `p`'s response (reasoning split, stop strings, tool calls and
+// the echo as `p` asks).
+OutputAssembler MakeOutputAssembler(const engine::Tokenizer& tokenizer, const PreparedRequest& p);
 
 // The request of choice `index` (0-based) of a request with several choices: choice 0 is
 // `first` itself; choice i > 0 has request id "<id>-<i>" and, when `first` has a seed, the seed

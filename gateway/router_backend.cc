@@ -64,6 +64,7 @@ class RouterCall final : public GenerationCall,
     out.logprobs = FromProtoLogprobs(chunk_.logprobs());
     out.finish_reason = FromProtoFinishReason(chunk_.finish_reason());
     out.cached_prompt_tokens = chunk_.cached_prompt_tokens();
+    out.prompt_logprobs = FromProtoLogprobs(chunk_.prompt_logprobs());
     callbacks_.on_chunk(std::move(out));
     StartRead(&chunk_);
   }
@@ -114,6 +115,7 @@ v1::GenerationSpec ToGenerationSpec(const GenerationRequest& r) {
   spec.set_sample_vocab(r.sample_vocab);
   spec.set_response_schema(r.response_schema);
   if (r.constraint_after_token) spec.set_constraint_after_token(*r.constraint_after_token);
+  if (r.prompt_logprobs) spec.set_prompt_logprobs(*r.prompt_logprobs);
   if (r.tool_calls) {
     v1::ToolCallGrammar* g = spec.mutable_tool_calls();
     g->mutable_open_ids()->Add(r.tool_calls->open.begin(), r.tool_calls->open.end());

@@ -40,7 +40,7 @@ class TokenRelay {
   // Emits one chunk; returns true once the request is finished.
   template <typename TokenIds, typename Logprobs>
   bool Relay(const TokenIds& tokens, const Logprobs& logprobs, v1::FinishReason finish,
-             int32_t cached_prompt_tokens) {
+             int32_t cached_prompt_tokens, const Logprobs* prompt_logprobs = nullptr) {
     const int64_t room = std::max<int64_t>(0, limit_ - static_cast<int64_t>(generated_.size()));
     const int64_t n = std::min<int64_t>(room, tokens.size());
     v1::RouteChunk chunk;
@@ -56,6 +56,9 @@ class TokenRelay {
     }
     chunk.set_finish_reason(finish);
     chunk.set_cached_prompt_tokens(cached_prompt_tokens);
+    if (prompt_logprobs != nullptr) {
+      chunk.mutable_prompt_logprobs()->Add(prompt_logprobs->begin(), prompt_logprobs->end());
+    }
     finished_ = finish != v1::FINISH_REASON_UNSPECIFIED;
     emit_(std::move(chunk));
     return finished_;
@@ -151,7 +154,7 @@ absl::Status RequestRelay::Run(const v1::GenerationSpec& spec, const CallOptions
                                                " workers; last error: ", last.ToString()));
   }
   if (relay.Relay(prefilled->token_ids(), prefilled->logprobs(), prefilled->finish_reason(),
-                  prefilled->cached_prompt_tokens())) {
+                  prefilled->cached_prompt_tokens(), &prefilled->prompt_logprobs())) {
     return absl::OkStatus();
   }
 

@@ -30,6 +30,14 @@ std::vector<int32_t> AllTokens(const JobSpec& s) {
   return t;
 }
 
+// The logits a job samples from (and scores by): ids below sample_vocab when it is set.
+absl::Span<const float> SampleChoices(const JobSpec& spec, absl::Span<const float> logits) {
+  if (spec.sample_vocab > 0 && spec.sample_vocab < static_cast<int64_t>(logits.size())) {
+    return logits.subspan(0, spec.sample_vocab);
+  }
+  return logits;
+}
+
 }  // namespace
 
 absl::StatusOr<ConstraintFactory> CompileConstraint(
@@ -118,6 +126,10 @@ absl::Status EngineLoop::Submit(JobSpec spec, std::shared_ptr<JobControl> contro
     return absl::InvalidArgumentError("sample_vocab out of range");
   }
   MOESERVE_RETURN_IF_ERROR(engine::ValidateSamplingParams(spec.sampling, c.vocab_size));
+  if (spec.prompt_logprobs && (*spec.prompt_logprobs < 0 || *spec.prompt_logprobs > 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt_logprobs ", *spec.prompt_logprobs, " is outside [0, 20]"));
+  }
   ConstraintFactory make_constraint;
   if (!spec.response_schema.empty() || spec.tool_calls) {
     if (options_.vocabulary == nullptr) {
@@ -209,7 +221,17 @@ void EngineLoop::Admit() {
 
 bool EngineLoop::TryAdmit(Job* job) {
   const std::vector<int32_t> tokens = AllTokens(job->spec);
-  absl::StatusOr<engine::SeqId> seq = engine_.Add(tokens);
+  engine::PositionLogitsFn score;
+  if (job->spec.prompt_logprobs) {
+    job->prompt_scores.assign(job->spec.prompt.size() - 1, engine::SampleResult());
+    score = [job](int64_t position, absl::Span<const float> logits) {
+      if (position + 1 >= static_cast<int64_t>(job->spec.prompt.size())) return;
+      job->prompt_scores[position] = engine::ScoreToken(SampleChoices(job->spec, logits),
+                                                        job->spec.prompt[position + 1],
+                                                        *job->spec.prompt_logprobs);
+    };
+  }
+  absl::StatusOr<engine::SeqId> seq = engine_.Add(tokens, std::move(score));
   if (!seq.ok()) {
     End(job, Finish::kNone, seq.status());
     return false;
@@ -221,7 +243,7 @@ bool EngineLoop::TryAdmit(Job* job) {
   job->imported_blocks = 0;
   const int64_t bt = engine_.cache().block_tokens();
   const int64_t usable = (static_cast<int64_t>(tokens.size()) - 1) / bt;
-  if (kv_ != nullptr && usable > 0) {
+  if (kv_ != nullptr && usable > 0 && !job->spec.prompt_logprobs) {
     std::vector<kvcache::BlockHash> hashes =
         kvcache::ChainedBlockHashes(tokens, bt, options_.hash_seed);
     hashes.resize(usable);
@@ -324,10 +346,7 @@ void EngineLoop::Step() {
 void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
   JobSpec& spec = job->spec;
   const engine::ModelConfig& c = model_->config();
-  absl::Span<const float> choices = logits;
-  if (spec.sample_vocab > 0 && spec.sample_vocab < static_cast<int64_t>(logits.size())) {
-    choices = choices.subspan(0, spec.sample_vocab);
-  }
+  absl::Span<const float> choices = SampleChoices(spec, logits);
   if (job->constraint) job->constraint->MaskLogits(absl::MakeSpan(logits.data(), choices.size()));
   engine::SampleResult r = job->sampler->Sample(choices, spec.prompt, spec.generated);
   JobEvent ev;
@@ -430,6 +449,7 @@ void EngineLoop::Deliver(Job* job, JobEvent event) {
   if (options_.metrics != nullptr) options_.metrics->Generated(event.tokens.size());
   if (!job->first_event_sent) {
     event.cached_tokens = job->cached_tokens;
+    event.prompt_logprobs = std::move(job->prompt_scores);
     job->first_event_sent = true;
   }
   job->sink->OnEvent(std::move(event));

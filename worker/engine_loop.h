@@ -82,6 +82,7 @@ class EngineLoop {
     bool first_event_sent = false;
     int64_t cached_tokens = 0;
     int64_t imported_blocks = 0;
+    std::vector<engine::SampleResult> prompt_scores;  // with spec.prompt_logprobs, by position
     WorkerMetrics::Clock::time_point queued = WorkerMetrics::Clock::now();  // or preempted
   };
   using JobPtr = std::unique_ptr<Job>;

@@ -34,6 +34,9 @@ struct JobSpec {
   std::string response_schema;     // non-empty: the answer is JSON matching this schema
   std::optional<int32_t> constraint_after_token;  // the constraint starts after this token
   std::optional<ToolCallSpec> tool_calls;  // set: the answer is forced tool calls
+  // Set: score the prompt with this many alternatives (0..20); every prompt position runs (no
+  // cached prefix is imported) and the first event carries JobEvent::prompt_logprobs.
+  std::optional<int32_t> prompt_logprobs;
 };
 
 // What a job produced since the last event. The first event carries cached_tokens.
@@ -45,6 +48,9 @@ struct JobEvent {
   Finish finish = Finish::kNone;
   int64_t cached_tokens = -1;  // set on the first event: tokens whose KV came from the cache
   int64_t published_blocks = 0;
+  // The first event, with JobSpec::prompt_logprobs: entry i scores prompt token i + 1 under the
+  // model's own distribution (engine::ScoreToken).
+  std::vector<engine::SampleResult> prompt_logprobs;
   absl::Status error;          // non-OK ends the job
   bool done = false;           // the job's last event (after it, nothing more is delivered)
 };

@@ -13,8 +13,9 @@ namespace {
 
 namespace v1 = moeserve::v1;
 
-void AddLogprobs(const JobEvent& ev, google::protobuf::RepeatedPtrField<v1::TokenLogprob>* out) {
-  for (const engine::SampleResult& r : ev.logprobs) {
+void AddLogprobs(const std::vector<engine::SampleResult>& logprobs,
+                 google::protobuf::RepeatedPtrField<v1::TokenLogprob>* out) {
+  for (const engine::SampleResult& r : logprobs) {
     v1::TokenLogprob* lp = out->Add();
     lp->set_token_id(r.token);
     lp->set_logprob(r.logprob);
@@ -40,7 +41,8 @@ class PrefillReactor final : public grpc::ServerUnaryReactor, public JobSink {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
     for (int32_t t : ev.tokens) response_->add_token_ids(t);
-    AddLogprobs(ev, response_->mutable_logprobs());
+    AddLogprobs(ev.logprobs, response_->mutable_logprobs());
+    AddLogprobs(ev.prompt_logprobs, response_->mutable_prompt_logprobs());
     if (ev.cached_tokens >= 0) response_->set_cached_prompt_tokens(static_cast<int32_t>(ev.cached_tokens));
     response_->set_published_blocks(response_->published_blocks() +
                                     static_cast<int32_t>(ev.published_blocks));
@@ -90,7 +92,7 @@ class DecodeReactor final : public grpc::ServerWriteReactor<v1::DecodeChunk>, pu
     if (!ev.tokens.empty() || ev.finish != Finish::kNone || ev.cached_tokens >= 0) {
       v1::DecodeChunk chunk;
       for (int32_t t : ev.tokens) chunk.add_token_ids(t);
-      AddLogprobs(ev, chunk.mutable_logprobs());
+      AddLogprobs(ev.logprobs, chunk.mutable_logprobs());
       if (ev.finish != Finish::kNone) chunk.set_finish_reason(FinishToProto(ev.finish));
       if (ev.cached_tokens >= 0) chunk.set_cached_tokens(static_cast<int32_t>(ev.cached_tokens));
       if (ev.error.ok()) queue_.push_back(std::move(chunk));
@@ -202,6 +204,7 @@ JobSpec SpecFromProto(const v1::GenerationSpec& p) {
   s.sample_vocab = p.sample_vocab();
   s.response_schema = p.response_schema();
   if (p.has_constraint_after_token()) s.constraint_after_token = p.constraint_after_token();
+  if (p.has_prompt_logprobs()) s.prompt_logprobs = p.prompt_logprobs();
   if (p.has_tool_calls()) {
     const v1::ToolCallGrammar& g = p.tool_calls();
     ToolCallSpec& t = s.tool_calls.emplace();
@@ -265,7 +268,9 @@ grpc::ServerWriteReactor<v1::DecodeChunk>* WorkerService::Decode(
     reactor->FailNow(absl::FailedPreconditionError("this worker only prefills"));
     return reactor.get();
   }
-  absl::Status st = loop_->Submit(SpecFromProto(request->spec()), control, reactor);
+  JobSpec spec = SpecFromProto(request->spec());
+  spec.prompt_logprobs.reset();  // the prefill scored the prompt; a decode only continues
+  absl::Status st = loop_->Submit(std::move(spec), control, reactor);
   if (!st.ok()) reactor->FailNow(st);
   return reactor.get();
 }

@@ -481,13 +481,8 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     MOESERVE_RETURN_IF_ERROR(b->Add(x, mlp, n * hidden));
   }
 
-  // Final norm and LM head for the last token of every chunk that wants logits.
-  std::vector<int64_t> rows;
-  int64_t t0 = 0;
-  for (const SequenceChunk& ch : chunks) {
-    t0 += static_cast<int64_t>(ch.tokens.size());
-    if (ch.want_logits) rows.push_back(t0 - 1);
-  }
+  // Final norm and LM head for the last logits_tokens tokens of every chunk.
+  std::vector<int64_t> rows = LogitRows(chunks);
   if (rows.empty()) {
     logits->clear();
     return b->Synchronize();

@@ -19,10 +19,15 @@ struct TokenRef {
 
 // Flattens a step's chunks into tokens, checking what Model::Forward promises to check:
 // InvalidArgument for an empty chunk, token ids outside the vocabulary, positions beyond
-// max_position_embeddings, or a block table too short for the chunk (`block_tokens` per block).
+// max_position_embeddings, a block table too short for the chunk (`block_tokens` per block), or
+// logits_tokens outside [0, the chunk's tokens].
 absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceChunk> chunks,
                            int64_t block_tokens, std::vector<TokenRef>* refs,
                            std::vector<int32_t>* ids);
+
+// The step's token rows whose logits the chunks ask for (each chunk's last logits_tokens), in
+// the order Model::Forward returns them.
+std::vector<int64_t> LogitRows(absl::Span<const SequenceChunk> chunks);
 
 }  // namespace moeserve::engine
 

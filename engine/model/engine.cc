@@ -85,11 +85,15 @@ absl::StatusOr<Engine::Sequence*> Engine::Find(SeqId seq) {
   return &it->second;
 }
 
-absl::StatusOr<SeqId> Engine::Add(const std::vector<int32_t>& prompt) {
+absl::StatusOr<SeqId> Engine::Add(const std::vector<int32_t>& prompt,
+                                  PositionLogitsFn position_logits) {
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
   MOESERVE_RETURN_IF_ERROR(CheckTokens(prompt));
   SeqId id = next_id_++;
-  seqs_[id].tokens = prompt;
+  Sequence& s = seqs_[id];
+  s.tokens = prompt;
+  s.position_logits = std::move(position_logits);
+  s.prompt_len = static_cast<int64_t>(prompt.size());
   return id;
 }
 
@@ -159,6 +163,10 @@ absl::StatusOr<int64_t> Engine::ImportPrefix(SeqId seq, absl::Span<const std::st
   if (s->cached != 0 || !s->blocks.empty()) {
     return absl::InvalidArgumentError("ImportPrefix needs a sequence that has not run yet");
   }
+  if (s->position_logits) {
+    return absl::InvalidArgumentError(
+        "ImportPrefix: the sequence wants every position's logits, so every position runs");
+  }
   const int64_t bt = cache_.block_tokens();
   const int64_t usable = (static_cast<int64_t>(s->tokens.size()) - 1) / bt;
   const int64_t n = std::min<int64_t>(usable, static_cast<int64_t>(blocks.size()));
@@ -224,6 +232,7 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
   std::vector<SequenceChunk> chunks;
   std::vector<SeqId> chunk_seq;
   std::vector<bool> completes;
+  const int64_t max_logit_rows = std::max<int64_t>(1, options_.max_logit_rows);
   int64_t budget = std::max<int64_t>(1, options_.max_step_tokens);
   bool any_pending = false;
   // Decode-phase sequences (one pending token) go first so a long prompt never stalls them;
@@ -235,6 +244,9 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
       any_pending = true;
       if (budget <= 0) break;
       int64_t take = std::min(pending, budget);
+      // Positions below prompt_len - 1 score prompt tokens; past them only the last wants logits.
+      const int64_t scored_end = s.position_logits ? s.prompt_len - 1 : 0;
+      if (s.cached < scored_end) take = std::min(take, max_logit_rows);
       if (!Reserve(&s, s.cached + take)) {
         // Take what fits in the blocks already held; otherwise the sequence waits.
         take = std::min(take, static_cast<int64_t>(s.blocks.size()) * cache_.block_tokens() -
@@ -245,10 +257,13 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
       ch.tokens = absl::MakeConstSpan(s.tokens).subspan(s.cached, take);
       ch.start_pos = s.cached;
       ch.block_table = absl::MakeConstSpan(s.blocks);
-      ch.want_logits = take == pending;
+      const bool complete = take == pending;
+      // Every row of a chunk that holds scored positions (they are a prefix of the sequence);
+      // else the last row when the chunk completes the sequence.
+      ch.logits_tokens = s.cached < scored_end ? take : (complete ? 1 : 0);
       chunks.push_back(ch);
       chunk_seq.push_back(id);
-      completes.push_back(ch.want_logits);
+      completes.push_back(complete);
       budget -= take;
     }
   }
@@ -265,8 +280,17 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
   MOESERVE_RETURN_IF_ERROR(runner_->Forward(chunks, &cache_, experts, &logits));
   size_t next_logits = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
-    seqs_[chunk_seq[i]].cached += static_cast<int64_t>(chunks[i].tokens.size());
-    if (completes[i]) outputs.push_back({chunk_seq[i], std::move(logits[next_logits++])});
+    Sequence& s = seqs_[chunk_seq[i]];
+    const int64_t take = static_cast<int64_t>(chunks[i].tokens.size());
+    const int64_t rows = chunks[i].logits_tokens;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t position = s.cached + take - rows + r;
+      std::vector<float>& row = logits[next_logits + r];
+      if (s.position_logits && position < s.prompt_len - 1) s.position_logits(position, row);
+    }
+    next_logits += rows;
+    s.cached += take;
+    if (completes[i]) outputs.push_back({chunk_seq[i], std::move(logits[next_logits - 1])});
   }
   return outputs;
 }

@@ -120,6 +120,11 @@ absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceC
     if ((end + bt - 1) / bt > static_cast<int64_t>(ch.block_table.size())) {
       return absl::InvalidArgumentError("block table too short for the chunk");
     }
+    if (ch.logits_tokens < 0 || ch.logits_tokens > static_cast<int64_t>(ch.tokens.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("logits_tokens ", ch.logits_tokens,
+                                                     " is outside [0, ", ch.tokens.size(),
+                                                     "] (the chunk's tokens)"));
+    }
     for (size_t i = 0; i < ch.tokens.size(); ++i) {
       int32_t t = ch.tokens[i];
       if (t < 0 || t >= config.vocab_size) {
@@ -131,6 +136,16 @@ absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceC
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<int64_t> LogitRows(absl::Span<const SequenceChunk> chunks) {
+  std::vector<int64_t> rows;
+  int64_t end = 0;
+  for (const SequenceChunk& ch : chunks) {
+    end += static_cast<int64_t>(ch.tokens.size());
+    for (int64_t r = end - ch.logits_tokens; r < end; ++r) rows.push_back(r);
+  }
+  return rows;
 }
 
 absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
@@ -346,13 +361,8 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     });
   }
 
-  // Final norm and LM head for the last token of every chunk that wants logits.
-  std::vector<int64_t> rows;
-  int64_t t0 = 0;
-  for (const SequenceChunk& ch : chunks) {
-    t0 += static_cast<int64_t>(ch.tokens.size());
-    if (ch.want_logits) rows.push_back(t0 - 1);
-  }
+  // Final norm and LM head for the last logits_tokens tokens of every chunk.
+  std::vector<int64_t> rows = LogitRows(chunks);
   logits->clear();
   if (rows.empty()) return absl::OkStatus();
   const int64_t r = static_cast<int64_t>(rows.size());

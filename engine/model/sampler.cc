@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -88,7 +89,7 @@ void ApplyPenalties(const SamplingParams& p, absl::Span<const int32_t> prompt,
 }
 
 // The n best ids by ByLogitDesc, best first, in one pass (n is at most 20).
-std::vector<int32_t> TopN(const std::vector<float>& x, int32_t n) {
+std::vector<int32_t> TopN(absl::Span<const float> x, int32_t n) {
   std::vector<int32_t> top;
   if (n <= 0) return top;
   const ByLogitDesc better{x.data()};
@@ -300,6 +301,30 @@ SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const in
     for (int32_t id : TopN(x, std::min(params_.top_logprobs, vocab))) {
       result.top_logprobs.push_back({id, static_cast<float>(x[id] - log_z)});
     }
+  }
+  return result;
+}
+
+SampleResult ScoreToken(absl::Span<const float> logits, int32_t token, int32_t top_n) {
+  SampleResult result;
+  result.token = token;
+  if (logits.empty()) return result;  // contract violation; nothing to score
+  const auto vocab = static_cast<int32_t>(logits.size());
+  float max = logits[0];
+  for (float v : logits) max = std::max(max, v);
+  double total = 0.0;
+  if (std::isfinite(max)) {
+    for (float v : logits) total += std::exp(v - max);
+  }
+  // As in Sample: with every token masked, log_z = 0 makes every logprob -inf.
+  const double log_z = std::isfinite(max) && total > 0.0 ? max + std::log(total) : 0.0;
+  if (token >= 0 && token < vocab) {
+    result.logprob = static_cast<float>(logits[token] - log_z);
+  } else {
+    result.logprob = -std::numeric_limits<float>::infinity();
+  }
+  for (int32_t id : TopN(logits, std::min(top_n, vocab))) {
+    result.top_logprobs.push_back({id, static_cast<float>(logits[id] - log_z)});
   }
   return result;
 }

@@ -39,6 +39,7 @@ struct GenerateRequest {
   engine::SamplingParams sampling;
   bool json = false;
   bool all_logits = false;
+  std::optional<int32_t> prompt_logprobs;  // --prompt-logprobs N: score the prompt's tokens
   engine::ModelOptions model_options;
   engine::EngineOptions engine_options;
   std::string backend;  // --backend SPEC: the steps on a Backend (engine/backend_registry.h)
@@ -51,7 +52,7 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
                              "max-new-tokens", "temperature", "top-k", "top-p", "min-p",
                              "presence-penalty", "frequency-penalty", "repetition-penalty",
                              "seed", "compute-dtype", "threads", "kv-cache-tokens", "kv-cache-mb",
-                             "block-tokens", "max-step-tokens", "backend"},
+                             "block-tokens", "max-step-tokens", "backend", "prompt-logprobs"},
                             {"json", "all-logits", "chat"}));
   GenerateRequest r;
   MOESERVE_ASSIGN_OR_RETURN(r.model_dir, f.Required("model"));
@@ -107,6 +108,11 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
   r.backend = f.Get("backend").value_or("");
   r.json = f.Has("json");
   r.all_logits = f.Has("all-logits");
+  if (f.Has("prompt-logprobs")) {
+    MOESERVE_ASSIGN_OR_RETURN(int64_t n, f.GetInt("prompt-logprobs", 0));
+    if (n < 0 || n > 20) return absl::InvalidArgumentError("--prompt-logprobs must be in [0, 20]");
+    r.prompt_logprobs = static_cast<int32_t>(n);
+  }
   return r;
 }
 
@@ -151,8 +157,20 @@ struct Generation {
   std::vector<int32_t> tokens;
   std::vector<float> first_logits;
   std::vector<std::vector<float>> step_logits;
+  // --prompt-logprobs: entry i scores prompt token i + 1 (engine::ScoreToken).
+  std::vector<engine::SampleResult> prompt_logprobs;
   std::string finish_reason = "length";
 };
+
+Json PromptLogprobsJson(const std::vector<engine::SampleResult>& scores) {
+  Json out = Json::array();
+  for (const engine::SampleResult& s : scores) {
+    Json top = Json::array();
+    for (const engine::TokenLogprob& t : s.top_logprobs) top.push_back({t.token, t.logprob});
+    out.push_back({{"token", s.token}, {"logprob", s.logprob}, {"top", std::move(top)}});
+  }
+  return out;
+}
 
 // The decode loop shared by both modes. `stop_at_eos` ends at the model's EOS or a stop id;
 // `budget` (may be null) closes the reasoning when its token budget is spent. `sample_vocab` > 0
@@ -179,10 +197,21 @@ absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model
     engine_options.runner = on_backend.get();
   }
   engine::Engine eng(&model, engine_options);
-  MOESERVE_ASSIGN_OR_RETURN(engine::SeqId seq, eng.Add(prompt));
+  Generation g;
+  engine::PositionLogitsFn score;
+  if (r.prompt_logprobs) {
+    g.prompt_logprobs.resize(prompt.size() - 1);
+    score = [&](int64_t position, absl::Span<const float> logits) {
+      if (sample_vocab > 0 && sample_vocab < static_cast<int64_t>(logits.size())) {
+        logits = logits.subspan(0, sample_vocab);
+      }
+      g.prompt_logprobs[position] =
+          engine::ScoreToken(logits, prompt[position + 1], *r.prompt_logprobs);
+    };
+  }
+  MOESERVE_ASSIGN_OR_RETURN(engine::SeqId seq, eng.Add(prompt, std::move(score)));
   engine::Sampler sampler(r.sampling, 0);
   const std::optional<int64_t> eos = model.config().eos_token_id;
-  Generation g;
   auto emit = [&](int32_t t) -> absl::Status {
     g.tokens.push_back(t);
     if (sink != nullptr) MOESERVE_RETURN_IF_ERROR(sink->OnToken(t));
@@ -232,6 +261,7 @@ absl::Status GenerateIds(const GenerateRequest& r) {
   if (r.json) {
     Json j = {{"tokens", g.tokens}, {"logits", g.first_logits}};
     if (r.all_logits) j["step_logits"] = g.step_logits;
+    if (r.prompt_logprobs) j["prompt_logprobs"] = PromptLogprobsJson(g.prompt_logprobs);
     std::cout << j.dump() << "\n";
   } else {
     for (size_t i = 0; i < g.tokens.size(); ++i) std::cout << (i ? "," : "") << g.tokens[i];
@@ -334,6 +364,10 @@ absl::Status GenerateText(const GenerateRequest& r) {
     if (r.chat) {
       j["reasoning_content"] = sink.reasoning();
       j["content"] = sink.content();
+    }
+    if (r.prompt_logprobs) {
+      j["prompt_ids"] = prompt;
+      j["prompt_logprobs"] = PromptLogprobsJson(g.prompt_logprobs);
     }
     if (r.all_logits) {
       // One per sampled token, plus the step that sampled EOS (tokens forced by the thinking

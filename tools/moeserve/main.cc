@@ -18,6 +18,7 @@ constexpr char kUsage[] =
     "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"
     "            [--temperature T] [--seed N] [--compute-dtype bf16|f32] [--json] [--all-logits]\n"
     "            [--backend cuda[:N]|cpu[:N]]   (the steps on a backend; default the host engine)\n"
+    "            [--prompt-logprobs N]   (with --json: each prompt token's logprob, N alternatives)\n"
     "  status    --router HOST:PORT            workers' load and KV pools (JSON)\n"
     "  chat      [--url http://127.0.0.1:8000/v1] [--model M] [--reasoning-effort "
     "low|medium|high]\n"

@@ -167,6 +167,14 @@ TEST(OpenAiFormatTest, CompletionLogprobsInLegacyShape) {
   EXPECT_FLOAT_EQ(lp["top_logprobs"][0]["c"].get<float>(), -3.0f);
   EXPECT_FLOAT_EQ(lp["top_logprobs"][1][" d"].get<float>(), -2.5f);
   EXPECT_EQ(lp["text_offset"], Json::array({0, 1}));
+
+  // An echoed prompt's first token: null logprob and alternatives, as OpenAI returns them.
+  d.content_logprobs.front().scored = false;
+  lp = DeltaChunkJson(m, d)["choices"][0]["logprobs"];
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(lp["tokens"], Json::array({"a", " b"}));
+  EXPECT_FLOAT_EQ(lp["token_logprobs"][1].get<float>(), -0.2f);
 }
 
 TEST(OpenAiFormatTest, SeveralChoicesInIndexOrder) {

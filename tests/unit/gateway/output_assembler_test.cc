@@ -212,6 +212,91 @@ TEST_F(OutputAssemblerTest, FinishFlushesHeldText) {
   EXPECT_EQ(a.finish_reason(), FinishReason::kCancelled);
 }
 
+// Completions' echo: the prompt text opens the first delta, outside the stop strings; with
+// prompt logprobs its tokens lead the entries (the first unscored) and the completion's text
+// offsets count from the end of the echoed text.
+TEST_F(OutputAssemblerTest, EchoOpensTheTextAndLeadsTheLogprobs) {
+  std::vector<int32_t> prompt = {0};  // BOS, which decodes to nothing
+  for (int32_t id : Ids("Stop é here")) prompt.push_back(id);
+  OutputAssembler a(*model_->tokenizer, false, false, {"here"}, static_cast<int32_t>(prompt.size()));
+  a.Echo("Stop é here", prompt, /*score_only=*/false);
+  GenerationChunk c;
+  std::vector<int32_t> answer = Ids(" and on");
+  c.token_ids = answer;
+  for (size_t i = 1; i < prompt.size(); ++i) {
+    engine::SampleResult r;
+    r.token = prompt[i];
+    r.logprob = -static_cast<float>(i);
+    r.top_logprobs = {{42, -0.5f}};
+    c.prompt_logprobs.push_back(r);
+  }
+  for (int32_t id : answer) {
+    engine::SampleResult r;
+    r.token = id;
+    r.logprob = -0.25f;
+    c.logprobs.push_back(r);
+  }
+  c.finish_reason = FinishReason::kLength;
+  TextDelta d = a.OnChunk(c);
+  EXPECT_EQ(d.content, "Stop é here and on");  // "here" in the prompt does not stop
+  EXPECT_EQ(a.finish_reason(), FinishReason::kLength);
+  EXPECT_EQ(a.usage().completion_tokens, static_cast<int32_t>(answer.size()));
+  ASSERT_EQ(d.content_logprobs.size(), prompt.size() + answer.size());
+  EXPECT_FALSE(d.content_logprobs[0].scored);
+  EXPECT_EQ(d.content_logprobs[0].bytes, "<｜begin▁of▁sentence｜>");
+  EXPECT_EQ(d.content_logprobs[0].text_offset, 0);
+  std::string bytes;
+  for (size_t i = 1; i < prompt.size(); ++i) {
+    const LogprobEntry& e = d.content_logprobs[i];
+    EXPECT_TRUE(e.scored);
+    EXPECT_EQ(e.logprob, -static_cast<float>(i));
+    // Characters decoded before the token: BOS shows nothing, "é" is one (in two bytes).
+    if (bytes.find("é") == std::string::npos) {
+      EXPECT_EQ(e.text_offset, static_cast<int64_t>(bytes.size())) << i;
+    }
+    EXPECT_GE(e.text_offset, d.content_logprobs[i - 1].text_offset) << i;
+    bytes += e.bytes;
+    ASSERT_EQ(e.top.size(), 1u);
+    EXPECT_EQ(e.top[0].second, -0.5f);
+  }
+  EXPECT_EQ(bytes, "Stop é here");
+  // "Stop é here" is 11 characters (é is one, in two bytes).
+  EXPECT_EQ(d.content_logprobs[prompt.size()].text_offset, 11);
+  EXPECT_EQ(d.content_logprobs[prompt.size()].logprob, -0.25f);
+}
+
+TEST_F(OutputAssemblerTest, EchoWithoutMatchingPromptLogprobsHasTextOnly) {
+  std::vector<int32_t> prompt = Ids("one two");
+  OutputAssembler a(*model_->tokenizer, false, false, {}, static_cast<int32_t>(prompt.size()));
+  a.Echo("one two", prompt, false);
+  GenerationChunk c;
+  c.token_ids = Ids("!");
+  c.prompt_logprobs.resize(prompt.size() + 1);  // not one per prompt token after the first
+  c.finish_reason = FinishReason::kStop;
+  TextDelta d = a.OnChunk(c);
+  EXPECT_EQ(d.content, "one two!");
+  EXPECT_TRUE(d.content_logprobs.empty());
+  // The backend failing before any chunk still opens the text with the prompt.
+  OutputAssembler b(*model_->tokenizer, false, false, {}, static_cast<int32_t>(prompt.size()));
+  b.Echo("one two", prompt, false);
+  EXPECT_EQ(b.Finish(FinishReason::kCancelled).content, "one two");
+}
+
+TEST_F(OutputAssemblerTest, ScoreOnlyDropsTheGeneratedTokens) {
+  std::vector<int32_t> prompt = Ids("a b c");
+  OutputAssembler a(*model_->tokenizer, false, false, {}, static_cast<int32_t>(prompt.size()));
+  a.Echo("a b c", prompt, /*score_only=*/true);
+  GenerationChunk c;
+  c.token_ids = Ids("zz");
+  c.prompt_logprobs.resize(prompt.size() - 1);
+  c.finish_reason = FinishReason::kStop;
+  TextDelta d = a.OnChunk(c);
+  EXPECT_EQ(d.content, "a b c");
+  EXPECT_EQ(d.content_logprobs.size(), prompt.size());
+  EXPECT_EQ(a.usage().completion_tokens, 0);
+  EXPECT_EQ(a.finish_reason(), FinishReason::kLength);
+}
+
 TEST_F(OutputAssemblerTest, CachedTokensAreClampedToThePrompt) {
   OutputAssembler a(*model_->tokenizer, false, false, {}, 5);
   GenerationChunk c;

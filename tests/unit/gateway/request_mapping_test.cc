@@ -145,7 +145,12 @@ std::vector<BadCase> BadCases() {
       {kP, R"({"model":"tiny-r1","prompt":""})", 400, "'prompt' must not be empty"},
       {kP, absl::StrCat(R"({"model":"tiny-r1","prompt":")", long_prompt, R"("})"), 400,
        "maximum context length is 256"},
-      {kP, Completion(R"("echo":true)"), 400, "'echo' is not supported"},
+      {kP, Completion(R"("echo":true,"suffix":"x")"), 400,
+       "'echo' cannot be combined with 'suffix'"},
+      {kP, Completion(R"("echo":"yes")"), 400, "'echo' must be a boolean"},
+      {kP, Completion(R"("max_tokens":0)"), 400, "(0 is allowed with 'echo': true)"},
+      {kP, Completion(R"("echo":true,"max_tokens":-1)"), 400, "must be at least 0"},
+      {kC, Chat(R"("max_tokens":0)"), 400, "'max_tokens' must be at least 1"},
       {kP, Completion(R"("suffix":3)"), 400, "'suffix' must be a string"},
       {kP, R"({"model":"tiny-r1","prompt":[1,2],"suffix":"x"})", 400,
        "'suffix' needs a text 'prompt'"},
@@ -284,6 +289,39 @@ TEST_F(RequestMappingTest, CompletionPromptsAsTextAndIds) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_TRUE(p->generation.sampling.logprobs);
   EXPECT_EQ(p->generation.sampling.top_logprobs, 2);
+}
+
+TEST_F(RequestMappingTest, EchoStartsWithThePromptAndScoresItWithLogprobs) {
+  absl::StatusOr<PreparedRequest> p =
+      Prepare(Endpoint::kCompletion, Completion(R"("echo":true,"max_tokens":3)"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->echo_text, "hello");
+  EXPECT_FALSE(p->score_only);
+  EXPECT_FALSE(p->generation.prompt_logprobs.has_value());  // no logprobs: nothing to score
+  EXPECT_EQ(p->generation.max_new_tokens, 3);
+
+  p = Prepare(Endpoint::kCompletion, Completion(R"("echo":true,"max_tokens":0,"logprobs":2)"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->score_only);
+  EXPECT_EQ(p->generation.max_new_tokens, 1);  // one token is made, and dropped
+  EXPECT_EQ(p->generation.prompt_logprobs, 2);
+
+  // A token-id prompt echoes its decoded text, special tokens (BOS) skipped.
+  std::vector<int32_t> ids = *model_->tokenizer->Encode("hi there", engine::EncodeOptions{});
+  ASSERT_EQ(ids[0], 0);
+  std::string list;
+  for (int32_t id : ids) absl::StrAppend(&list, list.empty() ? "" : ",", id);
+  p = Prepare(Endpoint::kCompletion,
+              absl::StrCat(R"({"model":"tiny-r1","echo":true,"logprobs":0,"prompt":[)", list,
+                           "]}"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->echo_text, "hi there");
+  EXPECT_EQ(p->generation.prompt_logprobs, 0);
+
+  p = Prepare(Endpoint::kCompletion, Completion(R"("echo":false,"logprobs":1)"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FALSE(p->echo_text.has_value());
+  EXPECT_FALSE(p->generation.prompt_logprobs.has_value());
 }
 
 TEST_F(RequestMappingTest, UserTextMayMentionThinkTags) {

@@ -13,9 +13,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/mutex.h"
+#include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/sampler.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/fake_kv_cache_client.h"
 #include "tests/testing/tiny_model.h"
 #include "tools/moeserve/mkmodel.h"
 
@@ -32,6 +35,12 @@ class CollectingSink final : public JobSink {
       // Nothing may follow a job's last event.
       if (done_) ++after_done_;
       tokens_.insert(tokens_.end(), event.tokens.begin(), event.tokens.end());
+      if (events_++ == 0) {
+        cached_tokens_ = event.cached_tokens;
+        prompt_logprobs_ = std::move(event.prompt_logprobs);
+      } else if (!event.prompt_logprobs.empty()) {
+        ++misplaced_prompt_logprobs_;
+      }
       if (!event.error.ok()) error_ = event.error;
       if (event.finish != Finish::kNone) finish_ = event.finish;
       done_ = done_ || event.done;
@@ -61,6 +70,20 @@ class CollectingSink final : public JobSink {
     MutexLock lock(&mu_);
     return after_done_;
   }
+  // The first event's.
+  int64_t cached_tokens() {
+    MutexLock lock(&mu_);
+    return cached_tokens_;
+  }
+  std::vector<engine::SampleResult> prompt_logprobs() {
+    MutexLock lock(&mu_);
+    return prompt_logprobs_;
+  }
+  // Events after the first that carried prompt logprobs (there must be none).
+  int misplaced_prompt_logprobs() {
+    MutexLock lock(&mu_);
+    return misplaced_prompt_logprobs_;
+  }
 
  private:
   Mutex mu_;
@@ -70,6 +93,10 @@ class CollectingSink final : public JobSink {
   Finish finish_ ABSL_GUARDED_BY(mu_) = Finish::kNone;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   int after_done_ ABSL_GUARDED_BY(mu_) = 0;
+  int events_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t cached_tokens_ ABSL_GUARDED_BY(mu_) = -1;
+  std::vector<engine::SampleResult> prompt_logprobs_ ABSL_GUARDED_BY(mu_);
+  int misplaced_prompt_logprobs_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class EngineLoopTest : public ::testing::Test {
@@ -183,6 +210,75 @@ TEST_F(EngineLoopTest, RejectsThinkCloseIdsOutsideTheVocabulary) {
   spec.think_close_ids = {-1};
   s = loop_->Submit(spec, std::make_shared<JobControl>(), std::make_shared<CollectingSink>());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+// Prompt scoring (completions' echo with logprobs): the first event scores every prompt token
+// after the first with the model's own distribution, over the ids below sample_vocab, as a
+// separate engine computes it from each prefix; such a job runs its whole prompt (no cached
+// prefix), while the same prompt without scoring imports the blocks the first one published.
+TEST_F(EngineLoopTest, PromptLogprobsScoreEveryPromptTokenWithoutTheCache) {
+  testing::FakeKvCacheClient kv;
+  LoopOptions lo;
+  lo.engine.block_tokens = 4;
+  lo.engine.kv_cache_tokens = 512;
+  lo.engine.max_logit_rows = 6;
+  auto loop = std::make_unique<EngineLoop>(model_.get(), nullptr, &kv, lo);
+  JobSpec spec;
+  spec.request_id = "score";
+  for (int i = 0; i < 23; ++i) spec.prompt.push_back((i * 29 + 3) % 384);
+  spec.max_new_tokens = 2;
+  spec.sample_vocab = 300;
+  spec.prefill_only = true;
+  spec.prompt_logprobs = 21;
+  absl::Status bad = loop->Submit(spec, std::make_shared<JobControl>(),
+                                  std::make_shared<CollectingSink>());
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << bad;
+  spec.prompt_logprobs = 3;
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (bool score : {true, true, false}) {
+    JobSpec s = spec;
+    if (!score) s.prompt_logprobs.reset();
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(loop->Submit(s, std::make_shared<JobControl>(), sinks.back()).ok());
+    ASSERT_TRUE(sinks.back()->Wait());
+    ASSERT_TRUE(sinks.back()->error().ok()) << sinks.back()->error();
+    EXPECT_EQ(sinks.back()->misplaced_prompt_logprobs(), 0);
+  }
+  EXPECT_EQ(sinks[0]->cached_tokens(), 0);
+  EXPECT_EQ(sinks[1]->cached_tokens(), 0);   // published by the first, yet not imported
+  EXPECT_EQ(sinks[2]->cached_tokens(), 20);  // the control: 5 full blocks of 4
+  EXPECT_TRUE(sinks[2]->prompt_logprobs().empty());
+  EXPECT_EQ(sinks[0]->tokens(), sinks[2]->tokens());
+  loop.reset();  // the model is free for the reference
+
+  std::vector<engine::SampleResult> got = sinks[0]->prompt_logprobs();
+  ASSERT_EQ(got.size(), spec.prompt.size() - 1);
+  engine::EngineOptions eo;
+  eo.kv_cache_tokens = 512;
+  for (size_t p = 0; p + 1 < spec.prompt.size(); ++p) {
+    engine::Engine e(model_.get(), eo);
+    std::vector<int32_t> prefix(spec.prompt.begin(), spec.prompt.begin() + p + 1);
+    engine::SeqId seq = *e.Add(prefix);
+    std::vector<float> logits;
+    while (logits.empty()) {
+      absl::StatusOr<std::vector<engine::StepOutput>> out = e.Step();
+      ASSERT_TRUE(out.ok()) << out.status();
+      for (engine::StepOutput& o : *out) {
+        if (o.seq == seq) logits = std::move(o.logits);
+      }
+    }
+    logits.resize(300);
+    engine::SampleResult want = engine::ScoreToken(logits, spec.prompt[p + 1], 3);
+    EXPECT_EQ(got[p].token, spec.prompt[p + 1]) << p;
+    EXPECT_EQ(got[p].logprob, want.logprob) << p;
+    ASSERT_EQ(got[p].top_logprobs.size(), 3u) << p;
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(got[p].top_logprobs[i].token, want.top_logprobs[i].token) << p;
+      EXPECT_EQ(got[p].top_logprobs[i].logprob, want.top_logprobs[i].logprob) << p;
+    }
+  }
+  EXPECT_EQ(sinks[1]->prompt_logprobs().size(), got.size());
+  EXPECT_EQ(sinks[1]->prompt_logprobs()[5].logprob, got[5].logprob);
 }
 
 // The loop's hand-over between threads (the tsan job runs this): four threads submit jobs at

@@ -130,6 +130,47 @@ TEST_P(EngineTest, ChunkedPrefillEqualsOneChunk) {
   (void)s;
 }
 
+TEST_P(EngineTest, PositionLogitsEqualEachPrefixsNextTokenLogits) {
+  std::unique_ptr<Model> m = LoadSmall("positions", GetParam());
+  ASSERT_NE(m, nullptr);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back((i * 53 + 11) % 384);
+  EngineOptions o;
+  o.max_step_tokens = 16;
+  o.max_logit_rows = 5;  // the scored prompt runs 5 tokens a step, beside a decoding sequence
+  o.block_tokens = 4;
+  Engine e(m.get(), o);
+  std::vector<int32_t> other = {7, 8, 9};
+  SeqId decoding = *e.Add(other);
+  StepUntil(&e, decoding);
+  std::vector<int64_t> positions;
+  std::vector<std::vector<float>> scored;
+  SeqId s = *e.Add(prompt, [&](int64_t position, absl::Span<const float> logits) {
+    positions.push_back(position);
+    scored.emplace_back(logits.begin(), logits.end());
+  });
+  EXPECT_EQ(e.ImportPrefix(s, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  std::vector<float> last;
+  int steps = 0;
+  while (last.empty()) {
+    ASSERT_TRUE(e.Append(decoding, 100 + steps).ok());
+    absl::StatusOr<std::vector<StepOutput>> out = e.Step();
+    ASSERT_TRUE(out.ok()) << out.status();
+    ++steps;
+    for (StepOutput& so : *out) {
+      if (so.seq == s) last = std::move(so.logits);
+    }
+  }
+  EXPECT_EQ(steps, 8);  // ceil(40 / 5)
+  ASSERT_EQ(positions.size(), prompt.size() - 1);
+  for (size_t p = 0; p + 1 < prompt.size(); ++p) {
+    ASSERT_EQ(positions[p], static_cast<int64_t>(p));
+    std::vector<int32_t> prefix(prompt.begin(), prompt.begin() + p + 1);
+    EXPECT_EQ(scored[p], Recompute(*m, prefix)) << "position " << p;
+  }
+  EXPECT_EQ(last, Recompute(*m, prompt));
+}
+
 TEST_P(EngineTest, ForkSharesPrefixBlocksAndContinuesIndependently) {
   std::unique_ptr<Model> m = LoadSmall("fork", GetParam());
   ASSERT_NE(m, nullptr);
@@ -205,6 +246,17 @@ TEST(EngineLimitsTest, BadInputsAreInvalidArgument) {
             absl::StatusCode::kInvalidArgument);  // beyond max_position_embeddings
   EXPECT_EQ(e.Append(12345, 1).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(e.Free(12345).code(), absl::StatusCode::kInvalidArgument);
+  // A chunk asking for logits of more tokens than it holds.
+  KvCache cache(m->config(), 4, 4);
+  std::vector<int32_t> tokens = {1, 2}, blocks = {0};
+  SequenceChunk ch;
+  ch.tokens = tokens;
+  ch.block_table = blocks;
+  ch.logits_tokens = 3;
+  std::vector<std::vector<float>> logits;
+  absl::Status st = m->Forward({ch}, &cache, nullptr, &logits);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("logits_tokens"), std::string::npos) << st;
 }
 
 // Generates `n` sampled tokens for each prompt, all sequences stepped together in one engine.

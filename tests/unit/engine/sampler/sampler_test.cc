@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <set>
@@ -145,6 +146,36 @@ TEST(SamplerTest, TopLogprobsAreOrderedWithTiesByLowerId) {
   std::vector<double> want = LogSoftmax({0, 2, 1, 2, 1});
   EXPECT_NEAR(r.top_logprobs[2].logprob, want[2], 1e-6);
   EXPECT_EQ(r.logprob, r.top_logprobs[0].logprob);
+}
+
+TEST(ScoreTokenTest, RawLogSoftmaxWithOrderedAlternatives) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> logits(1000);
+  for (float& v : logits) v = normal(rng);
+  logits[17] = logits[4];  // a tie among the alternatives' candidates
+  std::vector<double> want = LogSoftmax(std::vector<double>(logits.begin(), logits.end()));
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  for (int32_t token : {0, 4, 17, 999}) {
+    SampleResult r = ScoreToken(logits, token, 5);
+    EXPECT_EQ(r.token, token);
+    EXPECT_NEAR(r.logprob, want[token], 1e-4) << "token " << token;
+    ASSERT_EQ(r.top_logprobs.size(), 5u);
+    for (size_t i = 0; i < 5; ++i) {
+      EXPECT_EQ(r.top_logprobs[i].token, order[i]) << "rank " << i;
+      EXPECT_NEAR(r.top_logprobs[i].logprob, want[order[i]], 1e-4) << "rank " << i;
+    }
+  }
+  EXPECT_TRUE(ScoreToken(logits, 3, 0).top_logprobs.empty());
+  EXPECT_EQ(ScoreToken(logits, 1000, 0).logprob, -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(ScoreToken(logits, -1, 0).logprob, -std::numeric_limits<float>::infinity());
+  // Masked tokens (-inf) score -inf; the rest still sum to one.
+  std::vector<float> masked = {-INFINITY, 0.0f, 0.0f};
+  EXPECT_EQ(ScoreToken(masked, 0, 0).logprob, -std::numeric_limits<float>::infinity());
+  EXPECT_NEAR(ScoreToken(masked, 1, 0).logprob, std::log(0.5), 1e-6);
 }
 
 TEST(SamplerTest, TopKKeepsExactlyKWithTiesByLowerId) {
