@@ -9,7 +9,9 @@
 For each config: (1) regenerate the random checkpoint if needed (make_checkpoint.py), (2) self-check
 the reference (full recomputation vs. an independent incremental absorbed-MLA decode; prefix
 consistency; greedy step logits vs. one full forward), (3) run the binary for prompts of length
-1, 7, 40 and 130 with 32 greedy tokens and --all-logits, in f32 and bf16 compute, and compare:
+1, 7, 40 and 130 with 32 greedy tokens, --all-logits and --prompt-logprobs 2, in f32 and bf16
+compute, and compare (the prompt logprobs: each prompt token's and the top-2 alternatives' against
+log_softmax of the reference's logits at the position before, with the same tolerances):
 
   f32:  max |dlogit| <= 1e-4 at the last prompt position and at every step, all tokens identical.
         (A token divergence where the reference's top-2 margin is itself below 2 * 1e-4 is within
@@ -49,6 +51,7 @@ import make_checkpoint as mk  # noqa: E402
 
 PROMPT_LENGTHS = (1, 7, 40, 130)
 NEW_TOKENS = 32
+PROMPT_TOP = 2  # alternatives asked with --prompt-logprobs
 F32_TOL = 1e-4
 BF16_TOL = 0.05
 SELF_TOL = 1e-9
@@ -112,7 +115,8 @@ def reference_runs(model, prompts):
         gaps = (np.min([e["gap"] for e in log], axis=0) if log
                 else np.full(len(full), np.inf))
         runs.append({"prompt": prompt, "tokens": toks, "steps": steps, "last": steps[0],
-                     "margin": srt[:, -1] - srt[:, -2], "gap": gaps[P - 1:]})
+                     "margin": srt[:, -1] - srt[:, -2], "gap": gaps[P - 1:],
+                     "prompt_logits": full[:P - 1], "prompt_gap": gaps[:P - 1]})
     return runs
 
 
@@ -124,7 +128,7 @@ def reference_runs(model, prompts):
 def run_binary(binary, model_dir, prompt, dtype, timeout):
     cmd = [binary, "generate", "--model", model_dir, "--prompt-ids", ",".join(map(str, prompt)),
            "--max-new-tokens", str(NEW_TOKENS), "--temperature", "0", "--compute-dtype", dtype,
-           "--json", "--all-logits"]
+           "--json", "--all-logits", "--prompt-logprobs", str(PROMPT_TOP)]
     t0 = time.time()
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
@@ -142,7 +146,7 @@ def run_binary(binary, model_dir, prompt, dtype, timeout):
             raise Failure("binary printed no JSON object (%s, prompt length %d): %r" % (
                 dtype, len(prompt), out[:500]))
         obj = json.loads(lines[-1])
-    for key in ("tokens", "logits", "step_logits"):
+    for key in ("tokens", "logits", "step_logits", "prompt_logprobs"):
         if key not in obj:
             raise Failure("binary JSON lacks %r (keys: %s)" % (key, sorted(obj)))
     obj["_seconds"] = time.time() - t0
@@ -225,10 +229,56 @@ def compare(run, obj, dtype, vocab, eos, args):
         if ctoks[s] == eos and s == len(ctoks) - 1:
             notes.append("binary stopped at eos after %d tokens" % (s + 1))
             break
+    max_prompt = compare_prompt_logprobs(run, obj, dtype, tol, args, fails, notes)
     row = {"dtype": dtype, "P": P, "last": max_last, "steps": max_step, "matched": matched,
+           "prompt": max_prompt,
            "stop": stop, "excused": excused, "notes": notes,
            "secs": obj.get("_seconds", 0.0)}
     return row, fails
+
+
+def log_softmax(x):
+    m = np.max(x, axis=-1, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+
+
+def compare_prompt_logprobs(run, obj, dtype, tol, args, fails, notes):
+    """--prompt-logprobs: each prompt token after the first scored under log_softmax of the
+    reference's logits at the position before it, and the top alternatives' logprobs (compared
+    as values, so ties in their order do not matter). In bf16 an error past the tolerance at or
+    after a position whose reference routing is a near-tie is excused and ends the comparison
+    (later positions attend to the flipped one). Returns the largest error."""
+    prompt, got = run["prompt"], obj["prompt_logprobs"]
+    P = len(prompt)
+    if len(got) != P - 1:
+        fails.append("%d prompt_logprobs for a prompt of %d tokens" % (len(got), P))
+        return 0.0
+    worst = 0.0
+    for p in range(P - 1):
+        want = log_softmax(run["prompt_logits"][p])
+        e = got[p]
+        if int(e["token"]) != prompt[p + 1]:
+            fails.append("prompt_logprobs[%d] scores token %s, want %d" % (p, e["token"],
+                                                                          prompt[p + 1]))
+            break
+        top = sorted((float(t[1]) for t in e["top"]), reverse=True)
+        want_top = np.sort(want)[::-1][:len(top)]
+        if len(top) != PROMPT_TOP:
+            fails.append("prompt_logprobs[%d] has %d alternatives, want %d" % (p, len(top),
+                                                                             PROMPT_TOP))
+            break
+        d = max([abs(float(e["logprob"]) - want[prompt[p + 1]])] +
+                [abs(a - b) for a, b in zip(top, want_top)])
+        if d > tol:
+            gap = float(np.min(run["prompt_gap"][:p + 1]))
+            if dtype == "bf16" and not args.strict_bf16 and gap < args.route_gap:
+                notes.append("prompt logprob %d: |d|=%.3g after a routing near-tie (gap %.3g); "
+                             "stopped comparing" % (p, d, gap))
+            else:
+                fails.append("prompt_logprobs[%d]: |dlogprob| %.3g > %.3g" % (p, d, tol))
+            break
+        worst = max(worst, d)
+    return worst
 
 
 def check_config(name, args):
@@ -253,8 +303,9 @@ def check_config(name, args):
     if args.self_check_only:
         return []
     failures = []
-    print("  %-5s %5s %12s %12s %8s %6s %11s  %s" % (
-        "dtype", "plen", "max|d| last", "max|d| steps", "tokens", "secs", "exact-ref*", "notes"))
+    print("  %-5s %5s %12s %12s %12s %8s %6s %11s  %s" % (
+        "dtype", "plen", "max|d| last", "max|d| steps", "max|d| promp", "tokens", "secs",
+        "exact-ref*", "notes"))
     summary = {}
     for dtype in args.dtypes:
         for i, prompt in enumerate(prompts):
@@ -267,9 +318,9 @@ def check_config(name, args):
             if row:
                 info = float(np.abs(np.asarray(obj["logits"]) - runs["exact"][i]["last"]).max())
                 extra = row["notes"] + (["excused " + x for x in row["excused"]])
-                print("  %-5s %5d %12.3g %12.3g %5d/%-2d %6.2f %11.3g  %s" % (
-                    dtype, row["P"], row["last"], row["steps"], row["matched"], NEW_TOKENS,
-                    row["secs"], info, "; ".join(extra)))
+                print("  %-5s %5d %12.3g %12.3g %12.3g %5d/%-2d %6.2f %11.3g  %s" % (
+                    dtype, row["P"], row["last"], row["steps"], row["prompt"], row["matched"],
+                    NEW_TOKENS, row["secs"], info, "; ".join(extra)))
                 s = summary.setdefault(dtype, [0.0, 0.0])
                 s[0] = max(s[0], row["steps"])
                 s[1] = max(s[1], info)
