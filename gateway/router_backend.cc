@@ -182,7 +182,10 @@ RouterBackend::~RouterBackend() {
 
 std::unique_ptr<RouterBackend> RouterBackend::Connect(const std::string& address,
                                                       absl::Duration timeout) {
-  return std::make_unique<RouterBackend>(NewPeerChannel(address), timeout);
+  // The first RouteChunk of a scored prompt carries its prompt_logprobs (see
+  // GrpcWorkerClient::Connect): past gRPC's 4 MiB default for long prompts.
+  return std::make_unique<RouterBackend>(NewPeerChannel(address, /*unlimited_messages=*/true),
+                                         timeout);
 }
 
 GenerationCallPtr RouterBackend::Start(GenerationRequest request, GenerationCallbacks callbacks) {

@@ -37,7 +37,9 @@ GrpcWorkerClient::GrpcWorkerClient(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::Worker::NewStub(channel_)) {}
 
 WorkerClientPtr GrpcWorkerClient::Connect(const std::string& address) {
-  return std::make_shared<GrpcWorkerClient>(NewPeerChannel(address));
+  // A scored prompt's PrefillResponse (prompt_logprobs, up to ~160 bytes a token with 20
+  // alternatives) passes gRPC's 4 MiB default from about 26k tokens.
+  return std::make_shared<GrpcWorkerClient>(NewPeerChannel(address, /*unlimited_messages=*/true));
 }
 
 absl::StatusOr<v1::PrefillResponse> GrpcWorkerClient::Prefill(const v1::PrefillRequest& request,

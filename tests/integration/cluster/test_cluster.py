@@ -252,6 +252,93 @@ def completion_equals_generate(port, compute, label):
     return ref
 
 
+def prompt_scoring(port, compute):
+    """Completions' echo with logprobs against single-process generate --prompt-logprobs: as
+    lm-evaluation-harness scores a continuation (token ids, echo, logprobs 1, max_tokens 1,
+    temperature 0, read from token_logprobs[ctxlen:-1]) and as older clients do (text, max_tokens
+    0), repeated (a scored prompt never comes from the KV cache) and streamed."""
+    # f32: the cluster computes what the engine does, up to the order the shards' expert sums
+    # arrive in; bf16: the parity tolerance of tests/reference.
+    tol = 1e-4 if compute == "f32" else 0.05
+
+    def reference(args, top):
+        out = subprocess.run([MOESERVE, "generate", "--model", model, *args, "--max-new-tokens",
+                              "1", "--temperature", "0", "--compute-dtype", compute, "--json",
+                              "--prompt-logprobs", str(top)],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)["prompt_logprobs"]
+
+    def max_diff(got, want):
+        return max(abs(g - w) for g, w in zip(got, want)) if got else 0.0
+
+    # lm-eval sends the ids its tokenizer made of the text; the reference scores the text, so
+    # both normalise over the tokenizer's ids (the model's padding rows are never sampled).
+    long_text = "The quick brown fox jumps over the lazy dog. " * 7  # about 70 tokens
+    ids = json.loads(subprocess.run([MOESERVE, "tokenize", "--model", model, "--text", long_text,
+                                     "--json"], capture_output=True, text=True,
+                                    check=True).stdout)["ids"]
+    want = [e["logprob"] for e in reference(["--prompt", long_text], 1)]
+    for attempt in ("first", "repeated"):
+        st, body = post(port, "/v1/completions", {"model": name, "prompt": ids, "echo": True,
+                                                  "max_tokens": 1, "logprobs": 1,
+                                                  "temperature": 0})
+        check(st == 200, f"[{compute}] scoring request ({attempt}): {st} {body[:200]}")
+        if st != 200:
+            return
+        out = json.loads(body)
+        choice, usage = out["choices"][0], out["usage"]
+        lp = choice["logprobs"]
+        made = usage["completion_tokens"]
+        check(len(lp["tokens"]) == len(ids) + made and lp["token_logprobs"][0] is None and
+              lp["top_logprobs"][0] is None,
+              f"[{compute}] echo: {len(lp['tokens'])} logprob entries for {len(ids)} prompt and "
+              f"{made} completion tokens, the first null")
+        got = lp["token_logprobs"][1:len(ids)]
+        d = max_diff(got, want)
+        check(len(got) == len(want) and d <= tol,
+              f"[{compute}] prompt logprobs ({attempt}) equal generate --prompt-logprobs: max "
+              f"|d| {d:.3g} <= {tol}")
+        check(all(len(t) == 1 for t in lp["top_logprobs"][1:]),
+              f"[{compute}] one alternative per scored token")
+        check(usage["prompt_cache_hit_tokens"] == 0,
+              f"[{compute}] a scored prompt runs whole ({attempt}): {usage}")
+
+    text = "The quick brown fox jumps over the lazy dog"
+    want_text = reference(["--prompt", text], 2)
+    st, body = post(port, "/v1/completions", {"model": name, "prompt": text, "echo": True,
+                                              "max_tokens": 0, "logprobs": 2})
+    check(st == 200, f"[{compute}] max_tokens 0 with echo: {st} {body[:200]}")
+    if st == 200:
+        out = json.loads(body)
+        choice = out["choices"][0]
+        lp = choice["logprobs"]
+        got = lp["token_logprobs"][1:]
+        check(choice["text"] == text and choice["finish_reason"] == "length" and
+              out["usage"]["completion_tokens"] == 0 and
+              len(lp["tokens"]) == out["usage"]["prompt_tokens"],
+              f"[{compute}] max_tokens 0 echoes the prompt and scores only it: {choice['text']!r} "
+              f"{choice['finish_reason']} {out['usage']}")
+        d = max_diff(got, [e["logprob"] for e in want_text])
+        check(len(got) == len(want_text) and d <= tol,
+              f"[{compute}] text prompt's logprobs equal generate's: max |d| {d:.3g}")
+        check("".join(lp["tokens"][1:]) == text and lp["text_offset"][1] == 0,
+              f"[{compute}] the prompt's tokens spell it, offsets from 0: {lp['tokens'][:4]}")
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions",
+                                 data=json.dumps({"model": name, "prompt": text, "echo": True,
+                                                  "max_tokens": 3, "temperature": 0,
+                                                  "stream": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    texts = []
+    with urllib.request.urlopen(req, timeout=300) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                texts += [c["text"] for c in json.loads(line[5:])["choices"]]
+    check(bool(texts) and texts[0].startswith(text),
+          f"[{compute}] a streamed echo opens with the prompt: {texts[:2]}")
+
+
 for compute, shards in (("f32", "2"), ("bf16", "1")):
     port = free_port()
     run_dir = os.path.join(WORK, f"run-{compute}")
@@ -319,6 +406,8 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
         check(got_text == ref_text and usage_ids.get("prompt_tokens") == len(ids),
               f"[{compute}] token-id prompt used as given ({usage_ids.get('prompt_tokens')} prompt "
               f"tokens), same continuation as generate --prompt-ids: {got_text!r} vs {ref_text!r}")
+
+        prompt_scoring(port, compute)
 
         # A client that disconnects mid-stream frees its KV blocks on the workers (at once, with
         # resuming off).

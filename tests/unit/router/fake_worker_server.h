@@ -68,6 +68,17 @@ class FakeWorkerService final : public v1::Worker::CallbackService {
       const v1::GenerationSpec& spec = request->spec();
       response->add_token_ids(FakeToken(spec.prompt_ids(), spec.generated_ids_size()));
       response->set_cached_prompt_tokens(kFakeCachedPromptTokens);
+      if (spec.has_prompt_logprobs()) {  // fake scores: -position, alternatives -position - k
+        for (int p = 1; p < spec.prompt_ids_size(); ++p) {
+          v1::TokenLogprob* lp = response->add_prompt_logprobs();
+          lp->set_token_id(spec.prompt_ids(p));
+          lp->set_logprob(-static_cast<float>(p));
+          for (int k = 0; k < spec.prompt_logprobs(); ++k) {
+            lp->add_top_ids(k);
+            lp->add_top_logprobs(-static_cast<float>(p + k));
+          }
+        }
+      }
       if (spec.generated_ids_size() + 1 >= spec.max_new_tokens()) {
         response->set_finish_reason(v1::FINISH_REASON_LENGTH);
       }

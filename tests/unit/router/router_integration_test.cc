@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/grpc_channel.h"
 #include "common/grpc_status.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -61,8 +62,9 @@ class RouterIntegrationTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<RouterServer>> router = RouterServer::Create(std::move(config));
     ASSERT_TRUE(router.ok()) << router.status();
     router_ = *std::move(router);
-    stub_ = v1::Router::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", router_->Port()),
-                                                    grpc::InsecureChannelCredentials()));
+    // Unlimited messages, as the gateway's channel: a scored prompt's first chunk is large.
+    stub_ = v1::Router::NewStub(
+        NewPeerChannel(absl::StrCat("127.0.0.1:", router_->Port()), /*unlimited_messages=*/true));
   }
 
   Outcome Generate(const v1::GenerationSpec& spec,
@@ -102,6 +104,27 @@ TEST_F(RouterIntegrationTest, PrefillOnOneWorkerDecodeOnAnother) {
   EXPECT_TRUE(worker(0).service().decode_requests().empty());
   ASSERT_EQ(worker(1).service().decode_requests().size(), 1u);
   EXPECT_EQ(worker(1).service().prefill_calls(), 0);
+}
+
+// A scored prompt: the prefill's prompt_logprobs ride on the first chunk, even when they pass
+// gRPC's 4 MiB default message size (40 000 tokens with 20 alternatives, about 7 MB).
+TEST_F(RouterIntegrationTest, PromptLogprobsRideOnTheFirstChunkWhateverTheirSize) {
+  StartCluster(1, 1);
+  v1::GenerationSpec spec = Spec(40000, 3);
+  spec.set_prompt_logprobs(20);
+  Outcome out = Generate(spec);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  EXPECT_EQ(out.tokens, FakeSequence(spec));
+  ASSERT_GE(out.chunks.size(), 2u);
+  const v1::RouteChunk& first = out.chunks.front();
+  ASSERT_GT(first.ByteSizeLong(), size_t{4} << 20);
+  ASSERT_EQ(first.prompt_logprobs_size(), 39999);
+  EXPECT_EQ(first.prompt_logprobs(0).token_id(), spec.prompt_ids(1));
+  EXPECT_EQ(first.prompt_logprobs(39998).logprob(), -39999.0f);
+  EXPECT_EQ(first.prompt_logprobs(7).top_logprobs_size(), 20);
+  for (size_t i = 1; i < out.chunks.size(); ++i) {
+    EXPECT_EQ(out.chunks[i].prompt_logprobs_size(), 0) << i;
+  }
 }
 
 TEST_F(RouterIntegrationTest, UnavailablePrefillIsRetriedElsewhere) {
