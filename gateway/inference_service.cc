@@ -15,6 +15,7 @@
 #include "gateway/openai_format.h"
 #include "gateway/output_assembler.h"
 #include "nlohmann/json.hpp"
+#include "proto/logprob_conversion.h"
 
 namespace moeserve::gateway {
 namespace {
@@ -45,19 +46,6 @@ v1::FinishReason ToProtoFinishReason(FinishReason reason) {
       break;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
-}
-
-void AddLogprobs(const std::vector<engine::SampleResult>& logprobs,
-                 google::protobuf::RepeatedPtrField<v1::TokenLogprob>* out) {
-  for (const engine::SampleResult& r : logprobs) {
-    v1::TokenLogprob* lp = out->Add();
-    lp->set_token_id(r.token);
-    lp->set_logprob(r.logprob);
-    for (const engine::TokenLogprob& t : r.top_logprobs) {
-      lp->add_top_ids(t.token);
-      lp->add_top_logprobs(t.logprob);
-    }
-  }
 }
 
 // The shared state of one Generate call. Backend callbacks and reactor reactions both land
@@ -97,8 +85,8 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
       p.mutable_reasoning_delta()->append(d.reasoning);
       p.mutable_content_delta()->append(d.content);
       p.mutable_token_ids()->Add(chunk.token_ids.begin(), chunk.token_ids.end());
-      AddLogprobs(chunk.logprobs, p.mutable_logprobs());
-      AddLogprobs(chunk.prompt_logprobs, p.mutable_prompt_logprobs());
+      AppendProtoLogprobs(chunk.logprobs, p.mutable_logprobs());
+      AppendProtoLogprobs(chunk.prompt_logprobs, p.mutable_prompt_logprobs());
       if (output_.finished()) {
         if (output_.stopped_by_string()) cancel = call_;
         FinishLocked(absl::OkStatus());

@@ -7,24 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
+#include "proto/logprob_conversion.h"
 
 namespace moeserve::worker {
 namespace {
 
 namespace v1 = moeserve::v1;
-
-void AddLogprobs(const std::vector<engine::SampleResult>& logprobs,
-                 google::protobuf::RepeatedPtrField<v1::TokenLogprob>* out) {
-  for (const engine::SampleResult& r : logprobs) {
-    v1::TokenLogprob* lp = out->Add();
-    lp->set_token_id(r.token);
-    lp->set_logprob(r.logprob);
-    for (const auto& [id, logprob] : r.top_logprobs) {
-      lp->add_top_ids(id);
-      lp->add_top_logprobs(logprob);
-    }
-  }
-}
 
 // Prefill: one unary call; the job's final event completes it.
 class PrefillReactor final : public grpc::ServerUnaryReactor, public JobSink {
@@ -41,8 +29,8 @@ class PrefillReactor final : public grpc::ServerUnaryReactor, public JobSink {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
     for (int32_t t : ev.tokens) response_->add_token_ids(t);
-    AddLogprobs(ev.logprobs, response_->mutable_logprobs());
-    AddLogprobs(ev.prompt_logprobs, response_->mutable_prompt_logprobs());
+    AppendProtoLogprobs(ev.logprobs, response_->mutable_logprobs());
+    AppendProtoLogprobs(ev.prompt_logprobs, response_->mutable_prompt_logprobs());
     if (ev.cached_tokens >= 0) response_->set_cached_prompt_tokens(static_cast<int32_t>(ev.cached_tokens));
     response_->set_published_blocks(response_->published_blocks() +
                                     static_cast<int32_t>(ev.published_blocks));
@@ -92,7 +80,7 @@ class DecodeReactor final : public grpc::ServerWriteReactor<v1::DecodeChunk>, pu
     if (!ev.tokens.empty() || ev.finish != Finish::kNone || ev.cached_tokens >= 0) {
       v1::DecodeChunk chunk;
       for (int32_t t : ev.tokens) chunk.add_token_ids(t);
-      AddLogprobs(ev.logprobs, chunk.mutable_logprobs());
+      AppendProtoLogprobs(ev.logprobs, chunk.mutable_logprobs());
       if (ev.finish != Finish::kNone) chunk.set_finish_reason(FinishToProto(ev.finish));
       if (ev.cached_tokens >= 0) chunk.set_cached_tokens(static_cast<int32_t>(ev.cached_tokens));
       if (ev.error.ok()) queue_.push_back(std::move(chunk));

@@ -1,0 +1,28 @@
+#ifndef MOESERVE_PROTO_LOGPROB_CONVERSION_H_
+#define MOESERVE_PROTO_LOGPROB_CONVERSION_H_
+
+#include <vector>
+
+#include "engine/sampler.h"
+#include "moeserve/v1/common.pb.h"
+
+namespace moeserve {
+
+// Appends engine logprobs to a repeated moeserve.v1.TokenLogprob field (the worker's events,
+// the gateway's Inference responses).
+inline void AppendProtoLogprobs(const std::vector<engine::SampleResult>& logprobs,
+                                google::protobuf::RepeatedPtrField<v1::TokenLogprob>* out) {
+  for (const engine::SampleResult& r : logprobs) {
+    v1::TokenLogprob* lp = out->Add();
+    lp->set_token_id(r.token);
+    lp->set_logprob(r.logprob);
+    for (const engine::TokenLogprob& t : r.top_logprobs) {
+      lp->add_top_ids(t.token);
+      lp->add_top_logprobs(t.logprob);
+    }
+  }
+}
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_PROTO_LOGPROB_CONVERSION_H_
