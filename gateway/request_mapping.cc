@@ -183,11 +183,13 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
   const char* max_name = max_completion ? "max_completion_tokens" : "max_tokens";
   r->max_tokens = max_completion ? max_completion : max_tokens;
   // 0 only scores the prompt, which makes sense only when the completion echoes it.
-  const bool echo = r->endpoint == Endpoint::kCompletion && r->echo;
+  const bool completion = r->endpoint == Endpoint::kCompletion;
+  const bool echo = completion && r->echo;
   if (r->max_tokens && *r->max_tokens < (echo ? 0 : 1)) {
-    return Invalid(max_name,
-                   absl::StrCat("'", max_name, "' must be at least ", echo ? 0 : 1, ", got ",
-                                *r->max_tokens, echo ? "" : " (0 is allowed with 'echo': true)"));
+    return Invalid(max_name, absl::StrCat("'", max_name, "' must be at least ", echo ? 0 : 1,
+                                          ", got ", *r->max_tokens,
+                                          completion && !echo ? " (0 is allowed with 'echo': true)"
+                                                              : ""));
   }
 
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> n, GetInt(j, "n"));

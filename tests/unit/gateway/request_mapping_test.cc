@@ -150,7 +150,7 @@ std::vector<BadCase> BadCases() {
       {kP, Completion(R"("echo":"yes")"), 400, "'echo' must be a boolean"},
       {kP, Completion(R"("max_tokens":0)"), 400, "(0 is allowed with 'echo': true)"},
       {kP, Completion(R"("echo":true,"max_tokens":-1)"), 400, "must be at least 0"},
-      {kC, Chat(R"("max_tokens":0)"), 400, "'max_tokens' must be at least 1"},
+      {kC, Chat(R"("max_tokens":0)"), 400, "'max_tokens' must be at least 1, got 0"},
       {kP, Completion(R"("suffix":3)"), 400, "'suffix' must be a string"},
       {kP, R"({"model":"tiny-r1","prompt":[1,2],"suffix":"x"})", 400,
        "'suffix' needs a text 'prompt'"},
@@ -317,6 +317,11 @@ TEST_F(RequestMappingTest, EchoStartsWithThePromptAndScoresItWithLogprobs) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->echo_text, "hi there");
   EXPECT_EQ(p->generation.prompt_logprobs, 0);
+
+  // Chat has no echo, so its max_tokens error does not point there.
+  p = Prepare(Endpoint::kChat, Chat(R"("max_tokens":0)"));
+  ASSERT_FALSE(p.ok());
+  EXPECT_FALSE(absl::StrContains(p.status().message(), "echo")) << p.status();
 
   p = Prepare(Endpoint::kCompletion, Completion(R"("echo":false,"logprobs":1)"));
   ASSERT_TRUE(p.ok()) << p.status();
