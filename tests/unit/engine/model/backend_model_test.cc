@@ -177,13 +177,19 @@ TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
     return out;
   };
   const std::vector<int32_t> p1 = {3, 1, 4, 1, 5, 9, 2, 6, 5}, p2 = {7, 7, 250};
+  // p1 also wants every position's logits (prompt scoring): several LM-head rows a chunk.
+  std::map<Engine*, std::vector<std::vector<float>>> scored;
   for (Engine* e : {&host, &dev}) {
-    ASSERT_TRUE(e->Add(p1).ok());
+    ASSERT_TRUE(e->Add(p1, [&scored, e](int64_t, absl::Span<const float> logits) {
+                   scored[e].emplace_back(logits.begin(), logits.end());
+                 }).ok());
     ASSERT_TRUE(e->Add(p2).ok());
   }
   std::map<SeqId, std::vector<float>> want = step_all(&host), got = step_all(&dev);
   ASSERT_EQ(want.size(), 2u);
   EXPECT_EQ(got, want);
+  ASSERT_EQ(scored[&host].size(), p1.size() - 1);
+  EXPECT_EQ(scored[&dev], scored[&host]);
   for (int step = 0; step < 3; ++step) {
     for (auto& [seq, logits] : want) {
       const int32_t next = Argmax(logits);
