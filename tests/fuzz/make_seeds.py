@@ -91,7 +91,10 @@ def mapping_seeds():
                             ("completion_ids", completion, COMPLETION_IDS),
                             ("fim", completion, FIM),
                             ("completion_list", completion,
-                             '{"model":"tiny-r1","prompt":["x"],"n":3,"seed":1,"max_tokens":1}')]:
+                             '{"model":"tiny-r1","prompt":["x"],"n":3,"seed":1,"max_tokens":1}'),
+                            ("completion_echo", completion,
+                             '{"model":"tiny-r1","prompt":[0,100,200],"echo":true,'
+                             '"logprobs":1,"max_tokens":0}')]:
         write(t, name, sel + body.encode())
 
 
