@@ -53,6 +53,9 @@ struct GenerationChunk {
   int32_t cached_prompt_tokens = 0;                  // meaningful on the first chunk
   // First chunk, with GenerationRequest::prompt_logprobs: entry i scores prompt token i + 1.
   std::vector<engine::SampleResult> prompt_logprobs;
+  // Last chunk, with logprobs, when a sampled EOS or stop token id ended the generation (it is
+  // not in token_ids): its logprob.
+  std::optional<engine::SampleResult> stop_logprob;
 };
 
 // Callbacks of one generation. They are invoked serially (never two at once) from a thread the

@@ -87,6 +87,7 @@ class GenerateState : public std::enable_shared_from_this<GenerateState> {
       p.mutable_token_ids()->Add(chunk.token_ids.begin(), chunk.token_ids.end());
       AppendProtoLogprobs(chunk.logprobs, p.mutable_logprobs());
       AppendProtoLogprobs(chunk.prompt_logprobs, p.mutable_prompt_logprobs());
+      if (chunk.stop_logprob) ToProtoLogprob(*chunk.stop_logprob, p.mutable_stop_logprob());
       if (output_.finished()) {
         if (output_.stopped_by_string()) cancel = call_;
         FinishLocked(absl::OkStatus());

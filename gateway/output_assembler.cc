@@ -190,6 +190,9 @@ TextDelta OutputAssembler::OnChunk(const GenerationChunk& chunk) {
     if (finished()) return out;  // stop string
   }
   if (chunk.finish_reason != FinishReason::kNone) {
+    if (report_stop_token_ && chunk.stop_logprob) {
+      out.content_logprobs.push_back(Entry(*chunk.stop_logprob));
+    }
     out.Append(Flush());
     if (finish_reason_ == FinishReason::kNone) SetFinish(chunk.finish_reason);
   }

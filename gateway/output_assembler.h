@@ -77,8 +77,8 @@ struct UsageInfo {
 // not thread-safe.
 //
 // Logprobs cover exactly the tokens counted in usage.completion_tokens: every token up to and
-// including the one that completed a stop string (whose text is cut), never the EOS the worker
-// hides. A chunk whose logprobs do not match its tokens one to one contributes no entries.
+// including the one that completed a stop string (whose text is cut); with ReportStopToken()
+// (completions) also the EOS or stop token id the worker hides, as the last entry. A chunk whose logprobs do not match its tokens one to one contributes no entries.
 class OutputAssembler {
  public:
   // `parse_tool_calls`: DeepSeek tool-call markup in the answer becomes tool_calls, and a
@@ -94,6 +94,10 @@ class OutputAssembler {
   // of `text`. `score_only` (max_tokens 0): generated tokens are dropped and the request ends
   // with "length" when the backend finishes.
   void Echo(std::string text, std::vector<int32_t> prompt_ids, bool score_only);
+  // Completions: a chunk's stop_logprob (the hidden EOS or stop token id that ended the
+  // generation) becomes the last logprob entry, as OpenAI's legacy completions and vLLM show
+  // it; usage does not count it. Chat leaves it out, as OpenAI's chat does.
+  void ReportStopToken() { report_stop_token_ = true; }
 
   // Feeds a chunk; returns the text decided so far. Once finished() (the chunk carried a
   // finish reason, or a stop string matched) later chunks are ignored. A stop-string match
@@ -129,6 +133,7 @@ class OutputAssembler {
   std::optional<std::string> echo_text_;
   std::vector<int32_t> echo_ids_;
   bool score_only_ = false;
+  bool report_stop_token_ = false;
   FinishReason finish_reason_ = FinishReason::kNone;
 };
 

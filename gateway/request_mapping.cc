@@ -621,6 +621,7 @@ OutputAssembler MakeOutputAssembler(const engine::Tokenizer& tokenizer, const Pr
   OutputAssembler out(tokenizer, p.split_reasoning, p.starts_in_reasoning, p.stop,
                       p.prompt_tokens, p.parse_tool_calls);
   if (p.echo_text) out.Echo(*p.echo_text, p.generation.prompt_ids, p.score_only);
+  if (p.endpoint == Endpoint::kCompletion) out.ReportStopToken();
   return out;
 }
 

@@ -65,6 +65,11 @@ class RouterCall final : public GenerationCall,
     out.finish_reason = FromProtoFinishReason(chunk_.finish_reason());
     out.cached_prompt_tokens = chunk_.cached_prompt_tokens();
     out.prompt_logprobs = FromProtoLogprobs(chunk_.prompt_logprobs());
+    if (chunk_.has_stop_logprob()) {
+      google::protobuf::RepeatedPtrField<v1::TokenLogprob> one;
+      *one.Add() = chunk_.stop_logprob();
+      out.stop_logprob = FromProtoLogprobs(one)[0];
+    }
     callbacks_.on_chunk(std::move(out));
     StartRead(&chunk_);
   }

@@ -40,7 +40,8 @@ class TokenRelay {
   // Emits one chunk; returns true once the request is finished.
   template <typename TokenIds, typename Logprobs>
   bool Relay(const TokenIds& tokens, const Logprobs& logprobs, v1::FinishReason finish,
-             int32_t cached_prompt_tokens, const Logprobs* prompt_logprobs = nullptr) {
+             int32_t cached_prompt_tokens, const v1::TokenLogprob* stop_logprob,
+             const Logprobs* prompt_logprobs = nullptr) {
     const int64_t room = std::max<int64_t>(0, limit_ - static_cast<int64_t>(generated_.size()));
     const int64_t n = std::min<int64_t>(room, tokens.size());
     v1::RouteChunk chunk;
@@ -50,6 +51,10 @@ class TokenRelay {
       if (logprobs.size() == tokens.size()) *chunk.add_logprobs() = logprobs[i];
     }
     if (n < static_cast<int64_t>(tokens.size())) finish = v1::FINISH_REASON_LENGTH;
+    // The stop token came after every token of the chunk; one cut off never reached it.
+    if (finish == v1::FINISH_REASON_STOP && stop_logprob != nullptr) {
+      *chunk.mutable_stop_logprob() = *stop_logprob;
+    }
     if (finish == v1::FINISH_REASON_UNSPECIFIED &&
         static_cast<int64_t>(generated_.size()) >= limit_) {
       finish = v1::FINISH_REASON_LENGTH;
@@ -108,7 +113,7 @@ absl::Status RequestRelay::Run(const v1::GenerationSpec& spec, const CallOptions
   TokenRelay relay(spec, emit);
   if (static_cast<int64_t>(spec.generated_ids_size()) >= spec.max_new_tokens()) {
     relay.Relay(std::vector<int32_t>(), std::vector<v1::TokenLogprob>(),
-                v1::FINISH_REASON_LENGTH, 0);
+                v1::FINISH_REASON_LENGTH, 0, nullptr);
     return absl::OkStatus();
   }
   const std::vector<kvcache::BlockHash> hashes = kvcache::ChainedBlockHashes(
@@ -154,7 +159,9 @@ absl::Status RequestRelay::Run(const v1::GenerationSpec& spec, const CallOptions
                                                " workers; last error: ", last.ToString()));
   }
   if (relay.Relay(prefilled->token_ids(), prefilled->logprobs(), prefilled->finish_reason(),
-                  prefilled->cached_prompt_tokens(), &prefilled->prompt_logprobs())) {
+                  prefilled->cached_prompt_tokens(),
+                  prefilled->has_stop_logprob() ? &prefilled->stop_logprob() : nullptr,
+                  &prefilled->prompt_logprobs())) {
     return absl::OkStatus();
   }
 
@@ -178,7 +185,8 @@ absl::Status RequestRelay::Run(const v1::GenerationSpec& spec, const CallOptions
         client == nullptr
             ? absl::UnavailableError("the worker left the pool")
             : client->Decode(request, options, [&](const v1::DecodeChunk& chunk) {
-                return !relay.Relay(chunk.token_ids(), chunk.logprobs(), chunk.finish_reason(), 0);
+                return !relay.Relay(chunk.token_ids(), chunk.logprobs(), chunk.finish_reason(), 0,
+                                    chunk.has_stop_logprob() ? &chunk.stop_logprob() : nullptr);
               });
     if (relay.finished()) return absl::OkStatus();
     if (status.ok()) {

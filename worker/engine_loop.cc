@@ -354,6 +354,7 @@ void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
   const bool eos = c.eos_token_id && t == *c.eos_token_id;
   if ((!spec.ignore_eos && eos) || job->sampler->IsStop(t)) {
     ev.finish = Finish::kStop;
+    if (spec.sampling.logprobs) ev.stop_logprob = std::move(r);
   } else {
     std::vector<int32_t> fresh = {t};
     if (spec.sampling.logprobs) ev.logprobs.push_back(r);

@@ -51,6 +51,9 @@ struct JobEvent {
   // The first event, with JobSpec::prompt_logprobs: entry i scores prompt token i + 1 under the
   // model's own distribution (engine::ScoreToken).
   std::vector<engine::SampleResult> prompt_logprobs;
+  // With sampling.logprobs, when a sampled EOS or stop token id ended the job (it is not in
+  // `tokens`): that token's logprob.
+  std::optional<engine::SampleResult> stop_logprob;
   absl::Status error;          // non-OK ends the job
   bool done = false;           // the job's last event (after it, nothing more is delivered)
 };

@@ -31,6 +31,7 @@ class PrefillReactor final : public grpc::ServerUnaryReactor, public JobSink {
     for (int32_t t : ev.tokens) response_->add_token_ids(t);
     AppendProtoLogprobs(ev.logprobs, response_->mutable_logprobs());
     AppendProtoLogprobs(ev.prompt_logprobs, response_->mutable_prompt_logprobs());
+    if (ev.stop_logprob) ToProtoLogprob(*ev.stop_logprob, response_->mutable_stop_logprob());
     if (ev.cached_tokens >= 0) response_->set_cached_prompt_tokens(static_cast<int32_t>(ev.cached_tokens));
     response_->set_published_blocks(response_->published_blocks() +
                                     static_cast<int32_t>(ev.published_blocks));
@@ -82,6 +83,7 @@ class DecodeReactor final : public grpc::ServerWriteReactor<v1::DecodeChunk>, pu
       for (int32_t t : ev.tokens) chunk.add_token_ids(t);
       AppendProtoLogprobs(ev.logprobs, chunk.mutable_logprobs());
       if (ev.finish != Finish::kNone) chunk.set_finish_reason(FinishToProto(ev.finish));
+      if (ev.stop_logprob) ToProtoLogprob(*ev.stop_logprob, chunk.mutable_stop_logprob());
       if (ev.cached_tokens >= 0) chunk.set_cached_tokens(static_cast<int32_t>(ev.cached_tokens));
       if (ev.error.ok()) queue_.push_back(std::move(chunk));
     }

@@ -297,6 +297,36 @@ TEST_F(OutputAssemblerTest, ScoreOnlyDropsTheGeneratedTokens) {
   EXPECT_EQ(a.finish_reason(), FinishReason::kLength);
 }
 
+// Completions show the hidden stop token's logprob as the last entry (usage does not count it);
+// chat does not.
+TEST_F(OutputAssemblerTest, CompletionsShowTheStopTokensLogprob) {
+  for (bool completion : {true, false}) {
+    OutputAssembler a(*model_->tokenizer, false, false, {}, 3);
+    if (completion) a.ReportStopToken();
+    GenerationChunk c;
+    c.token_ids = Ids("ok");
+    for (int32_t id : c.token_ids) {
+      engine::SampleResult r;
+      r.token = id;
+      c.logprobs.push_back(r);
+    }
+    engine::SampleResult eos;
+    eos.token = 1;
+    eos.logprob = -0.75f;
+    c.stop_logprob = eos;
+    c.finish_reason = FinishReason::kStop;
+    TextDelta d = a.OnChunk(c);
+    EXPECT_EQ(d.content, "ok");
+    EXPECT_EQ(a.usage().completion_tokens, static_cast<int32_t>(c.token_ids.size()));
+    ASSERT_EQ(d.content_logprobs.size(), c.token_ids.size() + (completion ? 1 : 0)) << completion;
+    if (completion) {
+      EXPECT_EQ(d.content_logprobs.back().logprob, -0.75f);
+      EXPECT_EQ(d.content_logprobs.back().bytes, "<｜end▁of▁sentence｜>");
+      EXPECT_EQ(d.content_logprobs.back().text_offset, 2);
+    }
+  }
+}
+
 TEST_F(OutputAssemblerTest, CachedTokensAreClampedToThePrompt) {
   OutputAssembler a(*model_->tokenizer, false, false, {}, 5);
   GenerationChunk c;

@@ -32,6 +32,8 @@ inline std::vector<int32_t> FakeSequence(const v1::GenerationSpec& spec) {
 }
 
 inline constexpr int32_t kFakeCachedPromptTokens = 7;
+inline constexpr int32_t kFakeStopToken = 1;
+inline constexpr float kFakeStopLogprob = -0.5f;
 
 // An in-process WorkerClient with the fake model. Thread-safe. Knobs make it fail.
 class FakeWorkerClient final : public WorkerClient {
@@ -51,6 +53,12 @@ class FakeWorkerClient final : public WorkerClient {
   void OvershootDecode(int tokens_per_chunk) {
     absl::MutexLock lock(&mu_);
     overshoot_ = tokens_per_chunk;
+  }
+  // The generation "samples" stop token kFakeStopToken (logprob kFakeStopLogprob) as its token
+  // number `generated`: Prefill (generated 0) or Decode ends there with STOP and stop_logprob.
+  void StopAt(int generated) {
+    absl::MutexLock lock(&mu_);
+    stop_at_ = generated;
   }
   void SetLoad(int running, int waiting, int64_t free_blocks) {
     absl::MutexLock lock(&mu_);
@@ -83,6 +91,11 @@ class FakeWorkerClient final : public WorkerClient {
     }
     const v1::GenerationSpec& spec = request.spec();
     v1::PrefillResponse response;
+    if (stop_at_ == spec.generated_ids_size()) {
+      response.set_finish_reason(v1::FINISH_REASON_STOP);
+      SetStopLogprob(response.mutable_stop_logprob());
+      return response;
+    }
     response.add_token_ids(FakeToken(spec.prompt_ids(), spec.generated_ids_size()));
     response.set_cached_prompt_tokens(kFakeCachedPromptTokens);
     if (spec.generated_ids_size() + 1 >= spec.max_new_tokens()) {
@@ -96,8 +109,10 @@ class FakeWorkerClient final : public WorkerClient {
     int fail_after = -1;
     absl::Status error;
     int overshoot = 0;
+    int stop_at = -1;
     {
       absl::MutexLock lock(&mu_);
+      stop_at = stop_at_;
       decode_requests_.push_back(request);
       std::swap(fail_after, decode_fail_after_);
       error = decode_error_;
@@ -108,6 +123,12 @@ class FakeWorkerClient final : public WorkerClient {
     for (int64_t i = spec.generated_ids_size(); overshoot > 0 || i < spec.max_new_tokens();) {
       if (sent == fail_after) return error;
       v1::DecodeChunk chunk;
+      if (i == stop_at) {
+        chunk.set_finish_reason(v1::FINISH_REASON_STOP);
+        SetStopLogprob(chunk.mutable_stop_logprob());
+        on_chunk(chunk);
+        break;
+      }
       const int per_chunk = overshoot > 0 ? overshoot : 1;
       for (int k = 0; k < per_chunk; ++k) chunk.add_token_ids(FakeToken(spec.prompt_ids(), i++));
       if (overshoot == 0 && i == spec.max_new_tokens()) {
@@ -127,8 +148,14 @@ class FakeWorkerClient final : public WorkerClient {
   }
 
  private:
+  static void SetStopLogprob(v1::TokenLogprob* lp) {
+    lp->set_token_id(kFakeStopToken);
+    lp->set_logprob(kFakeStopLogprob);
+  }
+
   mutable absl::Mutex mu_;
   std::vector<absl::Status> prefill_errors_ ABSL_GUARDED_BY(mu_);
+  int stop_at_ ABSL_GUARDED_BY(mu_) = -1;
   int decode_fail_after_ ABSL_GUARDED_BY(mu_) = -1;
   absl::Status decode_error_ ABSL_GUARDED_BY(mu_);
   int overshoot_ ABSL_GUARDED_BY(mu_) = 0;

@@ -83,6 +83,27 @@ TEST_F(RequestRelayTest, FinishedAtPrefillSkipsDecode) {
   EXPECT_TRUE(fakes_[3]->decode_requests().empty());
 }
 
+// A sampled stop token is never relayed as a token, but its logprob rides on the last chunk,
+// whether the prefill or the decode sampled it.
+TEST_F(RequestRelayTest, StopTokenLogprobRidesOnTheLastChunk) {
+  for (int stop_at : {0, 3}) {
+    for (const std::shared_ptr<FakeWorkerClient>& f : fakes_) f->StopAt(stop_at);
+    v1::GenerationSpec spec = Spec(5, 8);
+    Result r = Run(spec);
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    std::vector<int32_t> want = FakeSequence(spec);
+    want.resize(stop_at);
+    EXPECT_EQ(r.tokens, want) << stop_at;
+    ASSERT_FALSE(r.chunks.empty());
+    const v1::RouteChunk& last = r.chunks.back();
+    EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_STOP) << stop_at;
+    ASSERT_TRUE(last.has_stop_logprob()) << stop_at;
+    EXPECT_EQ(last.stop_logprob().token_id(), testing::kFakeStopToken);
+    EXPECT_EQ(last.stop_logprob().logprob(), testing::kFakeStopLogprob);
+    for (size_t i = 0; i + 1 < r.chunks.size(); ++i) EXPECT_FALSE(r.chunks[i].has_stop_logprob());
+  }
+}
+
 TEST_F(RequestRelayTest, RejectsBadSpec) {
   EXPECT_EQ(Run(Spec(0, 4)).status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Run(Spec(4, 0)).status.code(), absl::StatusCode::kInvalidArgument);

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +43,8 @@ class CollectingSink final : public JobSink {
         ++misplaced_prompt_logprobs_;
       }
       if (!event.error.ok()) error_ = event.error;
+      logprobs_.insert(logprobs_.end(), event.logprobs.begin(), event.logprobs.end());
+      if (event.stop_logprob) stop_logprob_ = event.stop_logprob;
       if (event.finish != Finish::kNone) finish_ = event.finish;
       done_ = done_ || event.done;
     }
@@ -79,6 +82,14 @@ class CollectingSink final : public JobSink {
     MutexLock lock(&mu_);
     return prompt_logprobs_;
   }
+  std::vector<engine::SampleResult> logprobs() {
+    MutexLock lock(&mu_);
+    return logprobs_;
+  }
+  std::optional<engine::SampleResult> stop_logprob() {
+    MutexLock lock(&mu_);
+    return stop_logprob_;
+  }
   // Events after the first that carried prompt logprobs (there must be none).
   int misplaced_prompt_logprobs() {
     MutexLock lock(&mu_);
@@ -97,6 +108,8 @@ class CollectingSink final : public JobSink {
   int64_t cached_tokens_ ABSL_GUARDED_BY(mu_) = -1;
   std::vector<engine::SampleResult> prompt_logprobs_ ABSL_GUARDED_BY(mu_);
   int misplaced_prompt_logprobs_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<engine::SampleResult> logprobs_ ABSL_GUARDED_BY(mu_);
+  std::optional<engine::SampleResult> stop_logprob_ ABSL_GUARDED_BY(mu_);
 };
 
 class EngineLoopTest : public ::testing::Test {
@@ -279,6 +292,45 @@ TEST_F(EngineLoopTest, PromptLogprobsScoreEveryPromptTokenWithoutTheCache) {
   }
   EXPECT_EQ(sinks[1]->prompt_logprobs().size(), got.size());
   EXPECT_EQ(sinks[1]->prompt_logprobs()[5].logprob, got[5].logprob);
+}
+
+// A sampled stop token ends the job without being a token, and its logprob comes with the last
+// event (the legacy completions API shows it): the same value the token had when it was not a
+// stop token.
+TEST_F(EngineLoopTest, SampledStopTokenReportsItsLogprob) {
+  JobSpec spec;
+  spec.request_id = "stop";
+  spec.prompt = {4, 8, 15, 16, 23, 42};
+  spec.max_new_tokens = 3;
+  spec.ignore_eos = true;
+  spec.sampling.temperature = 0.0;
+  spec.sampling.logprobs = true;
+  spec.sampling.top_logprobs = 2;
+  auto free_run = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(loop_->Submit(spec, std::make_shared<JobControl>(), free_run).ok());
+  ASSERT_TRUE(free_run->Wait());
+  ASSERT_EQ(free_run->tokens().size(), 3u);
+  EXPECT_FALSE(free_run->stop_logprob().has_value());
+  const engine::SampleResult second = free_run->logprobs()[1];
+
+  spec.sampling.stop_token_ids = {free_run->tokens()[1]};
+  auto stopped = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(loop_->Submit(spec, std::make_shared<JobControl>(), stopped).ok());
+  ASSERT_TRUE(stopped->Wait());
+  EXPECT_EQ(stopped->finish(), Finish::kStop);
+  EXPECT_EQ(stopped->tokens(), std::vector<int32_t>{free_run->tokens()[0]});
+  ASSERT_TRUE(stopped->stop_logprob().has_value());
+  EXPECT_EQ(stopped->stop_logprob()->token, second.token);
+  EXPECT_EQ(stopped->stop_logprob()->logprob, second.logprob);
+  EXPECT_EQ(stopped->stop_logprob()->top_logprobs.size(), 2u);
+
+  spec.sampling.logprobs = false;  // not asked for: none
+  spec.sampling.top_logprobs = 0;
+  auto quiet = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(loop_->Submit(spec, std::make_shared<JobControl>(), quiet).ok());
+  ASSERT_TRUE(quiet->Wait());
+  EXPECT_EQ(quiet->finish(), Finish::kStop);
+  EXPECT_FALSE(quiet->stop_logprob().has_value());
 }
 
 // The loop's hand-over between threads (the tsan job runs this): four threads submit jobs at
