@@ -2,7 +2,7 @@
 // run. Prints one JSON object.
 //
 //   moeserve-bench-engine [--presets tiny,small] [--models-dir DIR] [--threads N] [--steps N]
-//                         [--phases decode1,decode16,prefill] [--prefill-runs N]
+//                         [--phases decode1,decode16,prefill,score] [--prefill-runs N]
 //   moeserve-bench-engine --backend cuda [--presets v2-lite] [--compute-dtype bf16|f32]
 //                         [--batches 1,8,64,256] [--context N] [--steps N]
 //                         [--prefill-tokens N] [--copy-mib N] [--gemm-n N] [--compare-cpu B]
@@ -13,6 +13,9 @@
 // bandwidth, from the median step (the machine is shared; the limits are best-of-many too), with
 // the mean over all steps beside it. Prefill counts the multiply-adds of every matrix product and the attention over the
 // measured float32 FMA peak. Peak resident memory is reported next to the checkpoint size.
+// The score phase (not run unless asked) is the prefill with every prompt token scored (echo with
+// logprobs: the LM head for every row, then a log-softmax and the top alternative per row),
+// reported as its time over the plain prefill's, measured alternately in the same run.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -30,6 +33,7 @@
 #include "bench/model_costs.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/sampler.h"
 #include "nlohmann/json.hpp"
 #include "tools/moeserve/flags.h"
 #include "tools/moeserve/mkmodel.h"
@@ -180,6 +184,34 @@ Json BenchPreset(const std::string& preset, const Args& a, double bandwidth_gbs,
                              {"gflops", gflops},
                              {"fraction_of_f32_fma_peak", gflops / peak},
                              {"fraction_of_f32_fma_peak_best", flops / best / 1e9 / peak}};
+  }
+  if (a.phases.count("score")) {
+    const int64_t n = 512;
+    std::vector<int32_t> p;
+    for (int64_t i = 0; i < n; ++i) p.push_back(static_cast<int32_t>((i * 7919) % 100000));
+    double checksum = 0.0;
+    engine::PositionLogitsFn score = [&](int64_t pos, absl::Span<const float> logits) {
+      checksum += engine::ScoreToken(logits, p[pos + 1], 1).logprob;
+    };
+    auto run = [&](bool scored) {
+      engine::SeqId s = *eng.Add(p, scored ? score : nullptr);
+      const double t0 = NowSeconds();
+      while (eng.HasPending()) (void)eng.Step();
+      const double secs = NowSeconds() - t0;
+      (void)eng.Free(s);
+      return secs;
+    };
+    run(true);  // warm
+    std::vector<double> plain, scored;
+    for (int64_t r = 0; r < std::max<int64_t>(a.prefill_runs, 1); ++r) {
+      plain.push_back(run(false));
+      scored.push_back(run(true));
+    }
+    const double secs = Percentile(scored, 50);
+    result["score_512"] = {{"tokens_per_s", n / secs},
+                           {"time_over_plain_prefill", secs / Percentile(plain, 50)},
+                           {"mean_logprob", checksum / static_cast<double>(
+                                                           (n - 1) * (plain.size() + 1))}};
   }
   result["rss_after_load_bytes"] = ResidentBytes("VmRSS:") - rss_before;
   result["kv_pool_bytes"] = eng.cache().bytes();

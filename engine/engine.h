@@ -116,6 +116,10 @@ class Engine {
   StepRunner* runner_;  // options_.runner, or host_runner_
   std::map<SeqId, Sequence> seqs_;
   SeqId next_id_ = 1;
+  // A step's logits rows, and rows kept for later steps: a scored prompt's rows (up to
+  // max_logit_rows of vocab_size floats) are reused step after step rather than allocated and
+  // page-faulted anew (that was most of a scored prefill's time on the `tiny` preset).
+  std::vector<std::vector<float>> step_logits_, spare_logits_;
 };
 
 }  // namespace moeserve::engine

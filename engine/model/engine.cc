@@ -276,7 +276,17 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
     }
     return outputs;
   }
-  std::vector<std::vector<float>> logits;
+  size_t logit_rows = 0;
+  for (const SequenceChunk& ch : chunks) logit_rows += static_cast<size_t>(ch.logits_tokens);
+  while (step_logits_.size() > logit_rows) {
+    spare_logits_.push_back(std::move(step_logits_.back()));
+    step_logits_.pop_back();
+  }
+  while (step_logits_.size() < logit_rows && !spare_logits_.empty()) {
+    step_logits_.push_back(std::move(spare_logits_.back()));
+    spare_logits_.pop_back();
+  }
+  std::vector<std::vector<float>>& logits = step_logits_;
   MOESERVE_RETURN_IF_ERROR(runner_->Forward(chunks, &cache_, experts, &logits));
   size_t next_logits = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {

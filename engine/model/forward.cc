@@ -363,8 +363,10 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
 
   // Final norm and LM head for the last logits_tokens tokens of every chunk.
   std::vector<int64_t> rows = LogitRows(chunks);
-  logits->clear();
-  if (rows.empty()) return absl::OkStatus();
+  if (rows.empty()) {
+    logits->clear();
+    return absl::OkStatus();
+  }
   const int64_t r = static_cast<int64_t>(rows.size());
   float* normed = floats(r * hidden);
   float* out = floats(r * c.vocab_size);
@@ -373,8 +375,10 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
                  &normed[i * hidden]);
   }
   cpu::Linear(normed, r, hidden, lm_head_, out, c.vocab_size, pool);
+  // The caller's vectors keep their memory (assign reuses the capacity; see Engine::Step).
+  logits->resize(r);
   for (int64_t i = 0; i < r; ++i) {
-    logits->emplace_back(out + i * c.vocab_size, out + (i + 1) * c.vocab_size);
+    (*logits)[i].assign(out + i * c.vocab_size, out + (i + 1) * c.vocab_size);
   }
   return absl::OkStatus();
 }
