@@ -313,16 +313,19 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
   if (!api.ok()) return SendError(api.status());
   const std::string id =
       context_.calls->NextRequestId(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
-  absl::StatusOr<PreparedRequest> prepared = PrepareRequest(*api, *context_.model, id);
-  if (!prepared.ok()) return SendError(prepared.status());
+  absl::StatusOr<std::vector<PreparedRequest>> batch = PrepareBatch(*api, *context_.model, id);
+  if (!batch.ok()) return SendError(batch.status());
   if (principal) {
     // Quotas count requests that would run, so a malformed one costs the client nothing.
     if (absl::Status admitted = context_.keys->Admit(*principal); !admitted.ok()) {
       return SendError(admitted);
     }
     // The tier's priority is the best this key gets; a request may ask for a lower one.
-    prepared->generation.priority = std::max(prepared->generation.priority, principal->priority);
+    for (PreparedRequest& p : *batch) {
+      p.generation.priority = std::max(p.generation.priority, principal->priority);
+    }
   }
+  PreparedRequest* prepared = &batch->front();  // what every prompt shares
 
   Generation& g = gen_.emplace();
   g.hold.emplace(context_.calls);
@@ -335,9 +338,11 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
   g.meta.split_reasoning = prepared->split_reasoning;
   g.meta.include_usage = prepared->include_usage;
   g.meta.logprobs = prepared->generation.sampling.logprobs;
-  g.choices.resize(std::max(prepared->n, 1));
-  for (Choice& c : g.choices) {
-    c.output.emplace(MakeOutputAssembler(*context_.model->tokenizer, *prepared));
+  g.n = static_cast<size_t>(std::max(prepared->n, 1));
+  g.choices.resize(batch->size() * g.n);
+  for (size_t i = 0; i < g.choices.size(); ++i) {
+    g.choices[i].output.emplace(
+        MakeOutputAssembler(*context_.model->tokenizer, (*batch)[i / g.n]));
   }
   const beast::string_view authorization = request[http::field::authorization];
   g.metrics.emplace(context_.metrics, route_, context_.model->name,
@@ -350,12 +355,14 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
       keys->Record(p, usage, cost);
     });
   }
-  g.request = std::move(prepared->generation);
-  if (timeout) g.request.deadline = absl::Now() + *timeout;
+  for (PreparedRequest& p : *batch) {
+    g.requests.push_back(std::move(p.generation));
+    if (timeout) g.requests.back().deadline = absl::Now() + *timeout;
+  }
   if (g.stream && context_.streams != nullptr && context_.streams->enabled()) {
     OpenResumableStream(principal ? absl::StrCat("key ", principal->index) : "");
   }
-  StartChoice(0);
+  for (size_t i = 0; i < g.choices.size(); i += g.n) StartChoice(i);
   WatchPeer();
   if (g.stream) ArmKeepAlive();
 }
@@ -383,22 +390,22 @@ void HttpSession::StartChoice(size_t index) {
     calls->Remove(key);
   };
   GenerationCallPtr call = context_.backend->Start(
-      ChoiceRequest(g.request, static_cast<int>(index)), std::move(callbacks));
+      ChoiceRequest(g.requests[index / g.n], static_cast<int>(index % g.n)), std::move(callbacks));
   g.choices[index].call = call;
   calls->Attach(key, std::move(call));
 }
 
-// n > 1: the other choices start once the first one has been prefilled (its first chunk, or its
-// end), so that they find the prompt's full blocks in the KV cache instead of each computing
-// them again.
+// n > 1: a prompt's other choices start once its first one has been prefilled (its first
+// chunk, or its end), so that they find the prompt's full blocks in the KV cache instead of each
+// computing them again.
 void HttpSession::OnChunk(uint64_t seq, size_t index, GenerationChunk chunk) {
   if (!gen_ || gen_->seq != seq || gen_->done) return;
   if (!gen_->first_chunk) {
     gen_->first_chunk = true;
     keepalive_timer_.cancel();
   }
-  if (index == 0) {
-    for (size_t i = 1; i < gen_->choices.size(); ++i) {
+  if (index % gen_->n == 0) {
+    for (size_t i = index + 1; i < index + gen_->n; ++i) {
       if (gen_->choices[i].call == nullptr) StartChoice(i);
     }
   }
@@ -479,8 +486,8 @@ void HttpSession::FinishChoice(size_t index, FinishReason reason) {
   Choice& c = g.choices[index];
   if (c.done) return;
   c.done = true;
-  if (index == 0) {
-    for (size_t i = 1; i < g.choices.size(); ++i) {
+  if (index % g.n == 0) {
+    for (size_t i = index + 1; i < index + g.n; ++i) {
       if (g.choices[i].call == nullptr) StartChoice(i);
     }
   }
@@ -498,10 +505,16 @@ void HttpSession::FinishChoice(size_t index, FinishReason reason) {
 // Usage: the prompt once, the completions of every choice.
 UsageInfo HttpSession::TotalUsage() const {
   const Generation& g = *gen_;
-  UsageInfo usage = g.choices[0].output->usage();
-  for (size_t i = 1; i < g.choices.size(); ++i) {
-    usage.completion_tokens += g.choices[i].output->usage().completion_tokens;
-    usage.reasoning_tokens += g.choices[i].output->usage().reasoning_tokens;
+  // Each prompt counts once (its first choice's prompt and cache hits), every choice's output.
+  UsageInfo usage;
+  for (size_t i = 0; i < g.choices.size(); ++i) {
+    const UsageInfo& u = g.choices[i].output->usage();
+    if (i % g.n == 0) {
+      usage.prompt_tokens += u.prompt_tokens;
+      usage.cached_tokens += u.cached_tokens;
+    }
+    usage.completion_tokens += u.completion_tokens;
+    usage.reasoning_tokens += u.reasoning_tokens;
   }
   return usage;
 }

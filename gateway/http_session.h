@@ -53,7 +53,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     Generation() {}
     uint64_t seq = 0;
     ResponseMeta meta;
-    GenerationRequest request;  // choice 0's; the others derive theirs (ChoiceRequest)
+    // Choice 0's of each prompt (one, unless completions batched several); choice i * n + j
+    // is prompt i's choice j and derives its request from requests[i] (ChoiceRequest).
+    std::vector<GenerationRequest> requests;
+    size_t n = 1;  // choices per prompt
     std::vector<Choice> choices;
     bool stream = false;
     bool headers_sent = false;  // streaming: the SSE header went out

@@ -15,8 +15,11 @@
 //    "content" either a string or an array of {"type":"text","text":...} parts, joined with
 //    "\n". Other part types (images, audio) are rejected. An assistant message may have null
 //    content (it then renders as empty).
-//  - "prompt" (completions): a string, a single-element array holding a string, or an array of
-//    token ids (integers). Batched prompts (several strings, arrays of arrays) are rejected.
+//  - "prompt" (completions): a string, an array of token ids (integers), or a batch: an array of
+//    strings or of token-id arrays (at most kMaxBatchPrompts, and prompts x n within it too; a
+//    batch of one is that prompt). Each prompt of a batch runs as its own generation
+//    (PrepareBatch); choice i * n + j is prompt i's choice j, as OpenAI numbers them, and usage
+//    sums every prompt's tokens. The Batch API and the gRPC API take one prompt.
 //    "best_of" > 1 is rejected. "echo": true starts each choice's text with the prompt (token-id
 //    prompts decoded, special tokens skipped); with "logprobs" the prompt's tokens come first in
 //    the logprobs, the first with null logprob and top_logprobs (OpenAI's legacy form, which
@@ -591,30 +594,91 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body) {
   }
   const Json* prompt = Field(j, "prompt");
   if (prompt == nullptr) return Invalid("prompt", "'prompt' is required");
-  if (prompt->is_string()) {
-    r.prompt_text = prompt->get<std::string>();
-  } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
-    r.prompt_text = (*prompt)[0].get<std::string>();
-  } else if (prompt->is_array()) {
-    if (prompt->empty()) return Invalid("prompt", "'prompt' must not be empty");
+  const auto token_ids = [](const Json& list) -> std::optional<std::vector<int64_t>> {
     std::vector<int64_t> ids;
-    for (const Json& id : *prompt) {
+    for (const Json& id : list) {
       if (id.is_number_unsigned()) {
         ids.push_back(static_cast<int64_t>(std::min<uint64_t>(
             id.get<uint64_t>(), static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))));
       } else if (id.is_number_integer()) {
         ids.push_back(id.get<int64_t>());
       } else {
-        return Invalid("prompt",
-                       "'prompt' must be a string or an array of token ids (batches are not "
-                       "supported)");
+        return std::nullopt;
       }
     }
-    r.prompt_ids = std::move(ids);
+    return ids;
+  };
+  constexpr char kShape[] =
+      "'prompt' must be a string, an array of token ids, or a batch: an array of strings or of "
+      "arrays of token ids";
+  if (prompt->is_string()) {
+    r.prompt_text = prompt->get<std::string>();
+  } else if (!prompt->is_array()) {
+    return Invalid("prompt", kShape);
+  } else if (prompt->empty()) {
+    return Invalid("prompt", "'prompt' must not be empty");
+  } else if ((*prompt)[0].is_string() || (*prompt)[0].is_array()) {
+    // A batch: every element a string, or every element an array of token ids.
+    const bool texts = (*prompt)[0].is_string();
+    if (prompt->size() > static_cast<size_t>(kMaxBatchPrompts)) {
+      return Invalid("prompt", absl::StrCat("'prompt' batches at most ", kMaxBatchPrompts,
+                                            " prompts, got ", prompt->size()));
+    }
+    for (const Json& one : *prompt) {
+      ApiPrompt p;
+      if (texts && one.is_string()) {
+        p.text = one.get<std::string>();
+      } else if (!texts && one.is_array()) {
+        p.ids = token_ids(one);
+        if (!p.ids) return Invalid("prompt", kShape);
+      } else {
+        return Invalid("prompt", absl::StrCat(kShape, " (not a mix)"));
+      }
+      r.prompt_batch.push_back(std::move(p));
+    }
+    if (r.prompt_batch.size() == 1) {  // a batch of one is that prompt
+      r.prompt_text = std::move(r.prompt_batch[0].text);
+      r.prompt_ids = std::move(r.prompt_batch[0].ids);
+      r.prompt_batch.clear();
+    }
+    if (static_cast<int64_t>(r.prompt_batch.size()) * r.n > kMaxBatchPrompts) {
+      return Invalid("n", absl::StrCat(r.prompt_batch.size(), " prompts x 'n' ", r.n,
+                                       " choices exceed the ", kMaxBatchPrompts,
+                                       " one request may ask for"));
+    }
   } else {
-    return Invalid("prompt", "'prompt' must be a string or an array of token ids");
+    r.prompt_ids = token_ids(*prompt);
+    if (!r.prompt_ids) return Invalid("prompt", kShape);
   }
   return r;
+}
+
+absl::StatusOr<std::vector<PreparedRequest>> PrepareBatch(const ApiRequest& request,
+                                                          const ModelContext& model,
+                                                          const std::string& request_id) {
+  std::vector<PreparedRequest> out;
+  if (request.prompt_batch.empty()) {
+    MOESERVE_ASSIGN_OR_RETURN(PreparedRequest p, PrepareRequest(request, model, request_id));
+    out.push_back(std::move(p));
+    return out;
+  }
+  for (size_t i = 0; i < request.prompt_batch.size(); ++i) {
+    ApiRequest one = request;
+    one.prompt_batch.clear();
+    one.prompt_text = request.prompt_batch[i].text;
+    one.prompt_ids = request.prompt_batch[i].ids;
+    absl::StatusOr<PreparedRequest> p =
+        PrepareRequest(one, model, absl::StrCat(request_id, "-p", i));
+    if (!p.ok()) {  // the same error (param, code) naming the prompt
+      absl::Status named(p.status().code(), absl::StrCat("prompt[", i, "]: ", p.status().message()));
+      p.status().ForEachPayload([&named](absl::string_view url, const absl::Cord& payload) {
+        named.SetPayload(url, payload);
+      });
+      return named;
+    }
+    out.push_back(std::move(*p));
+  }
+  return out;
 }
 
 OutputAssembler MakeOutputAssembler(const engine::Tokenizer& tokenizer, const PreparedRequest& p) {
@@ -647,6 +711,9 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
                 "The model '", r.model, "' does not exist (this server has '", model.name, "')")),
             "model"),
         "model_not_found");
+  }
+  if (!r.prompt_batch.empty()) {
+    return Invalid("prompt", "several prompts in one request are served by /v1/completions only");
   }
   PreparedRequest p;
   p.endpoint = r.endpoint;

@@ -47,6 +47,12 @@ struct ChatMessageInput {
   std::optional<std::string> reasoning_content;
 };
 
+// One prompt of a completions request that sends several (OpenAI's batched "prompt").
+struct ApiPrompt {
+  std::optional<std::string> text;
+  std::optional<std::vector<int64_t>> ids;
+};
+
 struct ApiRequest {
   Endpoint endpoint = Endpoint::kChat;
   std::string model;
@@ -54,6 +60,9 @@ struct ApiRequest {
   std::optional<std::string> prompt_text;          // completion
   std::optional<std::string> suffix;               // completion: fill-in-the-middle
   std::optional<std::vector<int64_t>> prompt_ids;  // completion (or gRPC prompt_ids)
+  // Completions with several prompts (a list of strings or of token-id lists): each runs as
+  // its own generation (see PrepareBatch); prompt_text / prompt_ids are then unset.
+  std::vector<ApiPrompt> prompt_batch;
   bool echo = false;                               // completion: the text starts with the prompt
   std::optional<int32_t> prompt_logprobs;          // gRPC: score the prompt (0..20 alternatives)
   bool stream = false;
@@ -95,6 +104,9 @@ inline constexpr int32_t kMaxPriority = 1000;
 // Most choices ("n") one request may ask for.
 inline constexpr int kMaxChoices = 16;
 
+// Most prompts one completions request may batch, and most choices (prompts x n) in all.
+inline constexpr int kMaxBatchPrompts = 128;
+
 // Largest request body the HTTP server reads.
 inline constexpr size_t kMaxBodyBytes = size_t{8} << 20;
 
@@ -104,6 +116,13 @@ absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body);
 // Validates against the model and tokenizes. `request_id` goes into the GenerationRequest.
 absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& request, const ModelContext& model,
                                                const std::string& request_id);
+
+// PrepareRequest for each prompt of a batched completions request (request ids "<id>-p<i>"), in
+// order; a request of one prompt gives one. A bad prompt fails the whole request, its error
+// naming the prompt.
+absl::StatusOr<std::vector<PreparedRequest>> PrepareBatch(const ApiRequest& request,
+                                                          const ModelContext& model,
+                                                          const std::string& request_id);
 
 // The assembler of one choice of `p`'s response (reasoning split, stop strings, tool calls and
 // the echo as `p` asks).

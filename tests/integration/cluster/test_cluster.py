@@ -303,6 +303,32 @@ def prompt_scoring(port, compute):
         check(usage["prompt_cache_hit_tokens"] == 0,
               f"[{compute}] a scored prompt runs whole ({attempt}): {usage}")
 
+    # lm-eval with batch_size > 1: several token-id prompts in one request, choice i scoring
+    # prompt i as a request of its own does; usage counts every prompt.
+    short = ids[:20]
+    st, body = post(port, "/v1/completions", {"model": name, "prompt": [ids, short], "echo": True,
+                                              "max_tokens": 1, "logprobs": 1, "temperature": 0})
+    st1, body1 = post(port, "/v1/completions", {"model": name, "prompt": short, "echo": True,
+                                                "max_tokens": 1, "logprobs": 1, "temperature": 0})
+    check(st == 200 and st1 == 200, f"[{compute}] a batch of two prompts: {st} {body[:200]}")
+    if st == 200 and st1 == 200:
+        out = json.loads(body)
+        got = sorted(out["choices"], key=lambda c: c["index"])
+        alone = json.loads(body1)["choices"][0]["logprobs"]["token_logprobs"]
+        check([c["index"] for c in got] == [0, 1] and
+              got[0]["logprobs"]["token_logprobs"][1:len(ids)] == want and
+              got[1]["logprobs"]["token_logprobs"] == alone and
+              out["usage"]["prompt_tokens"] == len(ids) + len(short),
+              f"[{compute}] batched prompts score as each alone, in order; usage sums them: "
+              f"{out['usage']}")
+    st, body = post(port, "/v1/completions", {"model": name, "prompt": ["Hello", "Goodbye"],
+                                              "n": 2, "echo": True, "max_tokens": 2})
+    texts = [c["text"] for c in sorted(json.loads(body)["choices"], key=lambda c: c["index"])] \
+        if st == 200 else []
+    check(len(texts) == 4 and all(t.startswith("Hello") for t in texts[:2]) and
+          all(t.startswith("Goodbye") for t in texts[2:]),
+          f"[{compute}] prompts x n choices, prompt i's choice j at index i * n + j: {texts}")
+
     text = "The quick brown fox jumps over the lazy dog"
     want_text = reference(["--prompt", text], 2)
     st, body = post(port, "/v1/completions", {"model": name, "prompt": text, "echo": True,

@@ -55,6 +55,8 @@ std::string Completion(const std::string& extra) {
 std::vector<BadCase> BadCases() {
   const Endpoint kC = Endpoint::kChat;
   const Endpoint kP = Endpoint::kCompletion;
+  std::string long_batch = "[1]";
+  for (int i = 1; i < 129; ++i) long_batch += ",[1]";
   std::string long_prompt(4000, 'a');
   for (size_t i = 0; i < long_prompt.size(); i += 2) long_prompt[i] = ' ';
   return {
@@ -137,9 +139,15 @@ std::vector<BadCase> BadCases() {
       {kC, R"({"model":"tiny-r1","messages":[{"role":"user","content":"hi","name":7}]})", 400,
        "'messages[0].name' must be a string"},
       {kP, R"({"model":"tiny-r1"})", 400, "'prompt' is required"},
-      {kP, R"({"model":"tiny-r1","prompt":{"a":1}})", 400, "'prompt' must be a string or an array"},
+      {kP, R"({"model":"tiny-r1","prompt":{"a":1}})", 400, "'prompt' must be a string, an array"},
       {kP, R"({"model":"tiny-r1","prompt":[]})", 400, "'prompt' must not be empty"},
-      {kP, R"({"model":"tiny-r1","prompt":[1,"a"]})", 400, "batches are not supported"},
+      {kP, R"({"model":"tiny-r1","prompt":[1,"a"]})", 400, "or a batch: an array of strings"},
+      {kP, R"({"model":"tiny-r1","prompt":["a",[1]]})", 400, "(not a mix)"},
+      {kP, R"({"model":"tiny-r1","prompt":[[1],[2,"x"]]})", 400, "or of arrays of token ids"},
+      {kP, R"({"model":"tiny-r1","prompt":["a","b","c","d","e","f","g","h","i"],"n":15})", 400,
+       "9 prompts x 'n' 15 choices exceed the 128"},
+      {kP, absl::StrCat(R"({"model":"tiny-r1","prompt":[)", long_batch, "]}"), 400,
+       "'prompt' batches at most 128 prompts, got 129"},
       {kP, R"({"model":"tiny-r1","prompt":[1,999999]})", 400, "token id 999999 is outside"},
       {kP, R"({"model":"tiny-r1","prompt":[-1]})", 400, "token id -1 is outside"},
       {kP, R"({"model":"tiny-r1","prompt":""})", 400, "'prompt' must not be empty"},
@@ -327,6 +335,48 @@ TEST_F(RequestMappingTest, EchoStartsWithThePromptAndScoresItWithLogprobs) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_FALSE(p->echo_text.has_value());
   EXPECT_FALSE(p->generation.prompt_logprobs.has_value());
+}
+
+TEST_F(RequestMappingTest, BatchedPromptsPrepareOneRequestEach) {
+  absl::StatusOr<ApiRequest> api = ParseCompletionRequest(
+      R"({"model":"tiny-r1","prompt":[[0,5,6],[0,7],[9]],"max_tokens":2,"echo":true,
+          "logprobs":1,"seed":4})");
+  ASSERT_TRUE(api.ok()) << api.status();
+  ASSERT_EQ(api->prompt_batch.size(), 3u);
+  absl::StatusOr<std::vector<PreparedRequest>> batch = PrepareBatch(*api, *model_, "cmpl-x");
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 3u);
+  EXPECT_EQ((*batch)[1].generation.prompt_ids, (std::vector<int32_t>{0, 7}));
+  EXPECT_EQ((*batch)[1].generation.request_id, "cmpl-x-p1");
+  EXPECT_EQ((*batch)[2].prompt_tokens, 1);
+  EXPECT_EQ((*batch)[0].generation.prompt_logprobs, 1);
+  EXPECT_EQ((*batch)[2].generation.max_new_tokens, 2);
+  // PrepareRequest alone (the Batch API, gRPC) takes one prompt.
+  EXPECT_EQ(PrepareRequest(*api, *model_, "r").status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Texts too; a batch of one is that prompt.
+  api = ParseCompletionRequest(R"({"model":"tiny-r1","prompt":["hello","hi there"]})");
+  ASSERT_TRUE(api.ok()) << api.status();
+  batch = PrepareBatch(*api, *model_, "cmpl-y");
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 2u);
+  EXPECT_EQ((*batch)[0].generation.prompt_ids,
+            *model_->tokenizer->Encode("hello", engine::EncodeOptions{}));
+  api = ParseCompletionRequest(R"({"model":"tiny-r1","prompt":[[3,4]]})");
+  ASSERT_TRUE(api.ok()) << api.status();
+  EXPECT_TRUE(api->prompt_batch.empty());
+  EXPECT_EQ(api->prompt_ids, (std::vector<int64_t>{3, 4}));
+
+  // A bad prompt fails the request, named, with its param.
+  api = ParseCompletionRequest(R"({"model":"tiny-r1","prompt":[[1],[999999]]})");
+  ASSERT_TRUE(api.ok()) << api.status();
+  batch = PrepareBatch(*api, *model_, "cmpl-z");
+  ASSERT_FALSE(batch.ok());
+  EXPECT_TRUE(absl::StrContains(batch.status().message(), "prompt[1]: token id 999999"))
+      << batch.status();
+  EXPECT_EQ(HttpStatusCode(batch.status().code()), 400);
+  EXPECT_TRUE(batch.status().GetPayload(kErrorParamPayload).has_value());
 }
 
 TEST_F(RequestMappingTest, UserTextMayMentionThinkTags) {
