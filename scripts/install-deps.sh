@@ -42,11 +42,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 cd "$root/tools/node"
 if [ ! -f node_modules/.moeserve-installed ] || [ package-lock.json -nt node_modules/.moeserve-installed ]; then
-  # npm 11's `npm ci` refuses this lock file because it holds no entries for @bufbuild/buf's
-  # optional binaries of other platforms: the npm registry reachable from our machines answers 404
-  # for those (darwin-*, win32-*, linux-armv7), so no `npm install` here can record them, and a
-  # lock regenerated here has the same gap. `npm install` then installs the same locked versions
-  # and leaves the lock file unchanged.
+  # The lock file pins every package, @bufbuild/buf's optional binaries for other platforms
+  # included (the registry answered 404 for those until 2026-11-24, when a lock without them made
+  # npm 11's `npm ci` refuse it). `npm install` stays as the fallback: it installs the same locked
+  # versions when `npm ci` refuses a lock.
   if [ -f package-lock.json ]; then
     npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error
   else
