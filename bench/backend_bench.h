@@ -10,7 +10,9 @@
 // bench/engine --backend SPEC: the whole model through BackendModel and BackendExpertExecutor on
 // one backend (the CUDA backend on the GPU machine), against that backend's own limits measured
 // in the same run: the device-to-device copy bandwidth (read + write bytes per second) for decode
-// and a large BF16 Gemm for prefill.
+// and a large BF16 Gemm for prefill. Each decode batch runs twice over the same positions: with
+// the next token taken on the device (Backend::Argmax, fed back, as a greedy request runs) and
+// with every row's logits copied to the host (as a sampled request runs), both in the report.
 namespace moeserve::bench {
 
 struct BackendBenchArgs {

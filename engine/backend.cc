@@ -27,6 +27,7 @@ bool FullSupport(OpKind op, DType dtype) {
     case OpKind::kAdd:
     case OpKind::kLatentAttention:
     case OpKind::kSample:
+    case OpKind::kArgmax:
     case OpKind::kScatterRows:
       return dtype == DType::kF32;
   }
@@ -200,6 +201,14 @@ absl::Status ValidateSample(const SampleArgs& a) {
   if (a.rows > 0 && (a.logits == nullptr || a.temperature == nullptr || a.top_p == nullptr ||
                      a.uniform == nullptr || a.ids == nullptr)) {
     return Invalid("Sample", "null pointer");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateArgmax(const ArgmaxArgs& a) {
+  if (a.rows < 0 || a.vocab <= 0 || a.ld < a.vocab) return Invalid("Argmax", "bad shape");
+  if (a.rows > 0 && (a.logits == nullptr || a.ids == nullptr)) {
+    return Invalid("Argmax", "null pointer");
   }
   return absl::OkStatus();
 }

@@ -69,6 +69,7 @@ enum class OpKind {
   kRoutedExperts,
   kLatentAttention,
   kSample,
+  kArgmax,
   kScatterRows,
 };
 
@@ -280,6 +281,17 @@ struct SampleArgs {
   int32_t* ids = nullptr;
 };
 
+// ids[r] = the argmax of logits row r's first `vocab` entries [rows, ld], lowest id on ties
+// (Sample's greedy rows, without its sort workspace): greedy decoding on the device, so a step
+// brings back 4 bytes a sequence instead of its vocab of logits. Rows must not hold NaN.
+struct ArgmaxArgs {
+  const float* logits = nullptr;
+  int64_t ld = 0;
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  int32_t* ids = nullptr;
+};
+
 // The compute interface. Every op returns InvalidArgument for inconsistent shapes or null
 // pointers, Unimplemented for a dtype Supports() rejects, and Internal for a failed launch or
 // library call. Device faults surface as Internal from Synchronize() or CopyToHost().
@@ -321,6 +333,7 @@ class Backend {
   virtual absl::Status RoutedExperts(const RoutedExpertsArgs& args) = 0;
   virtual absl::Status LatentAttention(const LatentAttentionArgs& args) = 0;
   virtual absl::Status Sample(const SampleArgs& args) = 0;
+  virtual absl::Status Argmax(const ArgmaxArgs& args) = 0;
   virtual absl::Status ScatterRows(const ScatterRowsArgs& args) = 0;
 };
 using BackendPtr = std::unique_ptr<Backend>;
@@ -342,6 +355,7 @@ absl::Status ValidateRoutedExperts(const RoutedExpertsArgs& args);
 absl::Status ValidateScatterRows(const ScatterRowsArgs& args);
 absl::Status ValidateLatentAttention(const LatentAttentionArgs& args);
 absl::Status ValidateSample(const SampleArgs& args);
+absl::Status ValidateArgmax(const ArgmaxArgs& args);
 
 }  // namespace moeserve::engine
 

@@ -34,6 +34,9 @@ using SeqId = int64_t;
 struct StepOutput {
   SeqId seq;
   std::vector<float> logits;  // next-token logits after the sequence's last token
+  // For a sequence under SetArgmax: the argmax of those logits' first argmax_vocab entries
+  // (lowest id on ties), and `logits` is empty. -1 otherwise.
+  int32_t argmax = -1;
 };
 
 // Receives the logits at position p of a sequence (those that score token p + 1), for every p
@@ -69,6 +72,11 @@ class Engine {
   absl::StatusOr<SeqId> Fork(SeqId seq, int64_t prefix_len);
   absl::Status Append(SeqId seq, int32_t token);
   absl::Status Free(SeqId seq);
+  // Greedy decoding: `vocab` > 0 makes the sequence's outputs carry only the argmax of the first
+  // `vocab` logits (StepOutput::argmax), which a backend runner finds on its device, so the
+  // step copies back 4 bytes instead of the row; 0 brings the logits back. InvalidArgument for
+  // an unknown sequence or a vocab outside [0, vocab_size].
+  absl::Status SetArgmax(SeqId seq, int64_t vocab);
 
   // One forward step. Returns the logits of every sequence whose pending tokens were all
   // consumed by this step. `experts` null: the model's local experts.
@@ -102,6 +110,7 @@ class Engine {
     std::vector<int32_t> blocks;
     PositionLogitsFn position_logits;  // set: logits for positions [0, prompt_len - 1)
     int64_t prompt_len = 0;
+    int64_t argmax_vocab = 0;  // SetArgmax
   };
   absl::Status CheckTokens(const std::vector<int32_t>& tokens) const;
   absl::StatusOr<Sequence*> Find(SeqId seq);
@@ -120,6 +129,7 @@ class Engine {
   // max_logit_rows of vocab_size floats) are reused step after step rather than allocated and
   // page-faulted anew (that was most of a scored prefill's time on the `tiny` preset).
   std::vector<std::vector<float>> step_logits_, spare_logits_;
+  std::vector<int32_t> step_argmax_;
 };
 
 }  // namespace moeserve::engine

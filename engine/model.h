@@ -33,6 +33,10 @@ struct SequenceChunk {
   absl::Span<const int32_t> block_table;
   // Logits of the chunk's last `logits_tokens` tokens (0: none; 1: the next-token logits).
   int64_t logits_tokens = 0;
+  // > 0 (with logits_tokens == 1): only the argmax of the row's first `argmax_vocab` logits is
+  // wanted (greedy decoding). Model::Forward still returns the row; a StepRunner returns the id
+  // instead (BackendModel finds it on the device and copies back 4 bytes, not a vocab of floats).
+  int64_t argmax_vocab = 0;
 };
 
 // Weights of one transformer layer in compute form.

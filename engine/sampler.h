@@ -101,6 +101,10 @@ class Sampler {
                       absl::Span<const int32_t> generated, uint64_t draw_index);
 
   bool IsStop(int32_t token) const;
+  // Whether Sample always returns the first argmax of the logits it is given and nothing else
+  // (greedy, no penalty, no logprobs): the caller may then ask for the argmax alone
+  // (Engine::SetArgmax) and skip Sample.
+  bool IsArgmax() const;
 
   const SamplingParams& params() const { return params_; }
 

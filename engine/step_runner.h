@@ -24,11 +24,12 @@ class StepRunner {
  public:
   virtual ~StepRunner() = default;
 
-  // Model::Forward's contract; `cache` is the Engine's (its geometry, and its storage for the
-  // host runner).
+  // Model::Forward's contract, except that a chunk with argmax_vocab > 0 puts no row in `logits`
+  // but the row's argmax in `argmax` (chunk order; ArgmaxOf's tie rule). `cache` is the Engine's
+  // (its geometry, and its storage for the host runner).
   virtual absl::Status Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
-                               ExpertExecutor* experts,
-                               std::vector<std::vector<float>>* logits) = 0;
+                               ExpertExecutor* experts, std::vector<std::vector<float>>* logits,
+                               std::vector<int32_t>* argmax) = 0;
   // Copies the first `tokens` slots of every layer of block `src` into block `dst`.
   virtual absl::Status CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) = 0;
   // Sets / reads a whole block's bytes (InvalidArgument for a wrong size).
@@ -41,9 +42,8 @@ class HostStepRunner final : public StepRunner {
  public:
   explicit HostStepRunner(const Model* model) : model_(model) {}
   absl::Status Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
-                       ExpertExecutor* experts, std::vector<std::vector<float>>* logits) override {
-    return model_->Forward(chunks, cache, experts, logits);
-  }
+                       ExpertExecutor* experts, std::vector<std::vector<float>>* logits,
+                       std::vector<int32_t>* argmax) override;
   absl::Status CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) override;
   absl::Status WriteBlock(KvCache* cache, int32_t block, absl::string_view bytes) override;
   absl::StatusOr<std::string> ReadBlock(const KvCache& cache, int32_t block) const override;

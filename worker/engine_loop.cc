@@ -265,6 +265,13 @@ bool EngineLoop::TryAdmit(Job* job) {
     }
   }
   job->sampler.emplace(job->spec.sampling, DefaultSeed(job->spec.request_id));
+  if (job->sampler->IsArgmax() && !job->make_constraint) {
+    // Greedy with nothing to mask or report: the argmax is taken where the step ran (on the
+    // device for a GPU worker), and the logits stay there.
+    const int64_t vocab = job->spec.sample_vocab > 0 ? job->spec.sample_vocab
+                                                     : model_->config().vocab_size;
+    (void)engine_.SetArgmax(job->seq, vocab);
+  }
   job->constraint.reset();
   if (job->make_constraint) {
     // Replay what was generated before (resume, migration, preemption) through the constraint.
@@ -337,18 +344,26 @@ void EngineLoop::Step() {
   for (engine::StepOutput& o : *out) {
     auto it = running_.find(o.seq);
     if (it == running_.end()) continue;
-    HandleOutput(it->second.get(), o.logits);
+    HandleOutput(it->second.get(), o);
     if (!it->second->admitted) done.push_back(o.seq);
   }
   for (engine::SeqId s : done) running_.erase(s);
 }
 
-void EngineLoop::HandleOutput(Job* job, std::vector<float>& logits) {
+void EngineLoop::HandleOutput(Job* job, engine::StepOutput& out) {
   JobSpec& spec = job->spec;
   const engine::ModelConfig& c = model_->config();
-  absl::Span<const float> choices = SampleChoices(spec, logits);
-  if (job->constraint) job->constraint->MaskLogits(absl::MakeSpan(logits.data(), choices.size()));
-  engine::SampleResult r = job->sampler->Sample(choices, spec.prompt, spec.generated);
+  engine::SampleResult r;
+  if (out.argmax >= 0) {
+    r.token = out.argmax;  // SetArgmax: the sampler's own choice, found where the step ran
+  } else {
+    std::vector<float>& logits = out.logits;
+    absl::Span<const float> choices = SampleChoices(spec, logits);
+    if (job->constraint) {
+      job->constraint->MaskLogits(absl::MakeSpan(logits.data(), choices.size()));
+    }
+    r = job->sampler->Sample(choices, spec.prompt, spec.generated);
+  }
   JobEvent ev;
   const int32_t t = r.token;
   const bool eos = c.eos_token_id && t == *c.eos_token_id;

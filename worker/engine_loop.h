@@ -91,7 +91,7 @@ class EngineLoop {
   void Admit();
   bool TryAdmit(Job* job);
   void Step();
-  void HandleOutput(Job* job, std::vector<float>& logits);
+  void HandleOutput(Job* job, engine::StepOutput& out);
   // Feeds a token the sequence now has to the job's output constraint (which starts after
   // constraint_after_token). A token the constraint refuses ends the job with an error.
   absl::Status Constrain(Job* job, int32_t token);

@@ -48,13 +48,19 @@ void DequantizeFp8(const WeightView& w, std::vector<float>* out) {
   }
 }
 
-// One row of Sample (see SampleArgs).
-int32_t SampleRow(const float* logits, int64_t vocab, float temperature, float top_p, float uniform,
-                  std::vector<float>* probs, std::vector<int32_t>* order) {
+// The first index of the row's largest logit.
+int32_t ArgmaxRow(const float* logits, int64_t vocab) {
   int32_t best = 0;
   for (int64_t i = 1; i < vocab; ++i) {
     if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
   }
+  return best;
+}
+
+// One row of Sample (see SampleArgs).
+int32_t SampleRow(const float* logits, int64_t vocab, float temperature, float top_p, float uniform,
+                  std::vector<float>* probs, std::vector<int32_t>* order) {
+  const int32_t best = ArgmaxRow(logits, vocab);
   if (temperature == 0.0f) return best;
   const float mx = logits[best];
   probs->resize(vocab);
@@ -331,6 +337,12 @@ absl::Status CpuBackend::Sample(const SampleArgs& a) {
     a.ids[r] = SampleRow(a.logits + r * a.ld, a.vocab, a.temperature[r], a.top_p[r], a.uniform[r],
                          &probs, &order);
   }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Argmax(const ArgmaxArgs& a) {
+  MOESERVE_RETURN_IF_ERROR(ValidateArgmax(a));
+  for (int64_t r = 0; r < a.rows; ++r) a.ids[r] = ArgmaxRow(a.logits + r * a.ld, a.vocab);
   return absl::OkStatus();
 }
 

@@ -45,6 +45,7 @@ class CpuBackend final : public Backend {
   absl::Status ScatterRows(const ScatterRowsArgs& args) override;
   absl::Status LatentAttention(const LatentAttentionArgs& args) override;
   absl::Status Sample(const SampleArgs& args) override;
+  absl::Status Argmax(const ArgmaxArgs& args) override;
 
  private:
   std::unique_ptr<ThreadPool> pool_;

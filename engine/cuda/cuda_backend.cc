@@ -290,6 +290,18 @@ class CudaBackend final : public Backend {
   absl::Status RoutedExperts(const engine::RoutedExpertsArgs& a) override;
   absl::Status LatentAttention(const engine::LatentAttentionArgs& a) override;
   absl::Status Sample(const engine::SampleArgs& a) override;
+  absl::Status Argmax(const engine::ArgmaxArgs& a) override {
+    OpProfile::Scope scope(&profile_, "Argmax", stream_);
+    MOESERVE_RETURN_IF_ERROR(ValidateArgmax(a));
+    if (a.rows == 0) return absl::OkStatus();
+    if (a.vocab >= (int64_t{1} << 31)) {
+      return absl::InvalidArgumentError("Argmax: vocab must stay below 2^31 on cuda");
+    }
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    cuda::ArgmaxArgs d{a.logits, a.ld, a.rows, a.vocab, a.ids};
+    MOESERVE_RETURN_IF_CUDA_ERROR(LaunchArgmax(d, stream_), "Argmax");
+    return absl::OkStatus();
+  }
 
  private:
   static int MethodCode(TopkMethod m) {

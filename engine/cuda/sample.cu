@@ -56,23 +56,34 @@ cudaError_t CubBytes(int64_t rows, int64_t vocab, size_t* bytes) {
       static_cast<const int32_t*>(nullptr));
 }
 
+// A candidate for a row's argmax: larger value wins, then the lower id.
+struct Best {
+  float value;
+  int id;
+};
+
+__device__ __forceinline__ Best Better(const Best& x, const Best& y) {
+  return (y.value > x.value || (y.value == x.value && y.id < x.id)) ? y : x;
+}
+
+// The argmax of logits[0, vocab) (lowest id on ties), for thread 0 of a kThreads block; every
+// thread of the block must call it.
+__device__ int BlockArgmax(const float* logits, int64_t vocab) {
+  using Reduce = cub::BlockReduce<Best, kThreads>;
+  __shared__ typename Reduce::TempStorage temp;
+  Best best{-INFINITY, INT_MAX};
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    best = Better(best, Best{logits[i], static_cast<int>(i)});
+  }
+  return Reduce(temp).Reduce(best, [](const Best& x, const Best& y) { return Better(x, y); }).id;
+}
+
 // Argmax (greedy rows write their id) and, for sampled rows, e = exp((l - max) / T) with ids.
 __global__ void __launch_bounds__(kThreads) PrepareKernel(SampleArgs a, Layout w) {
-  using Reduce = cub::BlockReduce<int, kThreads>;
-  __shared__ typename Reduce::TempStorage temp;
   __shared__ int best_shared;
   const int64_t r = blockIdx.x;
   const float* logits = a.logits + r * a.ld;
-  int best = 0;
-  for (int64_t i = threadIdx.x; i < a.vocab; i += kThreads) {
-    if (logits[i] > logits[best] || (logits[i] == logits[best] && i < best)) {
-      best = static_cast<int>(i);
-    }
-  }
-  // Reduce ids with the same order: larger logit, then lower id.
-  const int winner = Reduce(temp).Reduce(best, [logits](int x, int y) {
-    return (logits[y] > logits[x] || (logits[y] == logits[x] && y < x)) ? y : x;
-  });
+  const int winner = BlockArgmax(logits, a.vocab);
   if (threadIdx.x == 0) {
     best_shared = winner;
     w.offsets[r] = static_cast<int32_t>(r * a.vocab);
@@ -144,6 +155,12 @@ __global__ void __launch_bounds__(kThreads) DrawKernel(SampleArgs a, Layout w) {
   if (threadIdx.x == 0) a.ids[r] = ids[j < kept ? j : kept - 1];
 }
 
+__global__ void __launch_bounds__(kThreads) ArgmaxKernel(ArgmaxArgs a) {
+  const int64_t r = blockIdx.x;
+  const int best = BlockArgmax(a.logits + r * a.ld, a.vocab);
+  if (threadIdx.x == 0) a.ids[r] = best;
+}
+
 }  // namespace
 
 cudaError_t SampleWorkspaceBytes(int64_t rows, int64_t vocab, size_t* bytes) {
@@ -170,6 +187,12 @@ cudaError_t LaunchSample(const SampleArgs& a, cudaStream_t stream) {
       static_cast<int>(a.rows), w.offsets, w.offsets + 1, 0, 32, stream);
   if (e != cudaSuccess) return e;
   DrawKernel<<<rows, kThreads, 0, stream>>>(a, w);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchArgmax(const ArgmaxArgs& a, cudaStream_t stream) {
+  if (a.rows <= 0) return cudaSuccess;
+  ArgmaxKernel<<<static_cast<unsigned>(a.rows), kThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 

@@ -29,6 +29,17 @@ struct SampleArgs {
 cudaError_t SampleWorkspaceBytes(int64_t rows, int64_t vocab, size_t* bytes);
 cudaError_t LaunchSample(const SampleArgs& args, cudaStream_t stream);
 
+// ids[r] = the argmax of row r's first vocab logits (row stride ld), lowest id on ties, as
+// Sample's greedy rows pick it: one block per row, no workspace.
+struct ArgmaxArgs {
+  const float* logits = nullptr;
+  int64_t ld = 0;
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  int32_t* ids = nullptr;
+};
+cudaError_t LaunchArgmax(const ArgmaxArgs& args, cudaStream_t stream);
+
 }  // namespace moeserve::engine::cuda
 
 #endif  // MOESERVE_ENGINE_CUDA_SAMPLE_CUH_

@@ -95,6 +95,7 @@ enum Slot : int {
   kLast,
   kNormed,
   kLogits,
+  kArgmaxIds,
   kNumSlots,
 };
 
@@ -217,9 +218,10 @@ absl::Status BackendModel::CheckGeometry(const KvCache& cache) const {
 
 absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
                                    ExpertExecutor* experts,
-                                   std::vector<std::vector<float>>* logits) {
+                                   std::vector<std::vector<float>>* logits,
+                                   std::vector<int32_t>* argmax) {
   MOESERVE_RETURN_IF_ERROR(CheckGeometry(*cache));
-  return Forward(chunks, experts, logits);
+  return Forward(chunks, experts, logits, argmax);
 }
 
 absl::Status BackendModel::CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) {
@@ -253,7 +255,8 @@ absl::StatusOr<std::string> BackendModel::ReadBlock(const KvCache& cache, int32_
 
 absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
                                    ExpertExecutor* experts,
-                                   std::vector<std::vector<float>>* logits) {
+                                   std::vector<std::vector<float>>* logits,
+                                   std::vector<int32_t>* argmax) {
   const ModelConfig& c = model_->config();
   if (experts == nullptr) experts = model_->local_experts();
   const int64_t bt = options_.block_tokens;
@@ -267,6 +270,7 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   const int64_t n = static_cast<int64_t>(refs.size()), items = n * heads;
   if (n == 0) {
     logits->clear();
+    if (argmax != nullptr) argmax->clear();
     return absl::OkStatus();
   }
 
@@ -481,32 +485,85 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     MOESERVE_RETURN_IF_ERROR(b->Add(x, mlp, n * hidden));
   }
 
-  // Final norm and LM head for the last logits_tokens tokens of every chunk.
-  std::vector<int64_t> rows = LogitRows(chunks);
+  // Final norm and LM head for the last logits_tokens tokens of every chunk (LogitRows order);
+  // per row, the vocab its argmax is taken over (0: the row goes back whole).
+  std::vector<int64_t> rows = LogitRows(chunks), row_argmax;
+  for (const SequenceChunk& ch : chunks) {
+    row_argmax.insert(row_argmax.end(), static_cast<size_t>(ch.logits_tokens),
+                      argmax != nullptr ? ch.argmax_vocab : 0);
+  }
+  if (argmax != nullptr) argmax->clear();
   if (rows.empty()) {
     logits->clear();
     return b->Synchronize();
   }
   const int64_t nr = static_cast<int64_t>(rows.size()), vocab = c.vocab_size;
-  MOESERVE_ASSIGN_OR_RETURN(float* last, Scratch<float>(kLast, nr * hidden));
+  // Runs [i, RunEnd(i)) of rows that `same` pairs up, one copy or launch each.
+  auto run_end = [nr](int64_t i, auto same) {
+    int64_t j = i + 1;
+    while (j < nr && same(j - 1, j)) ++j;
+    return j;
+  };
+  // A decode step's rows are the step's consecutive tokens: the head reads them where they are.
+  const float* head_in = x + rows[0] * hidden;
+  if (rows.back() - rows.front() != nr - 1) {
+    MOESERVE_ASSIGN_OR_RETURN(float* last, Scratch<float>(kLast, nr * hidden));
+    for (int64_t i = 0; i < nr;) {
+      const int64_t j = run_end(i, [&](int64_t u, int64_t v) { return rows[v] == rows[u] + 1; });
+      MOESERVE_RETURN_IF_ERROR(
+          b->CopyWithin(last + i * hidden, x + rows[i] * hidden, (j - i) * hidden * 4));
+      i = j;
+    }
+    head_in = last;
+  }
   MOESERVE_ASSIGN_OR_RETURN(float* normed, Scratch<float>(kNormed, nr * hidden));
   MOESERVE_ASSIGN_OR_RETURN(float* out, Scratch<float>(kLogits, nr * vocab));
-  for (int64_t i = 0; i < nr; ++i) {
-    MOESERVE_RETURN_IF_ERROR(b->CopyWithin(last + i * hidden, x + rows[i] * hidden, hidden * 4));
-  }
-  MOESERVE_RETURN_IF_ERROR(norm(last, hidden, w_->final_norm, normed, hidden, nr, hidden));
+  MOESERVE_RETURN_IF_ERROR(norm(head_in, hidden, w_->final_norm, normed, hidden, nr, hidden));
   MOESERVE_RETURN_IF_ERROR(gemm(normed, nr, hidden, w_->lm_head, out, vocab));
-  const int64_t bytes = nr * vocab * 4;
+
+  // Greedy rows: the argmax on the backend, one launch per run of rows with the same vocab.
+  auto same_argmax = [&](int64_t u, int64_t v) { return row_argmax[v] == row_argmax[u]; };
+  const int64_t plain = std::count(row_argmax.begin(), row_argmax.end(), 0);
+  std::vector<int32_t> found;
+  if (plain < nr) {
+    MOESERVE_ASSIGN_OR_RETURN(int32_t* d_found, Scratch<int32_t>(kArgmaxIds, nr));
+    for (int64_t i = 0; i < nr;) {
+      const int64_t j = run_end(i, same_argmax);
+      if (row_argmax[i] > 0) {
+        MOESERVE_RETURN_IF_ERROR(
+            b->Argmax({out + i * vocab, vocab, j - i, row_argmax[i], d_found + i}));
+      }
+      i = j;
+    }
+    found.resize(static_cast<size_t>(nr));
+    MOESERVE_RETURN_IF_ERROR(b->CopyToHost(found.data(), d_found, nr * 4));
+    for (int64_t i = 0; i < nr; ++i) {
+      if (row_argmax[i] > 0) argmax->push_back(found[i]);
+    }
+  }
+  logits->resize(static_cast<size_t>(plain));
+  if (plain == 0) return b->Synchronize();
+  const int64_t bytes = plain * vocab * 4;
   if (logits_host_ == nullptr || logits_host_->bytes() < bytes) {
     logits_host_.reset();
     MOESERVE_ASSIGN_OR_RETURN(logits_host_, b->Allocate(bytes + bytes / 2, MemoryType::kPinned));
   }
-  const float* host = static_cast<const float*>(logits_host_->data());
-  MOESERVE_RETURN_IF_ERROR(b->CopyToHost(logits_host_->data(), out, bytes));
+  float* host = static_cast<float*>(logits_host_->data());
+  int64_t copied = 0;
+  for (int64_t i = 0; i < nr;) {
+    const int64_t j = run_end(i, same_argmax);
+    if (row_argmax[i] == 0) {
+      MOESERVE_RETURN_IF_ERROR(
+          b->CopyToHost(host + copied * vocab, out + i * vocab, (j - i) * vocab * 4));
+      copied += j - i;
+    }
+    i = j;
+  }
   // The caller's vectors keep their memory from step to step (assign reuses the capacity), so a
   // large batch does not fault in fresh pages for every row of logits.
-  logits->resize(nr);
-  for (int64_t i = 0; i < nr; ++i) (*logits)[i].assign(host + i * vocab, host + (i + 1) * vocab);
+  for (int64_t i = 0; i < plain; ++i) {
+    (*logits)[i].assign(host + i * vocab, host + (i + 1) * vocab);
+  }
   return absl::OkStatus();
 }
 

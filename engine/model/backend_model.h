@@ -33,7 +33,8 @@ struct BackendModelOptions {
 // step never waits for the host until the logits; any other (the model's local one by default,
 // expert shards) gets the rows on the host, one synchronisation per MoE layer. The gate, the
 // shared experts and everything else run on the backend. The logits come back through pinned
-// memory into the caller's vectors, whose capacity is reused from step to step.
+// memory into the caller's vectors, whose capacity is reused from step to step; a greedy row
+// (SequenceChunk::argmax_vocab) comes back as its argmax alone.
 //
 // With the CPU backend this runs the same operations in the same order as Model::Forward, so
 // the two agree bit for bit (tests/unit/engine/backend_model_test.cc): that is how the
@@ -52,9 +53,12 @@ class BackendModel final : public StepRunner {
   ~BackendModel() override;
 
   // Model::Forward's contract, over this object's cache (block tables index its blocks).
-  // `experts` null: the model's local executor.
+  // `experts` null: the model's local executor. `argmax` set: StepRunner's contract (chunks
+  // with argmax_vocab > 0 get their argmax, found on the backend, instead of a row); null: every
+  // row comes back, as from Model::Forward.
   absl::Status Forward(absl::Span<const SequenceChunk> chunks, ExpertExecutor* experts,
-                       std::vector<std::vector<float>>* logits);
+                       std::vector<std::vector<float>>* logits,
+                       std::vector<int32_t>* argmax = nullptr);
 
   // The rows of one cache block for every layer (layers x block_tokens x latent_dim floats, as
   // KvCache lays a block out), read back to the host.
@@ -62,8 +66,8 @@ class BackendModel final : public StepRunner {
 
   // StepRunner: the Engine's cache supplies the geometry only.
   absl::Status Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
-                       ExpertExecutor* experts,
-                       std::vector<std::vector<float>>* logits) override;
+                       ExpertExecutor* experts, std::vector<std::vector<float>>* logits,
+                       std::vector<int32_t>* argmax) override;
   absl::Status CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) override;
   absl::Status WriteBlock(KvCache* cache, int32_t block, absl::string_view bytes) override;
   absl::StatusOr<std::string> ReadBlock(const KvCache& cache, int32_t block) const override;

@@ -20,7 +20,8 @@ struct TokenRef {
 // Flattens a step's chunks into tokens, checking what Model::Forward promises to check:
 // InvalidArgument for an empty chunk, token ids outside the vocabulary, positions beyond
 // max_position_embeddings, a block table too short for the chunk (`block_tokens` per block), or
-// logits_tokens outside [0, the chunk's tokens].
+// logits_tokens outside [0, the chunk's tokens], argmax_vocab outside [0, vocab_size] or set
+// with logits_tokens other than 1.
 absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceChunk> chunks,
                            int64_t block_tokens, std::vector<TokenRef>* refs,
                            std::vector<int32_t>* ids);
@@ -28,6 +29,14 @@ absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceC
 // The step's token rows whose logits the chunks ask for (each chunk's last logits_tokens), in
 // the order Model::Forward returns them.
 std::vector<int64_t> LogitRows(absl::Span<const SequenceChunk> chunks);
+
+// The first index of the largest of logits[0, vocab) (greedy's tie rule: the lowest id).
+int32_t ArgmaxOf(absl::Span<const float> logits, int64_t vocab);
+
+// Turns Model::Forward's rows into a StepRunner's answer: every chunk with argmax_vocab > 0 has
+// its row replaced by the row's argmax, appended to `argmax` in chunk order (cleared first).
+void TakeArgmaxRows(absl::Span<const SequenceChunk> chunks, std::vector<std::vector<float>>* logits,
+                    std::vector<int32_t>* argmax);
 
 }  // namespace moeserve::engine
 

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/model/chunks.h"
 
 namespace moeserve::engine {
 int64_t Engine::PoolBlocks(const ModelConfig& config, const EngineOptions& o) {
@@ -19,6 +20,15 @@ Engine::Engine(const Model* model, const EngineOptions& options)
       cache_(model->config(), options.block_tokens, PoolBlocks(model->config(), options)),
       host_runner_(model),
       runner_(options.runner != nullptr ? options.runner : &host_runner_) {}
+
+absl::Status HostStepRunner::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
+                                     ExpertExecutor* experts,
+                                     std::vector<std::vector<float>>* logits,
+                                     std::vector<int32_t>* argmax) {
+  MOESERVE_RETURN_IF_ERROR(model_->Forward(chunks, cache, experts, logits));
+  TakeArgmaxRows(chunks, logits, argmax);
+  return absl::OkStatus();
+}
 
 absl::Status HostStepRunner::CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) {
   cache->CopyBlock(src, dst, tokens);
@@ -153,6 +163,16 @@ absl::Status Engine::Free(SeqId seq) {
   return absl::OkStatus();
 }
 
+absl::Status Engine::SetArgmax(SeqId seq, int64_t vocab) {
+  MOESERVE_ASSIGN_OR_RETURN(Sequence * s, Find(seq));
+  if (vocab < 0 || vocab > model_->config().vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("argmax vocab ", vocab, " outside [0, ",
+                                                   model_->config().vocab_size, "]"));
+  }
+  s->argmax_vocab = vocab;
+  return absl::OkStatus();
+}
+
 int64_t Engine::BlockBytes() const {
   return model_->config().num_hidden_layers * cache_.block_tokens() * cache_.latent_dim() *
          static_cast<int64_t>(sizeof(float));
@@ -261,6 +281,11 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
       // Every row of a chunk that holds scored positions (they are a prefix of the sequence);
       // else the last row when the chunk completes the sequence.
       ch.logits_tokens = s.cached < scored_end ? take : (complete ? 1 : 0);
+      // A greedy sequence's next token comes back as the argmax (a scored chunk keeps its rows;
+      // its last one is reduced on the host below).
+      if (ch.logits_tokens == 1 && complete && s.cached >= scored_end) {
+        ch.argmax_vocab = s.argmax_vocab;
+      }
       chunks.push_back(ch);
       chunk_seq.push_back(id);
       completes.push_back(complete);
@@ -277,7 +302,9 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
     return outputs;
   }
   size_t logit_rows = 0;
-  for (const SequenceChunk& ch : chunks) logit_rows += static_cast<size_t>(ch.logits_tokens);
+  for (const SequenceChunk& ch : chunks) {
+    if (ch.argmax_vocab == 0) logit_rows += static_cast<size_t>(ch.logits_tokens);
+  }
   while (step_logits_.size() > logit_rows) {
     spare_logits_.push_back(std::move(step_logits_.back()));
     step_logits_.pop_back();
@@ -287,20 +314,30 @@ absl::StatusOr<std::vector<StepOutput>> Engine::Step(ExpertExecutor* experts) {
     spare_logits_.pop_back();
   }
   std::vector<std::vector<float>>& logits = step_logits_;
-  MOESERVE_RETURN_IF_ERROR(runner_->Forward(chunks, &cache_, experts, &logits));
-  size_t next_logits = 0;
+  MOESERVE_RETURN_IF_ERROR(runner_->Forward(chunks, &cache_, experts, &logits, &step_argmax_));
+  size_t next_logits = 0, next_argmax = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
     Sequence& s = seqs_[chunk_seq[i]];
     const int64_t take = static_cast<int64_t>(chunks[i].tokens.size());
+    s.cached += take;
+    if (chunks[i].argmax_vocab > 0) {
+      outputs.push_back({chunk_seq[i], {}, step_argmax_[next_argmax++]});
+      continue;
+    }
     const int64_t rows = chunks[i].logits_tokens;
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t position = s.cached + take - rows + r;
+      const int64_t position = s.cached - rows + r;
       std::vector<float>& row = logits[next_logits + r];
       if (s.position_logits && position < s.prompt_len - 1) s.position_logits(position, row);
     }
     next_logits += rows;
-    s.cached += take;
-    if (completes[i]) outputs.push_back({chunk_seq[i], std::move(logits[next_logits - 1])});
+    if (!completes[i]) continue;
+    std::vector<float>& last = logits[next_logits - 1];
+    if (s.argmax_vocab > 0) {
+      outputs.push_back({chunk_seq[i], {}, ArgmaxOf(last, s.argmax_vocab)});
+    } else {
+      outputs.push_back({chunk_seq[i], std::move(last)});
+    }
   }
   return outputs;
 }

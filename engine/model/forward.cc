@@ -125,6 +125,12 @@ absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceC
                                                      " is outside [0, ", ch.tokens.size(),
                                                      "] (the chunk's tokens)"));
     }
+    if (ch.argmax_vocab < 0 || ch.argmax_vocab > config.vocab_size ||
+        (ch.argmax_vocab > 0 && ch.logits_tokens != 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "argmax_vocab ", ch.argmax_vocab, " needs logits_tokens 1 (got ", ch.logits_tokens,
+          ") and a value in [0, ", config.vocab_size, "]"));
+    }
     for (size_t i = 0; i < ch.tokens.size(); ++i) {
       int32_t t = ch.tokens[i];
       if (t < 0 || t >= config.vocab_size) {
@@ -146,6 +152,32 @@ std::vector<int64_t> LogitRows(absl::Span<const SequenceChunk> chunks) {
     for (int64_t r = end - ch.logits_tokens; r < end; ++r) rows.push_back(r);
   }
   return rows;
+}
+
+int32_t ArgmaxOf(absl::Span<const float> logits, int64_t vocab) {
+  const int64_t n = std::min<int64_t>(vocab, static_cast<int64_t>(logits.size()));
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    if (logits[i] > logits[best]) best = i;
+  }
+  return static_cast<int32_t>(best);
+}
+
+void TakeArgmaxRows(absl::Span<const SequenceChunk> chunks, std::vector<std::vector<float>>* logits,
+                    std::vector<int32_t>* argmax) {
+  argmax->clear();
+  size_t row = 0, kept = 0;
+  for (const SequenceChunk& ch : chunks) {
+    for (int64_t r = 0; r < ch.logits_tokens; ++r, ++row) {
+      if (ch.argmax_vocab > 0) {
+        argmax->push_back(ArgmaxOf((*logits)[row], ch.argmax_vocab));
+      } else {
+        if (kept != row) (*logits)[kept] = std::move((*logits)[row]);
+        ++kept;
+      }
+    }
+  }
+  logits->resize(kept);
 }
 
 absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,

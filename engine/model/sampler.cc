@@ -210,6 +210,11 @@ bool Sampler::IsStop(int32_t token) const {
          params_.stop_token_ids.end();
 }
 
+bool Sampler::IsArgmax() const {
+  return params_.temperature == 0.0 && !params_.logprobs && params_.repetition_penalty == 1.0 &&
+         params_.presence_penalty == 0.0 && params_.frequency_penalty == 0.0;
+}
+
 double Sampler::Uniform(uint64_t index) const {
   const uint64_t z = Mix(key_ + (index + 1) * kGolden);
   return static_cast<double>(z >> 11) * 0x1.0p-53;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -547,6 +548,27 @@ TEST_F(BackendParityTest, SampleIdsMatchAwayFromBoundaries) {
     ASSERT_TRUE(b->Sample({dl.as<float>(), vocab, rows, vocab, dt.as<float>(), dp.as<float>(),
                            du.as<float>(), di.as<int32_t>()})
                     .ok());
+    EXPECT_EQ(di.Read<int32_t>(), want) << b->name();
+  }
+}
+
+TEST_F(BackendParityTest, ArgmaxIdsMatchTheCpus) {
+  // Rows longer than a block's threads, a vocab prefix, a stride, ties across threads' ranges
+  // and an all -inf row.
+  const int64_t vocab = 129280, ld = 129290, rows = 5;
+  std::vector<float> logits = Random(rows * ld, &rng_, -4, 4);
+  logits[0 * ld + 100000] = logits[0 * ld + 7] = 50.0f;    // tie: 7
+  logits[1 * ld + 129279] = 60.0f;                          // the last id
+  logits[2 * ld + 129285] = 99.0f;                          // past the vocab: ignored
+  std::fill_n(&logits[3 * ld], ld, -std::numeric_limits<float>::infinity());  // 0
+  std::vector<int32_t> want(rows, -1);
+  ASSERT_TRUE(cpu_->Argmax({logits.data(), ld, rows, vocab, want.data()}).ok());
+  EXPECT_EQ(want[0], 7);
+  EXPECT_EQ(want[1], 129279);
+  EXPECT_EQ(want[3], 0);
+  for (auto& b : backends_) {
+    Mirror dl(b.get(), logits), di(b.get(), std::vector<int32_t>(rows, -1));
+    ASSERT_TRUE(b->Argmax({dl.as<float>(), ld, rows, vocab, di.as<int32_t>()}).ok());
     EXPECT_EQ(di.Read<int32_t>(), want) << b->name();
   }
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -597,6 +598,32 @@ TEST_F(CpuBackendTest, SampleGreedyTopPAndDraws) {
   for (int64_t r = 0; r < rows; ++r) {
     EXPECT_EQ(ids[r], SampleDefinition(&logits[r * ld], v, temp[r], top_p[r], u[r])) << r;
   }
+}
+
+TEST_F(CpuBackendTest, ArgmaxTakesTheFirstLargestOfTheVocabPrefix) {
+  // Row 0: a tie (the lower id); row 1: the largest past the prefix is ignored; row 2: all -inf
+  // (id 0, as Sample's greedy row); the stride skips a padding column.
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> logits = {1, 5, 5, 0, 9, 3, 2, 1, 7, 9, -inf, -inf, -inf, -inf, 9};
+  std::vector<int32_t> ids(3, -1);
+  ASSERT_TRUE(backend_.Argmax({logits.data(), 5, 3, 4, ids.data()}).ok());
+  EXPECT_EQ(ids, (std::vector<int32_t>{1, 3, 0}));
+  // Random rows: Sample's greedy rows.
+  const int64_t rows = 16, v = 300, ld = 310;
+  logits = Random(rows * ld, &rng_, -4, 4);
+  std::vector<float> zeros(rows, 0.0f), ones(rows, 1.0f);
+  std::vector<int32_t> greedy(rows, -1);
+  ids.assign(rows, -1);
+  ASSERT_TRUE(backend_.Argmax({logits.data(), ld, rows, v, ids.data()}).ok());
+  ASSERT_TRUE(backend_
+                  .Sample({logits.data(), ld, rows, v, zeros.data(), ones.data(), zeros.data(),
+                           greedy.data()})
+                  .ok());
+  EXPECT_EQ(ids, greedy);
+  EXPECT_EQ(backend_.Argmax({logits.data(), 10, 1, 11, ids.data()}).code(),
+            absl::StatusCode::kInvalidArgument);  // ld < vocab
+  EXPECT_EQ(backend_.Argmax({nullptr, ld, 1, v, ids.data()}).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(BackendRegistryTest, CreatesCpuAndExplainsCuda) {

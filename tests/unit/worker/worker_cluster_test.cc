@@ -77,7 +77,9 @@ class WorkerClusterTest : public ::testing::Test {
   }
 
   // The single-process reference: the same model, engine and sampler in one process.
-  static std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_new) {
+  // temperature 0: greedy, over the first sample_vocab ids when > 0.
+  static std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_new,
+                                        double temperature = 1.0, int64_t sample_vocab = 0) {
     engine::ModelOptions mo;
     mo.compute = engine::ComputeDType::kF32;
     std::unique_ptr<engine::Model> m = std::move(*engine::Model::Load(*dir_, mo));
@@ -86,14 +88,16 @@ class WorkerClusterTest : public ::testing::Test {
     engine::Engine e(m.get(), eo);
     engine::SeqId seq = *e.Add(prompt);
     engine::SamplingParams p;
-    p.temperature = 1.0;
+    p.temperature = temperature;
     p.seed = 99;
     engine::Sampler sampler(p, 0);
     std::vector<int32_t> out;
     while (static_cast<int>(out.size()) < max_new) {
       std::vector<engine::StepOutput> so = *e.Step();
       if (so.empty()) continue;
-      out.push_back(sampler.Sample(so[0].logits, prompt, out).token);
+      absl::Span<const float> logits = so[0].logits;
+      if (sample_vocab > 0) logits = logits.subspan(0, static_cast<size_t>(sample_vocab));
+      out.push_back(sampler.Sample(logits, prompt, out).token);
       (void)e.Append(seq, out.back());
     }
     return out;
@@ -224,6 +228,19 @@ TEST_F(WorkerClusterTest, DecodeOnABackendEqualsTheSingleProcessEngine) {
   std::vector<int32_t> got = Decode(Stub(*on_backend).get(), Spec(prompt, 10), nullptr, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(got, Reference(prompt, 10));
+  // Greedy requests take the argmax on the backend (Engine::SetArgmax), over the whole
+  // vocabulary and over the first 100 ids only.
+  for (int64_t vocab : {0, 100}) {
+    v1::GenerationSpec greedy = Spec(prompt, 10);
+    greedy.mutable_sampling()->set_temperature(0.0);
+    greedy.set_sample_vocab(vocab);
+    got = Decode(Stub(*on_backend).get(), greedy, nullptr, &st);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(got, Reference(prompt, 10, 0.0, vocab)) << "sample_vocab " << vocab;
+    if (vocab > 0) {
+      for (int32_t t : got) EXPECT_LT(t, vocab);
+    }
+  }
   // An unknown backend is refused at start-up with the reason.
   WorkerConfig c;
   c.model_dir = *dir_;

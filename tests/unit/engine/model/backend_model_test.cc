@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
+#include "engine/model/chunks.h"
 #include "gtest/gtest.h"
 #include "tests/unit/engine/model/small_model.h"
 
@@ -54,11 +55,9 @@ void ExpectSameSteps(const Model& model, Backend* backend, bool experts_on_backe
   }
   std::vector<int32_t> a = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5}, b = {0, 17, 33, 250, 9};
   const std::vector<int32_t> table_a = {3, 7, 1, 9, 12}, table_b = {0, 5, 14};
-  struct Step {
-    std::vector<SequenceChunk> chunks;
-  };
+  std::vector<std::vector<float>> want;
   auto run = [&](const std::vector<SequenceChunk>& chunks, int step) {
-    std::vector<std::vector<float>> want, got;
+    std::vector<std::vector<float>> got;
     absl::Status s = model.Forward(chunks, &cache, nullptr, &want);
     ASSERT_TRUE(s.ok()) << s;
     s = (*bm)->Forward(chunks, experts.get(), &got);
@@ -71,6 +70,7 @@ void ExpectSameSteps(const Model& model, Backend* backend, bool experts_on_backe
   std::vector<int32_t> a_head(a.begin(), a.begin() + 6), a_tail(a.begin() + 6, a.end());
   run({{a_head, 0, table_a, false}, {b, 0, table_b, true}}, 0);
   run({{a_tail, 6, table_a, true}}, 1);
+  const int64_t vocab = model.config().vocab_size;
   for (int step = 2; step < 6; ++step) {
     // The next tokens come from the reference's own logits.
     std::vector<std::vector<float>> ref;
@@ -83,9 +83,25 @@ void ExpectSameSteps(const Model& model, Backend* backend, bool experts_on_backe
     a.push_back(Argmax(ref[0]));
     b.push_back(Argmax(ref[1]));
     std::vector<int32_t> ta = {a.back()}, tb = {b.back()};
-    run({{ta, static_cast<int64_t>(a.size()) - 1, table_a, true},
-         {tb, static_cast<int64_t>(b.size()) - 1, table_b, true}},
-        step);
+    const int64_t pa = static_cast<int64_t>(a.size()) - 1, pb = static_cast<int64_t>(b.size()) - 1;
+    run({{ta, pa, table_a, true}, {tb, pb, table_b, true}}, step);
+    // The same step again (it rewrites the same latents) with greedy rows, found on the
+    // backend: both (B's over its first 50 ids only), or A's beside B's whole row.
+    const int64_t b_vocab = step % 2 == 0 ? 50 : 0;
+    std::vector<std::vector<float>> rows;
+    std::vector<int32_t> ids;
+    absl::Status s = (*bm)->Forward({{ta, pa, table_a, 1, vocab}, {tb, pb, table_b, 1, b_vocab}},
+                                    experts.get(), &rows, &ids);
+    ASSERT_TRUE(s.ok()) << s;
+    if (b_vocab > 0) {
+      EXPECT_TRUE(rows.empty());
+      EXPECT_EQ(ids, (std::vector<int32_t>{ArgmaxOf(want[0], vocab), ArgmaxOf(want[1], 50)}))
+          << "step " << step;
+    } else {
+      ASSERT_EQ(rows.size(), 1u);
+      EXPECT_EQ(rows[0], want[1]) << "step " << step;
+      EXPECT_EQ(ids, std::vector<int32_t>{ArgmaxOf(want[0], vocab)}) << "step " << step;
+    }
   }
   // Every cached row of both sequences is the same too.
   const int64_t lat = model.config().latent_dim(), layers = model.config().num_hidden_layers;
@@ -95,9 +111,10 @@ void ExpectSameSteps(const Model& model, Backend* backend, bool experts_on_backe
       ASSERT_TRUE(rows.ok()) << rows.status();
       for (int64_t l = 0; l < layers; ++l) {
         for (int64_t slot = 0; slot < kBlockTokens && blk * kBlockTokens + slot < len; ++slot) {
-          const float* want = cache.Row(table[blk], l, slot);
+          const float* host_row = cache.Row(table[blk], l, slot);
           const float* got = rows->data() + (l * kBlockTokens + slot) * lat;
-          ASSERT_EQ(std::vector<float>(got, got + lat), std::vector<float>(want, want + lat))
+          ASSERT_EQ(std::vector<float>(got, got + lat),
+                    std::vector<float>(host_row, host_row + lat))
               << "block " << blk << " layer " << l << " slot " << slot;
         }
       }
@@ -224,6 +241,75 @@ TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
   got = step_all(&dev);
   ASSERT_EQ(want.size(), 1u);
   EXPECT_EQ(got, want);
+}
+
+// Engine::SetArgmax on the host runner and over BackendModel: a greedy sequence's outputs are
+// the argmax of the logits a plain engine gives (a scored one's from its last row, reduced on
+// the host; one over a vocab prefix), fed back for a few decode steps beside a plain sequence.
+TEST(BackendModelEngineTest, ArgmaxSequencesGiveTheArgmaxOfThePlainLogits) {
+  std::unique_ptr<Model> m = Load("argmax", ComputeDType::kF32, Json::object());
+  ASSERT_NE(m, nullptr);
+  absl::StatusOr<BackendPtr> backend = CreateBackend("cpu:2");
+  ASSERT_TRUE(backend.ok());
+  EngineOptions eo;
+  eo.block_tokens = kBlockTokens;
+  eo.kv_cache_tokens = kBlocks * kBlockTokens;
+  eo.max_step_tokens = 6;
+  absl::StatusOr<std::unique_ptr<BackendModel>> bm =
+      BackendModel::Create(m.get(), backend->get(), BackendModelOptions::ForEngine(m->config(), eo));
+  ASSERT_TRUE(bm.ok()) << bm.status();
+  Engine plain(m.get(), eo), host(m.get(), eo);
+  eo.runner = bm->get();
+  Engine dev(m.get(), eo);
+  const std::vector<std::vector<int32_t>> prompts = {{3, 1, 4, 1, 5, 9, 2}, {7, 7, 250}, {8, 9}};
+  const std::vector<int64_t> argmax_vocab = {m->config().vocab_size, 60, 0};
+  for (Engine* e : {&plain, &host, &dev}) {
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      // The first prompt is scored too: its last chunk brings several rows.
+      PositionLogitsFn score;
+      if (i == 0) score = [](int64_t, absl::Span<const float>) {};
+      absl::StatusOr<SeqId> seq = e->Add(prompts[i], score);
+      ASSERT_TRUE(seq.ok());
+      if (e != &plain) {
+        ASSERT_TRUE(e->SetArgmax(*seq, argmax_vocab[i]).ok());
+      }
+    }
+  }
+  EXPECT_EQ(host.SetArgmax(99, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(host.SetArgmax(1, m->config().vocab_size + 1).code(),
+            absl::StatusCode::kInvalidArgument);
+  auto step_all = [](Engine* e) {
+    std::map<SeqId, StepOutput> out;
+    while (e->HasPending()) {
+      absl::StatusOr<std::vector<StepOutput>> o = e->Step();
+      EXPECT_TRUE(o.ok()) << o.status();
+      if (!o.ok()) break;
+      for (StepOutput& x : *o) out[x.seq] = std::move(x);
+    }
+    return out;
+  };
+  for (int step = 0; step < 4; ++step) {
+    std::map<SeqId, StepOutput> want = step_all(&plain), got_host = step_all(&host),
+                                 got_dev = step_all(&dev);
+    ASSERT_EQ(want.size(), prompts.size());
+    for (auto& [seq, o] : want) {
+      const size_t i = static_cast<size_t>(seq - 1);
+      const int64_t v = argmax_vocab[i];
+      ASSERT_EQ(o.argmax, -1);
+      for (std::map<SeqId, StepOutput>* got : {&got_host, &got_dev}) {
+        const StepOutput& g = (*got)[seq];
+        if (v == 0) {
+          EXPECT_EQ(g.argmax, -1);
+          EXPECT_EQ(g.logits, o.logits) << "step " << step << " seq " << seq;
+        } else {
+          EXPECT_TRUE(g.logits.empty());
+          EXPECT_EQ(g.argmax, ArgmaxOf(o.logits, v)) << "step " << step << " seq " << seq;
+        }
+      }
+      const int32_t next = v == 0 ? Argmax(o.logits) : ArgmaxOf(o.logits, v);
+      for (Engine* e : {&plain, &host, &dev}) ASSERT_TRUE(e->Append(seq, next).ok());
+    }
+  }
 }
 
 TEST(BackendModelEngineTest, AMismatchedPoolIsFailedPrecondition) {

@@ -257,6 +257,14 @@ TEST(EngineLimitsTest, BadInputsAreInvalidArgument) {
   absl::Status st = m->Forward({ch}, &cache, nullptr, &logits);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("logits_tokens"), std::string::npos) << st;
+  // Greedy argmax needs exactly one row, over a vocab prefix that exists.
+  for (auto [rows, vocab] : {std::pair<int64_t, int64_t>{2, 10}, {1, -1}, {1, 100000}}) {
+    ch.logits_tokens = rows;
+    ch.argmax_vocab = vocab;
+    st = m->Forward({ch}, &cache, nullptr, &logits);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << rows << " " << vocab;
+    EXPECT_NE(st.message().find("argmax_vocab"), std::string::npos) << st;
+  }
 }
 
 // Generates `n` sampled tokens for each prompt, all sequences stepped together in one engine.
