@@ -94,7 +94,10 @@ def mapping_seeds():
                              '{"model":"tiny-r1","prompt":["x"],"n":3,"seed":1,"max_tokens":1}'),
                             ("completion_echo", completion,
                              '{"model":"tiny-r1","prompt":[0,100,200],"echo":true,'
-                             '"logprobs":1,"max_tokens":0}')]:
+                             '"logprobs":1,"max_tokens":0}'),
+                            ("completion_batch", completion,
+                             '{"model":"tiny-r1","prompt":[[0,100],[0,200,300]],"n":2,'
+                             '"echo":true,"logprobs":1}')]:
         write(t, name, sel + body.encode())
 
 

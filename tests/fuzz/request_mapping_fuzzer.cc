@@ -1,12 +1,13 @@
 // libFuzzer target: the gateway's JSON request mapping (gateway/request_mapping.h) with the
 // gateway's test model. The first byte picks the endpoint (even: chat, odd: completion); the rest
 // is the request body. Properties: no crash; every error is InvalidArgument or NotFound (HTTP 400
-// / 404) with a message; an accepted request has a non-empty prompt of in-vocabulary ids, at
-// most the context length, a positive token budget, and 1..kMaxChoices choices, each of which
-// derives a request with the same prompt.
+// / 404) with a message; an accepted request is 1..kMaxBatchPrompts generations (prompts × n),
+// each with a non-empty prompt of in-vocabulary ids, at most the context length, a positive
+// token budget, and 1..kMaxChoices choices, each of which derives a request with the same prompt.
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gateway/request_mapping.h"
@@ -50,30 +51,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   MOESERVE_FUZZ_ASSERT(api->endpoint == (chat ? Endpoint::kChat : Endpoint::kCompletion), "");
-  absl::StatusOr<PreparedRequest> p = moeserve::gateway::PrepareRequest(*api, model, "fuzz-1");
-  if (!p.ok()) {
-    MOESERVE_FUZZ_ASSERT(ClientError(p.status()), p.status().ToString());
+  absl::StatusOr<std::vector<PreparedRequest>> batch =
+      moeserve::gateway::PrepareBatch(*api, model, "fuzz-1");
+  if (!batch.ok()) {
+    MOESERVE_FUZZ_ASSERT(ClientError(batch.status()), batch.status().ToString());
     return 0;
   }
-  const std::vector<int32_t>& prompt = p->generation.prompt_ids;
-  MOESERVE_FUZZ_ASSERT(!prompt.empty(), "an accepted request with an empty prompt");
-  MOESERVE_FUZZ_ASSERT(p->prompt_tokens == static_cast<int32_t>(prompt.size()),
-                       absl::StrCat(p->prompt_tokens, " != ", prompt.size()));
-  for (int32_t id : prompt) {
-    MOESERVE_FUZZ_ASSERT(model.tokenizer->TokenBytes(id).has_value(), absl::StrCat("id ", id));
-  }
-  MOESERVE_FUZZ_ASSERT(p->generation.max_new_tokens > 0,
-                       absl::StrCat("max_new_tokens ", p->generation.max_new_tokens));
-  MOESERVE_FUZZ_ASSERT(static_cast<int64_t>(prompt.size()) + p->generation.max_new_tokens <=
-                           model.context_length,
-                       absl::StrCat(prompt.size(), " + ", p->generation.max_new_tokens, " > ",
-                                    model.context_length));
-  MOESERVE_FUZZ_ASSERT(p->n >= 1 && p->n <= moeserve::gateway::kMaxChoices,
-                       absl::StrCat("n ", p->n));
-  for (int i = 0; i < p->n; ++i) {
-    moeserve::gateway::GenerationRequest choice =
-        moeserve::gateway::ChoiceRequest(p->generation, i);
-    MOESERVE_FUZZ_ASSERT(choice.prompt_ids == prompt, "a choice changed the prompt");
+  MOESERVE_FUZZ_ASSERT(!batch->empty() &&
+                           batch->size() * static_cast<size_t>(batch->front().n) <=
+                               static_cast<size_t>(moeserve::gateway::kMaxBatchPrompts),
+                       absl::StrCat(batch->size(), " prompts"));
+  for (const PreparedRequest& p : *batch) {
+    const std::vector<int32_t>& prompt = p.generation.prompt_ids;
+    MOESERVE_FUZZ_ASSERT(!prompt.empty(), "an accepted request with an empty prompt");
+    MOESERVE_FUZZ_ASSERT(p.prompt_tokens == static_cast<int32_t>(prompt.size()),
+                         absl::StrCat(p.prompt_tokens, " != ", prompt.size()));
+    for (int32_t id : prompt) {
+      MOESERVE_FUZZ_ASSERT(model.tokenizer->TokenBytes(id).has_value(), absl::StrCat("id ", id));
+    }
+    MOESERVE_FUZZ_ASSERT(p.generation.max_new_tokens > 0,
+                         absl::StrCat("max_new_tokens ", p.generation.max_new_tokens));
+    MOESERVE_FUZZ_ASSERT(static_cast<int64_t>(prompt.size()) + p.generation.max_new_tokens <=
+                             model.context_length,
+                         absl::StrCat(prompt.size(), " + ", p.generation.max_new_tokens, " > ",
+                                      model.context_length));
+    MOESERVE_FUZZ_ASSERT(p.n >= 1 && p.n <= moeserve::gateway::kMaxChoices,
+                         absl::StrCat("n ", p.n));
+    for (int i = 0; i < p.n; ++i) {
+      moeserve::gateway::GenerationRequest choice =
+          moeserve::gateway::ChoiceRequest(p.generation, i);
+      MOESERVE_FUZZ_ASSERT(choice.prompt_ids == prompt, "a choice changed the prompt");
+    }
   }
   return 0;
 }
