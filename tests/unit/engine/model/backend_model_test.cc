@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/status_macros.h"
 #include "engine/backend_registry.h"
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
@@ -163,26 +164,38 @@ INSTANTIATE_TEST_SUITE_P(
                  {"rope_scaling", nullptr}}}),
     [](const ::testing::TestParamInfo<Variant>& p) { return std::string(p.param.name); });
 
+// A model, the CPU backend (2 threads) and a BackendModel, with the options of a host Engine
+// (chunked prefill of 6 tokens) and of an Engine whose steps run on the BackendModel.
+struct EnginesSetUp {
+  std::unique_ptr<Model> model;
+  BackendPtr backend;
+  std::unique_ptr<BackendModel> runner;
+  EngineOptions host, on_backend;
+};
+
+absl::StatusOr<EnginesSetUp> SetUpEngines(const std::string& name) {
+  EnginesSetUp s;
+  s.model = Load(name, ComputeDType::kF32, Json::object());
+  if (s.model == nullptr) return absl::InternalError("the small model did not load");
+  MOESERVE_ASSIGN_OR_RETURN(s.backend, CreateBackend("cpu:2"));
+  s.host.block_tokens = kBlockTokens;
+  s.host.kv_cache_tokens = kBlocks * kBlockTokens;
+  s.host.max_step_tokens = 6;
+  MOESERVE_ASSIGN_OR_RETURN(
+      s.runner, BackendModel::Create(s.model.get(), s.backend.get(),
+                                     BackendModelOptions::ForEngine(s.model->config(), s.host)));
+  s.on_backend = s.host;
+  s.on_backend.runner = s.runner.get();
+  return s;
+}
+
 // An Engine whose steps run on BackendModel (the CPU backend) against the host Engine: prompts,
 // chunked prefill, decode, a fork inside a block, and a prefix exported from one and imported
 // into the other; every logit vector and exported block the same.
 TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
-  std::unique_ptr<Model> m = Load("engine", ComputeDType::kF32, Json::object());
-  ASSERT_NE(m, nullptr);
-  absl::StatusOr<BackendPtr> backend = CreateBackend("cpu:2");
-  ASSERT_TRUE(backend.ok());
-  EngineOptions eo;
-  eo.block_tokens = kBlockTokens;
-  eo.kv_cache_tokens = kBlocks * kBlockTokens;
-  eo.max_step_tokens = 6;  // chunked prefill
-  BackendModelOptions bo;
-  bo.block_tokens = kBlockTokens;
-  bo.num_blocks = kBlocks;
-  absl::StatusOr<std::unique_ptr<BackendModel>> bm = BackendModel::Create(m.get(), backend->get(), bo);
-  ASSERT_TRUE(bm.ok()) << bm.status();
-  Engine host(m.get(), eo);
-  eo.runner = bm->get();
-  Engine dev(m.get(), eo);
+  absl::StatusOr<EnginesSetUp> set_up = SetUpEngines("engine");
+  ASSERT_TRUE(set_up.ok()) << set_up.status();
+  Engine host(set_up->model.get(), set_up->host), dev(set_up->model.get(), set_up->on_backend);
   auto step_all = [](Engine* e) {
     std::map<SeqId, std::vector<float>> out;
     while (e->HasPending()) {
@@ -247,20 +260,10 @@ TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
 // the argmax of the logits a plain engine gives (a scored one's from its last row, reduced on
 // the host; one over a vocab prefix), fed back for a few decode steps beside a plain sequence.
 TEST(BackendModelEngineTest, ArgmaxSequencesGiveTheArgmaxOfThePlainLogits) {
-  std::unique_ptr<Model> m = Load("argmax", ComputeDType::kF32, Json::object());
-  ASSERT_NE(m, nullptr);
-  absl::StatusOr<BackendPtr> backend = CreateBackend("cpu:2");
-  ASSERT_TRUE(backend.ok());
-  EngineOptions eo;
-  eo.block_tokens = kBlockTokens;
-  eo.kv_cache_tokens = kBlocks * kBlockTokens;
-  eo.max_step_tokens = 6;
-  absl::StatusOr<std::unique_ptr<BackendModel>> bm =
-      BackendModel::Create(m.get(), backend->get(), BackendModelOptions::ForEngine(m->config(), eo));
-  ASSERT_TRUE(bm.ok()) << bm.status();
-  Engine plain(m.get(), eo), host(m.get(), eo);
-  eo.runner = bm->get();
-  Engine dev(m.get(), eo);
+  absl::StatusOr<EnginesSetUp> set_up = SetUpEngines("argmax");
+  ASSERT_TRUE(set_up.ok()) << set_up.status();
+  const Model* m = set_up->model.get();
+  Engine plain(m, set_up->host), host(m, set_up->host), dev(m, set_up->on_backend);
   const std::vector<std::vector<int32_t>> prompts = {{3, 1, 4, 1, 5, 9, 2}, {7, 7, 250}, {8, 9}};
   const std::vector<int64_t> argmax_vocab = {m->config().vocab_size, 60, 0};
   for (Engine* e : {&plain, &host, &dev}) {
