@@ -1,5 +1,7 @@
 #include "engine/backend.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "engine/dtype.h"
 
@@ -203,6 +205,15 @@ absl::Status ValidateSample(const SampleArgs& a) {
     return Invalid("Sample", "null pointer");
   }
   return absl::OkStatus();
+}
+
+int32_t ArgmaxOf(absl::Span<const float> logits, int64_t vocab) {
+  const int64_t n = std::min<int64_t>(vocab, static_cast<int64_t>(logits.size()));
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    if (logits[i] > logits[best]) best = i;
+  }
+  return static_cast<int32_t>(best);
 }
 
 absl::Status ValidateArgmax(const ArgmaxArgs& a) {

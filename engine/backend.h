@@ -342,6 +342,11 @@ using BackendPtr = std::unique_ptr<Backend>;
 // implements every op for every dtype answers Supports() with this.
 bool FullSupport(OpKind op, DType dtype);
 
+// The first index of the largest of logits[0, min(vocab, size)) (0 for an empty range): the
+// greedy tie rule (lowest id) of Backend::Argmax, Sample's greedy rows, the host sampler and
+// the Engine's argmax outputs, so that every path picks the same token.
+int32_t ArgmaxOf(absl::Span<const float> logits, int64_t vocab);
+
 // Host-side argument checks shared by the backends (InvalidArgument naming the field).
 absl::Status ValidateCopy2D(int64_t ld_dst, int64_t ld_src, int64_t rows, int64_t row_bytes);
 absl::Status ValidateWeight(const WeightView& w, const char* what);

@@ -78,7 +78,8 @@ struct UsageInfo {
 //
 // Logprobs cover exactly the tokens counted in usage.completion_tokens: every token up to and
 // including the one that completed a stop string (whose text is cut); with ReportStopToken()
-// (completions) also the EOS or stop token id the worker hides, as the last entry. A chunk whose logprobs do not match its tokens one to one contributes no entries.
+// (completions) also the EOS or stop token id the worker hides, as the last entry. A chunk whose
+// logprobs do not match its tokens one to one contributes no entries.
 class OutputAssembler {
  public:
   // `parse_tool_calls`: DeepSeek tool-call markup in the answer becomes tool_calls, and a

@@ -48,19 +48,10 @@ void DequantizeFp8(const WeightView& w, std::vector<float>* out) {
   }
 }
 
-// The first index of the row's largest logit.
-int32_t ArgmaxRow(const float* logits, int64_t vocab) {
-  int32_t best = 0;
-  for (int64_t i = 1; i < vocab; ++i) {
-    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
-  }
-  return best;
-}
-
 // One row of Sample (see SampleArgs).
 int32_t SampleRow(const float* logits, int64_t vocab, float temperature, float top_p, float uniform,
                   std::vector<float>* probs, std::vector<int32_t>* order) {
-  const int32_t best = ArgmaxRow(logits, vocab);
+  const int32_t best = ArgmaxOf({logits, static_cast<size_t>(vocab)}, vocab);
   if (temperature == 0.0f) return best;
   const float mx = logits[best];
   probs->resize(vocab);
@@ -342,7 +333,9 @@ absl::Status CpuBackend::Sample(const SampleArgs& a) {
 
 absl::Status CpuBackend::Argmax(const ArgmaxArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateArgmax(a));
-  for (int64_t r = 0; r < a.rows; ++r) a.ids[r] = ArgmaxRow(a.logits + r * a.ld, a.vocab);
+  for (int64_t r = 0; r < a.rows; ++r) {
+    a.ids[r] = ArgmaxOf({a.logits + r * a.ld, static_cast<size_t>(a.vocab)}, a.vocab);
+  }
   return absl::OkStatus();
 }
 

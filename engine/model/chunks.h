@@ -30,11 +30,8 @@ absl::Status FlattenChunks(const ModelConfig& config, absl::Span<const SequenceC
 // the order Model::Forward returns them.
 std::vector<int64_t> LogitRows(absl::Span<const SequenceChunk> chunks);
 
-// The first index of the largest of logits[0, vocab) (greedy's tie rule: the lowest id).
-int32_t ArgmaxOf(absl::Span<const float> logits, int64_t vocab);
-
 // Turns Model::Forward's rows into a StepRunner's answer: every chunk with argmax_vocab > 0 has
-// its row replaced by the row's argmax, appended to `argmax` in chunk order (cleared first).
+// its row replaced by the row's argmax (ArgmaxOf, engine/backend.h), appended to `argmax` in chunk order (cleared first).
 void TakeArgmaxRows(absl::Span<const SequenceChunk> chunks, std::vector<std::vector<float>>* logits,
                     std::vector<int32_t>* argmax);
 

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/backend.h"
 #include "engine/model/chunks.h"
 
 namespace moeserve::engine {

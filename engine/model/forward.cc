@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/backend.h"
 #include "engine/cpu/attention.h"
 #include "engine/cpu/linear.h"
 #include "engine/model.h"
@@ -152,15 +153,6 @@ std::vector<int64_t> LogitRows(absl::Span<const SequenceChunk> chunks) {
     for (int64_t r = end - ch.logits_tokens; r < end; ++r) rows.push_back(r);
   }
   return rows;
-}
-
-int32_t ArgmaxOf(absl::Span<const float> logits, int64_t vocab) {
-  const int64_t n = std::min<int64_t>(vocab, static_cast<int64_t>(logits.size()));
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i) {
-    if (logits[i] > logits[best]) best = i;
-  }
-  return static_cast<int32_t>(best);
 }
 
 void TakeArgmaxRows(absl::Span<const SequenceChunk> chunks, std::vector<std::vector<float>>* logits,

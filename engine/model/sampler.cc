@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend.h"
 
 namespace moeserve::engine {
 namespace {
@@ -236,10 +237,7 @@ SampleResult Sampler::Sample(absl::Span<const float> logits, absl::Span<const in
   }
 
   // Argmax (lowest id on ties) doubles as the softmax shift.
-  int32_t best = 0;
-  for (int32_t i = 1; i < vocab; ++i) {
-    if (x[i] > x[best]) best = i;
-  }
+  const int32_t best = ArgmaxOf(x, vocab);
   const float max = x[best];
   // exp(x - max): the draw weights and the log-normaliser; greedy needs them only for logprobs.
   std::vector<float>& w = s.w;

@@ -4,6 +4,7 @@
 
 #include "engine/model/backend_experts.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,7 +15,6 @@
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
-#include "engine/model/chunks.h"
 #include "gtest/gtest.h"
 #include "tests/unit/engine/model/small_model.h"
 
@@ -30,12 +30,10 @@ std::unique_ptr<Model> Load(const std::string& name, ComputeDType compute, const
   return testing::LoadSmall(name, compute, patch, /*fp8=*/false, /*seed=*/11);
 }
 
-int32_t Argmax(const std::vector<float>& v) {
-  int32_t best = 0;
-  for (size_t i = 1; i < v.size(); ++i) {
-    if (v[i] > v[best]) best = static_cast<int32_t>(i);
-  }
-  return best;
+// The reference for the greedy paths: the first largest of the first `vocab` logits (all: 0).
+int32_t Argmax(const std::vector<float>& v, int64_t vocab = 0) {
+  const size_t n = vocab > 0 ? static_cast<size_t>(vocab) : v.size();
+  return static_cast<int32_t>(std::max_element(v.begin(), v.begin() + n) - v.begin());
 }
 
 // Two sequences through the same steps on both paths: a chunked prefill of A beside B's whole
@@ -96,12 +94,12 @@ void ExpectSameSteps(const Model& model, Backend* backend, bool experts_on_backe
     ASSERT_TRUE(s.ok()) << s;
     if (b_vocab > 0) {
       EXPECT_TRUE(rows.empty());
-      EXPECT_EQ(ids, (std::vector<int32_t>{ArgmaxOf(want[0], vocab), ArgmaxOf(want[1], 50)}))
+      EXPECT_EQ(ids, (std::vector<int32_t>{Argmax(want[0], vocab), Argmax(want[1], 50)}))
           << "step " << step;
     } else {
       ASSERT_EQ(rows.size(), 1u);
       EXPECT_EQ(rows[0], want[1]) << "step " << step;
-      EXPECT_EQ(ids, std::vector<int32_t>{ArgmaxOf(want[0], vocab)}) << "step " << step;
+      EXPECT_EQ(ids, std::vector<int32_t>{Argmax(want[0], vocab)}) << "step " << step;
     }
   }
   // Every cached row of both sequences is the same too.
@@ -306,10 +304,10 @@ TEST(BackendModelEngineTest, ArgmaxSequencesGiveTheArgmaxOfThePlainLogits) {
           EXPECT_EQ(g.logits, o.logits) << "step " << step << " seq " << seq;
         } else {
           EXPECT_TRUE(g.logits.empty());
-          EXPECT_EQ(g.argmax, ArgmaxOf(o.logits, v)) << "step " << step << " seq " << seq;
+          EXPECT_EQ(g.argmax, Argmax(o.logits, v)) << "step " << step << " seq " << seq;
         }
       }
-      const int32_t next = v == 0 ? Argmax(o.logits) : ArgmaxOf(o.logits, v);
+      const int32_t next = Argmax(o.logits, v);
       for (Engine* e : {&plain, &host, &dev}) ASSERT_TRUE(e->Append(seq, next).ok());
     }
   }
