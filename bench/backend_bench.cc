@@ -113,12 +113,31 @@ Json BenchBackend(const BackendBenchArgs& a) {
   engine::BackendModelOptions bo;
   bo.block_tokens = bt;
   bo.num_blocks = std::max(max_batch * seq_blocks, prefill_blocks);
+  BENCH_ASSIGN(cache_dtype, engine::ParseKvCacheDType(a.kv_cache_dtype, compute, true));
+  bo.cache_dtype = cache_dtype;
   BENCH_ASSIGN(bm, engine::BackendModel::Create(model.get(), backend.get(), bo));
   BENCH_ASSIGN(experts, engine::BackendExpertExecutor::Create(model.get(), backend.get()));
   CountingExperts counting(experts.get(), backend.get());
-  const int64_t kv_token_bytes = engine::KvCache::BytesPerToken(c);
+  const int64_t kv_token_bytes = engine::KvCache::BytesPerToken(c, cache_dtype);
   out["backend_bytes"] = bm->backend_bytes() + experts->backend_bytes();
+  out["kv_cache_dtype"] = engine::DTypeName(cache_dtype);
   out["kv_cache_bytes_per_token"] = kv_token_bytes;
+  if (backend->name() == "cuda") {
+    // What the device holds beside the weights: this bench's pool plus the largest further
+    // allocation that succeeds (to 1/64 of the first try; 1 GiB kept back for scratch).
+    const int64_t pool = bo.num_blocks * bt * kv_token_bytes;
+    int64_t lo = 0, hi = int64_t{256} << 30;
+    while (hi - lo > (int64_t{1} << 28)) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (backend->Allocate(mid, engine::MemoryType::kDevice).ok()) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    const int64_t tokens = (pool + std::max<int64_t>(0, lo - (int64_t{1} << 30))) / kv_token_bytes;
+    out["kv_capacity"] = {{"tokens", tokens}, {"sequences_of_4k", tokens / 4096}};
+  }
 
   // Bytes every decode step reads whatever the batch: the attention side (router, shared
   // experts and LM head included) less the embedding, of which a step reads one row per token.

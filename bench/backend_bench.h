@@ -20,6 +20,7 @@ struct BackendBenchArgs {
   std::string models_dir = "build/bench-models";
   std::string preset = "v2-lite";
   std::string compute = "bf16";
+  std::string kv_cache_dtype = "auto";  // engine::ParseKvCacheDType
   std::vector<int64_t> batches = {1, 8, 64, 256};
   int64_t context = 512;          // prompt tokens of every decode sequence
   int64_t steps = 16;             // timed decode steps per batch

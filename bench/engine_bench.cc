@@ -6,6 +6,7 @@
 //   moeserve-bench-engine --backend cuda [--presets v2-lite] [--compute-dtype bf16|f32]
 //                         [--batches 1,8,64,256] [--context N] [--steps N]
 //                         [--prefill-tokens N] [--copy-mib N] [--gemm-n N] [--compare-cpu B]
+//                         [--kv-cache-dtype auto|bf16|f32]
 //   (the second form: BackendModel on that backend, bench/backend_bench.h)
 //
 // Decode figures count the unique bytes one step touches (attention-side weights, the LM head,
@@ -227,7 +228,7 @@ int main(int argc, char** argv) {
       Flags::Parse(std::vector<std::string>(argv + 1, argv + argc),
                    {"presets", "models-dir", "threads", "steps", "phases", "prefill-runs",
                     "backend", "compute-dtype", "batches", "context", "prefill-tokens",
-                    "copy-mib", "gemm-n", "compare-cpu"},
+                    "copy-mib", "gemm-n", "compare-cpu", "kv-cache-dtype"},
                    {});
   if (!f.ok()) {
     std::cerr << f.status() << "\n";
@@ -238,6 +239,7 @@ int main(int argc, char** argv) {
     b.backend = *backend;
     b.models_dir = f->Get("models-dir").value_or(b.models_dir);
     b.compute = f->Get("compute-dtype").value_or(b.compute);
+    b.kv_cache_dtype = f->Get("kv-cache-dtype").value_or(b.kv_cache_dtype);
     if (auto v = f->Get("batches")) {
       b.batches.clear();
       for (absl::string_view x : absl::StrSplit(*v, ',', absl::SkipEmpty())) {

@@ -175,6 +175,9 @@ absl::Status ValidateScatterRows(const ScatterRowsArgs& a) {
     return Invalid("ScatterRows", "null pointer");
   }
   if (a.ld_src < a.width || a.ld_dst < a.width) return Invalid("ScatterRows", "stride below width");
+  if (a.dst_dtype != DType::kF32 && a.dst_dtype != DType::kBf16) {
+    return Invalid("ScatterRows", "the destination must be F32 or BF16");
+  }
   return absl::OkStatus();
 }
 
@@ -194,6 +197,9 @@ absl::Status ValidateLatentAttention(const LatentAttentionArgs& a) {
   if (a.block_tokens <= 0 || a.max_blocks <= 0 || a.num_layers <= 0 || a.layer < 0 ||
       a.layer >= a.num_layers) {
     return Invalid("LatentAttention", "bad block_tokens, max_blocks or layer");
+  }
+  if (a.cache_dtype != DType::kF32 && a.cache_dtype != DType::kBf16) {
+    return Invalid("LatentAttention", "the cache must be F32 or BF16");
   }
   return absl::OkStatus();
 }

@@ -224,7 +224,9 @@ struct RoutedExpertsArgs {
 
 // Paged MLA attention, weight-absorbed (cpu::LatentAttention's math). The cache has the
 // KvCache layout: the row of (block, layer, slot) is
-//   cache + ((block * num_layers + layer) * block_tokens + slot) * lat.
+//   cache + ((block * num_layers + layer) * block_tokens + slot) * lat
+// elements of cache_dtype (kF32, or kBf16: each element widened to float32 as it is read, all
+// arithmetic float32 either way).
 // Query item i (q + i * ldq: kvr latent floats then lat - kvr rope floats) attends over key
 // positions [0, lens[i]) (lens[i] >= 1) of the sequence whose block table is
 // block_tables + table_rows[i] * max_blocks; out[i * ld_out + c] = sum_s softmax_s(scale *
@@ -240,7 +242,7 @@ struct LatentAttentionArgs {
   const int32_t* lens = nullptr;        // [items]
   const int32_t* block_tables = nullptr;
   int64_t max_blocks = 0;  // row stride of block_tables
-  const float* cache = nullptr;
+  const void* cache = nullptr;
   int64_t num_layers = 0;
   int64_t layer = 0;
   int64_t block_tokens = 0;
@@ -249,19 +251,22 @@ struct LatentAttentionArgs {
   float scale = 1.0f;
   float* out = nullptr;
   int64_t ld_out = 0;
+  DType cache_dtype = DType::kF32;
 };
 
 // dst[rows[i] * ld_dst + c] = src[i * ld_src + c] for i < n, c < width: rows scattered to
 // their places (the new latents of a step into the paged cache). rows is [n] in backend memory,
-// each >= 0 and distinct; the destination rows must not overlap src.
+// each >= 0 and distinct; the destination rows must not overlap src. dst holds elements of
+// dst_dtype: kF32, or kBf16 (each value rounded to nearest even, F32ToBf16).
 struct ScatterRowsArgs {
   const float* src = nullptr;
   int64_t ld_src = 0;
   int64_t n = 0;
   int64_t width = 0;
   const int64_t* rows = nullptr;
-  float* dst = nullptr;
+  void* dst = nullptr;
   int64_t ld_dst = 0;
+  DType dst_dtype = DType::kF32;
 };
 
 // One token per row of logits [rows, vocab] (row stride ld). temperature[r] == 0: the argmax

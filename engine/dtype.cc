@@ -49,6 +49,27 @@ absl::StatusOr<ComputeDType> ParseComputeDType(absl::string_view name) {
       absl::StrCat("compute dtype '", name, "' is not one of bf16, f32"));
 }
 
+absl::StatusOr<DType> ParseKvCacheDType(absl::string_view name, ComputeDType compute,
+                                        bool on_backend) {
+  DType dtype;
+  if (name == "auto") {
+    dtype = on_backend && compute == ComputeDType::kBf16 ? DType::kBf16 : DType::kF32;
+  } else if (name == "f32" || name == "float32") {
+    dtype = DType::kF32;
+  } else if (name == "bf16" || name == "bfloat16") {
+    dtype = DType::kBf16;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache dtype '", name, "' is not one of auto, bf16, f32"));
+  }
+  if (dtype == DType::kBf16 && !on_backend) {
+    return absl::InvalidArgumentError(
+        "a bf16 KV cache needs the steps on a backend (--backend): the host engine's cache is "
+        "float32");
+  }
+  return dtype;
+}
+
 float F16ToF32(uint16_t v) {
   uint32_t sign = (v >> 15) & 1u;
   int exponent = (v >> 10) & 0x1f;

@@ -24,6 +24,13 @@ absl::StatusOr<DType> ParseDType(absl::string_view name);
 enum class ComputeDType { kF32, kBf16 };
 absl::StatusOr<ComputeDType> ParseComputeDType(absl::string_view name);
 
+// The KV cache's element type from its flag (--kv-cache-dtype): "f32"/"float32" or
+// "bf16"/"bfloat16"; "auto" is BF16 when the steps run on a backend in bf16 compute and F32
+// otherwise. InvalidArgument for other names, and for BF16 without a backend (the host runner
+// computes over a float32 cache).
+absl::StatusOr<DType> ParseKvCacheDType(absl::string_view name, ComputeDType compute,
+                                        bool on_backend);
+
 inline float Bf16ToF32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
   float f;

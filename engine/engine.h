@@ -18,6 +18,9 @@ struct EngineOptions {
   // KV pool size: kv_cache_tokens when > 0, else kv_cache_bytes.
   int64_t kv_cache_tokens = 0;
   int64_t kv_cache_bytes = int64_t{256} << 20;
+  // The cache's element type: kF32, or kBf16 (half the bytes a token, so twice the tokens in
+  // kv_cache_bytes), which needs a backend runner (the host runner computes over float32 rows).
+  DType kv_cache_dtype = DType::kF32;
   // Chunked prefill: at most this many tokens go through one forward step.
   int64_t max_step_tokens = 512;
   // A sequence that wants every position's logits (Add's PositionLogitsFn) runs at most this
@@ -83,7 +86,8 @@ class Engine {
   absl::StatusOr<std::vector<StepOutput>> Step(ExpertExecutor* experts = nullptr);
 
   // Prefix caching across processes. A block's bytes are its latent rows for every layer
-  // (layers x block_tokens x latent_dim float32, as KvCache lays them out).
+  // (layers x block_tokens x latent_dim elements of the cache's dtype, as KvCache lays them
+  // out), so only engines with the same kv_cache_dtype can share blocks.
   int64_t BlockBytes() const;
   // Fills the first blocks of a just-added sequence (nothing computed yet) from `blocks`, so only
   // the rest of its tokens is computed. At most (length - 1) / block_tokens blocks are taken (the

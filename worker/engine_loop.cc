@@ -60,9 +60,13 @@ absl::StatusOr<ConstraintFactory> CompileConstraint(
   });
 }
 
-uint64_t PrefixSeed(const std::string& config_json, engine::ComputeDType compute) {
+uint64_t PrefixSeed(const std::string& config_json, engine::ComputeDType compute,
+                    engine::DType cache_dtype) {
+  // A BF16 cache's blocks are other bytes (half as many): its own namespace. A float32 cache
+  // keeps the seed it always had, so existing caches stay valid.
+  const uint64_t cache_tag = cache_dtype == engine::DType::kF32 ? 0 : 0xb160000;
   return Mix(kvcache::SipHash128(1, 2, config_json).lo ^
-             (compute == engine::ComputeDType::kF32 ? 0x32 : 0x16));
+             (compute == engine::ComputeDType::kF32 ? 0x32 : 0x16) ^ cache_tag);
 }
 
 EngineLoop::EngineLoop(const engine::Model* model, engine::ExpertExecutor* experts,

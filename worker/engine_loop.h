@@ -121,9 +121,11 @@ class EngineLoop {
   std::thread thread_;
 };
 
-// The KV-cache hash seed for a model: its config.json text and compute dtype (latents of
-// different models or precisions must never be shared).
-uint64_t PrefixSeed(const std::string& config_json, engine::ComputeDType compute);
+// The KV-cache hash seed for a model: its config.json text, compute dtype and cache element
+// type (latents of different models or precisions, and blocks of other bytes, must never be
+// shared).
+uint64_t PrefixSeed(const std::string& config_json, engine::ComputeDType compute,
+                    engine::DType cache_dtype = engine::DType::kF32);
 
 }  // namespace moeserve::worker
 

@@ -26,7 +26,8 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
                                        "threads", "kv-cache-tokens", "kv-cache-mb",
                                        "block-tokens", "max-step-tokens", "expert-shards",
                                        "placement", "host", "metrics-port",
-                                       "expert-transport", "cuda-device", "backend"},
+                                       "expert-transport", "cuda-device", "backend",
+                                       "kv-cache-dtype"},
                                       {}));
   WorkerConfig c;
   MOESERVE_ASSIGN_OR_RETURN(c.model_dir, f.Required("model"));
@@ -59,6 +60,9 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
   c.backend = f.Get("backend").value_or("");
   MOESERVE_ASSIGN_OR_RETURN(c.model.compute,
                             engine::ParseComputeDType(f.Get("compute-dtype").value_or("bf16")));
+  MOESERVE_ASSIGN_OR_RETURN(c.engine.kv_cache_dtype,
+                            engine::ParseKvCacheDType(f.Get("kv-cache-dtype").value_or("auto"),
+                                                      c.model.compute, !c.backend.empty()));
   MOESERVE_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads", 0));
   c.model.threads = static_cast<int>(threads);
   MOESERVE_ASSIGN_OR_RETURN(c.engine.kv_cache_tokens, f.GetInt("kv-cache-tokens", 0));
@@ -97,6 +101,11 @@ std::vector<int32_t> AddedTokenIds(const std::string& model_dir) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerConfig& config) {
+  if (config.engine.kv_cache_dtype != engine::DType::kF32 && config.backend.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ", engine::DTypeName(config.engine.kv_cache_dtype),
+                     " KV cache needs the steps on a backend (--backend)"));
+  }
   std::unique_ptr<WorkerServer> s(new WorkerServer());
   s->metrics_ = std::make_unique<WorkerMetrics>(std::string(RoleName(config.role)));
   engine::ModelOptions model_options = config.model;
@@ -152,7 +161,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
     }
     LogInfo(absl::StrCat("worker steps run on backend '", s->backend_->name(), "'"));
   }
-  lo.hash_seed = PrefixSeed(ss.str(), config.model.compute);
+  lo.hash_seed = PrefixSeed(ss.str(), config.model.compute, config.engine.kv_cache_dtype);
   lo.metrics = s->metrics_.get();
   // Structured output masks tokens by their bytes: take them from the model's tokenizer.
   if (std::filesystem::exists(config.model_dir + "/tokenizer.json")) {

@@ -51,7 +51,8 @@ inline constexpr char kWorkerUsage[] =
     "         [--kvcache HOST:PORT] [--expert-shards HOST:PORT[,...]] [--placement SPEC]\n"
     "         [--expert-transport grpc|nccl] [--cuda-device N] [--backend cuda[:N]|cpu[:N]]\n"
     "         [--compute-dtype bf16|f32] [--threads N] [--kv-cache-tokens N] [--kv-cache-mb N]\n"
-    "         [--block-tokens N] [--max-step-tokens N] [--metrics-port N]\n";
+    "         [--block-tokens N] [--max-step-tokens N] [--metrics-port N]\n"
+    "         [--kv-cache-dtype auto|bf16|f32]   (auto: bf16 on a backend in bf16 compute)\n";
 
 // Parses the worker's flags (see kWorkerUsage); InvalidArgument naming the flag.
 absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& args);

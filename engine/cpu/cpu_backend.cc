@@ -279,7 +279,14 @@ absl::Status CpuBackend::ScatterRows(const ScatterRowsArgs& a) {
     }
   }
   for (int64_t i = 0; i < a.n && a.width > 0; ++i) {
-    std::memcpy(a.dst + a.rows[i] * a.ld_dst, a.src + i * a.ld_src, sizeof(float) * a.width);
+    const float* src = a.src + i * a.ld_src;
+    if (a.dst_dtype == DType::kBf16) {
+      uint16_t* dst = static_cast<uint16_t*>(a.dst) + a.rows[i] * a.ld_dst;
+      for (int64_t c = 0; c < a.width; ++c) dst[c] = F32ToBf16(src[c]);
+    } else {
+      std::memcpy(static_cast<float*>(a.dst) + a.rows[i] * a.ld_dst, src,
+                  sizeof(float) * a.width);
+    }
   }
   return absl::OkStatus();
 }
@@ -289,6 +296,10 @@ absl::Status CpuBackend::LatentAttention(const LatentAttentionArgs& a) {
   std::vector<float> qt(static_cast<size_t>(a.lat * kAttentionLanes), 0.0f);
   std::vector<float> scratch;
   std::vector<const float*> blocks;
+  // A BF16 cache: the rows an item reads, widened to float32 (exact) once per group, since the
+  // items of a group read the same rows.
+  std::vector<float> widened;
+  const int64_t block_elems = a.block_tokens * a.lat;
   for (int64_t i = 0; i < a.items; ++i) {
     const int64_t len = a.lens[i];
     if (len < 1 || (len + a.block_tokens - 1) / a.block_tokens > a.max_blocks) {
@@ -296,10 +307,23 @@ absl::Status CpuBackend::LatentAttention(const LatentAttentionArgs& a) {
           absl::StrCat("LatentAttention: item ", i, " length ", len, " outside the block table"));
     }
     const int32_t* table = a.block_tables + static_cast<int64_t>(a.table_rows[i]) * a.max_blocks;
-    blocks.clear();
-    for (int64_t b = 0; b * a.block_tokens < len; ++b) {
-      blocks.push_back(a.cache + (static_cast<int64_t>(table[b]) * a.num_layers + a.layer) *
-                                     a.block_tokens * a.lat);
+    const bool group_start = i % a.group == 0;
+    if (group_start) blocks.clear();
+    for (int64_t b = 0; group_start && b * a.block_tokens < len; ++b) {
+      const int64_t first = (static_cast<int64_t>(table[b]) * a.num_layers + a.layer) * block_elems;
+      if (a.cache_dtype == DType::kF32) {
+        blocks.push_back(static_cast<const float*>(a.cache) + first);
+        continue;
+      }
+      widened.resize(static_cast<size_t>((b + 1) * block_elems));
+      const int64_t rows = std::min(a.block_tokens, len - b * a.block_tokens);
+      const uint16_t* src = static_cast<const uint16_t*>(a.cache) + first;
+      for (int64_t e = 0; e < rows * a.lat; ++e) widened[b * block_elems + e] = Bf16ToF32(src[e]);
+    }
+    if (group_start && a.cache_dtype == DType::kBf16) {
+      for (int64_t b = 0; b * a.block_tokens < len; ++b) {
+        blocks.push_back(widened.data() + b * block_elems);
+      }
     }
     const float* q = a.q + i * a.ldq;
     for (int64_t d = 0; d < a.lat; ++d) qt[d * kAttentionLanes] = q[d];

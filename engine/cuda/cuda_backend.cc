@@ -143,12 +143,13 @@ class CudaBackend final : public Backend {
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     void* data = nullptr;
     const size_t size = static_cast<size_t>(std::max<int64_t>(bytes, 1));
+    cudaError_t e = cudaSuccess;
     switch (type) {
       case MemoryType::kDevice:
-        MOESERVE_RETURN_IF_CUDA_ERROR(cudaMalloc(&data, size), "cudaMalloc");
+        e = cudaMalloc(&data, size);
         break;
       case MemoryType::kPinned:
-        MOESERVE_RETURN_IF_CUDA_ERROR(cudaMallocHost(&data, size), "cudaMallocHost");
+        e = cudaMallocHost(&data, size);
         break;
       case MemoryType::kHost:
         data = std::aligned_alloc(64, (size + 63) / 64 * 64);
@@ -156,6 +157,13 @@ class CudaBackend final : public Backend {
           return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
         }
         break;
+    }
+    if (e != cudaSuccess) {
+      // Not sticky, but left as the runtime's last error it would fail the next launch check.
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(absl::StrCat(
+          type == MemoryType::kDevice ? "cudaMalloc" : "cudaMallocHost", " of ", bytes,
+          " bytes: ", cudaGetErrorString(e)));
     }
     return BufferPtr(new CudaBuffer(data, bytes, type));
   }
@@ -281,7 +289,8 @@ class CudaBackend final : public Backend {
     OpProfile::Scope scope(&profile_, "ScatterRows", stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateScatterRows(a));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
-    cuda::ScatterRowsArgs d{a.src, a.ld_src, a.n, a.width, a.rows, a.dst, a.ld_dst};
+    cuda::ScatterRowsArgs d{a.src,    a.ld_src,   a.n, a.width, a.rows,
+                            a.dst,    a.ld_dst,   a.dst_dtype == DType::kBf16};
     MOESERVE_RETURN_IF_CUDA_ERROR(LaunchScatterRows(d, stream_), "ScatterRows");
     return absl::OkStatus();
   }
@@ -467,6 +476,7 @@ absl::Status CudaBackend::LatentAttention(const engine::LatentAttentionArgs& a) 
   d.block_tables = a.block_tables;
   d.max_blocks = a.max_blocks;
   d.cache = a.cache;
+  d.cache_bf16 = a.cache_dtype == DType::kBf16;
   d.num_layers = a.num_layers;
   d.layer = a.layer;
   d.block_tokens = a.block_tokens;

@@ -32,6 +32,14 @@ __device__ __forceinline__ float Bf16Bits(uint16_t v) {
   return __uint_as_float(static_cast<uint32_t>(v) << 16);
 }
 
+// Round to nearest even, NaN kept a NaN: the bits engine::F32ToBf16 gives on the host.
+__device__ __forceinline__ uint16_t F32ToBf16Bits(float f) {
+  uint32_t bits = __float_as_uint(f);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
 // OCP E4M3 (torch.float8_e4m3fn): bias 7, no infinities, 0x7f/0xff NaN; same as F8E4M3ToF32.
 __device__ __forceinline__ float Fp8E4M3Bits(uint8_t v) {
   const uint32_t sign = static_cast<uint32_t>(v & 0x80u) << 24;

@@ -35,8 +35,13 @@ __global__ void ScatterRowsKernel(ScatterRowsArgs a) {
   const int64_t i = blockIdx.x;
   const int64_t row = a.rows[i];
   if (row < 0) return;
-  for (int64_t c = threadIdx.x; c < a.width; c += blockDim.x) {
-    a.dst[row * a.ld_dst + c] = a.src[i * a.ld_src + c];
+  const float* src = a.src + i * a.ld_src;
+  if (a.dst_bf16) {
+    uint16_t* dst = static_cast<uint16_t*>(a.dst) + row * a.ld_dst;
+    for (int64_t c = threadIdx.x; c < a.width; c += blockDim.x) dst[c] = F32ToBf16Bits(src[c]);
+  } else {
+    float* dst = static_cast<float*>(a.dst) + row * a.ld_dst;
+    for (int64_t c = threadIdx.x; c < a.width; c += blockDim.x) dst[c] = src[c];
   }
 }
 

@@ -40,15 +40,17 @@ struct EmbeddingArgs {
 cudaError_t LaunchEmbedding(const EmbeddingArgs& args, cudaStream_t stream);
 
 // dst[rows[i] * ld_dst + c] = src[i * ld_src + c] for i < n, c < width; rows below 0 are
-// skipped (the CPU backend refuses them).
+// skipped (the CPU backend refuses them). dst holds float32, or bfloat16 (round to nearest
+// even, as F32ToBf16) when dst_bf16.
 struct ScatterRowsArgs {
   const float* src = nullptr;
   int64_t ld_src = 0;
   int64_t n = 0;
   int64_t width = 0;
   const int64_t* rows = nullptr;
-  float* dst = nullptr;
+  void* dst = nullptr;
   int64_t ld_dst = 0;
+  bool dst_bf16 = false;
 };
 cudaError_t LaunchScatterRows(const ScatterRowsArgs& args, cudaStream_t stream);
 

@@ -34,7 +34,7 @@ struct Params {
   int64_t split_keys;
   int ldk;
   int vcols;
-  bool vec;         // rows are 16-byte aligned with lat % 4 == 0: cp.async copies
+  bool vec;         // lat % 4 == 0 and aligned rows: 4-element loads (cp.async for float32)
   float* part_acc;  // [items, splits, vcols] unnormalised accumulators (splits > 1)
   float* part_ml;   // [items, splits, 2] running max and sum (splits > 1)
 };
@@ -180,13 +180,28 @@ __global__ void __launch_bounds__(kThreads, kCpt == 1 ? 2 : 1)
       if (r < n) {
         const int64_t s = s0 + r;
         const int64_t block = table[s / a.block_tokens];
-        const float* row =
-            a.cache +
+        const int64_t first =
             ((block * a.num_layers + a.layer) * a.block_tokens + s % a.block_tokens) * a.lat;
-        if (p.vec) {
-          for (int c = lane * 4; c < ldk; c += 128) CpAsync16(dst + c, row + c);
+        if (a.cache_bf16) {
+          // Widened to float32 on the way into shared memory (exact), 4 elements a load.
+          const uint16_t* row = static_cast<const uint16_t*>(a.cache) + first;
+          if (p.vec) {
+            for (int c = lane * 4; c < ldk; c += 128) {
+              const uint2 v = *reinterpret_cast<const uint2*>(row + c);
+              *reinterpret_cast<float4*>(dst + c) =
+                  make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                              __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+            }
+          } else {
+            for (int c = lane; c < ldk; c += 32) dst[c] = c < a.lat ? Bf16Bits(row[c]) : 0.0f;
+          }
         } else {
-          for (int c = lane; c < ldk; c += 32) dst[c] = c < a.lat ? row[c] : 0.0f;
+          const float* row = static_cast<const float*>(a.cache) + first;
+          if (p.vec) {
+            for (int c = lane * 4; c < ldk; c += 128) CpAsync16(dst + c, row + c);
+          } else {
+            for (int c = lane; c < ldk; c += 32) dst[c] = c < a.lat ? row[c] : 0.0f;
+          }
         }
       } else {
         for (int c = lane; c < ldk; c += 32) dst[c] = 0.0f;
@@ -494,7 +509,8 @@ cudaError_t LaunchLatentAttention(const LatentAttentionArgs& a, cudaStream_t str
   p.split_keys = plan.split_keys;
   p.ldk = static_cast<int>(plan.ldk);
   p.vcols = static_cast<int>(plan.vcols);
-  p.vec = a.lat % 4 == 0 && reinterpret_cast<uintptr_t>(a.cache) % 16 == 0;
+  // Whole rows of 4-element loads: 16 bytes for float32 (cp.async), 8 for bf16.
+  p.vec = a.lat % 4 == 0 && reinterpret_cast<uintptr_t>(a.cache) % (a.cache_bf16 ? 8 : 16) == 0;
   p.part_acc = static_cast<float*>(a.workspace);
   p.part_ml = plan.splits > 1 ? p.part_acc + a.items * plan.splits * plan.vcols : nullptr;
   switch (plan.heads * 10 + plan.cpt) {

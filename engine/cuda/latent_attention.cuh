@@ -22,7 +22,8 @@ inline constexpr int kAttentionMaxLat = 1536;
 // device scratch. kvr <= kAttentionMaxKvr, lat <=
 // kAttentionMaxLat. An item whose length is below 1 gets zeros; a length past its block table
 // (max_blocks * block_tokens) is cut there (the CPU backend rejects both; the device cannot
-// report them without a synchronisation).
+// report them without a synchronisation). A bfloat16 cache is widened to float32 as its rows
+// enter shared memory; everything after is the float32 path.
 struct LatentAttentionArgs {
   const float* q = nullptr;
   int64_t ldq = 0;
@@ -32,7 +33,8 @@ struct LatentAttentionArgs {
   const int32_t* lens = nullptr;
   const int32_t* block_tables = nullptr;
   int64_t max_blocks = 0;
-  const float* cache = nullptr;
+  const void* cache = nullptr;  // float32 elements, or bfloat16 ones when cache_bf16
+  bool cache_bf16 = false;
   int64_t num_layers = 0;
   int64_t layer = 0;
   int64_t block_tokens = 0;

@@ -129,6 +129,10 @@ absl::StatusOr<std::unique_ptr<BackendModel>> BackendModel::Create(
                                                    " blocks of ", options.block_tokens,
                                                    " tokens"));
   }
+  if (options.cache_dtype != DType::kF32 && options.cache_dtype != DType::kBf16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a KV cache of ", DTypeName(options.cache_dtype), ": it holds F32 or BF16"));
+  }
   std::unique_ptr<BackendModel> m(new BackendModel(model, backend, options));
   MOESERVE_RETURN_IF_ERROR(m->Upload());
   return m;
@@ -164,9 +168,8 @@ absl::Status BackendModel::Upload() {
     MOESERVE_ASSIGN_OR_RETURN(d.router_bias, UploadVector(b, src.router_bias, total));
     w_->layers.push_back(std::move(d));
   }
-  const int64_t cache_bytes =
-      options_.num_blocks * c.num_hidden_layers * options_.block_tokens * c.latent_dim() * 4;
-  MOESERVE_ASSIGN_OR_RETURN(cache_, b->Allocate(cache_bytes, MemoryType::kDevice));
+  MOESERVE_ASSIGN_OR_RETURN(cache_,
+                            b->Allocate(options_.num_blocks * BlockBytes(), MemoryType::kDevice));
   return b->Synchronize();
 }
 
@@ -189,29 +192,40 @@ absl::StatusOr<T*> BackendModel::Scratch(int slot, int64_t count) {
   return static_cast<T*>(s->data());
 }
 
-float* BackendModel::BlockData(int32_t block) const {
+int64_t BackendModel::BlockBytes() const {
   const ModelConfig& c = model_->config();
-  return static_cast<float*>(cache_->data()) +
-         block * c.num_hidden_layers * options_.block_tokens * c.latent_dim();
+  return c.num_hidden_layers * options_.block_tokens * c.latent_dim() *
+         DTypeSize(options_.cache_dtype);
+}
+
+char* BackendModel::BlockData(int32_t block) const {
+  return static_cast<char*>(cache_->data()) + block * BlockBytes();
 }
 
 absl::StatusOr<std::vector<float>> BackendModel::ReadBlock(int32_t block) const {
-  const ModelConfig& c = model_->config();
   if (block < 0 || block >= options_.num_blocks) {
     return absl::InvalidArgumentError(absl::StrCat("no cache block ", block));
   }
-  const int64_t floats = c.num_hidden_layers * options_.block_tokens * c.latent_dim();
-  std::vector<float> out(static_cast<size_t>(floats));
-  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), BlockData(block), floats * 4));
+  const int64_t bytes = BlockBytes();
+  const int64_t elements = bytes / DTypeSize(options_.cache_dtype);
+  std::vector<float> out(static_cast<size_t>(elements));
+  if (options_.cache_dtype == DType::kF32) {
+    MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), BlockData(block), bytes));
+    return out;
+  }
+  std::vector<uint16_t> bits(static_cast<size_t>(elements));
+  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(bits.data(), BlockData(block), bytes));
+  for (int64_t i = 0; i < elements; ++i) out[i] = Bf16ToF32(bits[i]);
   return out;
 }
 
 absl::Status BackendModel::CheckGeometry(const KvCache& cache) const {
-  if (cache.block_tokens() != options_.block_tokens || cache.num_blocks() > options_.num_blocks) {
+  if (cache.block_tokens() != options_.block_tokens || cache.num_blocks() > options_.num_blocks ||
+      cache.dtype() != options_.cache_dtype) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the engine's pool (", cache.num_blocks(), " blocks of ", cache.block_tokens(),
-        " tokens) does not fit the backend cache (", options_.num_blocks, " blocks of ",
-        options_.block_tokens, ")"));
+        "the engine's pool (", cache.num_blocks(), " blocks of ", cache.block_tokens(), " ",
+        DTypeName(cache.dtype()), " tokens) does not fit the backend cache (", options_.num_blocks,
+        " blocks of ", options_.block_tokens, " ", DTypeName(options_.cache_dtype), ")"));
   }
   return absl::OkStatus();
 }
@@ -227,19 +241,19 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks, KvCac
 absl::Status BackendModel::CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) {
   MOESERVE_RETURN_IF_ERROR(CheckGeometry(*cache));
   const ModelConfig& c = model_->config();
-  const int64_t layer_floats = options_.block_tokens * c.latent_dim();
+  const int64_t row_bytes = c.latent_dim() * DTypeSize(options_.cache_dtype);
+  const int64_t layer_bytes = options_.block_tokens * row_bytes;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    MOESERVE_RETURN_IF_ERROR(backend_->CopyWithin(BlockData(dst) + l * layer_floats,
-                                                  BlockData(src) + l * layer_floats,
-                                                  tokens * c.latent_dim() * 4));
+    MOESERVE_RETURN_IF_ERROR(backend_->CopyWithin(BlockData(dst) + l * layer_bytes,
+                                                  BlockData(src) + l * layer_bytes,
+                                                  tokens * row_bytes));
   }
   return absl::OkStatus();
 }
 
 absl::Status BackendModel::WriteBlock(KvCache* cache, int32_t block, absl::string_view bytes) {
   MOESERVE_RETURN_IF_ERROR(CheckGeometry(*cache));
-  const ModelConfig& c = model_->config();
-  const int64_t want = c.num_hidden_layers * options_.block_tokens * c.latent_dim() * 4;
+  const int64_t want = BlockBytes();
   if (static_cast<int64_t>(bytes.size()) != want) {
     return absl::InvalidArgumentError(
         absl::StrCat("block of ", bytes.size(), " bytes, expected ", want));
@@ -249,8 +263,12 @@ absl::Status BackendModel::WriteBlock(KvCache* cache, int32_t block, absl::strin
 
 absl::StatusOr<std::string> BackendModel::ReadBlock(const KvCache& cache, int32_t block) const {
   MOESERVE_RETURN_IF_ERROR(CheckGeometry(cache));
-  MOESERVE_ASSIGN_OR_RETURN(std::vector<float> rows, ReadBlock(block));
-  return std::string(reinterpret_cast<const char*>(rows.data()), rows.size() * sizeof(float));
+  if (block < 0 || block >= options_.num_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("no cache block ", block));
+  }
+  std::string out(static_cast<size_t>(BlockBytes()), '\0');
+  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), BlockData(block), BlockBytes()));
+  return out;
 }
 
 absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
@@ -336,7 +354,8 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   MOESERVE_ASSIGN_OR_RETURN(float* attn, Scratch<float>(kAttn, n * heads * vdim));
   MOESERVE_ASSIGN_OR_RETURN(float* tmp, Scratch<float>(kTmp, n * hidden));
   MOESERVE_ASSIGN_OR_RETURN(float* mlp, Scratch<float>(kMlp, n * hidden));
-  float* cache = static_cast<float*>(cache_->data());
+  char* cache = static_cast<char*>(cache_->data());
+  const int64_t cache_row_bytes = lat * DTypeSize(options_.cache_dtype);
   auto gemm = [b](const float* in, int64_t m, int64_t ldx, const DeviceTensor& w, float* out,
                   int64_t ldy) { return b->Gemm({in, m, ldx, w.view, out, ldy}); };
   auto norm = [b, &c](const float* in, int64_t ld_in, const DeviceTensor& w, float* out,
@@ -404,8 +423,9 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     sr.n = n;
     sr.width = lat;
     sr.rows = d_cache_rows;
-    sr.dst = cache + l * bt * lat;
+    sr.dst = cache + l * bt * cache_row_bytes;
     sr.ld_dst = lat;
+    sr.dst_dtype = options_.cache_dtype;
     MOESERVE_RETURN_IF_ERROR(b->ScatterRows(sr));
     // Queries in the latent space: q_nope absorbed through kv_b's key rows, then q_rope.
     // One batched product over the heads.
@@ -431,6 +451,7 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     a.block_tables = d_tables;
     a.max_blocks = max_blocks;
     a.cache = cache;
+    a.cache_dtype = options_.cache_dtype;
     a.num_layers = layers;
     a.layer = l;
     a.block_tokens = bt;

@@ -18,10 +18,13 @@ namespace moeserve::engine {
 struct BackendModelOptions {
   int64_t block_tokens = 16;
   int64_t num_blocks = 64;  // the latent cache in backend memory, KvCache's layout
+  // Its elements: kF32, or kBf16 (each latent rounded as the step writes it; attention widens
+  // them back, so all arithmetic stays float32).
+  DType cache_dtype = DType::kF32;
 
   // The cache geometry of an Engine with these options, for a BackendModel that is its runner.
   static BackendModelOptions ForEngine(const ModelConfig& config, const EngineOptions& engine) {
-    return {engine.block_tokens, Engine::PoolBlocks(config, engine)};
+    return {engine.block_tokens, Engine::PoolBlocks(config, engine), engine.kv_cache_dtype};
   }
 };
 
@@ -42,7 +45,7 @@ struct BackendModelOptions {
 //
 // As an Engine's StepRunner (EngineOptions::runner) the Engine keeps the block accounting and this
 // object the blocks' bytes; the Engine's block_tokens must equal this cache's and its pool must
-// not hold more blocks (FailedPrecondition otherwise).
+// not hold more blocks, and their element types must agree (FailedPrecondition otherwise).
 // Borrows the model and backend, which must outlive it. Not thread-safe (the engine thread).
 class BackendModel final : public StepRunner {
  public:
@@ -61,7 +64,7 @@ class BackendModel final : public StepRunner {
                        std::vector<int32_t>* argmax = nullptr);
 
   // The rows of one cache block for every layer (layers x block_tokens x latent_dim floats, as
-  // KvCache lays a block out), read back to the host.
+  // KvCache lays a block out), read back to the host and widened to float32 from a BF16 cache.
   absl::StatusOr<std::vector<float>> ReadBlock(int32_t block) const;
 
   // StepRunner: the Engine's cache supplies the geometry only.
@@ -84,7 +87,9 @@ class BackendModel final : public StepRunner {
   BackendModel(const Model* model, Backend* backend, const BackendModelOptions& options);
   absl::Status Upload();
   absl::Status CheckGeometry(const KvCache& cache) const;
-  float* BlockData(int32_t block) const;
+  // The first byte of a cache block, and a block's bytes (every layer's rows).
+  char* BlockData(int32_t block) const;
+  int64_t BlockBytes() const;
   // A scratch buffer of at least `count` elements of T in backend memory, reused across steps.
   template <typename T>
   absl::StatusOr<T*> Scratch(int slot, int64_t count);

@@ -12,31 +12,47 @@ namespace moeserve::engine {
 int64_t Engine::PoolBlocks(const ModelConfig& config, const EngineOptions& o) {
   int64_t bt = std::max<int64_t>(1, o.block_tokens);
   if (o.kv_cache_tokens > 0) return (o.kv_cache_tokens + bt - 1) / bt;
-  return KvCache::BlocksForBytes(config, bt, o.kv_cache_bytes);
+  return KvCache::BlocksForBytes(config, bt, o.kv_cache_bytes, o.kv_cache_dtype);
 }
 
 Engine::Engine(const Model* model, const EngineOptions& options)
     : model_(model),
       options_(options),
-      cache_(model->config(), options.block_tokens, PoolBlocks(model->config(), options)),
+      // Rows in host memory only for the host runner; a backend runner holds its own.
+      cache_(model->config(), options.block_tokens, PoolBlocks(model->config(), options),
+             options.kv_cache_dtype, options.runner == nullptr),
       host_runner_(model),
       runner_(options.runner != nullptr ? options.runner : &host_runner_) {}
+
+namespace {
+
+absl::Status CheckHostRows(const KvCache& cache) {
+  if (cache.has_rows()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("the host runner computes over a float32 cache in host memory; a ",
+                   DTypeName(cache.dtype()), " KV cache needs a backend runner (--backend)"));
+}
+
+}  // namespace
 
 absl::Status HostStepRunner::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cache,
                                      ExpertExecutor* experts,
                                      std::vector<std::vector<float>>* logits,
                                      std::vector<int32_t>* argmax) {
+  MOESERVE_RETURN_IF_ERROR(CheckHostRows(*cache));
   MOESERVE_RETURN_IF_ERROR(model_->Forward(chunks, cache, experts, logits));
   TakeArgmaxRows(chunks, logits, argmax);
   return absl::OkStatus();
 }
 
 absl::Status HostStepRunner::CopyBlock(KvCache* cache, int32_t src, int32_t dst, int64_t tokens) {
+  MOESERVE_RETURN_IF_ERROR(CheckHostRows(*cache));
   cache->CopyBlock(src, dst, tokens);
   return absl::OkStatus();
 }
 
 absl::Status HostStepRunner::WriteBlock(KvCache* cache, int32_t block, absl::string_view bytes) {
+  MOESERVE_RETURN_IF_ERROR(CheckHostRows(*cache));
   const int64_t layers = model_->config().num_hidden_layers;
   const size_t layer_bytes =
       static_cast<size_t>(cache->block_tokens() * cache->latent_dim()) * sizeof(float);
@@ -51,6 +67,7 @@ absl::Status HostStepRunner::WriteBlock(KvCache* cache, int32_t block, absl::str
 }
 
 absl::StatusOr<std::string> HostStepRunner::ReadBlock(const KvCache& cache, int32_t block) const {
+  MOESERVE_RETURN_IF_ERROR(CheckHostRows(cache));
   const int64_t layers = model_->config().num_hidden_layers;
   const size_t layer_bytes =
       static_cast<size_t>(cache.block_tokens() * cache.latent_dim()) * sizeof(float);
@@ -174,10 +191,7 @@ absl::Status Engine::SetArgmax(SeqId seq, int64_t vocab) {
   return absl::OkStatus();
 }
 
-int64_t Engine::BlockBytes() const {
-  return model_->config().num_hidden_layers * cache_.block_tokens() * cache_.latent_dim() *
-         static_cast<int64_t>(sizeof(float));
-}
+int64_t Engine::BlockBytes() const { return cache_.block_bytes(); }
 
 absl::StatusOr<int64_t> Engine::ImportPrefix(SeqId seq, absl::Span<const std::string> blocks) {
   MOESERVE_ASSIGN_OR_RETURN(Sequence * s, Find(seq));

@@ -178,6 +178,9 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
   if (!options_.filter.attention_side) {
     return absl::FailedPreconditionError("this process loaded no attention-side weights");
   }
+  if (!cache->has_rows()) {
+    return absl::FailedPreconditionError("Model::Forward needs a float32 cache with host rows");
+  }
   if (experts == nullptr) experts = local_experts_.get();
   const int64_t hidden = c.hidden_size;
   const int64_t heads = c.num_attention_heads;

@@ -8,24 +8,30 @@
 
 namespace moeserve::engine {
 
-KvCache::KvCache(const ModelConfig& config, int64_t block_tokens, int64_t num_blocks)
+KvCache::KvCache(const ModelConfig& config, int64_t block_tokens, int64_t num_blocks,
+                 DType dtype, bool host_storage)
     : num_layers_(config.num_hidden_layers),
       latent_dim_(config.latent_dim()),
       block_tokens_(std::max<int64_t>(1, block_tokens)),
       num_blocks_(std::max<int64_t>(1, num_blocks)),
-      data_(new float[static_cast<size_t>(num_blocks_ * num_layers_ * block_tokens_ * latent_dim_)]),
+      dtype_(dtype),
       refs_(num_blocks_, 0) {
+  if (host_storage && dtype == DType::kF32) {
+    data_.reset(new float[static_cast<size_t>(num_blocks_ * num_layers_ * block_tokens_ *
+                                              latent_dim_)]);
+  }
   free_.reserve(num_blocks_);
   // Hand out low block ids first (pop from the back).
   for (int64_t b = num_blocks_ - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
 }
 
-int64_t KvCache::BytesPerToken(const ModelConfig& config) {
-  return config.num_hidden_layers * config.latent_dim() * static_cast<int64_t>(sizeof(float));
+int64_t KvCache::BytesPerToken(const ModelConfig& config, DType dtype) {
+  return config.num_hidden_layers * config.latent_dim() * DTypeSize(dtype);
 }
 
-int64_t KvCache::BlocksForBytes(const ModelConfig& config, int64_t block_tokens, int64_t bytes) {
-  int64_t per_block = BytesPerToken(config) * std::max<int64_t>(1, block_tokens);
+int64_t KvCache::BlocksForBytes(const ModelConfig& config, int64_t block_tokens, int64_t bytes,
+                                DType dtype) {
+  int64_t per_block = BytesPerToken(config, dtype) * std::max<int64_t>(1, block_tokens);
   return std::max<int64_t>(1, bytes / per_block);
 }
 

@@ -411,12 +411,18 @@ class Model:
     dequantization) rounded to bfloat16 first; the MoE router (mlp.gate.weight) stays as stored,
     since Hugging Face computes the gate in float32; 1-D tensors (norms, correction bias) as stored.
     That is the model a bf16-compute run actually holds, so the remaining difference is
-    arithmetic, not weight quantization."""
+    arithmetic, not weight quantization.
+    cache="bf16": what attention reads of every token (its normalised latent and its rotated
+    rope key, the two parts of a latent-cache row) is rounded to bfloat16, as a bf16 KV cache
+    stores it; queries and everything else keep full precision."""
 
-    def __init__(self, directory, weights="exact"):
+    def __init__(self, directory, weights="exact", cache="f32"):
         if weights not in ("exact", "bf16"):
             raise ValueError("weights must be 'exact' or 'bf16'")
+        if cache not in ("f32", "bf16"):
+            raise ValueError("cache must be 'f32' or 'bf16'")
         self.weights = weights
+        self.cache_round = round_to_bf16 if cache == "bf16" else (lambda a: a)
         self.ckpt = Checkpoint(directory)
         cfg = self.cfg = self.ckpt.config
         self.L = int(cfg["num_hidden_layers"])
@@ -502,11 +508,12 @@ class Model:
         q_nope, q_pe = q[..., :nope], q[..., nope:]
         kv_a = x @ lay["kv_a"].T
         c, k_pe = kv_a[:, :kvl], kv_a[:, kvl:]
-        kv = (rms_norm(c, lay["kv_a_norm"], self.eps) @ lay["kv_b"].T).reshape(T, H, nope + vd)
+        c = self.cache_round(rms_norm(c, lay["kv_a_norm"], self.eps))
+        kv = (c @ lay["kv_b"].T).reshape(T, H, nope + vd)
         k_nope, v = kv[..., :nope], kv[..., nope:]
         cos, sin = self.rope.cos_sin(np.arange(T))
         q_pe = rope_hf(q_pe, cos[:, None, :], sin[:, None, :])        # [T, H, r]
-        k_pe = rope_hf(k_pe, cos, sin)                                # [T, r]
+        k_pe = self.cache_round(rope_hf(k_pe, cos, sin))              # [T, r]
         s = (np.einsum("ihd,jhd->hij", q_nope, k_nope)
              + np.einsum("ihd,jd->hij", q_pe, k_pe)) * self.scale
         s = np.where(np.tril(np.ones((T, T), dtype=bool))[None], s, -np.inf)
@@ -572,8 +579,9 @@ class Model:
                 x = rms_norm(h, lay["in_norm"], self.eps)
                 q = self._q(lay, x).reshape(H, nope + r)
                 kv_a = lay["kv_a"] @ x
-                cache[li]["c"].append(rms_norm(kv_a[:kvl], lay["kv_a_norm"], self.eps))
-                cache[li]["kpe"].append(self._rope_pairs(kv_a[kvl:], pos))
+                cache[li]["c"].append(
+                    self.cache_round(rms_norm(kv_a[:kvl], lay["kv_a_norm"], self.eps)))
+                cache[li]["kpe"].append(self.cache_round(self._rope_pairs(kv_a[kvl:], pos)))
                 C = np.array(cache[li]["c"])          # [t, kvl]
                 KPE = np.array(cache[li]["kpe"])      # [t, r]
                 w_uk, w_uv = absorbed[li]

@@ -52,7 +52,8 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
                              "max-new-tokens", "temperature", "top-k", "top-p", "min-p",
                              "presence-penalty", "frequency-penalty", "repetition-penalty",
                              "seed", "compute-dtype", "threads", "kv-cache-tokens", "kv-cache-mb",
-                             "block-tokens", "max-step-tokens", "backend", "prompt-logprobs"},
+                             "block-tokens", "max-step-tokens", "backend", "prompt-logprobs",
+                             "kv-cache-dtype"},
                             {"json", "all-logits", "chat"}));
   GenerateRequest r;
   MOESERVE_ASSIGN_OR_RETURN(r.model_dir, f.Required("model"));
@@ -106,6 +107,10 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
         "--block-tokens, --max-step-tokens and --kv-cache-mb must be positive");
   }
   r.backend = f.Get("backend").value_or("");
+  MOESERVE_ASSIGN_OR_RETURN(
+      r.engine_options.kv_cache_dtype,
+      engine::ParseKvCacheDType(f.Get("kv-cache-dtype").value_or("auto"),
+                                r.model_options.compute, !r.backend.empty()));
   r.json = f.Has("json");
   r.all_logits = f.Has("all-logits");
   if (f.Has("prompt-logprobs")) {

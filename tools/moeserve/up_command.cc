@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "engine/backend_registry.h"
+#include "engine/dtype.h"
 #include "common/process.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -142,6 +143,7 @@ struct UpOptions {
   int64_t relay_threads = 64, max_queue = 512;  // the router's
   std::string placement;       // expert placement spec for shards and workers ("" = theirs)
   std::string backend;         // the workers' --backend ("" = the host engine)
+  std::string kv_cache_dtype = "auto";  // the workers' --kv-cache-dtype
   int64_t restart_delay_s = -1;  // restart a process that dies after this long; -1: never
 };
 
@@ -230,7 +232,8 @@ absl::Status Up(const UpOptions& o) {
           "--role", is_prefill ? "prefill" : "decode", "--kvcache",
           absl::StrCat("127.0.0.1:", kv_port), "--compute-dtype", o.compute,
           "--block-tokens", std::to_string(o.block_tokens), "--kv-cache-mb",
-          std::to_string(o.kv_cache_mb), "--threads", std::to_string(o.threads)};
+          std::to_string(o.kv_cache_mb), "--threads", std::to_string(o.threads),
+          "--kv-cache-dtype", o.kv_cache_dtype};
       if (!o.backend.empty()) {
         argv.push_back("--backend");
         argv.push_back(o.backend);
@@ -356,7 +359,7 @@ int RunUp(const std::vector<std::string>& args) {
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
              "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys", "drain-timeout-s",
              "relay-threads", "max-queue", "placement", "restart-delay-s",
-             "stream-resume-grace-s", "batch-concurrency", "backend"},
+             "stream-resume-grace-s", "batch-concurrency", "backend", "kv-cache-dtype"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -372,6 +375,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.stream_resume_grace_s = f->Get("stream-resume-grace-s").value_or("");
   o.batch_concurrency = f->Get("batch-concurrency").value_or("");
   o.backend = f->Get("backend").value_or("");
+  o.kv_cache_dtype = f->Get("kv-cache-dtype").value_or(o.kv_cache_dtype);
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {
@@ -394,6 +398,15 @@ int RunUp(const std::vector<std::string>& args) {
   o.port = static_cast<int>(port);
   if (o.compute != "bf16" && o.compute != "f32") {
     LogError(absl::InvalidArgumentError("--compute-dtype must be bf16 or f32"));
+    return 2;
+  }
+  // The workers' own check, made before anything starts.
+  if (absl::StatusOr<engine::DType> kv = engine::ParseKvCacheDType(
+          o.kv_cache_dtype, o.compute == "f32" ? engine::ComputeDType::kF32
+                                               : engine::ComputeDType::kBf16,
+          !o.backend.empty());
+      !kv.ok()) {
+    LogError(kv.status());
     return 2;
   }
   if (!o.backend.empty()) {
