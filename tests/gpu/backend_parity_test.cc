@@ -225,6 +225,21 @@ TEST_F(BackendParityTest, ScatterRows) {
             .ok());
     EXPECT_EQ(dd.Read<float>(), want) << b->name();
   }
+  // Into a bf16 destination: the host's rounding bit for bit (ties to even, NaN kept a NaN).
+  src[3] = std::numeric_limits<float>::quiet_NaN();
+  src[4] = 1.0f + 1.0f / 256;
+  std::vector<uint16_t> want16(dst_rows * ld_dst, 0x1234);
+  const std::vector<uint16_t> before16 = want16;
+  ASSERT_TRUE(cpu_->ScatterRows({src.data(), ld_src, n, width, rows.data(), want16.data(), ld_dst,
+                                 DType::kBf16})
+                  .ok());
+  for (auto& b : backends_) {
+    Mirror ds(b.get(), src), dr(b.get(), rows), dd(b.get(), before16);
+    ASSERT_TRUE(b->ScatterRows({ds.as<float>(), ld_src, n, width, dr.as<int64_t>(),
+                                dd.as<uint16_t>(), ld_dst, DType::kBf16})
+                    .ok());
+    EXPECT_EQ(dd.Read<uint16_t>(), want16) << b->name();
+  }
 }
 
 TEST_F(BackendParityTest, RmsNormRopeSiluMulAddEmbedding) {
@@ -434,13 +449,18 @@ TEST_F(BackendParityTest, RoutedExperts) {
 // LatentAttention on every backend against the CPU: query token t attends over
 // token_lens[t] keys of sequence token_rows[t] with `group` heads (items t * group + h). Two
 // layers (layer 1 read) of blocks shuffled across the cache; ldq and ld_out wider than needed.
+// cache_dtype kBf16: the cache holds bfloat16 elements on both sides.
 void CheckLatentAttention(Backend* cpu, const std::vector<BackendPtr>& backends,
                           std::mt19937* rng, int64_t lat, int64_t kvr, int64_t bt, int64_t group,
                           int64_t max_blocks, const std::vector<int32_t>& token_rows,
-                          const std::vector<int32_t>& token_lens) {
+                          const std::vector<int32_t>& token_lens,
+                          DType cache_dtype = DType::kF32) {
   const int64_t layers = 2, seqs = *std::max_element(token_rows.begin(), token_rows.end()) + 1;
   const int64_t blocks = seqs * max_blocks + 3, ldq = lat + 3, ld_out = kvr + 1;
   std::vector<float> cache = Random(blocks * layers * bt * lat, rng, -1, 1);
+  std::vector<uint16_t> cache16(cache.size());
+  for (size_t i = 0; i < cache.size(); ++i) cache16[i] = F32ToBf16(cache[i]);
+  const bool bf16 = cache_dtype == DType::kBf16;
   std::vector<int32_t> perm(blocks);
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), *rng);
@@ -455,20 +475,26 @@ void CheckLatentAttention(Backend* cpu, const std::vector<BackendPtr>& backends,
   LatentAttentionArgs a{
       q.data(), ldq, items, group, rows.data(), lens.data(), tables.data(), max_blocks,
       cache.data(), layers, 1, bt, lat, kvr, 0.1352f, want.data(), ld_out};
+  if (bf16) {
+    a.cache = cache16.data();
+    a.cache_dtype = DType::kBf16;
+  }
   ASSERT_TRUE(cpu->LatentAttention(a).ok());
   for (const BackendPtr& b : backends) {
     Mirror dq(b.get(), q), dr(b.get(), rows), dl(b.get(), lens), dt(b.get(), tables),
-        dc(b.get(), cache), dout(b.get(), std::vector<float>(items * ld_out, 7.0f));
+        dc = bf16 ? Mirror(b.get(), cache16) : Mirror(b.get(), cache),
+        dout(b.get(), std::vector<float>(items * ld_out, 7.0f));
     LatentAttentionArgs d = a;
     d.q = dq.as<float>();
     d.table_rows = dr.as<int32_t>();
     d.lens = dl.as<int32_t>();
     d.block_tables = dt.as<int32_t>();
-    d.cache = dc.as<float>();
+    d.cache = dc.as<void>();
     d.out = dout.as<float>();
     ASSERT_TRUE(b->LatentAttention(d).ok()) << b->name();
     const std::vector<float> got = dout.Read<float>();
-    EXPECT_LT(Nmse(got, want), 1e-6) << b->name() << " group " << group << " lat " << lat;
+    EXPECT_LT(Nmse(got, want), 1e-6) << b->name() << " group " << group << " lat " << lat
+                                     << " cache " << DTypeName(cache_dtype);
     for (int64_t i = 0; i < items; ++i) EXPECT_EQ(got[i * ld_out + kvr], 7.0f) << "item " << i;
   }
 }
@@ -508,6 +534,21 @@ TEST_F(BackendParityTest, LatentAttentionGroupedPrefill) {
   CheckLatentAttention(cpu_.get(), backends_, &rng_, 48, 32, 4, 4, 9, rows2, lens2);
   // A latent that is no multiple of four (the device's scalar copies) and three heads.
   CheckLatentAttention(cpu_.get(), backends_, &rng_, 45, 30, 5, 3, 12, rows2, lens2);
+}
+
+TEST_F(BackendParityTest, LatentAttentionOverABf16Cache) {
+  // The vectorised widening (lat % 4 == 0), with and without key splits, and the scalar one.
+  std::vector<int32_t> rows, lens;
+  for (int i = 0; i < 24; ++i) {
+    rows.push_back(i % 2);
+    lens.push_back(1 + (i * 37) % (8 * 16));
+  }
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 576, 512, 16, 1, 8, rows, lens,
+                       DType::kBf16);
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 576, 512, 16, 128, 20, {0, 1}, {300, 41},
+                       DType::kBf16);
+  CheckLatentAttention(cpu_.get(), backends_, &rng_, 45, 30, 5, 3, 12, {0, 1, 0}, {7, 60, 33},
+                       DType::kBf16);
 }
 
 TEST_F(BackendParityTest, SampleIdsMatchAwayFromBoundaries) {

@@ -507,6 +507,78 @@ TEST_F(CpuBackendTest, LatentAttentionOverSeveralBlocks) {
   EXPECT_EQ(backend_.LatentAttention(a).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A BF16 cache is read as its values widened to float32: the same outputs, bit for bit, as a
+// float32 cache holding those values, grouped or not.
+TEST_F(CpuBackendTest, LatentAttentionOverABf16CacheEqualsTheWidenedFloatCache) {
+  const int64_t layers = 2, bt = 4, lat = 12, kvr = 8, max_blocks = 4, items = 6;
+  std::vector<float> values = Random(8 * layers * bt * lat, &rng_), widened(values.size());
+  std::vector<uint16_t> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    bits[i] = F32ToBf16(values[i]);
+    widened[i] = Bf16ToF32(bits[i]);
+  }
+  const std::vector<int32_t> tables = {5, 2, 7, 0, 1, 6, 3, 4};
+  // Two query tokens of three heads each: items of a group share their row and length.
+  const std::vector<int32_t> rows = {0, 0, 0, 1, 1, 1}, lens = {11, 11, 11, 5, 5, 5};
+  std::vector<float> q = Random(items * lat, &rng_), want(items * kvr), got(items * kvr);
+  LatentAttentionArgs a;
+  a.q = q.data();
+  a.ldq = lat;
+  a.items = items;
+  a.table_rows = rows.data();
+  a.lens = lens.data();
+  a.block_tables = tables.data();
+  a.max_blocks = max_blocks;
+  a.num_layers = layers;
+  a.layer = 1;
+  a.block_tokens = bt;
+  a.lat = lat;
+  a.kvr = kvr;
+  a.scale = 0.3f;
+  a.ld_out = kvr;
+  a.cache = widened.data();
+  a.out = want.data();
+  ASSERT_TRUE(backend_.LatentAttention(a).ok());
+  a.cache = bits.data();
+  a.cache_dtype = DType::kBf16;
+  a.out = got.data();
+  for (int64_t group : {1, 3}) {
+    a.group = group;
+    std::fill(got.begin(), got.end(), -1.0f);
+    ASSERT_TRUE(backend_.LatentAttention(a).ok()) << group;
+    EXPECT_EQ(got, want) << "group " << group;
+  }
+  a.cache_dtype = DType::kF16;
+  absl::Status s = backend_.LatentAttention(a);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+// Rows scattered into a BF16 destination are rounded to nearest even (F32ToBf16, NaN kept a
+// NaN); rows not named stay as they were.
+TEST_F(CpuBackendTest, ScatterRowsRoundsIntoABf16Destination) {
+  const int64_t n = 3, width = 5, ld_src = 6, ld_dst = 7, dst_rows = 5;
+  std::vector<float> src = Random(n * ld_src, &rng_);
+  src[1] = std::numeric_limits<float>::quiet_NaN();
+  src[2] = 1.0f + 1.0f / 256;  // a tie: rounds to the even 1.0
+  const std::vector<int64_t> rows = {4, 0, 2};
+  std::vector<uint16_t> dst(dst_rows * ld_dst, 0x1234);
+  ScatterRowsArgs a{src.data(), ld_src, n, width, rows.data(), dst.data(), ld_dst, DType::kBf16};
+  ASSERT_TRUE(backend_.ScatterRows(a).ok());
+  for (int64_t r = 0; r < dst_rows; ++r) {
+    const auto it = std::find(rows.begin(), rows.end(), r);
+    for (int64_t c = 0; c < ld_dst; ++c) {
+      const uint16_t want = it == rows.end() || c >= width
+                                ? uint16_t{0x1234}
+                                : F32ToBf16(src[(it - rows.begin()) * ld_src + c]);
+      EXPECT_EQ(dst[r * ld_dst + c], want) << r << "," << c;
+    }
+  }
+  EXPECT_EQ(dst[4 * ld_dst + 2], 0x3f80);
+  EXPECT_TRUE(std::isnan(Bf16ToF32(dst[4 * ld_dst + 1])));
+  a.dst_dtype = DType::kF8E4M3;
+  EXPECT_EQ(backend_.ScatterRows(a).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(CpuBackendTest, LatentAttentionGroupMustDivideItems) {
   const int64_t bt = 4, lat = 12, kvr = 8, items = 6;
   std::vector<float> cache = Random(2 * bt * lat, &rng_), q = Random(items * lat, &rng_);

@@ -6,7 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend_registry.h"
 #include "engine/engine.h"
+#include "engine/model/backend_model.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "expert-shard/expert_shard_server.h"
@@ -43,8 +45,10 @@ class WorkerClusterTest : public ::testing::Test {
   }
 
   std::unique_ptr<WorkerServer> Start(Role role, std::vector<std::string> shards = {},
-                                      const std::string& backend = "") {
+                                      const std::string& backend = "",
+                                      engine::DType kv_cache_dtype = engine::DType::kF32) {
     WorkerConfig c;
+    c.engine.kv_cache_dtype = kv_cache_dtype;
     c.expert_shards = std::move(shards);
     c.backend = backend;
     c.model_dir = *dir_;
@@ -77,14 +81,25 @@ class WorkerClusterTest : public ::testing::Test {
   }
 
   // The single-process reference: the same model, engine and sampler in one process.
-  // temperature 0: greedy, over the first sample_vocab ids when > 0.
+  // temperature 0: greedy, over the first sample_vocab ids when > 0. A BF16 cache: the steps
+  // on the CPU backend, which holds it.
   static std::vector<int32_t> Reference(const std::vector<int32_t>& prompt, int max_new,
-                                        double temperature = 1.0, int64_t sample_vocab = 0) {
+                                        double temperature = 1.0, int64_t sample_vocab = 0,
+                                        engine::DType kv_cache_dtype = engine::DType::kF32) {
     engine::ModelOptions mo;
     mo.compute = engine::ComputeDType::kF32;
     std::unique_ptr<engine::Model> m = std::move(*engine::Model::Load(*dir_, mo));
     engine::EngineOptions eo;
     eo.kv_cache_tokens = 512;
+    eo.kv_cache_dtype = kv_cache_dtype;
+    engine::BackendPtr backend;
+    std::unique_ptr<engine::BackendModel> runner;
+    if (kv_cache_dtype != engine::DType::kF32) {
+      backend = std::move(*engine::CreateBackend("cpu:1"));
+      runner = std::move(*engine::BackendModel::Create(
+          m.get(), backend.get(), engine::BackendModelOptions::ForEngine(m->config(), eo)));
+      eo.runner = runner.get();
+    }
     engine::Engine e(m.get(), eo);
     engine::SeqId seq = *e.Add(prompt);
     engine::SamplingParams p;
@@ -174,6 +189,66 @@ TEST_F(WorkerClusterTest, PrefillThenDecodeOnAnotherWorkerEqualsTheSingleProcess
   }
 }
 
+// The backend the Backend tests run the worker's steps on: the CPU backend here, and the GPU's
+// when the GPU bundle sets MOESERVE_TEST_BACKEND=cuda (scripts/gpu-bundle.sh). In f32 compute the
+// CUDA logits differ from the host's by about 1e-5, far below the sampled tokens' margins here.
+std::string TestBackend() {
+  const char* b = std::getenv("MOESERVE_TEST_BACKEND");
+  return b != nullptr && *b != '\0' ? b : "cpu:2";
+}
+
+// Prefill and decode workers on a backend with a bf16 latent cache: the prefill publishes
+// bf16 blocks (half the bytes), the decode imports them, and the tokens are a single-process
+// engine's over the same kind of cache. Blocks of float32 workers on the same KV-cache service
+// are never taken (another hash namespace, other bytes).
+TEST_F(WorkerClusterTest, Bf16CacheWorkersShareTheirOwnBlocksAndEqualTheSingleProcessEngine) {
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 23; ++i) prompt.push_back((i * 13 + 7) % 384);
+  const int max_new = 12;
+  const std::vector<int32_t> expected =
+      Reference(prompt, max_new, 1.0, 0, engine::DType::kBf16);
+  v1::PrefillRequest req;
+  *req.mutable_spec() = Spec(prompt, max_new);
+  {
+    // The float32 prefill worker publishes this prompt's blocks first.
+    grpc::ClientContext ctx;
+    v1::PrefillResponse resp;
+    ASSERT_TRUE(Stub(*prefill_)->Prefill(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.published_blocks(), 5);
+  }
+  std::unique_ptr<WorkerServer> prefill =
+      Start(Role::kPrefill, {}, TestBackend(), engine::DType::kBf16);
+  std::unique_ptr<WorkerServer> decode =
+      Start(Role::kDecode, {}, TestBackend(), engine::DType::kBf16);
+  ASSERT_NE(prefill, nullptr);
+  ASSERT_NE(decode, nullptr);
+  grpc::ClientContext ctx;
+  v1::PrefillResponse resp;
+  grpc::Status st = Stub(*prefill)->Prefill(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.cached_prompt_tokens(), 0);  // not the float32 blocks
+  EXPECT_EQ(resp.published_blocks(), 5);
+  ASSERT_EQ(resp.token_ids_size(), 1);
+  EXPECT_EQ(resp.token_ids(0), expected[0]);
+
+  v1::GenerationSpec spec = Spec(prompt, max_new);
+  spec.add_generated_ids(resp.token_ids(0));
+  int cached = -1;
+  std::vector<int32_t> rest = Decode(Stub(*decode).get(), spec, &cached, &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(cached, 20);  // the bf16 blocks were fetched, not recomputed
+  std::vector<int32_t> got = {resp.token_ids(0)};
+  got.insert(got.end(), rest.begin(), rest.end());
+  EXPECT_EQ(got, expected);
+
+  // A bf16 cache without a backend is refused at start-up with the reason.
+  WorkerConfig c;
+  c.model_dir = *dir_;
+  c.engine.kv_cache_dtype = engine::DType::kBf16;
+  absl::StatusOr<std::unique_ptr<WorkerServer>> bad = WorkerServer::Create(c);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+}
+
 // Two expert shards over gRPC; `addrs` gets their addresses.
 std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> StartShards(
     const std::string& model_dir, std::vector<std::string>* addrs) {
@@ -207,14 +282,6 @@ TEST_F(WorkerClusterTest, DecodeWithExpertsOnTwoShardsEqualsTheSingleProcessEngi
   std::vector<int32_t> got = Decode(Stub(*both).get(), Spec(prompt, 10), nullptr, &st);
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(got, Reference(prompt, 10));
-}
-
-// The backend the Backend tests run the worker's steps on: the CPU backend here, and the GPU's
-// when the GPU bundle sets MOESERVE_TEST_BACKEND=cuda (scripts/gpu-bundle.sh). In f32 compute the
-// CUDA logits differ from the host's by about 1e-5, far below the sampled tokens' margins here.
-std::string TestBackend() {
-  const char* b = std::getenv("MOESERVE_TEST_BACKEND");
-  return b != nullptr && *b != '\0' ? b : "cpu:2";
 }
 
 // The worker's steps on a Backend (BackendModel + BackendExpertExecutor over the CPU backend,

@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "worker/engine_loop.h"
 #include "worker/worker_server.h"
 
 namespace moeserve::worker {
@@ -25,6 +26,47 @@ TEST(WorkerFlagsTest, BadTransportOrDeviceNamesTheFlag) {
   c = ParseWorkerFlags({"--model", "m", "--cuda-device", "-1"});
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(c.status().message().find("--cuda-device"), std::string::npos) << c.status();
+}
+
+// --kv-cache-dtype: auto is bf16 only for steps on a backend in bf16 compute; an explicit bf16
+// without a backend, or an unknown name, is refused naming what is wrong.
+TEST(WorkerFlagsTest, KvCacheDtypeFollowsTheBackendAndComputeUnlessNamed) {
+  struct Case {
+    std::vector<std::string> flags;
+    engine::DType want;
+  };
+  const std::vector<Case> cases = {
+      {{}, engine::DType::kF32},
+      {{"--backend", "cpu"}, engine::DType::kBf16},
+      {{"--backend", "cpu", "--compute-dtype", "f32"}, engine::DType::kF32},
+      {{"--backend", "cpu", "--compute-dtype", "f32", "--kv-cache-dtype", "bf16"},
+       engine::DType::kBf16},
+      {{"--backend", "cpu", "--kv-cache-dtype", "f32"}, engine::DType::kF32},
+      {{"--kv-cache-dtype", "float32"}, engine::DType::kF32},
+  };
+  for (const Case& k : cases) {
+    std::vector<std::string> args = {"--model", "m"};
+    args.insert(args.end(), k.flags.begin(), k.flags.end());
+    absl::StatusOr<WorkerConfig> c = ParseWorkerFlags(args);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->engine.kv_cache_dtype, k.want) << args.size();
+  }
+  absl::StatusOr<WorkerConfig> c = ParseWorkerFlags({"--model", "m", "--kv-cache-dtype", "bf16"});
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("--backend"), std::string::npos) << c.status();
+  c = ParseWorkerFlags({"--model", "m", "--backend", "cpu", "--kv-cache-dtype", "fp8"});
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("fp8"), std::string::npos) << c.status();
+}
+
+// Blocks of a bf16 cache are other bytes: another hash namespace; float32 keeps its old seed.
+TEST(WorkerFlagsTest, PrefixSeedSeparatesCacheDtypes) {
+  const std::string config = R"({"vocab_size": 10})";
+  const uint64_t f32 = PrefixSeed(config, engine::ComputeDType::kBf16);
+  EXPECT_EQ(PrefixSeed(config, engine::ComputeDType::kBf16, engine::DType::kF32), f32);
+  EXPECT_NE(PrefixSeed(config, engine::ComputeDType::kBf16, engine::DType::kBf16), f32);
+  EXPECT_NE(PrefixSeed(config, engine::ComputeDType::kF32, engine::DType::kBf16),
+            PrefixSeed(config, engine::ComputeDType::kBf16, engine::DType::kBf16));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "engine/model/backend_experts.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -171,7 +172,9 @@ struct EnginesSetUp {
   EngineOptions host, on_backend;
 };
 
-absl::StatusOr<EnginesSetUp> SetUpEngines(const std::string& name) {
+// `kv_cache_dtype` is the backend engine's (the host one's is float32).
+absl::StatusOr<EnginesSetUp> SetUpEngines(const std::string& name,
+                                          DType kv_cache_dtype = DType::kF32) {
   EnginesSetUp s;
   s.model = Load(name, ComputeDType::kF32, Json::object());
   if (s.model == nullptr) return absl::InternalError("the small model did not load");
@@ -179,12 +182,26 @@ absl::StatusOr<EnginesSetUp> SetUpEngines(const std::string& name) {
   s.host.block_tokens = kBlockTokens;
   s.host.kv_cache_tokens = kBlocks * kBlockTokens;
   s.host.max_step_tokens = 6;
+  s.on_backend = s.host;
+  s.on_backend.kv_cache_dtype = kv_cache_dtype;
   MOESERVE_ASSIGN_OR_RETURN(
       s.runner, BackendModel::Create(s.model.get(), s.backend.get(),
-                                     BackendModelOptions::ForEngine(s.model->config(), s.host)));
-  s.on_backend = s.host;
+                                     BackendModelOptions::ForEngine(s.model->config(),
+                                                                    s.on_backend)));
   s.on_backend.runner = s.runner.get();
   return s;
+}
+
+// Steps an engine until nothing is pending; each sequence's last logits.
+std::map<SeqId, std::vector<float>> StepAll(Engine* e) {
+  std::map<SeqId, std::vector<float>> out;
+  while (e->HasPending()) {
+    absl::StatusOr<std::vector<StepOutput>> o = e->Step();
+    EXPECT_TRUE(o.ok()) << o.status();
+    if (!o.ok()) break;
+    for (StepOutput& x : *o) out[x.seq] = std::move(x.logits);
+  }
+  return out;
 }
 
 // An Engine whose steps run on BackendModel (the CPU backend) against the host Engine: prompts,
@@ -194,16 +211,6 @@ TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
   absl::StatusOr<EnginesSetUp> set_up = SetUpEngines("engine");
   ASSERT_TRUE(set_up.ok()) << set_up.status();
   Engine host(set_up->model.get(), set_up->host), dev(set_up->model.get(), set_up->on_backend);
-  auto step_all = [](Engine* e) {
-    std::map<SeqId, std::vector<float>> out;
-    while (e->HasPending()) {
-      absl::StatusOr<std::vector<StepOutput>> o = e->Step();
-      EXPECT_TRUE(o.ok()) << o.status();
-      if (!o.ok()) break;
-      for (StepOutput& x : *o) out[x.seq] = std::move(x.logits);
-    }
-    return out;
-  };
   const std::vector<int32_t> p1 = {3, 1, 4, 1, 5, 9, 2, 6, 5}, p2 = {7, 7, 250};
   // p1 also wants every position's logits (prompt scoring): several LM-head rows a chunk.
   std::map<Engine*, std::vector<std::vector<float>>> scored;
@@ -213,7 +220,7 @@ TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
                  }).ok());
     ASSERT_TRUE(e->Add(p2).ok());
   }
-  std::map<SeqId, std::vector<float>> want = step_all(&host), got = step_all(&dev);
+  std::map<SeqId, std::vector<float>> want = StepAll(&host), got = StepAll(&dev);
   ASSERT_EQ(want.size(), 2u);
   EXPECT_EQ(got, want);
   ASSERT_EQ(scored[&host].size(), p1.size() - 1);
@@ -224,8 +231,8 @@ TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
       ASSERT_TRUE(host.Append(seq, next).ok());
       ASSERT_TRUE(dev.Append(seq, next).ok());
     }
-    want = step_all(&host);
-    got = step_all(&dev);
+    want = StepAll(&host);
+    got = StepAll(&dev);
     EXPECT_EQ(got, want) << "decode step " << step;
   }
   // A fork in the middle of a block copies that block's first slots on the backend.
@@ -234,8 +241,8 @@ TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
   ASSERT_TRUE(fh.ok() && fd.ok());
   ASSERT_TRUE(host.Append(*fh, 11).ok());
   ASSERT_TRUE(dev.Append(*fd, 11).ok());
-  want = step_all(&host);
-  got = step_all(&dev);
+  want = StepAll(&host);
+  got = StepAll(&dev);
   ASSERT_EQ(want.size(), 1u);
   EXPECT_EQ(got, want);
   // Block bytes round-trip between the two: exported from the device engine, imported by the
@@ -248,8 +255,8 @@ TEST(BackendModelEngineTest, EngineOverBackendModelEqualsTheHostEngine) {
   ASSERT_TRUE(ih.ok() && id.ok());
   ASSERT_EQ(*host.ImportPrefix(*ih, {*bd}), kBlockTokens);
   ASSERT_EQ(*dev.ImportPrefix(*id, {*bh}), kBlockTokens);
-  want = step_all(&host);
-  got = step_all(&dev);
+  want = StepAll(&host);
+  got = StepAll(&dev);
   ASSERT_EQ(want.size(), 1u);
   EXPECT_EQ(got, want);
 }
@@ -311,6 +318,77 @@ TEST(BackendModelEngineTest, ArgmaxSequencesGiveTheArgmaxOfThePlainLogits) {
       for (Engine* e : {&plain, &host, &dev}) ASSERT_TRUE(e->Append(seq, next).ok());
     }
   }
+}
+
+// A bf16 latent cache on the backend: every latent is rounded as it is written, so layer 0's
+// cached rows (which depend on the embedding alone) are exactly the float32 engine's rounded,
+// the logits stay close to the float32 engine's but not equal, chunking changes nothing (every
+// position reads rounded rows), and its blocks (half the bytes) move between bf16 engines only.
+TEST(BackendModelEngineTest, Bf16CacheRoundsEachLatentAsItIsWritten) {
+  absl::StatusOr<EnginesSetUp> set_up = SetUpEngines("kvbf16", DType::kBf16);
+  ASSERT_TRUE(set_up.ok()) << set_up.status();
+  const Model* m = set_up->model.get();
+  EngineOptions whole = set_up->on_backend;
+  whole.max_step_tokens = 64;  // the prompt in one chunk, where on_backend takes 6 a step
+  Engine host(m, set_up->host), dev(m, set_up->on_backend), dev_whole(m, whole);
+  EXPECT_EQ(dev.BlockBytes() * 2, host.BlockBytes());
+  EXPECT_EQ(KvCache::BlocksForBytes(m->config(), kBlockTokens, 1 << 20, DType::kBf16),
+            2 * KvCache::BlocksForBytes(m->config(), kBlockTokens, 1 << 20));
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7};
+  for (Engine* e : {&host, &dev, &dev_whole}) ASSERT_TRUE(e->Add(prompt).ok());
+  std::map<SeqId, std::vector<float>> want = StepAll(&host), got = StepAll(&dev),
+                                      whole_got = StepAll(&dev_whole);
+  ASSERT_EQ(want.size(), 1u);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(whole_got, got);
+  EXPECT_NE(got, want);  // the rounding shows in the logits
+  float diff = 0, scale = 0;
+  for (size_t i = 0; i < want[1].size(); ++i) {
+    diff = std::max(diff, std::fabs(got[1][i] - want[1][i]));
+    scale = std::max(scale, std::fabs(want[1][i]));
+  }
+  EXPECT_LT(diff, 0.02f * scale) << "max |d| " << diff << " of logits up to " << scale;
+
+  const int64_t lat = m->config().latent_dim(), rows = kBlockTokens * lat;
+  for (int64_t block = 0; block < 3; ++block) {
+    absl::StatusOr<std::string> h = host.ExportBlock(1, block), d = dev.ExportBlock(1, block);
+    ASSERT_TRUE(h.ok() && d.ok());
+    ASSERT_EQ(static_cast<int64_t>(d->size()), dev.BlockBytes());
+    EXPECT_EQ(*d, *dev_whole.ExportBlock(1, block));
+    const float* hf = reinterpret_cast<const float*>(h->data());
+    const uint16_t* db = reinterpret_cast<const uint16_t*>(d->data());
+    for (int64_t i = 0; i < rows; ++i) {  // layer 0
+      ASSERT_EQ(db[i], F32ToBf16(hf[i])) << "block " << block << " element " << i;
+    }
+  }
+  // bf16 blocks continue in another bf16 engine as where they were made; float32 ones (other
+  // bytes) are refused.
+  std::vector<std::string> blocks;
+  for (int64_t block = 0; block < 3; ++block) blocks.push_back(*dev.ExportBlock(1, block));
+  absl::StatusOr<SeqId> imported = dev_whole.Add(prompt);
+  ASSERT_TRUE(imported.ok());
+  ASSERT_EQ(*dev_whole.ImportPrefix(*imported, blocks), 3 * kBlockTokens);
+  EXPECT_EQ(StepAll(&dev_whole)[*imported], got[1]);
+  absl::StatusOr<SeqId> refused = dev_whole.Add(prompt);
+  ASSERT_TRUE(refused.ok());
+  EXPECT_EQ(dev_whole.ImportPrefix(*refused, {*host.ExportBlock(1, 0)}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // A float32 engine over this bf16 runner, and a bf16 cache on the host runner, are refused.
+  EngineOptions f32_on_bf16 = set_up->on_backend;
+  f32_on_bf16.kv_cache_dtype = DType::kF32;
+  EngineOptions bf16_on_host = set_up->host;
+  bf16_on_host.kv_cache_dtype = DType::kBf16;
+  for (const EngineOptions& o : {f32_on_bf16, bf16_on_host}) {
+    Engine e(m, o);
+    ASSERT_TRUE(e.Add({1, 2, 3}).ok());
+    absl::Status s = e.Step().status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  }
+  BackendModelOptions f16;
+  f16.cache_dtype = DType::kF16;
+  EXPECT_EQ(BackendModel::Create(m, set_up->backend.get(), f16).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(BackendModelEngineTest, AMismatchedPoolIsFailedPrecondition) {
