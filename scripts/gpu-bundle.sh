@@ -40,9 +40,10 @@ for t in backend_parity_test backend_model_gpu_test nccl_transport_test; do
   grep -E 'Failure|error|dlogit' "$logs/$t.txt" | head -20
   [ $rc -eq 0 ] || status=1
 done
-# A worker whose steps run on the GPU, alone and with its experts on two shards over gRPC.
-MOESERVE_TEST_BACKEND=cuda "$here/bin/worker_test" --gtest_color=no --gtest_filter='*OnABackend*' \
-  >"$logs/worker_test.txt" 2>&1
+# A worker whose steps run on the GPU, alone and with its experts on two shards over gRPC, and
+# prefill and decode workers over bf16 latent caches.
+MOESERVE_TEST_BACKEND=cuda "$here/bin/worker_test" --gtest_color=no \
+  --gtest_filter='*OnABackend*:*Bf16Cache*' >"$logs/worker_test.txt" 2>&1
 rc=$?
 echo "worker_test (cuda): exit $rc; $(grep -E '^\[  (PASSED  |FAILED  ) *\]' "$logs/worker_test.txt" | tr '\n' ' ')"
 grep -E 'Failure|Expected|Which is' "$logs/worker_test.txt" | head -20

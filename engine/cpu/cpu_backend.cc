@@ -306,8 +306,13 @@ absl::Status CpuBackend::LatentAttention(const LatentAttentionArgs& a) {
       return absl::InvalidArgumentError(
           absl::StrCat("LatentAttention: item ", i, " length ", len, " outside the block table"));
     }
-    const int32_t* table = a.block_tables + static_cast<int64_t>(a.table_rows[i]) * a.max_blocks;
     const bool group_start = i % a.group == 0;
+    const int64_t first_of_group = i - i % a.group;
+    if (len != a.lens[first_of_group] || a.table_rows[i] != a.table_rows[first_of_group]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LatentAttention: item ", i, " differs from its group's first in row or length"));
+    }
+    const int32_t* table = a.block_tables + static_cast<int64_t>(a.table_rows[i]) * a.max_blocks;
     if (group_start) blocks.clear();
     for (int64_t b = 0; group_start && b * a.block_tokens < len; ++b) {
       const int64_t first = (static_cast<int64_t>(table[b]) * a.num_layers + a.layer) * block_elems;

@@ -289,8 +289,8 @@ class CudaBackend final : public Backend {
     OpProfile::Scope scope(&profile_, "ScatterRows", stream_);
     MOESERVE_RETURN_IF_ERROR(ValidateScatterRows(a));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
-    cuda::ScatterRowsArgs d{a.src,    a.ld_src,   a.n, a.width, a.rows,
-                            a.dst,    a.ld_dst,   a.dst_dtype == DType::kBf16};
+    cuda::ScatterRowsArgs d{a.src, a.ld_src, a.n, a.width, a.rows,
+                            a.dst, a.ld_dst, a.dst_dtype == DType::kBf16};
     MOESERVE_RETURN_IF_CUDA_ERROR(LaunchScatterRows(d, stream_), "ScatterRows");
     return absl::OkStatus();
   }

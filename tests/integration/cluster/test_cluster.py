@@ -238,15 +238,17 @@ def bad_requests(port):
     return len(cases)
 
 
-def completion_equals_generate(port, compute, label):
-    """A greedy completion from the cluster against single-process generate; returns the text."""
+def completion_equals_generate(port, compute, label, generate_args=()):
+    """A greedy completion from the cluster against single-process generate (with
+    `generate_args` added); returns the text."""
     status, body = post(port, "/v1/completions", {
         "model": name, "prompt": "The quick brown fox", "max_tokens": 16, "temperature": 0})
     check(status == 200, f"[{label}] completion served: {status} {body[:200]}")
     got = json.loads(body)["choices"][0]["text"] if status == 200 else None
     ref = json.loads(subprocess.run(
         [MOESERVE, "generate", "--model", model, "--prompt", "The quick brown fox",
-         "--max-new-tokens", "16", "--temperature", "0", "--compute-dtype", compute, "--json"],
+         "--max-new-tokens", "16", "--temperature", "0", "--compute-dtype", compute, "--json",
+         *generate_args],
         capture_output=True, text=True, check=True).stdout)["text"]
     check(got == ref, f"[{label}] equals single-process generate: {got!r} vs {ref!r}")
     return ref
@@ -521,15 +523,19 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
     finally:
         finish_cluster(cluster, run_dir, compute)
 
-# `moeserve up --backend cpu:2`: every worker runs its steps on a Backend (BackendModel, with the
-# routed experts' routing left in backend memory), the path `--backend cuda` takes on a GPU. Over
-# the CPU backend the cluster, prefill and decode apart, still equals single-process generate.
+# `moeserve up --backend cpu:2 --kv-cache-dtype bf16`: every worker runs its steps on a Backend
+# (BackendModel, with the routed experts' routing left in backend memory) over a bf16 latent
+# cache, the path `--backend cuda` takes on a GPU in bf16 compute. Over the CPU backend the
+# cluster, prefill and decode apart with bf16 blocks through the KV-cache service, still equals
+# single-process generate over the same kind of cache.
 port = free_port()
 run_dir = os.path.join(WORK, "run-backend")
 shutil.rmtree(run_dir, ignore_errors=True)
-cluster = start_cluster(model, port, ["--compute-dtype", "f32", "--backend", "cpu:2"], run_dir)
+kv_bf16 = ["--backend", "cpu:2", "--kv-cache-dtype", "bf16"]
+cluster = start_cluster(model, port, ["--compute-dtype", "f32", *kv_bf16], run_dir)
 try:
-    completion_equals_generate(port, "f32", "backend: workers on --backend cpu:2")
+    completion_equals_generate(port, "f32", "backend: workers on --backend cpu:2, bf16 cache",
+                               kv_bf16)
     said = [f for f in sorted(os.listdir(run_dir)) if f.endswith(".log") and
             "steps run on backend 'cpu'" in open(os.path.join(run_dir, f), errors="replace").read()]
     check(len(said) == 2, f"[backend] both workers say their steps run on the backend: {said}")

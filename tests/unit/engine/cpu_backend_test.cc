@@ -612,6 +612,18 @@ TEST_F(CpuBackendTest, LatentAttentionGroupMustDivideItems) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << group;
     EXPECT_NE(s.message().find("group"), std::string::npos) << s;
   }
+  // The items of a group share their row and length (they are read once for the group).
+  a.group = 3;
+  std::vector<int32_t> longer = lens, other_row = rows;
+  longer[4] = 8;
+  other_row[1] = 1;
+  for (const std::vector<int32_t>* v : {&longer, &other_row}) {
+    a.lens = v == &longer ? longer.data() : lens.data();
+    a.table_rows = v == &other_row ? other_row.data() : rows.data();
+    absl::Status s = backend_.LatentAttention(a);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("group"), std::string::npos) << s;
+  }
 }
 
 // The sampling definition in double: order by p descending (lower id first), keep the
