@@ -297,6 +297,12 @@ struct ArgmaxArgs {
   int32_t* ids = nullptr;
 };
 
+// Free and total bytes of the memory kDevice buffers come from.
+struct MemoryInfo {
+  int64_t free_bytes = 0;
+  int64_t total_bytes = 0;
+};
+
 // The compute interface. Every op returns InvalidArgument for inconsistent shapes or null
 // pointers, Unimplemented for a dtype Supports() rejects, and Internal for a failed launch or
 // library call. Device faults surface as Internal from Synchronize() or CopyToHost().
@@ -324,6 +330,9 @@ class Backend {
                                     int64_t rows, int64_t row_bytes) = 0;
   // Waits for all enqueued work.
   virtual absl::Status Synchronize() = 0;
+  // The device's memory now (cudaMemGetInfo; the CPU backend: the host's MemAvailable and
+  // MemTotal). Other processes change it between calls.
+  virtual absl::StatusOr<MemoryInfo> DeviceMemory() = 0;
 
   virtual absl::Status Gemm(const GemmArgs& args) = 0;
   virtual absl::Status RmsNorm(const RmsNormArgs& args) = 0;

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
@@ -27,7 +28,7 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
                                        "block-tokens", "max-step-tokens", "expert-shards",
                                        "placement", "host", "metrics-port",
                                        "expert-transport", "cuda-device", "backend",
-                                       "kv-cache-dtype"},
+                                       "kv-cache-dtype", "gpu-memory-utilization"},
                                       {}));
   WorkerConfig c;
   MOESERVE_ASSIGN_OR_RETURN(c.model_dir, f.Required("model"));
@@ -74,6 +75,20 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
     return absl::InvalidArgumentError(
         "--block-tokens, --max-step-tokens and --kv-cache-mb must be positive");
   }
+  const bool sized = f.Has("kv-cache-mb") || f.Has("kv-cache-tokens");
+  if (f.Has("gpu-memory-utilization")) {
+    MOESERVE_ASSIGN_OR_RETURN(c.gpu_memory_utilization, f.GetDouble("gpu-memory-utilization", 0));
+    if (!(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1)) {
+      return absl::InvalidArgumentError("--gpu-memory-utilization must be in (0, 1]");
+    }
+    if (c.backend.empty() || sized) {
+      return absl::InvalidArgumentError(
+          "--gpu-memory-utilization sizes a backend's KV pool: it needs --backend, and replaces "
+          "--kv-cache-mb and --kv-cache-tokens");
+    }
+  } else if (!sized && absl::StartsWith(c.backend, "cuda")) {
+    c.gpu_memory_utilization = 0.9;
+  }
   return c;
 }
 
@@ -101,6 +116,9 @@ std::vector<int32_t> AddedTokenIds(const std::string& model_dir) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerConfig& config) {
+  if (config.gpu_memory_utilization > 0 && config.backend.empty()) {
+    return absl::InvalidArgumentError("--gpu-memory-utilization needs --backend");
+  }
   if (config.engine.kv_cache_dtype != engine::DType::kF32 && config.backend.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("a ", engine::DTypeName(config.engine.kv_cache_dtype),
@@ -148,18 +166,26 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
   if (!config.backend.empty()) {
     // The engine's steps on a backend (a GPU): the same blocks, their bytes in backend memory.
     MOESERVE_ASSIGN_OR_RETURN(s->backend_, engine::CreateBackend(config.backend));
-    const engine::BackendModelOptions bo =
+    engine::BackendModelOptions bo =
         engine::BackendModelOptions::ForEngine(s->model_->config(), config.engine);
-    MOESERVE_ASSIGN_OR_RETURN(s->backend_model_,
-                              engine::BackendModel::Create(s->model_.get(), s->backend_.get(), bo));
-    lo.engine.runner = s->backend_model_.get();
     if (experts == nullptr) {
+      // First, so that a pool sized from the memory left sees the experts' weights.
       MOESERVE_ASSIGN_OR_RETURN(
           s->backend_experts_,
           engine::BackendExpertExecutor::Create(s->model_.get(), s->backend_.get()));
       experts = s->backend_experts_.get();
+      bo.other_bytes = s->backend_experts_->backend_bytes();
     }
-    LogInfo(absl::StrCat("worker steps run on backend '", s->backend_->name(), "'"));
+    bo.memory_fraction = config.gpu_memory_utilization;
+    MOESERVE_ASSIGN_OR_RETURN(s->backend_model_,
+                              engine::BackendModel::Create(s->model_.get(), s->backend_.get(), bo));
+    lo.engine.runner = s->backend_model_.get();
+    if (config.gpu_memory_utilization > 0) {
+      lo.engine.kv_cache_tokens = s->backend_model_->num_blocks() * config.engine.block_tokens;
+    }
+    LogInfo(absl::StrCat("worker steps run on backend '", s->backend_->name(), "'; KV pool ",
+                         s->backend_model_->num_blocks() * config.engine.block_tokens,
+                         " tokens of ", engine::DTypeName(config.engine.kv_cache_dtype)));
   }
   lo.hash_seed = PrefixSeed(ss.str(), config.model.compute, config.engine.kv_cache_dtype);
   lo.metrics = s->metrics_.get();

@@ -42,6 +42,11 @@ struct WorkerConfig {
   // "cuda:N", "cpu:N"; engine/backend_registry.h). With a backend and no shards, the routed
   // experts run on it too.
   std::string backend;
+  // > 0 (with a backend): the KV pool takes what is left of this fraction of the backend's
+  // memory after this worker's weights and a step's scratch, instead of engine.kv_cache_* (vLLM's
+  // --gpu-memory-utilization; BackendModelOptions::memory_fraction). The flag's default is 0.9
+  // on a cuda backend when no --kv-cache-mb or --kv-cache-tokens is given, else 0.
+  double gpu_memory_utilization = 0;
   engine::ModelOptions model;
   engine::EngineOptions engine;
 };
@@ -52,7 +57,9 @@ inline constexpr char kWorkerUsage[] =
     "         [--expert-transport grpc|nccl] [--cuda-device N] [--backend cuda[:N]|cpu[:N]]\n"
     "         [--compute-dtype bf16|f32] [--threads N] [--kv-cache-tokens N] [--kv-cache-mb N]\n"
     "         [--block-tokens N] [--max-step-tokens N] [--metrics-port N]\n"
-    "         [--kv-cache-dtype auto|bf16|f32]   (auto: bf16 on a backend in bf16 compute)\n";
+    "         [--kv-cache-dtype auto|bf16|f32]   (auto: bf16 on a backend in bf16 compute)\n"
+    "         [--gpu-memory-utilization F]   (the KV pool from the backend's memory; default\n"
+    "                                         0.9 on cuda without --kv-cache-mb/--kv-cache-tokens)\n";
 
 // Parses the worker's flags (see kWorkerUsage); InvalidArgument naming the flag.
 absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& args);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <new>
 #include <numeric>
 
@@ -269,6 +270,21 @@ absl::Status CpuBackend::RoutedExperts(const RoutedExpertsArgs& a) {
   MOESERVE_RETURN_IF_ERROR(GroupedExperts(g));
   CombineSlots(ys.data(), row_of_slot.data(), a.weights, a.k, a.hidden, 0, a.n, a.out);
   return absl::OkStatus();
+}
+
+absl::StatusOr<MemoryInfo> CpuBackend::DeviceMemory() {
+  std::ifstream in("/proc/meminfo");
+  MemoryInfo m;
+  std::string key, unit;
+  int64_t kib = 0;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemTotal:") m.total_bytes = kib * 1024;
+    if (key == "MemAvailable:") m.free_bytes = kib * 1024;
+  }
+  if (m.total_bytes <= 0 || m.free_bytes <= 0) {
+    return absl::UnavailableError("/proc/meminfo gives no MemTotal and MemAvailable");
+  }
+  return m;
 }
 
 absl::Status CpuBackend::ScatterRows(const ScatterRowsArgs& a) {

@@ -32,6 +32,7 @@ class CpuBackend final : public Backend {
   absl::Status CopyWithin2D(void* dst, int64_t ld_dst, const void* src, int64_t ld_src,
                             int64_t rows, int64_t row_bytes) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
+  absl::StatusOr<MemoryInfo> DeviceMemory() override;
 
   absl::Status Gemm(const GemmArgs& args) override;
   absl::Status RmsNorm(const RmsNormArgs& args) override;

@@ -202,6 +202,12 @@ class CudaBackend final : public Backend {
     profile_.Collect();
     return absl::OkStatus();
   }
+  absl::StatusOr<engine::MemoryInfo> DeviceMemory() override {
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    size_t free_bytes = 0, total_bytes = 0;
+    MOESERVE_RETURN_IF_CUDA_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+    return engine::MemoryInfo{static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
+  }
 
   absl::Status Gemm(const GemmArgs& a) override {
     OpProfile::Scope scope(&profile_,

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "engine/model/backend_experts.h"
 #include "engine/model/chunks.h"
@@ -124,7 +125,11 @@ absl::StatusOr<std::unique_ptr<BackendModel>> BackendModel::Create(
   if (!model->options().filter.attention_side) {
     return absl::FailedPreconditionError("the model has no attention-side weights loaded");
   }
-  if (options.block_tokens < 1 || options.num_blocks < 1) {
+  if (options.memory_fraction < 0 || options.memory_fraction > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("memory fraction ", options.memory_fraction, " outside (0, 1]"));
+  }
+  if (options.block_tokens < 1 || (options.num_blocks < 1 && options.memory_fraction == 0)) {
     return absl::InvalidArgumentError(absl::StrCat("backend cache of ", options.num_blocks,
                                                    " blocks of ", options.block_tokens,
                                                    " tokens"));
@@ -168,6 +173,16 @@ absl::Status BackendModel::Upload() {
     MOESERVE_ASSIGN_OR_RETURN(d.router_bias, UploadVector(b, src.router_bias, total));
     w_->layers.push_back(std::move(d));
   }
+  if (options_.memory_fraction > 0) {
+    MOESERVE_RETURN_IF_ERROR(b->Synchronize());
+    MOESERVE_ASSIGN_OR_RETURN(const MemoryInfo memory, b->DeviceMemory());
+    MOESERVE_ASSIGN_OR_RETURN(
+        options_.num_blocks,
+        CacheBlocksForMemory(memory, options_.memory_fraction, w_->bytes + options_.other_bytes,
+                             StepScratchBytes(c, options_.max_step_tokens,
+                                              options_.max_logit_rows),
+                             BlockBytes()));
+  }
   MOESERVE_ASSIGN_OR_RETURN(cache_,
                             b->Allocate(options_.num_blocks * BlockBytes(), MemoryType::kDevice));
   return b->Synchronize();
@@ -190,6 +205,45 @@ absl::StatusOr<T*> BackendModel::Scratch(int slot, int64_t count) {
     MOESERVE_ASSIGN_OR_RETURN(s, backend_->Allocate(bytes, MemoryType::kDevice));
   }
   return static_cast<T*>(s->data());
+}
+
+int64_t BackendModel::StepScratchBytes(const ModelConfig& c, int64_t tokens,
+                                       int64_t logit_rows) {
+  const int64_t heads = c.num_attention_heads, lat = c.latent_dim(), hidden = c.hidden_size;
+  const int64_t k = c.num_experts_per_tok;
+  const int64_t dense_inter = std::max(
+      c.intermediate_size, c.moe_intermediate_size * std::max<int64_t>(1, c.n_shared_experts));
+  // Every float of the step's scratch slots per token (BackendModel::Forward), the routed
+  // experts' sorted rows and products (k x (hidden + 3 x moe_intermediate)), and the bf16
+  // copies of product inputs the CUDA backend makes (half a float per input element).
+  const int64_t per_token = 5 * hidden + c.q_lora_rank.value_or(0) + heads * c.q_head_dim() + lat +
+                            heads * (lat + c.kv_lora_rank + c.v_head_dim) + 2 * dense_inter +
+                            c.n_routed_experts + 2 * k +
+                            k * (hidden + 3 * c.moe_intermediate_size) + dense_inter / 2;
+  const int64_t rows = std::min(tokens, logit_rows);
+  const int64_t bytes = 4 * (tokens * per_token + rows * (c.vocab_size + 2 * hidden));
+  // Twice the count, for what it does not see (attention splits, cuBLASLt's workspace,
+  // allocator rounding), and 256 MiB besides.
+  return 2 * bytes + (int64_t{256} << 20);
+}
+
+absl::StatusOr<int64_t> BackendModel::CacheBlocksForMemory(const MemoryInfo& m, double fraction,
+                                                           int64_t own_bytes,
+                                                           int64_t scratch_bytes,
+                                                           int64_t block_bytes) {
+  const int64_t allowed = static_cast<int64_t>(fraction * static_cast<double>(m.total_bytes));
+  const int64_t budget =
+      std::min(allowed - own_bytes - scratch_bytes, m.free_bytes - scratch_bytes);
+  if (block_bytes <= 0 || budget < block_bytes) {
+    constexpr double kGiB = 1 << 30;
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "no room for a KV cache: %.2f of the device's %.2f GiB allowed (memory fraction %.2f), "
+        "%.2f GiB taken by this process's weights, %.2f GiB kept for a step's scratch, %.2f "
+        "GiB free; a block needs %.3f GiB",
+        allowed / kGiB, m.total_bytes / kGiB, fraction, own_bytes / kGiB, scratch_bytes / kGiB,
+        m.free_bytes / kGiB, block_bytes / kGiB));
+  }
+  return budget / block_bytes;
 }
 
 int64_t BackendModel::BlockBytes() const {

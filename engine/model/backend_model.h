@@ -21,10 +21,25 @@ struct BackendModelOptions {
   // Its elements: kF32, or kBf16 (each latent rounded as the step writes it; attention widens
   // them back, so all arithmetic stays float32).
   DType cache_dtype = DType::kF32;
+  // > 0 (vLLM's --gpu-memory-utilization): num_blocks is not used; the cache takes what is left
+  // of this fraction of the backend's total memory after this process's weights (the uploaded
+  // ones plus other_bytes, e.g. a BackendExpertExecutor's) and a step's scratch (for
+  // max_step_tokens tokens and max_logit_rows rows of logits), and no more than what is free
+  // after the scratch (CacheBlocksForMemory).
+  double memory_fraction = 0;
+  int64_t other_bytes = 0;
+  int64_t max_step_tokens = 512;
+  int64_t max_logit_rows = 128;
 
   // The cache geometry of an Engine with these options, for a BackendModel that is its runner.
   static BackendModelOptions ForEngine(const ModelConfig& config, const EngineOptions& engine) {
-    return {engine.block_tokens, Engine::PoolBlocks(config, engine), engine.kv_cache_dtype};
+    BackendModelOptions o;
+    o.block_tokens = engine.block_tokens;
+    o.num_blocks = Engine::PoolBlocks(config, engine);
+    o.cache_dtype = engine.kv_cache_dtype;
+    o.max_step_tokens = engine.max_step_tokens;
+    o.max_logit_rows = engine.max_logit_rows;
+    return o;
   }
 };
 
@@ -49,6 +64,17 @@ struct BackendModelOptions {
 // Borrows the model and backend, which must outlive it. Not thread-safe (the engine thread).
 class BackendModel final : public StepRunner {
  public:
+  // Backend memory one step of `tokens` tokens, `logit_rows` of them with logits, may take
+  // beyond the weights and the cache: an upper estimate of the step's activations (the MoE
+  // layers' routed rows included) with a margin for the backend's own workspaces.
+  static int64_t StepScratchBytes(const ModelConfig& config, int64_t tokens, int64_t logit_rows);
+  // Cache blocks of `block_bytes` for BackendModelOptions::memory_fraction: the smaller of
+  // fraction x total - own_bytes - scratch_bytes and free - scratch_bytes, in whole blocks.
+  // ResourceExhausted, saying how the memory is spent, when not one block fits.
+  static absl::StatusOr<int64_t> CacheBlocksForMemory(const MemoryInfo& memory, double fraction,
+                                                      int64_t own_bytes, int64_t scratch_bytes,
+                                                      int64_t block_bytes);
+
   // ResourceExhausted when the backend cannot hold the weights or the cache; FailedPrecondition
   // for a model without its attention-side weights; InvalidArgument for a bad cache size.
   static absl::StatusOr<std::unique_ptr<BackendModel>> Create(const Model* model, Backend* backend,

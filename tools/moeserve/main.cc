@@ -14,6 +14,8 @@ constexpr char kUsage[] =
     "            [--placement SPEC] [--restart-delay-s S] [--stream-resume-grace-s SECONDS]\n"
     "            [--backend cuda[:N]|cpu[:N]]   (the workers' steps on a backend)\n"
     "            [--kv-cache-dtype auto|bf16|f32]   (auto: bf16 on a backend in bf16 compute)\n"
+    "            [--kv-cache-mb N | --gpu-memory-utilization F]   (the workers' KV pools; on cuda\n"
+    "            the default shares 0.9 of the device between the workers)\n"
     "            start a whole cluster on loopback (S: restart a process that dies after S s)\n"
     "  mkmodel   --out DIR [--preset tiny|small|v2-lite|v3] [--seed N] [--dtype bf16|fp8]\n"
     "  generate  --model DIR (--prompt-ids 0,5,17 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"

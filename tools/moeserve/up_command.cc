@@ -132,7 +132,10 @@ struct UpOptions {
   int64_t prefill = 1, decode = 1, shards = 0;
   std::string compute = "bf16";
   int64_t block_tokens = 16;
-  int64_t kv_cache_mb = 256;
+  int64_t kv_cache_mb = 0;  // the workers' --kv-cache-mb; 0: theirs (see gpu_memory_utilization)
+  // The workers' --gpu-memory-utilization; empty: on a cuda backend without --kv-cache-mb, 0.9
+  // split evenly between the workers (they share the device), else none.
+  std::string gpu_memory_utilization;
   int64_t threads = 1;
   std::string run_dir;
   std::string price_table;  // passed to the gateway when set
@@ -231,12 +234,22 @@ absl::Status Up(const UpOptions& o) {
           bin + "/moeserve-worker", "--model", o.model, "--port", std::to_string(p),
           "--role", is_prefill ? "prefill" : "decode", "--kvcache",
           absl::StrCat("127.0.0.1:", kv_port), "--compute-dtype", o.compute,
-          "--block-tokens", std::to_string(o.block_tokens), "--kv-cache-mb",
-          std::to_string(o.kv_cache_mb), "--threads", std::to_string(o.threads),
-          "--kv-cache-dtype", o.kv_cache_dtype};
+          "--block-tokens", std::to_string(o.block_tokens), "--threads",
+          std::to_string(o.threads), "--kv-cache-dtype", o.kv_cache_dtype};
+      if (o.kv_cache_mb > 0) {
+        argv.push_back("--kv-cache-mb");
+        argv.push_back(std::to_string(o.kv_cache_mb));
+      }
       if (!o.backend.empty()) {
         argv.push_back("--backend");
         argv.push_back(o.backend);
+      }
+      if (!o.gpu_memory_utilization.empty()) {
+        argv.push_back("--gpu-memory-utilization");
+        argv.push_back(o.gpu_memory_utilization);
+      } else if (o.kv_cache_mb == 0 && o.backend.rfind("cuda", 0) == 0) {
+        argv.push_back("--gpu-memory-utilization");
+        argv.push_back(absl::StrCat(0.9 / static_cast<double>(o.prefill + o.decode)));
       }
       if (!shard_addrs.empty()) {
         argv.push_back("--expert-shards");
@@ -359,7 +372,8 @@ int RunUp(const std::vector<std::string>& args) {
       args, {"model", "port", "prefill", "decode", "shards", "compute-dtype", "block-tokens",
              "kv-cache-mb", "threads", "run-dir", "price-table", "api-keys", "drain-timeout-s",
              "relay-threads", "max-queue", "placement", "restart-delay-s",
-             "stream-resume-grace-s", "batch-concurrency", "backend", "kv-cache-dtype"},
+             "stream-resume-grace-s", "batch-concurrency", "backend", "kv-cache-dtype",
+             "gpu-memory-utilization"},
       {});
   if (!f.ok()) {
     LogError(f.status());
@@ -376,6 +390,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.batch_concurrency = f->Get("batch-concurrency").value_or("");
   o.backend = f->Get("backend").value_or("");
   o.kv_cache_dtype = f->Get("kv-cache-dtype").value_or(o.kv_cache_dtype);
+  o.gpu_memory_utilization = f->Get("gpu-memory-utilization").value_or("");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {
@@ -389,7 +404,7 @@ int RunUp(const std::vector<std::string>& args) {
   int64_t port;
   if (!get("port", 8000, 1, &port) || !get("prefill", 1, 1, &o.prefill) ||
       !get("decode", 1, 1, &o.decode) || !get("shards", 0, 0, &o.shards) ||
-      !get("block-tokens", 16, 1, &o.block_tokens) || !get("kv-cache-mb", 256, 1, &o.kv_cache_mb) ||
+      !get("block-tokens", 16, 1, &o.block_tokens) || !get("kv-cache-mb", 0, f->Has("kv-cache-mb") ? 1 : 0, &o.kv_cache_mb) ||
       !get("threads", 1, 1, &o.threads) || !get("drain-timeout-s", 5, 0, &o.drain_s) ||
       !get("relay-threads", 64, 1, &o.relay_threads) || !get("max-queue", 512, 0, &o.max_queue) ||
       !get("restart-delay-s", -1, -1, &o.restart_delay_s)) {

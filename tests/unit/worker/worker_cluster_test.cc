@@ -8,6 +8,7 @@
 
 #include "engine/backend_registry.h"
 #include "engine/engine.h"
+#include "engine/model/backend_experts.h"
 #include "engine/model/backend_model.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -247,6 +248,47 @@ TEST_F(WorkerClusterTest, Bf16CacheWorkersShareTheirOwnBlocksAndEqualTheSinglePr
   c.engine.kv_cache_dtype = engine::DType::kBf16;
   absl::StatusOr<std::unique_ptr<WorkerServer>> bad = WorkerServer::Create(c);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+}
+
+// --gpu-memory-utilization on a worker whose steps and experts run on a backend: the pool is
+// what the fraction leaves after the attention-side and expert weights and a step's scratch
+// (here a fraction of the host's memory picked to leave exactly 40 blocks), GetLoad reports
+// it, and the worker serves the single-process engine's tokens over it.
+TEST_F(WorkerClusterTest, AMemoryFractionSizesTheWorkersPoolAfterItsWeights) {
+  engine::ModelOptions mo;
+  mo.compute = engine::ComputeDType::kF32;
+  std::unique_ptr<engine::Model> m = std::move(*engine::Model::Load(*dir_, mo));
+  engine::BackendPtr backend = std::move(*engine::CreateBackend("cpu:1"));
+  engine::BackendModelOptions bo;
+  bo.block_tokens = 4;
+  bo.num_blocks = 1;
+  const int64_t weights =
+      (*engine::BackendModel::Create(m.get(), backend.get(), bo))->weight_bytes() +
+      (*engine::BackendExpertExecutor::Create(m.get(), backend.get()))->backend_bytes();
+  const int64_t block_bytes = m->config().num_hidden_layers * 4 * m->config().latent_dim() * 4;
+  const int64_t scratch = engine::BackendModel::StepScratchBytes(m->config(), 512, 128);
+  const engine::MemoryInfo memory = *backend->DeviceMemory();
+  WorkerConfig c;
+  c.model_dir = *dir_;
+  c.kvcache = "127.0.0.1:" + std::to_string(kv_->Port());
+  c.backend = TestBackend();
+  c.model.compute = engine::ComputeDType::kF32;
+  c.model.threads = 1;
+  c.engine.block_tokens = 4;
+  c.gpu_memory_utilization = static_cast<double>(weights + scratch + 40 * block_bytes +
+                                                 block_bytes / 2) /
+                             static_cast<double>(memory.total_bytes);
+  if (c.backend.rfind("cpu", 0) != 0) GTEST_SKIP() << "the fraction is of the host's memory";
+  absl::StatusOr<std::unique_ptr<WorkerServer>> w = WorkerServer::Create(c);
+  ASSERT_TRUE(w.ok()) << w.status();
+  grpc::ClientContext ctx;
+  v1::WorkerLoad load;
+  ASSERT_TRUE(Stub(**w)->GetLoad(&ctx, v1::GetLoadRequest(), &load).ok());
+  EXPECT_EQ(load.kv_blocks_total(), 40);
+  std::vector<int32_t> prompt = {4, 8, 15, 16, 23, 42, 108};
+  grpc::Status st;
+  EXPECT_EQ(Decode(Stub(**w).get(), Spec(prompt, 6), nullptr, &st), Reference(prompt, 6));
+  EXPECT_TRUE(st.ok()) << st.error_message();
 }
 
 // Two expert shards over gRPC; `addrs` gets their addresses.

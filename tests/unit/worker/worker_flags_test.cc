@@ -59,6 +59,44 @@ TEST(WorkerFlagsTest, KvCacheDtypeFollowsTheBackendAndComputeUnlessNamed) {
   EXPECT_NE(c.status().message().find("fp8"), std::string::npos) << c.status();
 }
 
+// --gpu-memory-utilization: 0.9 by default on a cuda backend unless the pool is sized by
+// hand; given, it must be in (0, 1], with a backend and without --kv-cache-mb/-tokens.
+TEST(WorkerFlagsTest, GpuMemoryUtilizationSizesABackendsPool) {
+  struct Case {
+    std::vector<std::string> flags;
+    double want;
+  };
+  const std::vector<Case> cases = {
+      {{}, 0},
+      {{"--backend", "cpu"}, 0},
+      {{"--backend", "cuda"}, 0.9},
+      {{"--backend", "cuda:1"}, 0.9},
+      {{"--backend", "cuda", "--kv-cache-mb", "1024"}, 0},
+      {{"--backend", "cuda", "--kv-cache-tokens", "4096"}, 0},
+      {{"--backend", "cpu", "--gpu-memory-utilization", "0.25"}, 0.25},
+      {{"--backend", "cuda", "--gpu-memory-utilization", "1"}, 1.0},
+  };
+  for (const Case& k : cases) {
+    std::vector<std::string> args = {"--model", "m"};
+    args.insert(args.end(), k.flags.begin(), k.flags.end());
+    absl::StatusOr<WorkerConfig> c = ParseWorkerFlags(args);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->gpu_memory_utilization, k.want) << args.back();
+  }
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--gpu-memory-utilization", "0.5"},
+        {"--backend", "cuda", "--gpu-memory-utilization", "0"},
+        {"--backend", "cuda", "--gpu-memory-utilization", "1.5"},
+        {"--backend", "cuda", "--gpu-memory-utilization", "0.5", "--kv-cache-mb", "64"}}) {
+    std::vector<std::string> args = {"--model", "m"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    absl::StatusOr<WorkerConfig> c = ParseWorkerFlags(args);
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << args.back();
+    EXPECT_NE(c.status().message().find("--gpu-memory-utilization"), std::string::npos)
+        << c.status();
+  }
+}
+
 // Blocks of a bf16 cache are other bytes: another hash namespace; float32 keeps its old seed.
 TEST(WorkerFlagsTest, PrefixSeedSeparatesCacheDtypes) {
   const std::string config = R"({"vocab_size": 10})";

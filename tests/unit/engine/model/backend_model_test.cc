@@ -410,6 +410,72 @@ TEST(BackendModelEngineTest, AMismatchedPoolIsFailedPrecondition) {
   EXPECT_EQ(e.Step().status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// The pool a memory fraction leaves: fraction x total less this process's weights and a
+// step's scratch, never more than what is free less the scratch, in whole blocks.
+TEST(BackendModelMemoryTest, CacheBlocksForMemoryTakesTheSmallerOfAllowedAndFree) {
+  constexpr int64_t kGiB = int64_t{1} << 30, kMiB = int64_t{1} << 20;
+  const MemoryInfo roomy{10 * kGiB, 16 * kGiB}, crowded{2 * kGiB, 16 * kGiB};
+  EXPECT_EQ(*BackendModel::CacheBlocksForMemory(roomy, 0.5, 3 * kGiB, kGiB, kMiB), 4096);
+  EXPECT_EQ(*BackendModel::CacheBlocksForMemory(crowded, 0.5, 3 * kGiB, kGiB, kMiB), 1024);
+  EXPECT_EQ(*BackendModel::CacheBlocksForMemory(roomy, 0.5, 3 * kGiB, kGiB, 3 * kMiB), 1365);
+  absl::StatusOr<int64_t> none = BackendModel::CacheBlocksForMemory(roomy, 0.25, 3 * kGiB, kGiB,
+                                                                    kMiB);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kResourceExhausted) << none.status();
+  EXPECT_NE(none.status().message().find("no room for a KV cache"), std::string::npos);
+}
+
+// A BackendModel sized by a memory fraction takes the blocks that fraction leaves (here a
+// fraction of the host's memory picked to leave room for exactly 100 of them), and an Engine
+// over it computes what one over a pool of a fixed size computes.
+TEST(BackendModelMemoryTest, AMemoryFractionSizesTheCacheAfterTheWeights) {
+  std::unique_ptr<Model> m = Load("fraction", ComputeDType::kF32, Json::object());
+  ASSERT_NE(m, nullptr);
+  absl::StatusOr<BackendPtr> backend = CreateBackend("cpu");
+  ASSERT_TRUE(backend.ok());
+  BackendModelOptions fixed;
+  fixed.block_tokens = kBlockTokens;
+  fixed.num_blocks = kBlocks;
+  absl::StatusOr<std::unique_ptr<BackendModel>> sized_by_hand =
+      BackendModel::Create(m.get(), backend->get(), fixed);
+  ASSERT_TRUE(sized_by_hand.ok()) << sized_by_hand.status();
+  absl::StatusOr<MemoryInfo> memory = (*backend)->DeviceMemory();
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  ASSERT_GT(memory->total_bytes, 0);
+  const int64_t block_bytes = m->config().num_hidden_layers * kBlockTokens *
+                              m->config().latent_dim() * static_cast<int64_t>(sizeof(float));
+  BackendModelOptions by_fraction = fixed;
+  by_fraction.num_blocks = 0;
+  by_fraction.other_bytes = 1000;
+  const int64_t scratch = BackendModel::StepScratchBytes(
+      m->config(), by_fraction.max_step_tokens, by_fraction.max_logit_rows);
+  EXPECT_GT(scratch, int64_t{256} << 20);
+  EXPECT_GT(BackendModel::StepScratchBytes(m->config(), 2048, 128), scratch);
+  by_fraction.memory_fraction =
+      static_cast<double>((*sized_by_hand)->weight_bytes() + 1000 + scratch +
+                          100 * block_bytes + block_bytes / 2) /
+      static_cast<double>(memory->total_bytes);
+  absl::StatusOr<std::unique_ptr<BackendModel>> bm =
+      BackendModel::Create(m.get(), backend->get(), by_fraction);
+  ASSERT_TRUE(bm.ok()) << bm.status();
+  EXPECT_EQ((*bm)->num_blocks(), 100);
+
+  EngineOptions eo;
+  eo.block_tokens = kBlockTokens;
+  eo.kv_cache_tokens = (*bm)->num_blocks() * kBlockTokens;
+  eo.runner = bm->get();
+  EngineOptions eo_fixed = eo;
+  eo_fixed.kv_cache_tokens = kBlocks * kBlockTokens;
+  eo_fixed.runner = sized_by_hand->get();
+  Engine e(m.get(), eo), e_fixed(m.get(), eo_fixed);
+  EXPECT_EQ(e.cache().num_blocks(), 100);
+  for (Engine* x : {&e, &e_fixed}) ASSERT_TRUE(x->Add({5, 4, 3, 2, 1, 7, 8}).ok());
+  EXPECT_EQ(StepAll(&e), StepAll(&e_fixed));
+
+  by_fraction.memory_fraction = 1.5;
+  EXPECT_EQ(BackendModel::Create(m.get(), backend->get(), by_fraction).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(BackendModelErrorsTest, BadBlocksTokensAndSizesAreInvalidArgument) {
   std::unique_ptr<Model> m = Load("errors", ComputeDType::kF32, Json::object());
   ASSERT_NE(m, nullptr);
