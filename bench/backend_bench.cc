@@ -122,21 +122,18 @@ Json BenchBackend(const BackendBenchArgs& a) {
   out["backend_bytes"] = bm->backend_bytes() + experts->backend_bytes();
   out["kv_cache_dtype"] = engine::DTypeName(cache_dtype);
   out["kv_cache_bytes_per_token"] = kv_token_bytes;
-  if (backend->name() == "cuda") {
-    // What the device holds beside the weights: this bench's pool plus the largest further
-    // allocation that succeeds (to 1/64 of the first try; 1 GiB kept back for scratch).
-    const int64_t pool = bo.num_blocks * bt * kv_token_bytes;
-    int64_t lo = 0, hi = int64_t{256} << 30;
-    while (hi - lo > (int64_t{1} << 28)) {
-      const int64_t mid = lo + (hi - lo) / 2;
-      if (backend->Allocate(mid, engine::MemoryType::kDevice).ok()) {
-        lo = mid;
-      } else {
-        hi = mid;
-      }
-    }
-    const int64_t tokens = (pool + std::max<int64_t>(0, lo - (int64_t{1} << 30))) / kv_token_bytes;
-    out["kv_capacity"] = {{"tokens", tokens}, {"sequences_of_4k", tokens / 4096}};
+  {
+    // What a worker's pool would hold on this device at the default --gpu-memory-utilization
+    // (0.9): the tokens of this bench's pool plus what the fraction leaves beside it.
+    const int64_t pool_bytes = bo.num_blocks * bt * kv_token_bytes;
+    BENCH_ASSIGN(memory, backend->DeviceMemory());
+    const absl::StatusOr<int64_t> more = engine::BackendModel::CacheBlocksForMemory(
+        memory, 0.9, bm->backend_bytes() + experts->backend_bytes(),
+        engine::BackendModel::StepScratchBytes(c, 512, 128), bt * kv_token_bytes);
+    const int64_t tokens = pool_bytes / kv_token_bytes + (more.ok() ? *more * bt : 0);
+    out["kv_capacity"] = {{"device_total_bytes", memory.total_bytes},
+                          {"tokens_at_0.9", tokens},
+                          {"sequences_of_4k", tokens / 4096}};
   }
 
   // Bytes every decode step reads whatever the batch: the attention side (router, shared
