@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_channel.h"
 #include "common/log.h"
+#include "engine/backend_registry.h"
 #include "engine/config.h"
 #include "expert-shard/transport/nccl_peer_group.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -39,7 +40,19 @@ absl::StatusOr<std::unique_ptr<ExpertShardServer>> ExpertShardServer::Create(
       engine::Model::Load(config.model_dir, options);
   if (!model.ok()) return model.status();
   s->model_ = *std::move(model);
-  s->compute_ = std::make_unique<ShardCompute>(s->model_.get());
+  if (!config.backend.empty()) {
+    absl::StatusOr<engine::BackendPtr> backend = engine::CreateBackend(config.backend);
+    if (!backend.ok()) return backend.status();
+    s->backend_ = *std::move(backend);
+    absl::StatusOr<std::unique_ptr<engine::BackendExpertExecutor>> experts =
+        engine::BackendExpertExecutor::Create(s->model_.get(), s->backend_.get());
+    if (!experts.ok()) return experts.status();
+    s->backend_experts_ = *std::move(experts);
+    LogInfo(absl::StrCat("shard ", id, ": expert products run on backend '",
+                         s->backend_->name(), "' (", s->backend_experts_->backend_bytes(),
+                         " bytes of weights)"));
+  }
+  s->compute_ = std::make_unique<ShardCompute>(s->model_.get(), s->backend_experts_.get());
   s->thread_ = std::make_unique<ComputeThread>();
   s->metrics_ = std::make_unique<ShardMetrics>(id, *p);
   GroupJoiner joiner = config.collective_joiner;

@@ -29,6 +29,9 @@ struct ShardConfig {
   engine::ComputeDType compute = engine::ComputeDType::kBf16;
   int threads = 0;  // 0: one per core
   int cuda_device = 0;  // the GPU this shard's NCCL rank uses (JoinCollective)
+  // Where the expert products run: empty for the host, or a backend spec ("cuda", "cuda:N",
+  // "cpu:N"; engine/backend_registry.h), which holds this shard's experts' weights.
+  std::string backend;
   // Joins a worker's collective group; unset: an NCCL rank on cuda_device where the build has
   // NCCL, else JoinCollective is refused. Tests inject in-process groups.
   GroupJoiner collective_joiner;
@@ -63,6 +66,8 @@ class ExpertShardServer {
   std::unique_ptr<Placement> placement_;
   std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<engine::Model> model_;
+  engine::BackendPtr backend_;  // with config.backend; outlive the compute that uses them
+  std::unique_ptr<engine::BackendExpertExecutor> backend_experts_;
   std::unique_ptr<ShardCompute> compute_;
   std::unique_ptr<ComputeThread> thread_;
   std::unique_ptr<CollectiveHost> collective_;

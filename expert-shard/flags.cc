@@ -39,7 +39,7 @@ absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv, const std::string&
   static const char* const kFlags[] = {"model",        "port",          "shard-id",
                                        "num-shards",   "placement",     "compute-dtype",
                                        "threads",      "host",          "metrics-port",
-                                       "shard-id-from-hostname", "cuda-device"};
+                                       "shard-id-from-hostname", "cuda-device", "backend"};
   std::map<std::string, std::string> values;
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
@@ -64,6 +64,7 @@ absl::StatusOr<ShardConfig> ParseFlags(int argc, char** argv, const std::string&
   c.model_dir = values["model"];
   if (values.count("host")) c.host = values["host"];
   if (values.count("placement")) c.placement = values["placement"];
+  if (values.count("backend")) c.backend = values["backend"];
   absl::Status s;
   if (values.count("port")) s.Update(ParseInt("port", values["port"], 0, &c.port));
   if (values.count("shard-id")) s.Update(ParseInt("shard-id", values["shard-id"], 0, &c.shard_id));

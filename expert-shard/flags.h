@@ -13,8 +13,9 @@ inline constexpr char kShardUsage[] =
     "usage: moeserve-expert-shard --model DIR [--port N] [--host H]\n"
     "         (--shard-id I | --shard-id-from-hostname true) [--num-shards N]\n"
     "         [--placement SPEC] [--compute-dtype bf16|f32] [--threads N] [--metrics-port N]\n"
-    "         [--cuda-device N]\n"
+    "         [--cuda-device N] [--backend cuda[:N]|cpu[:N]]\n"
     "  --cuda-device: the GPU of this shard's NCCL rank when a worker uses --expert-transport nccl.\n"
+    "  --backend: where the expert products run (their weights uploaded there); default the host.\n"
     "  --shard-id-from-hostname true takes I from the hostname's trailing -I (a StatefulSet\n"
     "  pod's ordinal: expert-shard-3 is shard 3).\n";
 

@@ -48,6 +48,10 @@ absl::Status ShardCompute::Run(const ShardBatch& batch, ShardResult* result) {
   const int64_t hidden = c.hidden_size;
   const int64_t inter = c.moe_intermediate_size;
   result->outputs.assign(batch.rows.size(), 0.0f);
+  if (on_backend_ != nullptr) {
+    return on_backend_->RunGroups(batch.layer, batch.experts, batch.counts, batch.rows.data(),
+                                  result->outputs.data());
+  }
   int64_t offset = 0;  // in rows
   for (size_t i = 0; i < batch.experts.size(); ++i) {
     const int64_t m = batch.counts[i];

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "engine/model.h"
+#include "engine/model/backend_experts.h"
 #include "expert-shard/transport/activation_transport.h"
 
 namespace moeserve::expert_shard {
@@ -19,7 +20,11 @@ namespace moeserve::expert_shard {
 // so one Run at a time (the shard server serialises calls on its compute thread).
 class ShardCompute {
  public:
-  explicit ShardCompute(const engine::Model* model) : model_(model) {}
+  // `on_backend` set (borrowed): the products run there (a GPU shard, --backend), over the
+  // experts it uploaded from `model`; over the CPU backend the outputs are the same bit for bit.
+  explicit ShardCompute(const engine::Model* model,
+                        engine::BackendExpertExecutor* on_backend = nullptr)
+      : model_(model), on_backend_(on_backend) {}
 
   // Fills result->outputs for every row of the batch. Errors:
   //   InvalidArgument    experts/counts of different lengths, negative counts, experts not
@@ -35,6 +40,7 @@ class ShardCompute {
 
  private:
   const engine::Model* model_;
+  engine::BackendExpertExecutor* on_backend_;
   std::vector<float> gate_, up_;
 };
 

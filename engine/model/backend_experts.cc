@@ -145,4 +145,48 @@ absl::Status BackendExpertExecutor::Run(int64_t layer, const float* x, int64_t n
   return absl::OkStatus();
 }
 
+absl::Status BackendExpertExecutor::RunGroups(int64_t layer, absl::Span<const int32_t> experts,
+                                              absl::Span<const int64_t> counts, const float* x,
+                                              float* out) {
+  const ModelConfig& c = model_->config();
+  if (layer < 0 || layer >= c.num_hidden_layers || !c.IsMoeLayer(layer)) {
+    return absl::FailedPreconditionError(absl::StrCat("layer ", layer, " is not a MoE layer"));
+  }
+  if (experts.size() != counts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(experts.size(), " experts but ",
+                                                   counts.size(), " row counts"));
+  }
+  std::vector<ExpertGroup> groups;
+  int64_t rows = 0;
+  for (size_t i = 0; i < experts.size(); ++i) {
+    const int32_t e = experts[i];
+    if (counts[i] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("negative row count for expert ", e));
+    }
+    if (e < 0 || e >= c.n_routed_experts || experts_[layer][e] == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("expert ", e, " of layer ", layer, " is not loaded in this process"));
+    }
+    if (counts[i] > 0) {
+      ExpertGroup g = experts_[layer][e]->group;
+      g.offset = rows;
+      g.count = counts[i];
+      groups.push_back(g);
+    }
+    rows += counts[i];
+  }
+  if (rows == 0) return absl::OkStatus();
+  const int64_t floats = rows * c.hidden_size;
+  MOESERVE_ASSIGN_OR_RETURN(float* dx, Scratch(0, floats));
+  MOESERVE_ASSIGN_OR_RETURN(float* dy, Scratch(1, floats));
+  MOESERVE_RETURN_IF_ERROR(backend_->CopyToBackend(dx, x, floats * 4));
+  GroupedExpertsArgs a;
+  a.x = dx;
+  a.hidden = c.hidden_size;
+  a.groups = groups;
+  a.out = dy;
+  MOESERVE_RETURN_IF_ERROR(backend_->GroupedExperts(a));
+  return backend_->CopyToHost(out, dy, floats * 4);
+}
+
 }  // namespace moeserve::engine

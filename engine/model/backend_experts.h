@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/backend.h"
 #include "engine/expert_executor.h"
 #include "engine/model.h"
@@ -34,6 +35,15 @@ class BackendExpertExecutor final : public ExpertExecutor {
   // backend and no host round trip. Over the CPU backend, equal to Run bit for bit.
   absl::Status RunOnBackend(int64_t layer, const float* x, int64_t n, int64_t k,
                             const int32_t* ids, const float* weights, float* out) override;
+
+  // An expert shard's form: the rows come grouped by expert (experts ascending, expert
+  // experts[i] takes counts[i] consecutive rows of x), and each row's SwiGLU output goes to the
+  // same row of out, uncombined. x and out are host memory (rows x hidden floats); one copy in,
+  // GroupedExperts, one copy out. Over the CPU backend, bit for bit the host's grouped products.
+  // FailedPrecondition for a layer that is not MoE or an expert not loaded; InvalidArgument for
+  // mismatched spans or negative counts.
+  absl::Status RunGroups(int64_t layer, absl::Span<const int32_t> experts,
+                         absl::Span<const int64_t> counts, const float* x, float* out);
 
   int64_t backend_bytes() const { return bytes_; }
 

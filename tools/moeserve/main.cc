@@ -12,7 +12,7 @@ constexpr char kUsage[] =
     "  up        [--model DIR] [--port 8000] [--prefill N] [--decode N] [--shards N]\n"
     "            [--compute-dtype bf16|f32] [--price-table FILE] [--api-keys FILE]\n"
     "            [--placement SPEC] [--restart-delay-s S] [--stream-resume-grace-s SECONDS]\n"
-    "            [--backend cuda[:N]|cpu[:N]]   (the workers' steps on a backend)\n"
+    "            [--backend cuda[:N]|cpu[:N]]   (the workers' steps, shards' experts on a backend)\n"
     "            [--kv-cache-dtype auto|bf16|f32]   (auto: bf16 on a backend in bf16 compute)\n"
     "            [--kv-cache-mb N | --gpu-memory-utilization F]   (the workers' KV pools; on cuda\n"
     "            the default shares 0.9 of the device between the workers)\n"

@@ -145,7 +145,7 @@ struct UpOptions {
   int64_t drain_s = 5;       // --drain-timeout-s of every service (and of the stop)
   int64_t relay_threads = 64, max_queue = 512;  // the router's
   std::string placement;       // expert placement spec for shards and workers ("" = theirs)
-  std::string backend;         // the workers' --backend ("" = the host engine)
+  std::string backend;         // the workers' and shards' --backend ("" = the host)
   std::string kv_cache_dtype = "auto";  // the workers' --kv-cache-dtype
   int64_t restart_delay_s = -1;  // restart a process that dies after this long; -1: never
 };
@@ -221,6 +221,10 @@ absl::Status Up(const UpOptions& o) {
       if (!o.placement.empty()) {
         argv.push_back("--placement");
         argv.push_back(o.placement);
+      }
+      if (!o.backend.empty()) {  // the shards' expert products on the backend too
+        argv.push_back("--backend");
+        argv.push_back(o.backend);
       }
       MOESERVE_RETURN_IF_ERROR(start(absl::StrCat("expert-shard-", i), argv, p));
       shard_addrs.push_back(absl::StrCat("127.0.0.1:", p));

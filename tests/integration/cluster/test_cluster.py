@@ -523,22 +523,29 @@ for compute, shards in (("f32", "2"), ("bf16", "1")):
     finally:
         finish_cluster(cluster, run_dir, compute)
 
-# `moeserve up --backend cpu:2 --kv-cache-dtype bf16`: every worker runs its steps on a Backend
-# (BackendModel, with the routed experts' routing left in backend memory) over a bf16 latent
-# cache, the path `--backend cuda` takes on a GPU in bf16 compute. Over the CPU backend the
-# cluster, prefill and decode apart with bf16 blocks through the KV-cache service, still equals
-# single-process generate over the same kind of cache.
+# `moeserve up --backend cpu:2 --kv-cache-dtype bf16 --shards 2`: every worker runs its steps on
+# a Backend (BackendModel) over a bf16 latent cache, and both expert shards their products
+# (GroupedExperts over their uploaded experts): the path `--backend cuda` takes on GPUs in bf16
+# compute. Over the CPU backend the cluster, prefill and decode apart with bf16 blocks through
+# the KV-cache service and the experts on the shards, still equals single-process generate over
+# the same kind of cache.
 port = free_port()
 run_dir = os.path.join(WORK, "run-backend")
 shutil.rmtree(run_dir, ignore_errors=True)
 kv_bf16 = ["--backend", "cpu:2", "--kv-cache-dtype", "bf16"]
-cluster = start_cluster(model, port, ["--compute-dtype", "f32", *kv_bf16], run_dir)
+cluster = start_cluster(model, port, ["--compute-dtype", "f32", "--shards", "2", *kv_bf16],
+                        run_dir)
 try:
     completion_equals_generate(port, "f32", "backend: workers on --backend cpu:2, bf16 cache",
                                kv_bf16)
     said = [f for f in sorted(os.listdir(run_dir)) if f.endswith(".log") and
             "steps run on backend 'cpu'" in open(os.path.join(run_dir, f), errors="replace").read()]
     check(len(said) == 2, f"[backend] both workers say their steps run on the backend: {said}")
+    shards_said = [f for f in sorted(os.listdir(run_dir)) if f.endswith(".log") and
+                   "expert products run on backend 'cpu'" in
+                   open(os.path.join(run_dir, f), errors="replace").read()]
+    check(len(shards_said) == 2,
+          f"[backend] both shards say their products run on the backend: {shards_said}")
 finally:
     finish_cluster(cluster, run_dir, "backend")
 

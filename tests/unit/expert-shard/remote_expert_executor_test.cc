@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <memory>
+#include <random>
 #include <vector>
 
+#include "engine/backend_registry.h"
+#include "engine/model/backend_experts.h"
 #include "expert-shard/shard_compute.h"
 #include "expert-shard/transport/loopback_transport.h"
 #include "gtest/gtest.h"
@@ -335,6 +338,40 @@ TEST(ShardComputeTest, ValidatesBatches) {
   EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kFailedPrecondition);
   b.layer = 99;
   EXPECT_EQ(shard0.Run(b, &r).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A shard whose products run on a backend (--backend; the CPU backend here, a GPU's in a GPU
+// shard) computes the host shard's outputs bit for bit, in f32 and bf16, for batches with
+// empty groups too; and a batch it cannot serve gets the same errors.
+TEST(ShardComputeTest, OnABackendEqualsTheHostBitForBit) {
+  for (ComputeDType compute : {ComputeDType::kF32, ComputeDType::kBf16}) {
+    absl::StatusOr<Placement> placement =
+        Placement::Parse("round_robin", 2, MoeShape::FromConfig(*engine::LoadModelConfig(
+                                               testing::SmallModelDir())));
+    ASSERT_TRUE(placement.ok()) << placement.status();
+    absl::StatusOr<std::unique_ptr<engine::Model>> model =
+        testing::LoadShard(compute, *placement, 0);
+    ASSERT_TRUE(model.ok()) << model.status();
+    absl::StatusOr<engine::BackendPtr> backend = engine::CreateBackend("cpu:2");
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    absl::StatusOr<std::unique_ptr<engine::BackendExpertExecutor>> uploaded =
+        engine::BackendExpertExecutor::Create(model->get(), backend->get());
+    ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+    ShardCompute host(model->get()), on_backend(model->get(), uploaded->get());
+    const int64_t hidden = (*model)->config().hidden_size;
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(-1, 1);
+    ShardBatch batch{0, 1, {0, 2, 4, 6}, {3, 0, 5, 1}, {}};
+    for (int64_t i = 0; i < 9 * hidden; ++i) batch.rows.push_back(u(rng));
+    ShardResult want, got;
+    ASSERT_TRUE(host.Run(batch, &want).ok());
+    ASSERT_TRUE(on_backend.Run(batch, &got).ok());
+    EXPECT_EQ(got.outputs, want.outputs);
+    EXPECT_NE(got.outputs, std::vector<float>(got.outputs.size(), 0.0f));
+    batch.experts = {0, 1, 2, 3};  // 1 and 3 live on shard 1
+    absl::Status s = on_backend.Run(batch, &got);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  }
 }
 
 }  // namespace

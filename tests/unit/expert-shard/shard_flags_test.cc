@@ -43,6 +43,15 @@ TEST(ShardFlagsTest, ShardIdComesFromTheHostname) {
   EXPECT_EQ(c->shard_id, 1);
 }
 
+TEST(ShardFlagsTest, BackendNamesWhereTheProductsRun) {
+  absl::StatusOr<ShardConfig> c = Parse({"--model", "/m", "--shard-id", "0"}, "");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->backend, "");
+  c = Parse({"--model", "/m", "--shard-id", "0", "--backend", "cuda:1"}, "");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->backend, "cuda:1");
+}
+
 TEST(ShardFlagsTest, RejectsBadHostnameUse) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       // the ordinal must be below --num-shards

@@ -292,8 +292,10 @@ TEST_F(WorkerClusterTest, AMemoryFractionSizesTheWorkersPoolAfterItsWeights) {
 }
 
 // Two expert shards over gRPC; `addrs` gets their addresses.
+// `backend` set: their products run there.
 std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> StartShards(
-    const std::string& model_dir, std::vector<std::string>* addrs) {
+    const std::string& model_dir, std::vector<std::string>* addrs,
+    const std::string& backend = "") {
   std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> shards;
   for (int i = 0; i < 2; ++i) {
     expert_shard::ShardConfig sc;
@@ -303,6 +305,7 @@ std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> StartShards(
     sc.num_shards = 2;
     sc.compute = engine::ComputeDType::kF32;
     sc.threads = 1;
+    sc.backend = backend;
     absl::StatusOr<std::unique_ptr<expert_shard::ExpertShardServer>> s =
         expert_shard::ExpertShardServer::Create(sc);
     EXPECT_TRUE(s.ok()) << s.status();
@@ -358,12 +361,19 @@ TEST_F(WorkerClusterTest, DecodeOnABackendEqualsTheSingleProcessEngine) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
 }
 
-// Attention on the backend, routed experts on two shards over gRPC (the activations go through
-// the host between them): the single-process engine's tokens.
+// Attention on the backend, routed experts on two shards over gRPC whose products run on the
+// backend too (the activations go through the host between them): the single-process engine's
+// tokens. A shard given a backend it cannot open is refused at start-up.
 TEST_F(WorkerClusterTest, DecodeOnABackendWithExpertsOnShardsEqualsTheSingleProcessEngine) {
   std::vector<std::string> addrs;
-  std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> shards = StartShards(*dir_, &addrs);
+  std::vector<std::unique_ptr<expert_shard::ExpertShardServer>> shards =
+      StartShards(*dir_, &addrs, TestBackend());
   ASSERT_EQ(shards.size(), 2u);
+  expert_shard::ShardConfig bad;
+  bad.model_dir = *dir_;
+  bad.backend = "tpu";
+  EXPECT_EQ(expert_shard::ExpertShardServer::Create(bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
   std::unique_ptr<WorkerServer> w = Start(Role::kBoth, addrs, TestBackend());
   ASSERT_NE(w, nullptr);
   std::vector<int32_t> prompt = {31, 7, 300, 2, 2, 19, 64, 5, 11, 250, 1, 8, 13};
