@@ -419,11 +419,9 @@ int RunUp(const std::vector<std::string>& args) {
     LogError(absl::InvalidArgumentError("--compute-dtype must be bf16 or f32"));
     return 2;
   }
-  // The workers' own check, made before anything starts.
+  // The workers' own check, made before anything starts (o.compute was checked above).
   if (absl::StatusOr<engine::DType> kv = engine::ParseKvCacheDType(
-          o.kv_cache_dtype, o.compute == "f32" ? engine::ComputeDType::kF32
-                                               : engine::ComputeDType::kBf16,
-          !o.backend.empty());
+          o.kv_cache_dtype, *engine::ParseComputeDType(o.compute), !o.backend.empty());
       !kv.ok()) {
     LogError(kv.status());
     return 2;

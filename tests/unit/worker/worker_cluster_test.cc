@@ -265,7 +265,7 @@ TEST_F(WorkerClusterTest, AMemoryFractionSizesTheWorkersPoolAfterItsWeights) {
   const int64_t weights =
       (*engine::BackendModel::Create(m.get(), backend.get(), bo))->weight_bytes() +
       (*engine::BackendExpertExecutor::Create(m.get(), backend.get()))->backend_bytes();
-  const int64_t block_bytes = m->config().num_hidden_layers * 4 * m->config().latent_dim() * 4;
+  const int64_t block_bytes = 4 * engine::KvCache::BytesPerToken(m->config());
   const int64_t scratch = engine::BackendModel::StepScratchBytes(m->config(), 512, 128);
   const engine::MemoryInfo memory = *backend->DeviceMemory();
   WorkerConfig c;

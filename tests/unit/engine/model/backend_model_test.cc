@@ -441,8 +441,7 @@ TEST(BackendModelMemoryTest, AMemoryFractionSizesTheCacheAfterTheWeights) {
   absl::StatusOr<MemoryInfo> memory = (*backend)->DeviceMemory();
   ASSERT_TRUE(memory.ok()) << memory.status();
   ASSERT_GT(memory->total_bytes, 0);
-  const int64_t block_bytes = m->config().num_hidden_layers * kBlockTokens *
-                              m->config().latent_dim() * static_cast<int64_t>(sizeof(float));
+  const int64_t block_bytes = kBlockTokens * KvCache::BytesPerToken(m->config());
   BackendModelOptions by_fraction = fixed;
   by_fraction.num_blocks = 0;
   by_fraction.other_bytes = 1000;
