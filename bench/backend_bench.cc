@@ -129,7 +129,9 @@ Json BenchBackend(const BackendBenchArgs& a) {
     BENCH_ASSIGN(memory, backend->DeviceMemory());
     const absl::StatusOr<int64_t> more = engine::BackendModel::CacheBlocksForMemory(
         memory, 0.9, bm->backend_bytes() + experts->backend_bytes(),
-        engine::BackendModel::StepScratchBytes(c, 512, 128), bt * kv_token_bytes);
+        engine::BackendModel::StepScratchBytes(c, engine::EngineOptions{}.max_step_tokens,
+                                               engine::EngineOptions{}.max_logit_rows),
+        bt * kv_token_bytes);
     const int64_t tokens = pool_bytes / kv_token_bytes + (more.ok() ? *more * bt : 0);
     out["kv_capacity"] = {{"device_total_bytes", memory.total_bytes},
                           {"tokens_at_0.9", tokens},

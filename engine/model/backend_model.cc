@@ -4,6 +4,7 @@
 
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -247,29 +248,35 @@ absl::StatusOr<int64_t> BackendModel::CacheBlocksForMemory(const MemoryInfo& m, 
 }
 
 int64_t BackendModel::BlockBytes() const {
-  const ModelConfig& c = model_->config();
-  return c.num_hidden_layers * options_.block_tokens * c.latent_dim() *
-         DTypeSize(options_.cache_dtype);
+  return options_.block_tokens * KvCache::BytesPerToken(model_->config(), options_.cache_dtype);
 }
 
 char* BackendModel::BlockData(int32_t block) const {
   return static_cast<char*>(cache_->data()) + block * BlockBytes();
 }
 
-absl::StatusOr<std::vector<float>> BackendModel::ReadBlock(int32_t block) const {
+absl::StatusOr<std::string> BackendModel::BlockBytesOf(int32_t block) const {
   if (block < 0 || block >= options_.num_blocks) {
     return absl::InvalidArgumentError(absl::StrCat("no cache block ", block));
   }
-  const int64_t bytes = BlockBytes();
-  const int64_t elements = bytes / DTypeSize(options_.cache_dtype);
+  std::string out(static_cast<size_t>(BlockBytes()), '\0');
+  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), BlockData(block), BlockBytes()));
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> BackendModel::ReadBlock(int32_t block) const {
+  MOESERVE_ASSIGN_OR_RETURN(const std::string bytes, BlockBytesOf(block));
+  const int64_t elements = BlockBytes() / DTypeSize(options_.cache_dtype);
   std::vector<float> out(static_cast<size_t>(elements));
   if (options_.cache_dtype == DType::kF32) {
-    MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), BlockData(block), bytes));
+    std::memcpy(out.data(), bytes.data(), bytes.size());
     return out;
   }
-  std::vector<uint16_t> bits(static_cast<size_t>(elements));
-  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(bits.data(), BlockData(block), bytes));
-  for (int64_t i = 0; i < elements; ++i) out[i] = Bf16ToF32(bits[i]);
+  for (int64_t i = 0; i < elements; ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, bytes.data() + 2 * i, 2);
+    out[i] = Bf16ToF32(bits);
+  }
   return out;
 }
 
@@ -317,12 +324,7 @@ absl::Status BackendModel::WriteBlock(KvCache* cache, int32_t block, absl::strin
 
 absl::StatusOr<std::string> BackendModel::ReadBlock(const KvCache& cache, int32_t block) const {
   MOESERVE_RETURN_IF_ERROR(CheckGeometry(cache));
-  if (block < 0 || block >= options_.num_blocks) {
-    return absl::InvalidArgumentError(absl::StrCat("no cache block ", block));
-  }
-  std::string out(static_cast<size_t>(BlockBytes()), '\0');
-  MOESERVE_RETURN_IF_ERROR(backend_->CopyToHost(out.data(), BlockData(block), BlockBytes()));
-  return out;
+  return BlockBytesOf(block);
 }
 
 absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,

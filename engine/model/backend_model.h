@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -116,6 +117,8 @@ class BackendModel final : public StepRunner {
   // The first byte of a cache block, and a block's bytes (every layer's rows).
   char* BlockData(int32_t block) const;
   int64_t BlockBytes() const;
+  // A block's bytes as they lie (InvalidArgument for a block outside the cache).
+  absl::StatusOr<std::string> BlockBytesOf(int32_t block) const;
   // A scratch buffer of at least `count` elements of T in backend memory, reused across steps.
   template <typename T>
   absl::StatusOr<T*> Scratch(int slot, int64_t count);

@@ -179,7 +179,9 @@ absl::Status Model::Forward(absl::Span<const SequenceChunk> chunks, KvCache* cac
     return absl::FailedPreconditionError("this process loaded no attention-side weights");
   }
   if (!cache->has_rows()) {
-    return absl::FailedPreconditionError("Model::Forward needs a float32 cache with host rows");
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the host engine computes over a float32 cache in host memory; a ",
+        DTypeName(cache->dtype()), " KV cache needs a backend runner (--backend)"));
   }
   if (experts == nullptr) experts = local_experts_.get();
   const int64_t hidden = c.hidden_size;

@@ -521,23 +521,10 @@ TEST_F(CpuBackendTest, LatentAttentionOverABf16CacheEqualsTheWidenedFloatCache) 
   // Two query tokens of three heads each: items of a group share their row and length.
   const std::vector<int32_t> rows = {0, 0, 0, 1, 1, 1}, lens = {11, 11, 11, 5, 5, 5};
   std::vector<float> q = Random(items * lat, &rng_), want(items * kvr), got(items * kvr);
-  LatentAttentionArgs a;
-  a.q = q.data();
-  a.ldq = lat;
-  a.items = items;
-  a.table_rows = rows.data();
-  a.lens = lens.data();
-  a.block_tables = tables.data();
-  a.max_blocks = max_blocks;
-  a.num_layers = layers;
-  a.layer = 1;
-  a.block_tokens = bt;
-  a.lat = lat;
-  a.kvr = kvr;
-  a.scale = 0.3f;
-  a.ld_out = kvr;
-  a.cache = widened.data();
-  a.out = want.data();
+  // Layer 1 of two; the float32 cache first.
+  LatentAttentionArgs a{q.data(), lat, items, 1, rows.data(), lens.data(), tables.data(),
+                        max_blocks, widened.data(), layers, 1, bt, lat, kvr, 0.3f, want.data(),
+                        kvr};
   ASSERT_TRUE(backend_.LatentAttention(a).ok());
   a.cache = bits.data();
   a.cache_dtype = DType::kBf16;

@@ -266,7 +266,9 @@ TEST_F(WorkerClusterTest, AMemoryFractionSizesTheWorkersPoolAfterItsWeights) {
       (*engine::BackendModel::Create(m.get(), backend.get(), bo))->weight_bytes() +
       (*engine::BackendExpertExecutor::Create(m.get(), backend.get()))->backend_bytes();
   const int64_t block_bytes = 4 * engine::KvCache::BytesPerToken(m->config());
-  const int64_t scratch = engine::BackendModel::StepScratchBytes(m->config(), 512, 128);
+  const engine::EngineOptions defaults;  // the worker's step size and logit rows
+  const int64_t scratch = engine::BackendModel::StepScratchBytes(
+      m->config(), defaults.max_step_tokens, defaults.max_logit_rows);
   const engine::MemoryInfo memory = *backend->DeviceMemory();
   WorkerConfig c;
   c.model_dir = *dir_;
