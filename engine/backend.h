@@ -256,7 +256,8 @@ struct LatentAttentionArgs {
 
 // dst[rows[i] * ld_dst + c] = src[i * ld_src + c] for i < n, c < width: rows scattered to
 // their places (the new latents of a step into the paged cache). rows is [n] in backend memory,
-// each >= 0 and distinct; the destination rows must not overlap src. dst holds elements of
+// the ones >= 0 distinct; a row < 0 is skipped (a padding token of a replayed step's batch).
+// The destination rows must not overlap src. dst holds elements of
 // dst_dtype: kF32, or kBf16 (each value rounded to nearest even, F32ToBf16).
 struct ScatterRowsArgs {
   const float* src = nullptr;
@@ -297,6 +298,14 @@ struct ArgmaxArgs {
   int32_t* ids = nullptr;
 };
 
+// A recorded run of one backend's ops (Backend::EndCapture), enqueued again by Backend::Replay.
+// Released before the Backend that made it.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+};
+using GraphPtr = std::unique_ptr<Graph>;
+
 // Free and total bytes of the memory kDevice buffers come from.
 struct MemoryInfo {
   int64_t free_bytes = 0;
@@ -333,6 +342,23 @@ class Backend {
   // The device's memory now (cudaMemGetInfo; the CPU backend: the host's MemAvailable and
   // MemTotal). Other processes change it between calls.
   virtual absl::StatusOr<MemoryInfo> DeviceMemory() = 0;
+
+  // Graphs (CUDA graphs; the CPU backend records the calls). Between BeginCapture and
+  // EndCapture the ops, CopyWithin and CopyWithin2D are validated at once (an error comes back
+  // from the call, as always) but not run: they are recorded, and each Replay enqueues them all,
+  // in order, with the arguments they were given. Their pointers are read again at every replay:
+  // the ops see what their buffers hold then, so a step's inputs are copied into fixed buffers
+  // before its replay. While capturing, Allocate, CopyToBackend, CopyToHost, Synchronize and
+  // GroupedExperts (host group table) are refused with FailedPrecondition, and so is an op that
+  // would grow the backend's own workspaces: run the same shapes once without capturing first.
+  // A call that fails while capturing is not recorded (the caller drops the capture).
+  // FailedPrecondition: BeginCapture while capturing, EndCapture when not, Replay while
+  // capturing, of another backend's graph, or of a graph captured before the backend's
+  // workspaces were reallocated (capture again). Replay is asynchronous like the ops: device
+  // faults show at the next Synchronize()/CopyToHost().
+  virtual absl::Status BeginCapture() = 0;
+  virtual absl::StatusOr<GraphPtr> EndCapture() = 0;
+  virtual absl::Status Replay(const Graph& graph) = 0;
 
   virtual absl::Status Gemm(const GemmArgs& args) = 0;
   virtual absl::Status RmsNorm(const RmsNormArgs& args) = 0;

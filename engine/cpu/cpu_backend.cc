@@ -86,6 +86,18 @@ int32_t SampleRow(const float* logits, int64_t vocab, float temperature, float t
 
 }  // namespace
 
+class CpuBackend::CpuGraph final : public Graph {
+ public:
+  CpuGraph(const CpuBackend* owner, std::vector<Call> calls)
+      : owner_(owner), calls_(std::move(calls)) {}
+  const CpuBackend* owner() const { return owner_; }
+  const std::vector<Call>& calls() const { return calls_; }
+
+ private:
+  const CpuBackend* owner_;
+  std::vector<Call> calls_;
+};
+
 CpuBackend::CpuBackend(int threads) {
   if (threads > 1) pool_ = std::make_unique<ThreadPool>(threads);
 }
@@ -94,8 +106,41 @@ CpuBackend::~CpuBackend() = default;
 
 bool CpuBackend::Supports(OpKind op, DType dtype) const { return FullSupport(op, dtype); }
 
+absl::Status CpuBackend::RefuseWhileCapturing(const char* what) const {
+  if (capture_ == nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(what, " while capturing a graph"));
+}
+
+absl::Status CpuBackend::Record(Call call) {
+  capture_->push_back(std::move(call));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::BeginCapture() {
+  MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("BeginCapture"));
+  capture_ = std::make_unique<std::vector<Call>>();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GraphPtr> CpuBackend::EndCapture() {
+  if (capture_ == nullptr) return absl::FailedPreconditionError("EndCapture without a capture");
+  std::unique_ptr<std::vector<Call>> calls = std::move(capture_);
+  return GraphPtr(new CpuGraph(this, std::move(*calls)));
+}
+
+absl::Status CpuBackend::Replay(const Graph& graph) {
+  MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("Replay"));
+  const CpuGraph* g = dynamic_cast<const CpuGraph*>(&graph);
+  if (g == nullptr || g->owner() != this) {
+    return absl::FailedPreconditionError("Replay of a graph another backend captured");
+  }
+  for (const Call& call : g->calls()) MOESERVE_RETURN_IF_ERROR(call());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<BufferPtr> CpuBackend::Allocate(int64_t bytes, MemoryType type) {
   if (bytes < 0) return absl::InvalidArgumentError("Allocate: bytes < 0");
+  MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("Allocate"));
   constexpr int64_t kAlign = 64;
   const int64_t rounded = std::max<int64_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
   void* data = std::aligned_alloc(kAlign, static_cast<size_t>(rounded));
@@ -106,16 +151,22 @@ absl::StatusOr<BufferPtr> CpuBackend::Allocate(int64_t bytes, MemoryType type) {
 }
 
 absl::Status CpuBackend::CopyToBackend(void* dst, const void* src, int64_t bytes) {
+  MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("CopyToBackend"));
   if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::CopyToHost(void* dst, const void* src, int64_t bytes) {
+  MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("CopyToHost"));
   if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::CopyWithin(void* dst, const void* src, int64_t bytes) {
+  if (bytes < 0) return absl::InvalidArgumentError("CopyWithin: bytes < 0");
+  if (capture_ != nullptr) {
+    return Record([this, dst, src, bytes] { return CopyWithin(dst, src, bytes); });
+  }
   if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
   return absl::OkStatus();
 }
@@ -123,6 +174,9 @@ absl::Status CpuBackend::CopyWithin(void* dst, const void* src, int64_t bytes) {
 absl::Status CpuBackend::CopyWithin2D(void* dst, int64_t ld_dst, const void* src, int64_t ld_src,
                                       int64_t rows, int64_t row_bytes) {
   MOESERVE_RETURN_IF_ERROR(ValidateCopy2D(ld_dst, ld_src, rows, row_bytes));
+  if (capture_ != nullptr) {
+    return Record([=, this] { return CopyWithin2D(dst, ld_dst, src, ld_src, rows, row_bytes); });
+  }
   if (row_bytes == 0) return absl::OkStatus();
   for (int64_t r = 0; r < rows; ++r) {
     std::memcpy(static_cast<char*>(dst) + r * ld_dst, static_cast<const char*>(src) + r * ld_src,
@@ -133,6 +187,7 @@ absl::Status CpuBackend::CopyWithin2D(void* dst, int64_t ld_dst, const void* src
 
 absl::Status CpuBackend::Gemm(const GemmArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateGemm(a));
+  if (capture_ != nullptr) return Record([this, a] { return Gemm(a); });
   if (a.m == 0) return absl::OkStatus();
   Matrix w;
   w.rows = a.w.rows;
@@ -155,6 +210,7 @@ absl::Status CpuBackend::Gemm(const GemmArgs& a) {
 
 absl::Status CpuBackend::RmsNorm(const RmsNormArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateRmsNorm(a));
+  if (capture_ != nullptr) return Record([this, a] { return RmsNorm(a); });
   for (int64_t r = 0; r < a.rows; ++r) {
     ops::RmsNorm(a.x + r * a.ldx, a.w, a.dim, a.eps, a.out + r * a.ld_out);
   }
@@ -163,6 +219,7 @@ absl::Status CpuBackend::RmsNorm(const RmsNormArgs& a) {
 
 absl::Status CpuBackend::Rope(const RopeArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateRope(a));
+  if (capture_ != nullptr) return Record([this, a] { return Rope(a); });
   const std::vector<float> inv_freq(a.inv_freq, a.inv_freq + a.dim / 2);
   std::vector<float> cos_sin(a.dim);
   for (int64_t r = 0; r < a.rows; ++r) {
@@ -174,6 +231,7 @@ absl::Status CpuBackend::Rope(const RopeArgs& a) {
 
 absl::Status CpuBackend::Gate(const GateArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateGate(a));
+  if (capture_ != nullptr) return Record([this, a] { return Gate(a); });
   ModelConfig c;
   c.n_routed_experts = a.config.n_routed_experts;
   c.num_experts_per_tok = a.config.num_experts_per_tok;
@@ -192,18 +250,23 @@ absl::Status CpuBackend::Gate(const GateArgs& a) {
 
 absl::Status CpuBackend::SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   if (n < 0) return absl::InvalidArgumentError("SiluMul: n < 0");
+  if (capture_ != nullptr) {
+    return Record([=, this] { return SiluMul(gate, up, n, out); });
+  }
   ops::SiluMul(gate, up, n, out);
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::Add(float* x, const float* y, int64_t n) {
   if (n < 0) return absl::InvalidArgumentError("Add: n < 0");
+  if (capture_ != nullptr) return Record([=, this] { return Add(x, y, n); });
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::Embedding(const EmbeddingArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateEmbedding(a));
+  if (capture_ != nullptr) return Record([this, a] { return Embedding(a); });
   for (int64_t r = 0; r < a.rows; ++r) {
     float* out = a.out + r * a.dim;
     const int32_t id = a.ids[r];
@@ -221,6 +284,7 @@ absl::Status CpuBackend::Embedding(const EmbeddingArgs& a) {
 
 absl::Status CpuBackend::GroupedExperts(const GroupedExpertsArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateGroupedExperts(a));
+  MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("GroupedExperts (a host group table)"));
   for (const ExpertGroup& g : a.groups) {
     if (g.count == 0) continue;
     const int64_t inter = g.gate.rows;
@@ -239,6 +303,7 @@ absl::Status CpuBackend::GroupedExperts(const GroupedExpertsArgs& a) {
 
 absl::Status CpuBackend::RoutedExperts(const RoutedExpertsArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateRoutedExperts(a));
+  if (capture_ != nullptr) return Record([this, a] { return RoutedExperts(a); });
   if (a.n == 0 || a.k == 0) return absl::OkStatus();
   // LocalExpertExecutor's operations: the slots sorted by expert, each expert's rows through
   // GroupedExperts, each token's outputs summed in its top-k order.
@@ -289,12 +354,9 @@ absl::StatusOr<MemoryInfo> CpuBackend::DeviceMemory() {
 
 absl::Status CpuBackend::ScatterRows(const ScatterRowsArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateScatterRows(a));
-  for (int64_t i = 0; i < a.n; ++i) {
-    if (a.rows[i] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("ScatterRows: row ", a.rows[i], " < 0"));
-    }
-  }
+  if (capture_ != nullptr) return Record([this, a] { return ScatterRows(a); });
   for (int64_t i = 0; i < a.n && a.width > 0; ++i) {
+    if (a.rows[i] < 0) continue;  // padding
     const float* src = a.src + i * a.ld_src;
     if (a.dst_dtype == DType::kBf16) {
       uint16_t* dst = static_cast<uint16_t*>(a.dst) + a.rows[i] * a.ld_dst;
@@ -309,6 +371,7 @@ absl::Status CpuBackend::ScatterRows(const ScatterRowsArgs& a) {
 
 absl::Status CpuBackend::LatentAttention(const LatentAttentionArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateLatentAttention(a));
+  if (capture_ != nullptr) return Record([this, a] { return LatentAttention(a); });
   std::vector<float> qt(static_cast<size_t>(a.lat * kAttentionLanes), 0.0f);
   std::vector<float> scratch;
   std::vector<const float*> blocks;
@@ -367,6 +430,7 @@ absl::Status CpuBackend::LatentAttention(const LatentAttentionArgs& a) {
 
 absl::Status CpuBackend::Sample(const SampleArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateSample(a));
+  if (capture_ != nullptr) return Record([this, a] { return Sample(a); });
   std::vector<float> probs;
   std::vector<int32_t> order;
   for (int64_t r = 0; r < a.rows; ++r) {
@@ -378,6 +442,7 @@ absl::Status CpuBackend::Sample(const SampleArgs& a) {
 
 absl::Status CpuBackend::Argmax(const ArgmaxArgs& a) {
   MOESERVE_RETURN_IF_ERROR(ValidateArgmax(a));
+  if (capture_ != nullptr) return Record([this, a] { return Argmax(a); });
   for (int64_t r = 0; r < a.rows; ++r) {
     a.ids[r] = ArgmaxOf({a.logits + r * a.ld, static_cast<size_t>(a.vocab)}, a.vocab);
   }

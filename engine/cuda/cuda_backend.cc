@@ -1,6 +1,7 @@
 #include "engine/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -57,13 +58,18 @@ class CudaBuffer final : public Buffer {
   MemoryType type_;
 };
 
-// Device scratch that only grows, stream-ordered so that no growth waits for the host.
+// Device scratch that only grows, stream-ordered so that no growth waits for the host. A graph
+// holds its address, so it does not grow while one is captured.
 class Scratch {
  public:
   void* data() const { return ptr_; }
   size_t bytes() const { return bytes_; }
-  absl::Status Reserve(size_t bytes, cudaStream_t stream) {
+  absl::Status Reserve(size_t bytes, cudaStream_t stream, bool capturing) {
     if (bytes <= bytes_) return absl::OkStatus();
+    if (capturing) {
+      return absl::FailedPreconditionError(
+          "a workspace would grow while capturing a graph: run the same shapes once first");
+    }
     const size_t grow = std::max(bytes, bytes_ + bytes_ / 2);
     if (ptr_ != nullptr) MOESERVE_RETURN_IF_CUDA_ERROR(cudaFreeAsync(ptr_, stream), "free scratch");
     ptr_ = nullptr;
@@ -106,6 +112,27 @@ DeviceWeight ToDevice(const WeightView& w) {
   return d;
 }
 
+// The scratch addresses a graph's kernels were given.
+using WorkspaceAddresses = std::array<const void*, 5>;
+
+class CudaGraph final : public Graph {
+ public:
+  CudaGraph(const void* owner, cudaGraphExec_t exec, const WorkspaceAddresses& workspaces)
+      : owner_(owner), exec_(exec), workspaces_(workspaces) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+
+  const void* owner() const { return owner_; }
+  cudaGraphExec_t exec() const { return exec_; }
+  const WorkspaceAddresses& workspaces() const { return workspaces_; }
+
+ private:
+  const void* owner_;
+  cudaGraphExec_t exec_;
+  WorkspaceAddresses workspaces_;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, cudaStream_t stream, cublasLtHandle_t lt, void* lt_workspace)
@@ -140,6 +167,7 @@ class CudaBackend final : public Backend {
 
   absl::StatusOr<BufferPtr> Allocate(int64_t bytes, MemoryType type) override {
     if (bytes < 0) return absl::InvalidArgumentError("Allocate: bytes < 0");
+    MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("Allocate"));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     void* data = nullptr;
     const size_t size = static_cast<size_t>(std::max<int64_t>(bytes, 1));
@@ -169,10 +197,12 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status CopyToBackend(void* dst, const void* src, int64_t bytes) override {
+    MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("CopyToBackend"));
     OpProfile::Scope scope(&profile_, "CopyToBackend", stream_);
     return Copy(dst, src, bytes, "copy to device");
   }
   absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) override {
+    MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("CopyToHost"));
     OpProfile::Scope scope(&profile_, "CopyToHost (waits)", stream_);
     MOESERVE_RETURN_IF_ERROR(Copy(dst, src, bytes, "copy to host"));
     MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "wait for copy to host");
@@ -197,6 +227,7 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
   absl::Status Synchronize() override {
+    MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("Synchronize"));
     MOESERVE_RETURN_IF_ERROR(MakeCurrent());
     MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "synchronize");
     profile_.Collect();
@@ -207,6 +238,47 @@ class CudaBackend final : public Backend {
     size_t free_bytes = 0, total_bytes = 0;
     MOESERVE_RETURN_IF_CUDA_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
     return engine::MemoryInfo{static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
+  }
+
+  // Stream capture in this thread's mode: a stray synchronising call elsewhere in the thread
+  // fails instead of breaking the capture. Profiling pauses while capturing (events are not
+  // kernels); a replay is timed as one op.
+  absl::Status BeginCapture() override {
+    MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("BeginCapture"));
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                                  "begin graph capture");
+    capturing_ = true;
+    profile_.Pause(true);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<GraphPtr> EndCapture() override {
+    if (!capturing_) return absl::FailedPreconditionError("EndCapture without a capture");
+    capturing_ = false;
+    profile_.Pause(false);
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    cudaGraph_t graph = nullptr;
+    MOESERVE_RETURN_IF_CUDA_ERROR(cudaStreamEndCapture(stream_, &graph), "end graph capture");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    MOESERVE_RETURN_IF_CUDA_ERROR(e, "instantiate graph");
+    return GraphPtr(new CudaGraph(this, exec, Workspaces()));
+  }
+  absl::Status Replay(const Graph& graph) override {
+    MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("Replay"));
+    const CudaGraph* g = dynamic_cast<const CudaGraph*>(&graph);
+    if (g == nullptr || g->owner() != this) {
+      return absl::FailedPreconditionError("Replay of a graph another backend captured");
+    }
+    if (g->workspaces() != Workspaces()) {
+      return absl::FailedPreconditionError(
+          "Replay of a graph whose workspaces have been reallocated: capture it again");
+    }
+    OpProfile::Scope scope(&profile_, "Replay (graph)", stream_);
+    MOESERVE_RETURN_IF_ERROR(MakeCurrent());
+    MOESERVE_RETURN_IF_CUDA_ERROR(cudaGraphLaunch(g->exec(), stream_), "launch graph");
+    return absl::OkStatus();
   }
 
   absl::Status Gemm(const GemmArgs& a) override {
@@ -345,6 +417,14 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status RefuseWhileCapturing(const char* what) const {
+    if (!capturing_) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(what, " while capturing a graph"));
+  }
+  WorkspaceAddresses Workspaces() const {
+    return {x_bf16_.data(), experts_.data(), routed_.data(), sample_.data(), attn_.data()};
+  }
+
   absl::Status RunGemm(const GemmArgs& a);
 
   int device_;
@@ -358,6 +438,7 @@ class CudaBackend final : public Backend {
   Scratch sample_;   // Sample's sort buffers
   OpProfile profile_;  // MOESERVE_CUDA_PROFILE
   Scratch attn_;     // LatentAttention's split partials
+  bool capturing_ = false;
 };
 
 absl::Status CudaBackend::RunGemm(const GemmArgs& a) {
@@ -394,7 +475,7 @@ absl::Status CudaBackend::RunGemm(const GemmArgs& a) {
                 lt_workspace_, kLtWorkspaceBytes, stream_, &lt_plans_);
   } else if (a.w.dtype == DType::kBf16) {
     MOESERVE_RETURN_IF_ERROR(
-        x_bf16_.Reserve(static_cast<size_t>(a.m * a.w.cols) * sizeof(uint16_t), stream_));
+        x_bf16_.Reserve(static_cast<size_t>(a.m * a.w.cols) * sizeof(uint16_t), stream_, capturing_));
     uint16_t* xb = static_cast<uint16_t*>(x_bf16_.data());
     MOESERVE_RETURN_IF_CUDA_ERROR(LaunchF32ToBf16({a.x, a.m, a.w.cols, a.ldx, xb}, stream_),
                                   "Gemm: round x to bf16");
@@ -412,13 +493,14 @@ absl::Status CudaBackend::RunGemm(const GemmArgs& a) {
 absl::Status CudaBackend::GroupedExperts(const GroupedExpertsArgs& a) {
   OpProfile::Scope scope(&profile_, "GroupedExperts", stream_);
   MOESERVE_RETURN_IF_ERROR(ValidateGroupedExperts(a));
+  MOESERVE_RETURN_IF_ERROR(RefuseWhileCapturing("GroupedExperts (a host group table)"));
   MOESERVE_RETURN_IF_ERROR(MakeCurrent());
   size_t most = 0;
   for (const ExpertGroup& g : a.groups) {
     most = std::max(most, static_cast<size_t>(2 * g.count * g.gate.rows) * sizeof(float));
   }
   if (most == 0) return absl::OkStatus();
-  MOESERVE_RETURN_IF_ERROR(experts_.Reserve(most, stream_));
+  MOESERVE_RETURN_IF_ERROR(experts_.Reserve(most, stream_, capturing_));
   for (const ExpertGroup& g : a.groups) {
     if (g.count == 0) continue;
     const int64_t inter = g.gate.rows;
@@ -444,7 +526,7 @@ absl::Status CudaBackend::RoutedExperts(const engine::RoutedExpertsArgs& a) {
   }
   MOESERVE_RETURN_IF_ERROR(MakeCurrent());
   MOESERVE_RETURN_IF_ERROR(routed_.Reserve(
-      RoutedExpertsScratchBytes(a.n * a.k, a.n_experts, a.hidden, a.inter), stream_));
+      RoutedExpertsScratchBytes(a.n * a.k, a.n_experts, a.hidden, a.inter), stream_, capturing_));
   static_assert(sizeof(cuda::ExpertPointers) == sizeof(engine::ExpertWeightPointers));
   cuda::RoutedExpertsArgs d;
   d.x = a.x;
@@ -495,7 +577,7 @@ absl::Status CudaBackend::LatentAttention(const engine::LatentAttentionArgs& a) 
   MOESERVE_RETURN_IF_CUDA_ERROR(LatentAttentionWorkspaceBytes(d, &bytes),
                                 "LatentAttention: workspace size");
   if (bytes > 0) {
-    MOESERVE_RETURN_IF_ERROR(attn_.Reserve(bytes, stream_));
+    MOESERVE_RETURN_IF_ERROR(attn_.Reserve(bytes, stream_, capturing_));
     d.workspace = attn_.data();
     d.workspace_bytes = attn_.bytes();
   }
@@ -514,7 +596,7 @@ absl::Status CudaBackend::Sample(const engine::SampleArgs& a) {
   size_t bytes = 0;
   MOESERVE_RETURN_IF_CUDA_ERROR(SampleWorkspaceBytes(a.rows, a.vocab, &bytes),
                                 "Sample: workspace size");
-  MOESERVE_RETURN_IF_ERROR(sample_.Reserve(bytes, stream_));
+  MOESERVE_RETURN_IF_ERROR(sample_.Reserve(bytes, stream_, capturing_));
   cuda::SampleArgs d;
   d.logits = a.logits;
   d.ld = a.ld;

@@ -33,15 +33,15 @@ cudaEvent_t OpProfile::Take() {
 }
 
 OpProfile::Scope::Scope(OpProfile* profile, const char* name, cudaStream_t stream)
-    : profile_(profile), name_(name), stream_(stream) {
-  if (!profile_->on_) return;
+    : profile_(profile), name_(name), stream_(stream), active_(profile->on_ && !profile->paused_) {
+  if (!active_) return;
   host_start_ = std::chrono::steady_clock::now();
   start_ = profile_->Take();
   if (start_ != nullptr) cudaEventRecord(start_, stream_);
 }
 
 OpProfile::Scope::~Scope() {
-  if (!profile_->on_) return;
+  if (!active_) return;
   Total& t = profile_->totals_[name_];
   ++t.calls;
   t.host_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -

@@ -23,6 +23,8 @@ class OpProfile {
   OpProfile& operator=(const OpProfile&) = delete;
 
   bool on() const { return on_; }
+  // While paused (a graph capture: its calls enqueue nothing) scopes record nothing.
+  void Pause(bool paused) { paused_ = paused; }
 
   // Times one op from construction to destruction; does nothing when profiling is off.
   class Scope {
@@ -36,6 +38,7 @@ class OpProfile {
     OpProfile* profile_;
     const char* name_;
     cudaStream_t stream_;
+    bool active_ = false;
     cudaEvent_t start_ = nullptr;
     std::chrono::steady_clock::time_point host_start_;
   };
@@ -59,6 +62,7 @@ class OpProfile {
   cudaEvent_t Take();
 
   bool on_ = false;
+  bool paused_ = false;
   std::vector<Pending> pending_;
   std::vector<cudaEvent_t> free_;
   std::map<std::string, Total> totals_;

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "engine/model/backend_experts.h"
 #include "engine/model/chunks.h"
@@ -100,6 +101,15 @@ enum Slot : int {
   kArgmaxIds,
   kNumSlots,
 };
+
+// The end of the run of rows [i, j) of `count` in which `same(r - 1, r)` holds for every r:
+// one copy or launch each.
+template <typename Same>
+int64_t RunEnd(int64_t count, int64_t i, Same same) {
+  int64_t j = i + 1;
+  while (j < count && same(j - 1, j)) ++j;
+  return j;
+}
 
 }  // namespace
 
@@ -203,6 +213,7 @@ absl::StatusOr<T*> BackendModel::Scratch(int slot, int64_t count) {
   BufferPtr& s = scratch_[slot];
   if (s == nullptr || s->bytes() < bytes) {
     s.reset();
+    ++scratch_epoch_;
     MOESERVE_ASSIGN_OR_RETURN(s, backend_->Allocate(bytes, MemoryType::kDevice));
   }
   return static_cast<T*>(s->data());
@@ -337,11 +348,9 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   std::vector<TokenRef> refs;
   std::vector<int32_t> ids;
   MOESERVE_RETURN_IF_ERROR(FlattenChunks(c, chunks, bt, &refs, &ids));
-  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
-  const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vdim = c.v_head_dim;
-  const int64_t qhd = c.q_head_dim(), kvr = c.kv_lora_rank, lat = c.latent_dim();
+  const int64_t heads = c.num_attention_heads, hidden = c.hidden_size;
   const int64_t layers = c.num_hidden_layers;
-  const int64_t n = static_cast<int64_t>(refs.size()), items = n * heads;
+  const int64_t n = static_cast<int64_t>(refs.size());
   if (n == 0) {
     logits->clear();
     if (argmax != nullptr) argmax->clear();
@@ -360,8 +369,19 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
       }
     }
   }
-  std::vector<int32_t> positions(n), table_rows(items), lens(items);
-  std::vector<int32_t> tables(chunks.size() * max_blocks, 0);
+  // A graph step runs a padded batch: padding tokens (id 0 at position 0) attend to the first
+  // sequence's first row, which is always written, and write no cache row (row -1).
+  const bool graph = GraphStep(chunks, experts);
+  const int64_t padded = graph ? GraphBatch(n) : n, items = padded * heads;
+  if (graph) {
+    int64_t width = 1;
+    while (width < max_blocks) width *= 2;
+    max_blocks = width;
+  }
+  const int64_t table_count = graph ? padded : static_cast<int64_t>(chunks.size());
+  ids.resize(static_cast<size_t>(padded), 0);
+  std::vector<int32_t> positions(padded, 0), table_rows(items, 0), lens(items, 1);
+  std::vector<int32_t> tables(table_count * max_blocks, 0);
   for (size_t ci = 0; ci < chunks.size(); ++ci) {
     const SequenceChunk& ch = chunks[ci];
     const int64_t blocks = (ch.start_pos + static_cast<int64_t>(ch.tokens.size()) + bt - 1) / bt;
@@ -369,13 +389,11 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
               tables.begin() + ci * max_blocks);
   }
   // Each token's cache row in layer 0 (rows of `lat` floats); layer l's is l * bt further.
-  std::vector<int64_t> cache_rows(n);
+  std::vector<int64_t> cache_rows(padded, -1);
   for (int64_t t = 0; t < n; ++t) {
     const SequenceChunk& ch = chunks[refs[t].chunk];
     cache_rows[t] = static_cast<int64_t>(ch.block_table[refs[t].pos / bt]) * layers * bt +
                     refs[t].pos % bt;
-  }
-  for (int64_t t = 0; t < n; ++t) {
     positions[t] = static_cast<int32_t>(refs[t].pos);
     for (int64_t h = 0; h < heads; ++h) {
       table_rows[t * heads + h] = static_cast<int32_t>(refs[t].chunk);
@@ -386,19 +404,136 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   auto upload = [b](int32_t* dst, const std::vector<int32_t>& v) {
     return b->CopyToBackend(dst, v.data(), static_cast<int64_t>(v.size() * sizeof(int32_t)));
   };
-  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_ids, Scratch<int32_t>(kIds, n));
-  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_pos, Scratch<int32_t>(kPositions, n));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_ids, Scratch<int32_t>(kIds, padded));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_pos, Scratch<int32_t>(kPositions, padded));
   MOESERVE_ASSIGN_OR_RETURN(int32_t* d_rows, Scratch<int32_t>(kTableRows, items));
   MOESERVE_ASSIGN_OR_RETURN(int32_t* d_lens, Scratch<int32_t>(kLens, items));
   MOESERVE_ASSIGN_OR_RETURN(int32_t* d_tables, Scratch<int32_t>(kTables, tables.size()));
+  MOESERVE_ASSIGN_OR_RETURN(int64_t* d_cache_rows, Scratch<int64_t>(kCacheRows, padded));
   MOESERVE_RETURN_IF_ERROR(upload(d_ids, ids));
   MOESERVE_RETURN_IF_ERROR(upload(d_pos, positions));
   MOESERVE_RETURN_IF_ERROR(upload(d_rows, table_rows));
   MOESERVE_RETURN_IF_ERROR(upload(d_lens, lens));
   MOESERVE_RETURN_IF_ERROR(upload(d_tables, tables));
-  MOESERVE_ASSIGN_OR_RETURN(int64_t* d_cache_rows, Scratch<int64_t>(kCacheRows, n));
-  MOESERVE_RETURN_IF_ERROR(b->CopyToBackend(d_cache_rows, cache_rows.data(), n * 8));
+  MOESERVE_RETURN_IF_ERROR(b->CopyToBackend(d_cache_rows, cache_rows.data(), padded * 8));
 
+  if (graph) {
+    MOESERVE_RETURN_IF_ERROR(GraphBody(padded, max_blocks, experts));
+    return Outputs(chunks, logits, argmax);
+  }
+  MOESERVE_RETURN_IF_ERROR(Layers(n, max_blocks, experts));
+  // Final norm and LM head for the last logits_tokens tokens of every chunk (LogitRows order).
+  const std::vector<int64_t> rows = LogitRows(chunks);
+  if (rows.empty()) {
+    logits->clear();
+    if (argmax != nullptr) argmax->clear();
+    return b->Synchronize();
+  }
+  const int64_t nr = static_cast<int64_t>(rows.size());
+  MOESERVE_ASSIGN_OR_RETURN(float* x, Scratch<float>(kX, n * hidden));
+  // A decode step's rows are the step's consecutive tokens: the head reads them where they are.
+  const float* head_in = x + rows[0] * hidden;
+  if (rows.back() - rows.front() != nr - 1) {
+    MOESERVE_ASSIGN_OR_RETURN(float* last, Scratch<float>(kLast, nr * hidden));
+    for (int64_t i = 0; i < nr;) {
+      const int64_t j = RunEnd(nr, i, [&](int64_t u, int64_t v) { return rows[v] == rows[u] + 1; });
+      MOESERVE_RETURN_IF_ERROR(
+          b->CopyWithin(last + i * hidden, x + rows[i] * hidden, (j - i) * hidden * 4));
+      i = j;
+    }
+    head_in = last;
+  }
+  MOESERVE_RETURN_IF_ERROR(LmHead(head_in, nr));
+  return Outputs(chunks, logits, argmax);
+}
+
+bool BackendModel::GraphStep(absl::Span<const SequenceChunk> chunks,
+                             ExpertExecutor* experts) const {
+  if (!options_.graphs || !graph_status_.ok() ||
+      static_cast<int64_t>(chunks.size()) > options_.max_graph_batch) {
+    return false;
+  }
+  for (const SequenceChunk& ch : chunks) {
+    if (ch.tokens.size() != 1 || ch.logits_tokens != 1) return false;
+  }
+  for (int64_t l = 0; l < model_->config().num_hidden_layers; ++l) {
+    if (model_->layer(l).moe && !experts->RunsOnBackend(backend_, l)) return false;
+  }
+  return true;
+}
+
+int64_t BackendModel::GraphBatch(int64_t n) {
+  if (n <= 8) {
+    int64_t b = 1;
+    while (b < n) b *= 2;
+    return b;
+  }
+  return (n + 7) / 8 * 8;
+}
+
+absl::Status BackendModel::GraphBody(int64_t n, int64_t max_blocks, ExpertExecutor* experts) {
+  const int64_t hidden = model_->config().hidden_size;
+  auto body = [&]() -> absl::Status {
+    MOESERVE_RETURN_IF_ERROR(Layers(n, max_blocks, experts));
+    MOESERVE_ASSIGN_OR_RETURN(float* x, Scratch<float>(kX, n * hidden));
+    return LmHead(x, n);
+  };
+  const std::pair<int64_t, int64_t> key(n, max_blocks);
+  if (graphs_epoch_ == scratch_epoch_) {
+    auto it = graphs_.find(key);
+    if (it != graphs_.end()) {
+      absl::Status s = backend_->Replay(*it->second);
+      if (s.ok()) {
+        ++graph_replays_;
+        return s;
+      }
+      // The backend's workspaces moved: this step runs op by op and is captured again.
+      if (s.code() != absl::StatusCode::kFailedPrecondition) return s;
+      graphs_.erase(it);
+    }
+  }
+  // Op by op, which also sizes every buffer this shape needs, so that the capture allocates
+  // nothing; then captured (the capture runs nothing) for the next step of this shape.
+  MOESERVE_RETURN_IF_ERROR(body());
+  if (graphs_epoch_ != scratch_epoch_) {
+    graphs_.clear();
+    graphs_epoch_ = scratch_epoch_;
+  }
+  MOESERVE_RETURN_IF_ERROR(backend_->BeginCapture());
+  const absl::Status captured = body();
+  absl::StatusOr<GraphPtr> graph = backend_->EndCapture();
+  absl::Status failed = captured.ok() ? graph.status() : captured;
+  if (failed.ok() && scratch_epoch_ != graphs_epoch_) {
+    failed = absl::InternalError("a scratch buffer moved while capturing");
+  }
+  if (!failed.ok()) {
+    graph_status_ = absl::Status(failed.code(), absl::StrCat("decode graphs turned off: capturing a "
+                                                             "step failed: ",
+                                                             failed.message()));
+    graphs_.clear();
+    LogError(graph_status_);
+    return absl::OkStatus();  // this step's results are already computed
+  }
+  graphs_[key] = *std::move(graph);
+  ++graphs_captured_;
+  return absl::OkStatus();
+}
+
+absl::Status BackendModel::Layers(int64_t n, int64_t max_blocks, ExpertExecutor* experts) {
+  const ModelConfig& c = model_->config();
+  const int64_t bt = options_.block_tokens;
+  const int64_t hidden = c.hidden_size, heads = c.num_attention_heads;
+  const int64_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, vdim = c.v_head_dim;
+  const int64_t qhd = c.q_head_dim(), kvr = c.kv_lora_rank, lat = c.latent_dim();
+  const int64_t layers = c.num_hidden_layers;
+  const int64_t items = n * heads;
+  Backend* b = backend_;
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_ids, Scratch<int32_t>(kIds, n));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_pos, Scratch<int32_t>(kPositions, n));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_rows, Scratch<int32_t>(kTableRows, items));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_lens, Scratch<int32_t>(kLens, items));
+  MOESERVE_ASSIGN_OR_RETURN(int32_t* d_tables, Scratch<int32_t>(kTables, 1));
+  MOESERVE_ASSIGN_OR_RETURN(int64_t* d_cache_rows, Scratch<int64_t>(kCacheRows, n));
   const int64_t qr = c.q_lora_rank ? *c.q_lora_rank : 0;
   MOESERVE_ASSIGN_OR_RETURN(float* x, Scratch<float>(kX, n * hidden));
   MOESERVE_ASSIGN_OR_RETURN(float* xn, Scratch<float>(kXn, n * hidden));
@@ -561,43 +696,33 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
     }
     MOESERVE_RETURN_IF_ERROR(b->Add(x, mlp, n * hidden));
   }
+  return absl::OkStatus();
+}
 
-  // Final norm and LM head for the last logits_tokens tokens of every chunk (LogitRows order);
-  // per row, the vocab its argmax is taken over (0: the row goes back whole).
-  std::vector<int64_t> rows = LogitRows(chunks), row_argmax;
+absl::Status BackendModel::LmHead(const float* in, int64_t rows) {
+  const ModelConfig& c = model_->config();
+  const int64_t hidden = c.hidden_size;
+  MOESERVE_ASSIGN_OR_RETURN(float* normed, Scratch<float>(kNormed, rows * hidden));
+  MOESERVE_ASSIGN_OR_RETURN(float* out, Scratch<float>(kLogits, rows * c.vocab_size));
+  MOESERVE_RETURN_IF_ERROR(
+      backend_->RmsNorm({in, hidden, w_->final_norm.f32(), normed, hidden, rows, hidden,
+                         c.rms_norm_eps}));
+  return backend_->Gemm({normed, rows, hidden, w_->lm_head.view, out, c.vocab_size});
+}
+
+absl::Status BackendModel::Outputs(absl::Span<const SequenceChunk> chunks,
+                                   std::vector<std::vector<float>>* logits,
+                                   std::vector<int32_t>* argmax) {
+  Backend* b = backend_;
+  // Per row, the vocab its argmax is taken over (0: the row goes back whole).
+  std::vector<int64_t> row_argmax;
   for (const SequenceChunk& ch : chunks) {
     row_argmax.insert(row_argmax.end(), static_cast<size_t>(ch.logits_tokens),
                       argmax != nullptr ? ch.argmax_vocab : 0);
   }
   if (argmax != nullptr) argmax->clear();
-  if (rows.empty()) {
-    logits->clear();
-    return b->Synchronize();
-  }
-  const int64_t nr = static_cast<int64_t>(rows.size()), vocab = c.vocab_size;
-  // Runs [i, RunEnd(i)) of rows that `same` pairs up, one copy or launch each.
-  auto run_end = [nr](int64_t i, auto same) {
-    int64_t j = i + 1;
-    while (j < nr && same(j - 1, j)) ++j;
-    return j;
-  };
-  // A decode step's rows are the step's consecutive tokens: the head reads them where they are.
-  const float* head_in = x + rows[0] * hidden;
-  if (rows.back() - rows.front() != nr - 1) {
-    MOESERVE_ASSIGN_OR_RETURN(float* last, Scratch<float>(kLast, nr * hidden));
-    for (int64_t i = 0; i < nr;) {
-      const int64_t j = run_end(i, [&](int64_t u, int64_t v) { return rows[v] == rows[u] + 1; });
-      MOESERVE_RETURN_IF_ERROR(
-          b->CopyWithin(last + i * hidden, x + rows[i] * hidden, (j - i) * hidden * 4));
-      i = j;
-    }
-    head_in = last;
-  }
-  MOESERVE_ASSIGN_OR_RETURN(float* normed, Scratch<float>(kNormed, nr * hidden));
+  const int64_t nr = static_cast<int64_t>(row_argmax.size()), vocab = model_->config().vocab_size;
   MOESERVE_ASSIGN_OR_RETURN(float* out, Scratch<float>(kLogits, nr * vocab));
-  MOESERVE_RETURN_IF_ERROR(norm(head_in, hidden, w_->final_norm, normed, hidden, nr, hidden));
-  MOESERVE_RETURN_IF_ERROR(gemm(normed, nr, hidden, w_->lm_head, out, vocab));
-
   // Greedy rows: the argmax on the backend, one launch per run of rows with the same vocab.
   auto same_argmax = [&](int64_t u, int64_t v) { return row_argmax[v] == row_argmax[u]; };
   const int64_t plain = std::count(row_argmax.begin(), row_argmax.end(), 0);
@@ -605,7 +730,7 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   if (plain < nr) {
     MOESERVE_ASSIGN_OR_RETURN(int32_t* d_found, Scratch<int32_t>(kArgmaxIds, nr));
     for (int64_t i = 0; i < nr;) {
-      const int64_t j = run_end(i, same_argmax);
+      const int64_t j = RunEnd(nr, i, same_argmax);
       if (row_argmax[i] > 0) {
         MOESERVE_RETURN_IF_ERROR(
             b->Argmax({out + i * vocab, vocab, j - i, row_argmax[i], d_found + i}));
@@ -628,7 +753,7 @@ absl::Status BackendModel::Forward(absl::Span<const SequenceChunk> chunks,
   float* host = static_cast<float*>(logits_host_->data());
   int64_t copied = 0;
   for (int64_t i = 0; i < nr;) {
-    const int64_t j = run_end(i, same_argmax);
+    const int64_t j = RunEnd(nr, i, same_argmax);
     if (row_argmax[i] == 0) {
       MOESERVE_RETURN_IF_ERROR(
           b->CopyToHost(host + copied * vocab, out + i * vocab, (j - i) * vocab * 4));

@@ -2,8 +2,10 @@
 #define MOESERVE_ENGINE_MODEL_BACKEND_MODEL_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,6 +33,16 @@ struct BackendModelOptions {
   int64_t other_bytes = 0;
   int64_t max_step_tokens = 512;
   int64_t max_logit_rows = 128;
+  // Decode steps from graphs (Backend::BeginCapture; CUDA graphs on a GPU): a step whose
+  // chunks are one token each with its logits, whose MoE layers all run on this backend
+  // (ExpertExecutor::RunsOnBackend) and whose batch is at most max_graph_batch runs padded to a
+  // bucket of batch (GraphBatch) and block-table width (the next power of two): the first step
+  // of a bucket runs op by op and is then captured, later ones replay the capture, one launch
+  // instead of a few hundred. Padding tokens attend to the first sequence's first row and
+  // write no cache row. Other steps run op by op. A capture that fails turns graphs off, with
+  // the reason in graph_status().
+  bool graphs = false;
+  int64_t max_graph_batch = 256;
 
   // The cache geometry of an Engine with these options, for a BackendModel that is its runner.
   static BackendModelOptions ForEngine(const ModelConfig& config, const EngineOptions& engine) {
@@ -102,6 +114,14 @@ class BackendModel final : public StepRunner {
   absl::Status WriteBlock(KvCache* cache, int32_t block, absl::string_view bytes) override;
   absl::StatusOr<std::string> ReadBlock(const KvCache& cache, int32_t block) const override;
 
+  // The batch a graph of a decode step of n tokens runs (n rounded up to 1, 2, 4, 8, then a
+  // multiple of 8).
+  static int64_t GraphBatch(int64_t n);
+  // Decode steps replayed from a graph, graphs captured, and OK or why graphs were turned off.
+  int64_t graph_replays() const { return graph_replays_; }
+  int64_t graphs_captured() const { return graphs_captured_; }
+  const absl::Status& graph_status() const { return graph_status_; }
+
   int64_t block_tokens() const { return options_.block_tokens; }
   int64_t num_blocks() const { return options_.num_blocks; }
   // Bytes of backend memory held (weights, cache and scratch).
@@ -122,6 +142,21 @@ class BackendModel final : public StepRunner {
   // A scratch buffer of at least `count` elements of T in backend memory, reused across steps.
   template <typename T>
   absl::StatusOr<T*> Scratch(int slot, int64_t count);
+  // Whether a step of these chunks may run from a graph (BackendModelOptions::graphs).
+  bool GraphStep(absl::Span<const SequenceChunk> chunks, ExpertExecutor* experts) const;
+  // The embedding and every layer over n tokens whose ids, positions, attention items, block
+  // tables (max_blocks wide) and cache rows are in their scratch slots; the hidden state ends
+  // in the kX slot.
+  absl::Status Layers(int64_t n, int64_t max_blocks, ExpertExecutor* experts);
+  // Final norm and LM head over `rows` rows of hidden state at `in`, into the kLogits slot.
+  absl::Status LmHead(const float* in, int64_t rows);
+  // Layers and LmHead of a padded decode step from its graph: replayed, or run op by op and
+  // then captured for the next step of its shape.
+  absl::Status GraphBody(int64_t n, int64_t max_blocks, ExpertExecutor* experts);
+  // The logits slot's rows (LogitRows(chunks) order) back: argmaxes of greedy rows, the rest
+  // whole.
+  absl::Status Outputs(absl::Span<const SequenceChunk> chunks,
+                       std::vector<std::vector<float>>* logits, std::vector<int32_t>* argmax);
 
   const Model* model_;
   Backend* backend_;
@@ -129,6 +164,15 @@ class BackendModel final : public StepRunner {
   std::unique_ptr<Weights> w_;
   BufferPtr cache_;
   std::vector<BufferPtr> scratch_;
+  // Bumped whenever a scratch slot moves: graphs hold the old addresses.
+  int64_t scratch_epoch_ = 0;
+  // Captured decode graphs by (padded batch, padded block-table width), and the scratch epoch
+  // they were captured in.
+  std::map<std::pair<int64_t, int64_t>, GraphPtr> graphs_;
+  int64_t graphs_epoch_ = 0;
+  int64_t graph_replays_ = 0;
+  int64_t graphs_captured_ = 0;
+  absl::Status graph_status_;
   // Pinned host memory the logits come back through (a device copies to it several times
   // faster than to fresh pageable memory, and it is allocated once, not every step).
   BufferPtr logits_host_;

@@ -106,6 +106,53 @@ class CpuBackendTest : public ::testing::Test {
   std::mt19937 rng_{1234};
 };
 
+// A capture records calls without running them; each replay runs them again over what the
+// buffers hold then. Calls that need the host or new memory are refused while capturing, a bad
+// call fails at once and is not recorded, and a graph replays only on the backend that made it.
+TEST_F(CpuBackendTest, CaptureRecordsCallsThatEachReplayRunsOverTheCurrentContents) {
+  const int64_t n = 6;
+  std::vector<float> x = Random(n, &rng_), y = Random(n, &rng_), g = Random(n, &rng_);
+  std::vector<float> out(n, 0.0f), copy(n, 0.0f);
+  ASSERT_TRUE(backend_.BeginCapture().ok());
+  ASSERT_TRUE(backend_.SiluMul(g.data(), y.data(), n, out.data()).ok());
+  ASSERT_TRUE(backend_.Add(out.data(), x.data(), n).ok());
+  ASSERT_TRUE(backend_.CopyWithin(copy.data(), out.data(), n * 4).ok());
+  // Refused while capturing, and not recorded.
+  EXPECT_EQ(backend_.Add(out.data(), x.data(), -1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_.Allocate(8, MemoryType::kDevice).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(backend_.CopyToBackend(x.data(), y.data(), 4).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(backend_.CopyToHost(x.data(), y.data(), 4).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(backend_.Synchronize().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(backend_.BeginCapture().code(), absl::StatusCode::kFailedPrecondition);
+  const ExpertGroup group;
+  EXPECT_EQ(backend_.GroupedExperts({x.data(), 1, {&group, 1}, out.data()}).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Nothing ran yet.
+  EXPECT_EQ(out, std::vector<float>(n, 0.0f));
+  absl::StatusOr<GraphPtr> graph = backend_.EndCapture();
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  EXPECT_EQ(backend_.EndCapture().status().code(), absl::StatusCode::kFailedPrecondition);
+  for (int round = 0; round < 2; ++round) {
+    // New inputs in the same buffers between replays.
+    const std::vector<float> nx = Random(n, &rng_), ng = Random(n, &rng_, -4, 4);
+    std::copy(nx.begin(), nx.end(), x.begin());
+    std::copy(ng.begin(), ng.end(), g.begin());
+    ASSERT_TRUE(backend_.Replay(**graph).ok());
+    for (int64_t i = 0; i < n; ++i) {
+      const float silu = g[i] / (1.0f + std::exp(-g[i])) * y[i];
+      EXPECT_NEAR(out[i], silu + x[i], 1e-5) << "round " << round << " i " << i;
+      EXPECT_EQ(copy[i], out[i]);
+    }
+  }
+  // Once the capture is over the calls run again.
+  EXPECT_TRUE(backend_.Synchronize().ok());
+  cpu::CpuBackend other;
+  EXPECT_EQ(other.Replay(**graph).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(CpuBackendTest, AllocatesAlignedHostMemory) {
   absl::StatusOr<BufferPtr> b = backend_.Allocate(1000, MemoryType::kDevice);
   ASSERT_TRUE(b.ok()) << b.status();
@@ -541,13 +588,13 @@ TEST_F(CpuBackendTest, LatentAttentionOverABf16CacheEqualsTheWidenedFloatCache) 
 }
 
 // Rows scattered into a BF16 destination are rounded to nearest even (F32ToBf16, NaN kept a
-// NaN); rows not named stay as they were.
+// NaN); rows not named stay as they were, and a source row sent to row -1 (padding) is skipped.
 TEST_F(CpuBackendTest, ScatterRowsRoundsIntoABf16Destination) {
   const int64_t n = 3, width = 5, ld_src = 6, ld_dst = 7, dst_rows = 5;
   std::vector<float> src = Random(n * ld_src, &rng_);
   src[1] = std::numeric_limits<float>::quiet_NaN();
   src[2] = 1.0f + 1.0f / 256;  // a tie: rounds to the even 1.0
-  const std::vector<int64_t> rows = {4, 0, 2};
+  const std::vector<int64_t> rows = {4, -1, 2};
   std::vector<uint16_t> dst(dst_rows * ld_dst, 0x1234);
   ScatterRowsArgs a{src.data(), ld_src, n, width, rows.data(), dst.data(), ld_dst, DType::kBf16};
   ASSERT_TRUE(backend_.ScatterRows(a).ok());

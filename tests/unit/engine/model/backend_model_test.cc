@@ -391,6 +391,110 @@ TEST(BackendModelEngineTest, Bf16CacheRoundsEachLatentAsItIsWritten) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Decode steps from graphs (BackendModelOptions::graphs) against the same engine op by op, both
+// with the experts on the backend: batches that shrink, grow and pad (3 -> 4, 5 -> 8), block
+// tables that widen across buckets, greedy and plain rows; every output and exported block the
+// same, and the graphs really replayed. A graph that baked in a host value (a length, a block
+// table), or padding that wrote a cache row, would change a later step.
+TEST(BackendModelEngineTest, DecodeGraphsReplayWhatTheStepsComputeOpByOp) {
+  std::unique_ptr<Model> model = Load("graphs", ComputeDType::kF32, Json::object());
+  ASSERT_NE(model, nullptr);
+  absl::StatusOr<BackendPtr> backend = CreateBackend("cpu:2");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  absl::StatusOr<std::unique_ptr<BackendExpertExecutor>> experts =
+      BackendExpertExecutor::Create(model.get(), backend->get());
+  ASSERT_TRUE(experts.ok()) << experts.status();
+  EngineOptions eo;
+  eo.block_tokens = kBlockTokens;
+  eo.kv_cache_tokens = 64 * kBlockTokens;
+  eo.max_step_tokens = 6;
+  BackendModelOptions bo = BackendModelOptions::ForEngine(model->config(), eo);
+  absl::StatusOr<std::unique_ptr<BackendModel>> eager =
+      BackendModel::Create(model.get(), backend->get(), bo);
+  bo.graphs = true;
+  absl::StatusOr<std::unique_ptr<BackendModel>> graphed =
+      BackendModel::Create(model.get(), backend->get(), bo);
+  ASSERT_TRUE(eager.ok() && graphed.ok());
+  EngineOptions eager_options = eo, graph_options = eo;
+  eager_options.runner = eager->get();
+  graph_options.runner = graphed->get();
+  Engine a(model.get(), eager_options), g(model.get(), graph_options);
+  const int64_t vocab = model->config().vocab_size;
+  // Steps both engines until nothing is pending; the outputs of each, which must agree.
+  auto step_both = [&](ExpertExecutor* ex, const std::string& what) {
+    std::map<SeqId, StepOutput> out;
+    while (a.HasPending()) {
+      absl::StatusOr<std::vector<StepOutput>> want = a.Step(ex), got = g.Step(ex);
+      EXPECT_TRUE(want.ok() && got.ok()) << what;
+      if (!want.ok() || !got.ok()) break;
+      EXPECT_EQ(got->size(), want->size()) << what;
+      for (size_t i = 0; i < want->size() && i < got->size(); ++i) {
+        EXPECT_EQ((*got)[i].seq, (*want)[i].seq) << what;
+        EXPECT_EQ((*got)[i].argmax, (*want)[i].argmax) << what;
+        EXPECT_EQ((*got)[i].logits, (*want)[i].logits) << what << " seq " << (*want)[i].seq;
+        out[(*want)[i].seq] = std::move((*want)[i]);
+      }
+    }
+    EXPECT_FALSE(g.HasPending()) << what;
+    return out;
+  };
+  auto add_both = [&](const std::vector<int32_t>& prompt, bool greedy) {
+    absl::StatusOr<SeqId> x = a.Add(prompt), y = g.Add(prompt);
+    ASSERT_TRUE(x.ok() && y.ok() && *x == *y);
+    if (greedy) {
+      ASSERT_TRUE(a.SetArgmax(*x, vocab).ok() && g.SetArgmax(*y, vocab).ok());
+    }
+  };
+  const std::vector<std::vector<int32_t>> prompts = {
+      {3, 1, 4, 1, 5, 9, 2, 6, 5}, {7, 250}, {8, 9, 10}, {11}, {12, 13, 14, 15, 16}, {2, 7}};
+  for (size_t i = 0; i < prompts.size(); ++i) add_both(prompts[i], i % 2 == 0);
+  std::map<SeqId, StepOutput> last = step_both(experts->get(), "prefill");
+  ASSERT_EQ(last.size(), prompts.size());
+  for (int step = 0; step < 16; ++step) {
+    const std::string what = "decode step " + std::to_string(step);
+    for (auto& [seq, o] : last) {
+      const int32_t next = o.argmax >= 0 ? o.argmax : Argmax(o.logits);
+      ASSERT_TRUE(a.Append(seq, next).ok() && g.Append(seq, next).ok()) << what;
+    }
+    // The batch shrinks (one sequence freed every third step) and grows (a new one-token
+    // prompt, whose prefill is a decode-shaped step of its own).
+    if (step % 3 == 2) {
+      const SeqId gone = last.begin()->first;
+      ASSERT_TRUE(a.Free(gone).ok() && g.Free(gone).ok());
+    }
+    if (step == 7) add_both({21}, false);
+    last = step_both(experts->get(), what);
+    if (::testing::Test::HasFailure()) return;
+  }
+  EXPECT_TRUE((*graphed)->graph_status().ok()) << (*graphed)->graph_status();
+  EXPECT_GE((*graphed)->graphs_captured(), 3);
+  EXPECT_GE((*graphed)->graph_replays(), 8);
+  EXPECT_EQ((*eager)->graph_replays() + (*eager)->graphs_captured(), 0);
+  // Padding wrote no cache row: every full block of the live sequences is the same.
+  for (const auto& [seq, o] : last) {
+    const int64_t blocks = *a.Length(seq) / kBlockTokens;
+    for (int64_t i = 0; i < blocks; ++i) {
+      absl::StatusOr<std::string> x = a.ExportBlock(seq, i), y = g.ExportBlock(seq, i);
+      ASSERT_TRUE(x.ok() && y.ok());
+      EXPECT_EQ(*y, *x) << "seq " << seq << " block " << i;
+    }
+  }
+  // With the experts on the host the steps run op by op.
+  const int64_t replays = (*graphed)->graph_replays();
+  for (auto& [seq, o] : last) {
+    const int32_t next = o.argmax >= 0 ? o.argmax : Argmax(o.logits);
+    ASSERT_TRUE(a.Append(seq, next).ok() && g.Append(seq, next).ok());
+  }
+  EXPECT_EQ(step_both(nullptr, "host experts").size(), last.size());
+  EXPECT_EQ((*graphed)->graph_replays(), replays);
+}
+
+TEST(BackendModelGraphTest, GraphBatchRoundsUpToItsBuckets) {
+  const std::vector<std::pair<int64_t, int64_t>> cases = {
+      {1, 1}, {2, 2}, {3, 4}, {5, 8}, {8, 8}, {9, 16}, {16, 16}, {17, 24}, {250, 256}};
+  for (const auto& [n, want] : cases) EXPECT_EQ(BackendModel::GraphBatch(n), want) << n;
+}
+
 TEST(BackendModelEngineTest, AMismatchedPoolIsFailedPrecondition) {
   std::unique_ptr<Model> m = Load("mismatch", ComputeDType::kF32, Json::object());
   ASSERT_NE(m, nullptr);
