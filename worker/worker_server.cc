@@ -29,7 +29,7 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
                                        "placement", "host", "metrics-port",
                                        "expert-transport", "cuda-device", "backend",
                                        "kv-cache-dtype", "gpu-memory-utilization"},
-                                      {}));
+                                      {"decode-graphs"}));
   WorkerConfig c;
   MOESERVE_ASSIGN_OR_RETURN(c.model_dir, f.Required("model"));
   MOESERVE_ASSIGN_OR_RETURN(int64_t port, f.GetInt("port", 0));
@@ -89,6 +89,10 @@ absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& ar
   } else if (!sized && absl::StartsWith(c.backend, "cuda")) {
     c.gpu_memory_utilization = 0.9;
   }
+  c.decode_graphs = f.Has("decode-graphs");
+  if (c.decode_graphs && c.backend.empty()) {
+    return absl::InvalidArgumentError("--decode-graphs replays a backend's steps: it needs --backend");
+  }
   return c;
 }
 
@@ -114,6 +118,10 @@ std::vector<int32_t> AddedTokenIds(const std::string& model_dir) {
 }
 
 }  // namespace
+
+int64_t WorkerServer::DecodeGraphReplays() const {
+  return backend_model_ ? backend_model_->graph_replays() : 0;
+}
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerConfig& config) {
   if (config.gpu_memory_utilization > 0 && config.backend.empty()) {
@@ -177,6 +185,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
       bo.other_bytes = s->backend_experts_->backend_bytes();
     }
     bo.memory_fraction = config.gpu_memory_utilization;
+    bo.graphs = config.decode_graphs;
     MOESERVE_ASSIGN_OR_RETURN(s->backend_model_,
                               engine::BackendModel::Create(s->model_.get(), s->backend_.get(), bo));
     lo.engine.runner = s->backend_model_.get();
@@ -185,7 +194,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(const WorkerC
     }
     LogInfo(absl::StrCat("worker steps run on backend '", s->backend_->name(), "'; KV pool ",
                          s->backend_model_->num_blocks() * config.engine.block_tokens,
-                         " tokens of ", engine::DTypeName(config.engine.kv_cache_dtype)));
+                         " tokens of ", engine::DTypeName(config.engine.kv_cache_dtype),
+                         config.decode_graphs ? "; decode steps from graphs" : ""));
   }
   lo.hash_seed = PrefixSeed(ss.str(), config.model.compute, config.engine.kv_cache_dtype);
   lo.metrics = s->metrics_.get();

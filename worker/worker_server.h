@@ -47,6 +47,9 @@ struct WorkerConfig {
   // --gpu-memory-utilization; BackendModelOptions::memory_fraction). The flag's default is 0.9
   // on a cuda backend when no --kv-cache-mb or --kv-cache-tokens is given, else 0.
   double gpu_memory_utilization = 0;
+  // --decode-graphs (with a backend): decode steps replayed from graphs, CUDA graphs on a GPU
+  // (BackendModelOptions::graphs). Off by default.
+  bool decode_graphs = false;
   engine::ModelOptions model;
   engine::EngineOptions engine;
 };
@@ -59,7 +62,8 @@ inline constexpr char kWorkerUsage[] =
     "         [--block-tokens N] [--max-step-tokens N] [--metrics-port N]\n"
     "         [--kv-cache-dtype auto|bf16|f32]   (auto: bf16 on a backend in bf16 compute)\n"
     "         [--gpu-memory-utilization F]   (the KV pool from the backend's memory; default\n"
-    "                                         0.9 on cuda without --kv-cache-mb/--kv-cache-tokens)\n";
+    "                                         0.9 on cuda without --kv-cache-mb/--kv-cache-tokens)\n"
+    "         [--decode-graphs]   (decode steps replayed from graphs: CUDA graphs on a GPU)\n";
 
 // Parses the worker's flags (see kWorkerUsage); InvalidArgument naming the flag.
 absl::StatusOr<WorkerConfig> ParseWorkerFlags(const std::vector<std::string>& args);
@@ -71,6 +75,8 @@ class WorkerServer {
   static absl::StatusOr<std::unique_ptr<WorkerServer>> Create(const WorkerConfig& config);
   ~WorkerServer();
   int Port() const { return port_; }
+  // Decode steps replayed from graphs so far (--decode-graphs; 0 without a backend).
+  int64_t DecodeGraphReplays() const;
   int MetricsPort() const { return metrics_endpoint_ ? metrics_endpoint_->Port() : 0; }
   // Graceful drain: health NOT_SERVING, new work UNAVAILABLE; Idle() once no call is left.
   void StartDrain();

@@ -1,6 +1,7 @@
 #ifndef MOESERVE_ENGINE_MODEL_BACKEND_MODEL_H_
 #define MOESERVE_ENGINE_MODEL_BACKEND_MODEL_H_
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -117,9 +118,10 @@ class BackendModel final : public StepRunner {
   // The batch a graph of a decode step of n tokens runs (n rounded up to 1, 2, 4, 8, then a
   // multiple of 8).
   static int64_t GraphBatch(int64_t n);
-  // Decode steps replayed from a graph, graphs captured, and OK or why graphs were turned off.
-  int64_t graph_replays() const { return graph_replays_; }
-  int64_t graphs_captured() const { return graphs_captured_; }
+  // Decode steps replayed from a graph and graphs captured (readable from any thread), and OK
+  // or why graphs were turned off (engine thread).
+  int64_t graph_replays() const { return graph_replays_.load(std::memory_order_relaxed); }
+  int64_t graphs_captured() const { return graphs_captured_.load(std::memory_order_relaxed); }
   const absl::Status& graph_status() const { return graph_status_; }
 
   int64_t block_tokens() const { return options_.block_tokens; }
@@ -170,8 +172,8 @@ class BackendModel final : public StepRunner {
   // they were captured in.
   std::map<std::pair<int64_t, int64_t>, GraphPtr> graphs_;
   int64_t graphs_epoch_ = 0;
-  int64_t graph_replays_ = 0;
-  int64_t graphs_captured_ = 0;
+  std::atomic<int64_t> graph_replays_{0};
+  std::atomic<int64_t> graphs_captured_{0};
   absl::Status graph_status_;
   // Pinned host memory the logits come back through (a device copies to it several times
   // faster than to fresh pageable memory, and it is allocated once, not every step).

@@ -47,8 +47,10 @@ class WorkerClusterTest : public ::testing::Test {
 
   std::unique_ptr<WorkerServer> Start(Role role, std::vector<std::string> shards = {},
                                       const std::string& backend = "",
-                                      engine::DType kv_cache_dtype = engine::DType::kF32) {
+                                      engine::DType kv_cache_dtype = engine::DType::kF32,
+                                      bool decode_graphs = false) {
     WorkerConfig c;
+    c.decode_graphs = decode_graphs;
     c.engine.kv_cache_dtype = kv_cache_dtype;
     c.expert_shards = std::move(shards);
     c.backend = backend;
@@ -333,26 +335,38 @@ TEST_F(WorkerClusterTest, DecodeWithExpertsOnTwoShardsEqualsTheSingleProcessEngi
 
 // The worker's steps on a Backend (BackendModel + BackendExpertExecutor over the CPU backend,
 // the code path a GPU worker takes with --backend cuda) give the single-process engine's tokens.
+// Op by op and with decode steps replayed from graphs (--decode-graphs), which the second
+// worker really replays.
 TEST_F(WorkerClusterTest, DecodeOnABackendEqualsTheSingleProcessEngine) {
-  std::unique_ptr<WorkerServer> on_backend = Start(Role::kBoth, {}, TestBackend());
-  ASSERT_NE(on_backend, nullptr);
-  std::vector<int32_t> prompt;
-  for (int i = 0; i < 11; ++i) prompt.push_back((i * 29 + 3) % 384);
-  grpc::Status st;
-  std::vector<int32_t> got = Decode(Stub(*on_backend).get(), Spec(prompt, 10), nullptr, &st);
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  EXPECT_EQ(got, Reference(prompt, 10));
-  // Greedy requests take the argmax on the backend (Engine::SetArgmax), over the whole
-  // vocabulary and over the first 100 ids only.
-  for (int64_t vocab : {0, 100}) {
-    v1::GenerationSpec greedy = Spec(prompt, 10);
-    greedy.mutable_sampling()->set_temperature(0.0);
-    greedy.set_sample_vocab(vocab);
-    got = Decode(Stub(*on_backend).get(), greedy, nullptr, &st);
+  for (bool graphs : {false, true}) {
+    std::unique_ptr<WorkerServer> on_backend =
+        Start(Role::kBoth, {}, TestBackend(), engine::DType::kF32, graphs);
+    ASSERT_NE(on_backend, nullptr);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 11; ++i) prompt.push_back((i * 29 + 3) % 384);
+    grpc::Status st;
+    std::vector<int32_t> got = Decode(Stub(*on_backend).get(), Spec(prompt, 10), nullptr, &st);
     ASSERT_TRUE(st.ok()) << st.error_message();
-    EXPECT_EQ(got, Reference(prompt, 10, 0.0, vocab)) << "sample_vocab " << vocab;
-    if (vocab > 0) {
-      for (int32_t t : got) EXPECT_LT(t, vocab);
+    EXPECT_EQ(got, Reference(prompt, 10)) << "graphs " << graphs;
+    // Greedy requests take the argmax on the backend (Engine::SetArgmax), over the whole
+    // vocabulary and over the first 100 ids only.
+    for (int64_t vocab : {0, 100}) {
+      v1::GenerationSpec greedy = Spec(prompt, 10);
+      greedy.mutable_sampling()->set_temperature(0.0);
+      greedy.set_sample_vocab(vocab);
+      got = Decode(Stub(*on_backend).get(), greedy, nullptr, &st);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      EXPECT_EQ(got, Reference(prompt, 10, 0.0, vocab))
+          << "sample_vocab " << vocab << " graphs " << graphs;
+      if (vocab > 0) {
+        for (int32_t t : got) EXPECT_LT(t, vocab);
+      }
+    }
+    // Three requests of ten tokens: at most the first step of each graph shape runs op by op.
+    if (graphs) {
+      EXPECT_GE(on_backend->DecodeGraphReplays(), 20);
+    } else {
+      EXPECT_EQ(on_backend->DecodeGraphReplays(), 0);
     }
   }
   // An unknown backend is refused at start-up with the reason.

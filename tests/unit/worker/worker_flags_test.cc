@@ -97,6 +97,19 @@ TEST(WorkerFlagsTest, GpuMemoryUtilizationSizesABackendsPool) {
   }
 }
 
+// --decode-graphs: off by default, on with a backend, refused without one.
+TEST(WorkerFlagsTest, DecodeGraphsNeedABackend) {
+  absl::StatusOr<WorkerConfig> c = ParseWorkerFlags({"--model", "m", "--backend", "cuda"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->decode_graphs);
+  c = ParseWorkerFlags({"--model", "m", "--backend", "cpu:2", "--decode-graphs"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->decode_graphs);
+  c = ParseWorkerFlags({"--model", "m", "--decode-graphs"});
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("--backend"), std::string::npos) << c.status();
+}
+
 // Blocks of a bf16 cache are other bytes: another hash namespace; float32 keeps its old seed.
 TEST(WorkerFlagsTest, PrefixSeedSeparatesCacheDtypes) {
   const std::string config = R"({"vocab_size": 10})";
