@@ -43,6 +43,7 @@ struct GenerateRequest {
   engine::ModelOptions model_options;
   engine::EngineOptions engine_options;
   std::string backend;  // --backend SPEC: the steps on a Backend (engine/backend_registry.h)
+  bool decode_graphs = false;  // --decode-graphs: decode steps from graphs on that backend
 };
 
 absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& args) {
@@ -54,7 +55,7 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
                              "seed", "compute-dtype", "threads", "kv-cache-tokens", "kv-cache-mb",
                              "block-tokens", "max-step-tokens", "backend", "prompt-logprobs",
                              "kv-cache-dtype"},
-                            {"json", "all-logits", "chat"}));
+                            {"json", "all-logits", "chat", "decode-graphs"}));
   GenerateRequest r;
   MOESERVE_ASSIGN_OR_RETURN(r.model_dir, f.Required("model"));
   r.text = f.Get("prompt");
@@ -111,6 +112,10 @@ absl::StatusOr<GenerateRequest> ParseRequest(const std::vector<std::string>& arg
       r.engine_options.kv_cache_dtype,
       engine::ParseKvCacheDType(f.Get("kv-cache-dtype").value_or("auto"),
                                 r.model_options.compute, !r.backend.empty()));
+  r.decode_graphs = f.Has("decode-graphs");
+  if (r.decode_graphs && r.backend.empty()) {
+    return absl::InvalidArgumentError("--decode-graphs replays a backend's steps: it needs --backend");
+  }
   r.json = f.Has("json");
   r.all_logits = f.Has("all-logits");
   if (f.Has("prompt-logprobs")) {
@@ -194,8 +199,9 @@ absl::StatusOr<Generation> RunLoop(const GenerateRequest& r, const engine::Model
   std::unique_ptr<engine::BackendExpertExecutor> backend_experts;
   if (!r.backend.empty()) {
     MOESERVE_ASSIGN_OR_RETURN(backend, engine::CreateBackend(r.backend));
-    const engine::BackendModelOptions bo =
+    engine::BackendModelOptions bo =
         engine::BackendModelOptions::ForEngine(model.config(), engine_options);
+    bo.graphs = r.decode_graphs;
     MOESERVE_ASSIGN_OR_RETURN(on_backend, engine::BackendModel::Create(&model, backend.get(), bo));
     MOESERVE_ASSIGN_OR_RETURN(backend_experts,
                               engine::BackendExpertExecutor::Create(&model, backend.get()));

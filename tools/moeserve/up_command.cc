@@ -147,6 +147,7 @@ struct UpOptions {
   std::string placement;       // expert placement spec for shards and workers ("" = theirs)
   std::string backend;         // the workers' and shards' --backend ("" = the host)
   std::string kv_cache_dtype = "auto";  // the workers' --kv-cache-dtype
+  bool decode_graphs = false;            // the workers' --decode-graphs
   int64_t restart_delay_s = -1;  // restart a process that dies after this long; -1: never
 };
 
@@ -248,6 +249,7 @@ absl::Status Up(const UpOptions& o) {
         argv.push_back("--backend");
         argv.push_back(o.backend);
       }
+      if (o.decode_graphs) argv.push_back("--decode-graphs");
       if (!o.gpu_memory_utilization.empty()) {
         argv.push_back("--gpu-memory-utilization");
         argv.push_back(o.gpu_memory_utilization);
@@ -378,7 +380,7 @@ int RunUp(const std::vector<std::string>& args) {
              "relay-threads", "max-queue", "placement", "restart-delay-s",
              "stream-resume-grace-s", "batch-concurrency", "backend", "kv-cache-dtype",
              "gpu-memory-utilization"},
-      {});
+      {"decode-graphs"});
   if (!f.ok()) {
     LogError(f.status());
     return 2;
@@ -395,6 +397,7 @@ int RunUp(const std::vector<std::string>& args) {
   o.backend = f->Get("backend").value_or("");
   o.kv_cache_dtype = f->Get("kv-cache-dtype").value_or(o.kv_cache_dtype);
   o.gpu_memory_utilization = f->Get("gpu-memory-utilization").value_or("");
+  o.decode_graphs = f->Has("decode-graphs");
   auto get = [&](const char* name, int64_t dflt, int64_t lo, int64_t* out) -> bool {
     absl::StatusOr<int64_t> v = f->GetInt(name, dflt);
     if (!v.ok() || *v < lo) {
@@ -424,6 +427,11 @@ int RunUp(const std::vector<std::string>& args) {
           o.kv_cache_dtype, *engine::ParseComputeDType(o.compute), !o.backend.empty());
       !kv.ok()) {
     LogError(kv.status());
+    return 2;
+  }
+  if (o.decode_graphs && o.backend.empty()) {
+    LogError(absl::InvalidArgumentError(
+        "--decode-graphs replays a backend's steps: it needs --backend"));
     return 2;
   }
   if (!o.backend.empty()) {

@@ -62,6 +62,10 @@ on_backend = json.loads(run("generate", "--model", model, "--prompt-ids", "0,5,1
                             "--max-new-tokens", "6", "--compute-dtype", "f32", "--json",
                             "--all-logits", "--backend", "cpu:2").stdout)
 check(on_backend == f32, "generate --backend cpu:2 equals the host engine exactly")
+graphed = json.loads(run("generate", "--model", model, "--prompt-ids", "0,5,17",
+                         "--max-new-tokens", "6", "--compute-dtype", "f32", "--json",
+                         "--all-logits", "--backend", "cpu:2", "--decode-graphs").stdout)
+check(graphed == f32, "generate --backend cpu:2 --decode-graphs (steps replayed) equals it too")
 
 # Tokenizer round trip through the CLI (R1 flavour: <think> is one token).
 ids = json.loads(run("tokenize", "--model", model, "--text", "Hi <think>\n", "--json").stdout)["ids"]
@@ -102,6 +106,8 @@ expect_error(["up", "--model", model, "--restart-delay-s", "-2"], "--restart-del
 expect_error(["up", "--model", model, "--restart-delay-s", "soon"], "restart-delay-s")
 # A backend the workers could not open is refused before any process starts.
 expect_error(["up", "--model", model, "--backend", "tpu"], "tpu")
+expect_error(["up", "--model", model, "--decode-graphs"], "--backend")
+expect_error(["generate", "--model", model, "--prompt-ids", "1", "--decode-graphs"], "--backend")
 # A bad expert placement: the shard refuses it at start-up, `up` says which process and stops.
 up_dir = os.path.join(WORK, "bad-placement")
 shutil.rmtree(up_dir, ignore_errors=True)
