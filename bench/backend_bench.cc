@@ -154,11 +154,18 @@ Json BenchBackend(const BackendBenchArgs& a) {
       }
     }
     counting.TakeCount();
-    // The same steps twice over the same positions: the next token as a greedy worker takes it
-    // (the argmax on the device, fed back) and with every row's logits back on the host.
-    auto measure = [&](bool logits_back) -> absl::StatusOr<Json> {
+    // The same steps over the same positions: the next token as a greedy worker takes it (the
+    // argmax on the device, fed back), with every row's logits back on the host, and greedy
+    // again with the steps replayed from graphs (BackendModelOptions::graphs; the first step
+    // of the shape runs op by op and is captured). A replayed step runs no host code, so it
+    // cannot count the experts it reads: its bytes are the op-by-op greedy run's, step for step
+    // (the same tokens, unless a near-tie flips an argmax).
+    std::vector<double> greedy_bytes;
+    auto measure = [&](bool logits_back, bool graphs) -> absl::StatusOr<Json> {
       std::vector<double> secs, gbs;
       std::vector<int32_t> argmax;
+      bm->SetGraphs(graphs);
+      const int64_t replays = bm->graph_replays();
       for (int64_t step = 0; step < a.steps; ++step) {
         std::vector<std::vector<int32_t>> next(batch);
         std::vector<engine::SequenceChunk> chunks;
@@ -169,20 +176,36 @@ Json BenchBackend(const BackendBenchArgs& a) {
               {next[s], a.context + step, tables[s], 1, logits_back ? 0 : c.vocab_size});
         }
         const double t0 = NowSeconds();
-        MOESERVE_RETURN_IF_ERROR(bm->Forward(chunks, &counting, &logits, &argmax));
+        MOESERVE_RETURN_IF_ERROR(bm->Forward(chunks, graphs ? static_cast<engine::ExpertExecutor*>(
+                                                                  experts.get())
+                                                            : &counting,
+                                             &logits, &argmax));
         const double t = NowSeconds() - t0;
-        const double bytes =
-            static_cast<double>(fixed + counting.TakeCount() * ExpertBytes(*model)) +
-            static_cast<double>(batch) * (a.context + step + 1) * kv_token_bytes;
+        double bytes = 0;
+        if (graphs) {
+          bytes = greedy_bytes[step];
+        } else {
+          bytes = static_cast<double>(fixed + counting.TakeCount() * ExpertBytes(*model)) +
+                  static_cast<double>(batch) * (a.context + step + 1) * kv_token_bytes;
+          if (!logits_back) greedy_bytes.push_back(bytes);
+        }
         secs.push_back(t);
         gbs.push_back(bytes / t / 1e9);
       }
-      return Json{{"tokens_per_s", batch / Percentile(secs, 50)},
-                  {"effective_read_gbs", Percentile(gbs, 50)},
-                  {"fraction_of_copy_bandwidth", Percentile(gbs, 50) / copy_gbs}};
+      bm->SetGraphs(false);
+      Json r = {{"tokens_per_s", batch / Percentile(secs, 50)},
+                {"effective_read_gbs", Percentile(gbs, 50)},
+                {"fraction_of_copy_bandwidth", Percentile(gbs, 50) / copy_gbs}};
+      if (graphs) {
+        r["replayed_steps"] = bm->graph_replays() - replays;
+        if (!bm->graph_status().ok()) r["graph_error"] = bm->graph_status().ToString();
+      }
+      return r;
     };
-    absl::StatusOr<Json> greedy = measure(false), logits_back = measure(true);
+    greedy_bytes.clear();
+    absl::StatusOr<Json> greedy = measure(false, false);
     if (!greedy.ok()) return Json{{"error", greedy.status().ToString()}};
+    absl::StatusOr<Json> logits_back = measure(true, false);
     if (!logits_back.ok()) return Json{{"error", logits_back.status().ToString()}};
     Json row = *greedy;
     row["batch"] = batch;
@@ -190,6 +213,13 @@ Json BenchBackend(const BackendBenchArgs& a) {
     row["logits_to_host"] = *logits_back;
     row["argmax_speedup"] =
         (*greedy)["tokens_per_s"].get<double>() / (*logits_back)["tokens_per_s"].get<double>();
+    if (a.graphs) {
+      absl::StatusOr<Json> graphed = measure(false, true);
+      if (!graphed.ok()) return Json{{"error", graphed.status().ToString()}};
+      row["graphs"] = *graphed;
+      row["graph_speedup"] =
+          (*graphed)["tokens_per_s"].get<double>() / (*greedy)["tokens_per_s"].get<double>();
+    }
     decode.push_back(std::move(row));
   }
   out["decode"] = decode;

@@ -29,6 +29,7 @@ struct BackendBenchArgs {
   int64_t copy_mib = 2048;  // buffer of the copy-bandwidth limit
   int64_t gemm_n = 8192;    // m = n = k of the Gemm limit
   bool compare_cpu = true;  // logits of a short prompt against the CPU engine
+  bool graphs = true;       // decode also replayed from graphs (BackendModelOptions::graphs)
 };
 
 nlohmann::json BenchBackend(const BackendBenchArgs& args);

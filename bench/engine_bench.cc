@@ -6,6 +6,7 @@
 //   moeserve-bench-engine --backend cuda [--presets v2-lite] [--compute-dtype bf16|f32]
 //                         [--batches 1,8,64,256] [--context N] [--steps N]
 //                         [--prefill-tokens N] [--copy-mib N] [--gemm-n N] [--compare-cpu B]
+//                         [--graphs B]   (decode also replayed from graphs; default true)
 //                         [--kv-cache-dtype auto|bf16|f32]
 //   (the second form: BackendModel on that backend, bench/backend_bench.h)
 //
@@ -228,7 +229,7 @@ int main(int argc, char** argv) {
       Flags::Parse(std::vector<std::string>(argv + 1, argv + argc),
                    {"presets", "models-dir", "threads", "steps", "phases", "prefill-runs",
                     "backend", "compute-dtype", "batches", "context", "prefill-tokens",
-                    "copy-mib", "gemm-n", "compare-cpu", "kv-cache-dtype"},
+                    "copy-mib", "gemm-n", "compare-cpu", "kv-cache-dtype", "graphs"},
                    {});
   if (!f.ok()) {
     std::cerr << f.status() << "\n";
@@ -258,6 +259,7 @@ int main(int argc, char** argv) {
     b.copy_mib = f->GetInt("copy-mib", b.copy_mib).value_or(b.copy_mib);
     b.gemm_n = f->GetInt("gemm-n", b.gemm_n).value_or(b.gemm_n);
     b.compare_cpu = f->Get("compare-cpu").value_or("true") != "false";
+    b.graphs = f->Get("graphs").value_or("true") != "false";
     if (b.context < 1 || b.steps < 1 || b.prefill_tokens < 1 || b.copy_mib < 1 || b.gemm_n < 1) {
       std::cerr << "--context, --steps, --prefill-tokens, --copy-mib and --gemm-n must be >= 1\n";
       return 2;

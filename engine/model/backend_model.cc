@@ -462,6 +462,11 @@ bool BackendModel::GraphStep(absl::Span<const SequenceChunk> chunks,
   return true;
 }
 
+void BackendModel::SetGraphs(bool on) {
+  options_.graphs = on;
+  if (!on) graphs_.clear();
+}
+
 int64_t BackendModel::GraphBatch(int64_t n) {
   if (n <= 8) {
     int64_t b = 1;

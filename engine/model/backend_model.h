@@ -118,6 +118,9 @@ class BackendModel final : public StepRunner {
   // The batch a graph of a decode step of n tokens runs (n rounded up to 1, 2, 4, 8, then a
   // multiple of 8).
   static int64_t GraphBatch(int64_t n);
+  // Turns decode graphs on or off from the next step (BackendModelOptions::graphs); turning
+  // them off releases the captured graphs.
+  void SetGraphs(bool on);
   // Decode steps replayed from a graph and graphs captured (readable from any thread), and OK
   // or why graphs were turned off (engine thread).
   int64_t graph_replays() const { return graph_replays_.load(std::memory_order_relaxed); }
