@@ -17,6 +17,8 @@
 //  - Ops are enqueued in order on one stream and may return before the work is done; errors
 //    found on the host (bad shapes, unsupported dtypes) come back as Status at once, device
 //    faults at the next Synchronize()/CopyToHost().
+//  - Graphs: BeginCapture/EndCapture record a run of ops, Replay enqueues it again (CUDA
+//    graphs: one launch for a decode step's few hundred kernels).
 //  - The CPU backend (engine/cpu/cpu_backend.h) is the reference; it runs each op at once.
 //  - CUDA (engine/cuda/): a skinny kernel for BF16 products of up to 8 rows (decode), cuBLASLt
 //    for the rest of F32/BF16 Gemm (x rounded to bf16 for BF16 weights), a tiled kernel for FP8,
