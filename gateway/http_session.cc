@@ -16,6 +16,7 @@
 #include "boost/asio/write.hpp"
 #include "common/http_status.h"
 #include "gateway/static_files.h"
+#include "gateway/tokenize_api.h"
 #include "nlohmann/json.hpp"
 
 namespace moeserve::gateway {
@@ -41,8 +42,9 @@ bool IsBatchApiPath(absl::string_view path) {
 
 // Routes that need an API key when keys are on (the page, /health and /v1/prices stay open).
 bool NeedsKey(absl::string_view path) {
-  return path == "/v1/models" || path == "/v1/chat/completions" || path == "/v1/completions" ||
-         path == "/admin/usage" || IsBatchApiPath(path);
+  return path == "/v1/models" || absl::StartsWith(path, "/v1/models/") ||
+         path == "/v1/chat/completions" || path == "/v1/completions" || path == "/tokenize" ||
+         path == "/detokenize" || path == "/admin/usage" || IsBatchApiPath(path);
 }
 
 // A resumable stream's URL: /v1/chat/completions/{id}/stream (GET, resume) or .../cancel
@@ -177,9 +179,11 @@ void HttpSession::Handle(Request request) {
   if (IsBatchApiPath(path)) return HandleBatchApi(request, path, principal);
   route_ = path == "/health" || path == "/healthz" || path == "/readyz" ||
                    path == "/v1/models" || path == "/v1/prices" ||
-                   path == "/v1/chat/completions" || path == "/v1/completions"
+                   path == "/v1/chat/completions" || path == "/v1/completions" ||
+                   path == "/tokenize" || path == "/detokenize"
                ? path
-               : "other";
+           : absl::StartsWith(path, "/v1/models/") ? "/v1/models/{id}"
+                                                   : "other";
   const bool draining = context_.calls->draining();
   if (draining) keep_alive_ = false;  // clients reconnect, to another replica
   // Liveness (/health, /healthz): the process answers. Readiness (/readyz): it takes new
@@ -201,6 +205,36 @@ void HttpSession::Handle(Request request) {
       return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
     return SendJson(http::status::ok,
                     DumpJson(ModelsJson(context_.model->name, 0, context_.model->context_length)),
+                    keep_alive_);
+  }
+  if (absl::StartsWith(path, "/v1/models/")) {
+    // OpenAI's models.retrieve: this server's one model, or 404 model_not_found.
+    if (method != http::verb::get)
+      return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
+    const std::string id = path.substr(std::string("/v1/models/").size());
+    if (id != context_.model->name) {
+      return SendError(WithErrorCode(
+          WithErrorParam(absl::NotFoundError(absl::StrCat("The model '", id,
+                                                          "' does not exist (this server has '",
+                                                          context_.model->name, "')")),
+                         "model"),
+          "model_not_found"));
+    }
+    return SendJson(http::status::ok,
+                    DumpJson(ModelsJson(context_.model->name, 0,
+                                        context_.model->context_length)["data"][0]),
+                    keep_alive_);
+  }
+  if (path == "/tokenize" || path == "/detokenize") {
+    if (method != http::verb::post) {
+      return SendError(absl::InvalidArgumentError("use POST"), 405, "POST");
+    }
+    absl::StatusOr<nlohmann::ordered_json> out =
+        path == "/tokenize" ? TokenizeResponse(request.body(), *context_.model)
+                            : DetokenizeResponse(request.body(), *context_.model);
+    if (!out.ok()) return SendError(out.status());
+    return SendJson(http::status::ok,
+                    out->dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
                     keep_alive_);
   }
   if (path == "/v1/prices") {

@@ -122,6 +122,9 @@ TEST_F(GatewayIntegrationTest, OpenAiNodeSdkEndToEnd) {
   SCOPED_TRACE(j.dump(2));
 
   EXPECT_EQ(j["models"], Json::array({"tiny-r1"}));
+  EXPECT_EQ(j["retrieved"], Json({{"id", "tiny-r1"}, {"object", "model"}}));
+  EXPECT_EQ(j["retrieve_unknown"],
+            Json({{"thrown", true}, {"is_not_found", true}, {"code", "model_not_found"}}));
 
   const Json& chat = j["chat"];
   EXPECT_EQ(chat["object"], "chat.completion");
@@ -273,6 +276,40 @@ TEST_F(GatewayIntegrationTest, RoutesMethodsAndLimitsOverOneKeepAliveConnection)
   EXPECT_TRUE(absl::StartsWith(r.body, "id: 1\ndata: {")) << r.body;
   r = c.Send(http::verb::get, "/health");
   EXPECT_EQ(r.status, 200);
+}
+
+// vLLM's /tokenize and /detokenize: a chat's tokens are exactly the prompt a chat completion
+// sends the backend, a text's decode back to it, and bad input is a 400 naming the field.
+TEST_F(GatewayIntegrationTest, TokenizeCountsWhatAChatRequestSends) {
+  RawClient c(server_->HttpPort());
+  const std::string messages =
+      R"("messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Why is the sky blue?"}])";
+  RawResponse r = c.Send(http::verb::post, "/tokenize", absl::StrCat("{", messages, "}"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json t = Json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(t.is_discarded()) << r.body;
+  r = c.Send(http::verb::post, "/v1/chat/completions",
+             absl::StrCat(R"({"model":"tiny-r1",)", messages, "}"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json chat = Json::parse(r.body, nullptr, false);
+  EXPECT_EQ(t["tokens"], Json(backend_->requests().back().prompt_ids));
+  EXPECT_EQ(t["count"], chat["usage"]["prompt_tokens"]);
+  EXPECT_EQ(t["max_model_len"], server_->model().context_length);
+  // Text without BOS round-trips through /detokenize.
+  r = c.Send(http::verb::post, "/tokenize",
+             R"({"model":"tiny-r1","prompt":"naïve café, 東京","add_special_tokens":false})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  t = Json::parse(r.body, nullptr, false);
+  r = c.Send(http::verb::post, "/detokenize", Json({{"tokens", t["tokens"]}}).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body, nullptr, false)["prompt"], "naïve café, 東京");
+  r = c.Send(http::verb::post, "/detokenize", R"({"tokens":[5,-1]})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(Json::parse(r.body, nullptr, false)["error"]["param"], "tokens[1]") << r.body;
+  r = c.Send(http::verb::get, "/tokenize");
+  EXPECT_EQ(r.status, 405);
+  r = c.Send(http::verb::post, "/tokenize", R"({"model":"other","prompt":"x"})");
+  EXPECT_EQ(r.status, 404);
 }
 
 TEST_F(GatewayIntegrationTest, PricesListTheServedModelAtTheDefaultTable) {

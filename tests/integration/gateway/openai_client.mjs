@@ -19,6 +19,15 @@ const messages = [{ role: 'user', content: 'Say hello.' }];
 // models.list
 const models = await client.models.list();
 out.models = models.data.map((m) => m.id);
+// models.retrieve, and an unknown id.
+const one = await client.models.retrieve(model);
+out.retrieved = { id: one.id, object: one.object };
+try {
+  await client.models.retrieve('no-such-model');
+  out.retrieve_unknown = { thrown: false };
+} catch (e) {
+  out.retrieve_unknown = { thrown: true, is_not_found: e instanceof OpenAI.NotFoundError, code: e.code ?? null };
+}
 
 // Non-streaming chat with reasoning_content and usage.
 const chat = await client.chat.completions.create({ model, messages, max_tokens: 64 });
