@@ -70,6 +70,11 @@ def http_seeds():
     write(t, "static_etag", http("GET", "/", headers=['If-None-Match: "x"']))
     write(t, "head_static", http("HEAD", "/playground.js"))
     write(t, "wrong_method", http("DELETE", "/v1/models"))
+    write(t, "model_retrieve", http("GET", "/v1/models/tiny-r1"))
+    write(t, "tokenize_chat", http("POST", "/tokenize", CHAT))
+    write(t, "tokenize_prompt", http("POST", "/tokenize",
+                                     '{"prompt":"Hi <think>","return_token_strs":true}'))
+    write(t, "detokenize", http("POST", "/detokenize", '{"tokens":[0,100,128798]}'))
     write(t, "not_found", http("GET", "/nope/../etc"))
     write(t, "http10", b"GET /health HTTP/1.0\r\n\r\n")
     write(t, "bad_json", http("POST", "/v1/chat/completions", '{"model":'))
