@@ -393,6 +393,7 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
     g.requests.push_back(std::move(p.generation));
     if (timeout) g.requests.back().deadline = absl::Now() + *timeout;
   }
+  g.prompt_scores.resize(g.requests.size());
   if (g.stream && context_.streams != nullptr && context_.streams->enabled()) {
     OpenResumableStream(principal ? absl::StrCat("key ", principal->index) : "");
   }
@@ -423,8 +424,10 @@ void HttpSession::StartChoice(size_t index) {
     asio::post(executor, [self, seq, index, s = std::move(s)] { self->OnDone(seq, index, s); });
     calls->Remove(key);
   };
-  GenerationCallPtr call = context_.backend->Start(
-      ChoiceRequest(g.requests[index / g.n], static_cast<int>(index % g.n)), std::move(callbacks));
+  GenerationRequest request = ChoiceRequest(g.requests[index / g.n], static_cast<int>(index % g.n));
+  // The prompt's scores come from its choice 0 (OnChunk), so the others take the prefix cache.
+  if (index % g.n != 0) request.prompt_logprobs.reset();
+  GenerationCallPtr call = context_.backend->Start(std::move(request), std::move(callbacks));
   g.choices[index].call = call;
   calls->Attach(key, std::move(call));
 }
@@ -444,6 +447,15 @@ void HttpSession::OnChunk(uint64_t seq, size_t index, GenerationChunk chunk) {
     }
   }
   Choice& c = gen_->choices[index];
+  if (gen_->requests[index / gen_->n].prompt_logprobs && !c.chunked) {
+    std::vector<engine::SampleResult>& scores = gen_->prompt_scores[index / gen_->n];
+    if (index % gen_->n == 0) {
+      scores = chunk.prompt_logprobs;
+    } else {
+      chunk.prompt_logprobs = scores;
+    }
+  }
+  c.chunked = true;
   if (c.done) return;
   TextDelta delta = c.output->OnChunk(chunk);
   gen_->metrics->OnTokens(static_cast<int64_t>(chunk.token_ids.size()), TotalUsage());

@@ -44,6 +44,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     std::optional<OutputAssembler> output;
     TextDelta text;     // non-streaming: everything so far
     bool done = false;  // finished: its finish chunk went out (streaming) or its result is final
+    bool chunked = false;  // a chunk came for it
   };
 
   // The generation behind the current request: n choices (n > 1 in gen_->choices).
@@ -56,6 +57,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // Choice 0's of each prompt (one, unless completions batched several); choice i * n + j
     // is prompt i's choice j and derives its request from requests[i] (ChoiceRequest).
     std::vector<GenerationRequest> requests;
+    // A scored prompt (echo with logprobs) is scored by its choice 0 alone: its first chunk's
+    // prompt_logprobs, kept here by prompt, serve the prompt's other choices.
+    std::vector<std::vector<engine::SampleResult>> prompt_scores;
     size_t n = 1;  // choices per prompt
     std::vector<Choice> choices;
     bool stream = false;

@@ -305,6 +305,17 @@ def prompt_scoring(port, compute):
         check(usage["prompt_cache_hit_tokens"] == 0,
               f"[{compute}] a scored prompt runs whole ({attempt}): {usage}")
 
+    # n > 1: choice 0 scores the prompt, the other choices show its scores (and take the
+    # prefix cache instead of running the prompt again).
+    st, body = post(port, "/v1/completions", {"model": name, "prompt": ids, "echo": True, "n": 2,
+                                              "max_tokens": 2, "logprobs": 1, "seed": 5})
+    check(st == 200, f"[{compute}] scoring with n 2: {st} {body[:200]}")
+    if st == 200:
+        both = [c["logprobs"]["token_logprobs"][1:len(ids)] for c in json.loads(body)["choices"]]
+        check(len(both) == 2 and all(len(g) == len(want) and max_diff(g, want) <= tol
+                                     for g in both),
+              f"[{compute}] both choices carry the prompt's logprobs")
+
     # lm-eval with batch_size > 1: several token-id prompts in one request, choice i scoring
     # prompt i as a request of its own does; usage counts every prompt.
     short = ids[:20]

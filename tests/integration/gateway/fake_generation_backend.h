@@ -23,6 +23,8 @@ class FakeGenerationBackend final : public GenerationBackend {
   // With sampling.logprobs, token number i of the script reports this logprob, and
   // top_logprobs alternatives (id + t, logprob - t).
   static float FakeLogprob(size_t i) { return -0.125f * static_cast<float>(i + 1); }
+  // With prompt_logprobs, the first chunk scores prompt token i (i >= 1) at this logprob.
+  static float FakePromptLogprob(size_t i) { return -0.5f * static_cast<float>(i); }
 
   FakeGenerationBackend(std::vector<int32_t> tokens, int32_t cached_prompt_tokens,
                         size_t chunk_size = 2)
@@ -40,6 +42,14 @@ class FakeGenerationBackend final : public GenerationBackend {
       chunk.token_ids.assign(tokens_.begin() + i,
                              tokens_.begin() + std::min(tokens_.size(), i + chunk_size_));
       chunk.cached_prompt_tokens = i == 0 ? cached_ : 0;
+      if (i == 0 && request.prompt_logprobs) {
+        for (size_t p = 1; p < request.prompt_ids.size(); ++p) {
+          engine::SampleResult r;
+          r.token = request.prompt_ids[p];
+          r.logprob = FakePromptLogprob(p);
+          chunk.prompt_logprobs.push_back(std::move(r));
+        }
+      }
       if (request.sampling.logprobs) {
         for (size_t k = 0; k < chunk.token_ids.size(); ++k) {
           engine::SampleResult r;

@@ -312,6 +312,34 @@ TEST_F(GatewayIntegrationTest, TokenizeCountsWhatAChatRequestSends) {
   EXPECT_EQ(r.status, 404);
 }
 
+// echo with logprobs and n > 1: only choice 0 asks the backend to score the prompt (the others
+// may then take the prefix cache), and every choice shows those scores.
+TEST_F(GatewayIntegrationTest, ChoicesShareTheirPromptsScores) {
+  RawClient c(server_->HttpPort());
+  const std::vector<int32_t> prompt = {0, 100, 200, 300};
+  const size_t before = backend_->requests().size();
+  RawResponse r = c.Send(http::verb::post, "/v1/completions",
+                         R"({"model":"tiny-r1","prompt":[0,100,200,300],"echo":true,"n":3,)"
+                         R"("logprobs":1,"max_tokens":4})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<GenerationRequest> requests = backend_->requests();
+  ASSERT_EQ(requests.size(), before + 3);
+  int scored = 0;
+  for (size_t i = before; i < requests.size(); ++i) scored += requests[i].prompt_logprobs ? 1 : 0;
+  EXPECT_EQ(scored, 1);
+  const Json j = Json::parse(r.body, nullptr, false);
+  ASSERT_EQ(j["choices"].size(), 3u) << r.body;
+  for (const Json& choice : j["choices"]) {
+    const Json& lp = choice["logprobs"]["token_logprobs"];
+    ASSERT_GE(lp.size(), prompt.size()) << choice.dump();
+    EXPECT_TRUE(lp[0].is_null());
+    for (size_t i = 1; i < prompt.size(); ++i) {
+      EXPECT_EQ(lp[i].get<float>(), FakeGenerationBackend::FakePromptLogprob(i))
+          << "choice " << choice["index"] << " token " << i;
+    }
+  }
+}
+
 TEST_F(GatewayIntegrationTest, PricesListTheServedModelAtTheDefaultTable) {
   RawClient c(server_->HttpPort());
   RawResponse r = c.Send(http::verb::get, "/v1/prices");
