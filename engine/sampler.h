@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -27,6 +28,10 @@ struct SamplingParams {
   // HF/CTRL semantics over prompt + generated tokens (each distinct id once):
   // logit > 0 -> logit / p, else logit * p. 1 = off; must be > 0.
   double repetition_penalty = 1.0;
+  // OpenAI's logit_bias: added to the logit of each id (after the penalties, before the
+  // temperature); -100 in practice bans a token, +100 forces it. Ids distinct and in the
+  // vocabulary, biases in [-100, 100].
+  std::vector<std::pair<int32_t, float>> logit_bias;
   // Generation stops after any of these ids (the stop token itself is emitted by the sampler;
   // the caller decides whether to show it).
   std::vector<int32_t> stop_token_ids;
@@ -64,7 +69,7 @@ SampleResult ScoreToken(absl::Span<const float> logits, int32_t token, int32_t t
 //
 // Order of operations:
 //   1. repetition_penalty (prompt + generated), then presence/frequency (generated) — vLLM's
-//      order. Ids outside [0, vocab) in the histories are ignored.
+//      order. Ids outside [0, vocab) in the histories are ignored. Then logit_bias.
 //   2. temperature: logits / T (skipped when T == 0).
 //   3. top-k, 4. top-p (over the distribution renormalised after top-k), 5. min-p, 6. draw.
 // Cost per call is a few O(vocab) passes: top-k uses a bounded heap (k <= 4096) or
@@ -102,7 +107,7 @@ class Sampler {
 
   bool IsStop(int32_t token) const;
   // Whether Sample always returns the first argmax of the logits it is given and nothing else
-  // (greedy, no penalty, no logprobs): the caller may then ask for the argmax alone
+  // (greedy, no penalty, no bias, no logprobs): the caller may then ask for the argmax alone
   // (Engine::SetArgmax) and skip Sample.
   bool IsArgmax() const;
 

@@ -324,6 +324,11 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
   j["frequency_penalty"] = s.frequency_penalty();
   if (s.repetition_penalty() != 0) j["repetition_penalty"] = s.repetition_penalty();
   if (s.has_seed()) j["seed"] = s.seed();
+  if (!s.logit_bias().empty()) {
+    Json bias = Json::object();
+    for (const auto& [id, b] : s.logit_bias()) bias[absl::StrCat(id)] = b;
+    j["logit_bias"] = std::move(bias);
+  }
   if (chat) {
     j["logprobs"] = s.logprobs();
     if (s.top_logprobs() != 0) j["top_logprobs"] = s.top_logprobs();

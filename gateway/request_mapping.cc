@@ -38,7 +38,9 @@
 //  - Sampling: temperature [0, 2] (default 1, OpenAI's), top_p (0, 1], top_k >= 0 (an
 //    extension, 0 = off), min_p [0, 1], presence/frequency_penalty [-2, 2],
 //    repetition_penalty > 0, seed a non-negative integer. logprobs bool, top_logprobs 0..20 and
-//    only with logprobs (the ranges of engine::ValidateSamplingParams).
+//    only with logprobs (the ranges of engine::ValidateSamplingParams). "logit_bias": OpenAI's
+//    object of token ids (decimal strings) to biases in [-100, 100], at most kMaxLogitBias of
+//    them, each id in the tokenizer's vocabulary; added to the logits before sampling.
 //  - "stop": a string or a list of at most 4 non-empty strings. Stop strings apply to the answer
 //    text (content), never to reasoning_content; the output is cut before the stop string and
 //    finish_reason is "stop".
@@ -81,6 +83,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/http_status.h"
@@ -249,6 +252,30 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
     if (!(*repetition > 0))
       return Invalid("repetition_penalty", "'repetition_penalty' must be > 0");
     s.repetition_penalty = *repetition;
+  }
+  if (const Json* bias = Field(j, "logit_bias")) {
+    // OpenAI's shape: {"<token id>": bias, ...}, biases in [-100, 100].
+    if (!bias->is_object()) {
+      return Invalid("logit_bias", "'logit_bias' must be an object of token ids to biases");
+    }
+    if (bias->size() > kMaxLogitBias) {
+      return Invalid("logit_bias", absl::StrCat("'logit_bias' may hold at most ", kMaxLogitBias,
+                                                " tokens"));
+    }
+    for (const auto& [key, value] : bias->items()) {
+      int64_t id = -1;
+      if (!absl::SimpleAtoi(key, &id) || id < 0 || id > INT32_MAX || absl::StrCat(id) != key) {
+        return Invalid("logit_bias",
+                       absl::StrCat("'logit_bias' keys must be token ids, got '", key, "'"));
+      }
+      if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100)) {
+        return Invalid("logit_bias", absl::StrCat("'logit_bias' values must be numbers in "
+                                                  "[-100, 100]; token ", key, " has ",
+                                                  value.dump()));
+      }
+      s.logit_bias.emplace_back(static_cast<int32_t>(id), value.get<float>());
+    }
+    std::sort(s.logit_bias.begin(), s.logit_bias.end());
   }
   MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> seed, GetInt(j, "seed"));
   if (seed) {
@@ -953,6 +980,13 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
                        "this model's tokenizer has no </think> token to end its reasoning");
       }
       g.constraint_after_token = model.think_close_ids[0];
+    }
+  }
+  for (const auto& [id, bias] : g.sampling.logit_bias) {
+    if (id >= model.vocab_size) {
+      return Invalid("logit_bias", absl::StrCat("'logit_bias' names token ", id,
+                                                ", outside the vocabulary [0, ",
+                                                model.vocab_size, ")"));
     }
   }
   if (absl::Status s = engine::ValidateSamplingParams(g.sampling, model.vocab_size); !s.ok()) {

@@ -101,6 +101,9 @@ struct PreparedRequest {
 // Bound of a request's "priority" (and of a key tier's).
 inline constexpr int32_t kMaxPriority = 1000;
 
+// Most tokens one request's "logit_bias" may name.
+inline constexpr size_t kMaxLogitBias = 1024;
+
 // Most choices ("n") one request may ask for.
 inline constexpr int kMaxChoices = 16;
 

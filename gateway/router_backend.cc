@@ -113,6 +113,7 @@ v1::GenerationSpec ToGenerationSpec(const GenerationRequest& r) {
                                    r.sampling.stop_token_ids.end());
   s->set_logprobs(r.sampling.logprobs);
   s->set_top_logprobs(r.sampling.top_logprobs);
+  for (const auto& [id, bias] : r.sampling.logit_bias) (*s->mutable_logit_bias())[id] = bias;
   spec.set_max_new_tokens(r.max_new_tokens);
   spec.set_ignore_eos(r.ignore_eos);
   spec.set_thinking_budget(r.thinking_budget);

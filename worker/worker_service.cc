@@ -1,5 +1,6 @@
 #include "worker/worker_service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <memory>
@@ -187,6 +188,8 @@ JobSpec SpecFromProto(const v1::GenerationSpec& p) {
   s.sampling.stop_token_ids.assign(sp.stop_token_ids().begin(), sp.stop_token_ids().end());
   s.sampling.logprobs = sp.logprobs();
   s.sampling.top_logprobs = sp.top_logprobs();
+  s.sampling.logit_bias.assign(sp.logit_bias().begin(), sp.logit_bias().end());
+  std::sort(s.sampling.logit_bias.begin(), s.sampling.logit_bias.end());  // maps have no order
   s.max_new_tokens = p.max_new_tokens();
   s.ignore_eos = p.ignore_eos();
   s.thinking_budget = p.thinking_budget();

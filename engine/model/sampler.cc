@@ -87,6 +87,9 @@ void ApplyPenalties(const SamplingParams& p, absl::Span<const int32_t> prompt,
       i = j;
     }
   }
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (in_vocab(id)) x[id] += bias;
+  }
 }
 
 // The n best ids by ByLogitDesc, best first, in one pass (n is at most 20).
@@ -194,6 +197,24 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size)
   if (p.top_logprobs > 0 && !p.logprobs) {
     return absl::InvalidArgumentError("top_logprobs requires logprobs to be true");
   }
+  std::vector<int32_t> biased;
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias: token id ", id,
+                                                     " is outside the vocabulary [0, ",
+                                                     vocab_size, ")"));
+    }
+    if (!InRange(bias, -100.0, 100.0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias: the bias of token ", id, " (", bias,
+                       ") is outside [-100, 100]"));
+    }
+    biased.push_back(id);
+  }
+  std::sort(biased.begin(), biased.end());
+  if (std::adjacent_find(biased.begin(), biased.end()) != biased.end()) {
+    return absl::InvalidArgumentError("logit_bias: a token id appears twice");
+  }
   for (int32_t t : p.stop_token_ids) {
     if (t < 0 || t >= vocab_size) {
       return absl::InvalidArgumentError(
@@ -213,7 +234,8 @@ bool Sampler::IsStop(int32_t token) const {
 
 bool Sampler::IsArgmax() const {
   return params_.temperature == 0.0 && !params_.logprobs && params_.repetition_penalty == 1.0 &&
-         params_.presence_penalty == 0.0 && params_.frequency_penalty == 0.0;
+         params_.presence_penalty == 0.0 && params_.frequency_penalty == 0.0 &&
+         params_.logit_bias.empty();
 }
 
 double Sampler::Uniform(uint64_t index) const {

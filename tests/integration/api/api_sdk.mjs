@@ -123,6 +123,40 @@ await section('penalties', async () => {
   return r;
 });
 
+// 3b. logit_bias (OpenAI's): test_api.py names the greedy first token to ban (BIAS_BAN) and a
+// token to force (BIAS_FORCE), both found in numpy from `moeserve generate`'s logits.
+await section('logit_bias', async () => {
+  const prompt = 'The quick brown fox';
+  const ban = Number(process.env.BIAS_BAN), force = Number(process.env.BIAS_FORCE);
+  const banned = await client.completions.create({
+    model, prompt, max_tokens: 1, temperature: 0, logprobs: 0, logit_bias: { [ban]: -100 },
+  });
+  const forced = await client.completions.create({
+    model, prompt, max_tokens: 6, temperature: 1, seed: 3, logprobs: 0, ignore_eos: true,
+    logit_bias: { [force]: 100 },
+  });
+  const chat = await client.chat.completions.create({
+    model, messages: hello, max_tokens: 4, temperature: 0, logit_bias: { [force]: 100 },
+    ignore_eos: true, logprobs: true,
+  });
+  const bad = {};
+  for (const [name, bias] of Object.entries({
+    not_an_id: { abc: 1 }, too_large: { 5: 101 }, outside_vocab: { 99999999: 1 },
+    not_an_object: [1], not_a_number: { 5: 'high' },
+  })) {
+    bad[name] = await errorOf(client.completions.create({
+      model, prompt, max_tokens: 1, logit_bias: bias,
+    }));
+  }
+  return {
+    banned: banned.choices[0].logprobs.tokens,
+    forced: forced.choices[0].logprobs.tokens,
+    chat: chat.choices[0].logprobs.content.map((e) => e.token),
+    chat_reasoning: (chat.choices[0].logprobs.reasoning_content ?? []).map((e) => e.token),
+    bad,
+  };
+});
+
 // 4. n > 1. KV sharing is read from the KV-cache service's own counters (KvCache.Stats over
 // gRPC): the prompt's blocks must be stored once, not once per choice.
 async function kvStats() {

@@ -63,9 +63,35 @@ def stop(p):
         p.wait()
 
 
-def sdk(port, strict_port, info):
+def bias_tokens():
+    """The greedy first token of "The quick brown fox" (to ban), the runner-up numpy finds in
+    the same logits (what the ban must give), and a token to force (the third most likely)."""
+    ref, _ = reference(model, "--prompt", "The quick brown fox", "--max-new-tokens", "1")
+    order = np.argsort(-np.asarray(ref["step_logits"][0][:VOCAB], dtype=np.float64),
+                       kind="stable")
+    return int(order[0]), int(order[1]), int(order[2])
+
+
+def check_logit_bias(o, ban, runner_up, force):
+    if "sdk_error" in o:
+        return check(False, f"logit_bias: {o['sdk_error']}")
+    check(o["banned"] == [token_string(runner_up)],
+          f"logit_bias -100 on the greedy token {ban} gives numpy's runner-up {runner_up}: "
+          f"{o['banned']}")
+    check(o["forced"] == [token_string(force)] * 6,
+          f"logit_bias +100 on token {force} makes every sampled token that one: {o['forced']}")
+    chat = o["chat_reasoning"] + o["chat"]
+    check(len(chat) == 4 and all(t == token_string(force) for t in chat),
+          f"chat takes logit_bias too: {chat}")
+    for name, err in o["bad"].items():
+        check(err is not None and err["status"] == 400 and err["param"] == "logit_bias",
+              f"logit_bias {name}: 400 naming logit_bias ({err})")
+
+
+def sdk(port, strict_port, info, bias):
     env = dict(os.environ, STRICT_BASE_URL=f"http://127.0.0.1:{strict_port}/v1",
-               KVCACHE_ADDR=info["kvcache"], PROTO_DIR=os.path.join(HERE, "..", "..", "..", "proto"))
+               KVCACHE_ADDR=info["kvcache"], PROTO_DIR=os.path.join(HERE, "..", "..", "..", "proto"),
+               BIAS_BAN=str(bias[0]), BIAS_FORCE=str(bias[2]))
     r = subprocess.run(["node", os.path.join(HERE, "api_sdk.mjs"), f"http://127.0.0.1:{port}/v1",
                         "tiny", NODE_DIR], capture_output=True, text=True, timeout=600, env=env)
     if r.returncode != 0:
@@ -398,11 +424,13 @@ strict = None
 try:
     info = json.load(open(os.path.join(run_dir, "cluster.json")))
     strict, strict_port = start_strict_gateway(info)
-    out = sdk(port, strict_port, info)
+    bias = bias_tokens()
+    out = sdk(port, strict_port, info, bias)
     check_fields(out["fields"])
     check_logprobs(out["logprobs"])
     check_reasoner_rule(out.get("reasoner_rule"))
     check_penalties(out["penalties"])
+    check_logit_bias(out["logit_bias"], *bias)
     check_n(out["n"])
     check_beta(out["beta"])
 finally:

@@ -647,6 +647,26 @@ TEST_F(GatewayIntegrationTest, GrpcInferenceTakesSuffixPrefixAndResponseFormatAs
   EXPECT_EQ(backend_->requests().back().response_schema, structured.response_schema);
   EXPECT_EQ(backend_->requests().back().constraint_after_token, structured.constraint_after_token);
 
+  // logit_bias, sorted by token id as the HTTP API leaves it; out of the vocabulary, refused.
+  const GenerationRequest biased = http_request(
+      "/v1/completions",
+      R"({"model":"tiny-r1","prompt":"hi","max_tokens":4,"logit_bias":{"300":-100,"7":2.5}})");
+  ASSERT_EQ(biased.sampling.logit_bias.size(), 2u);
+  req = v1::InferenceRequest();
+  req.set_model("tiny-r1");
+  req.set_prompt("hi");
+  req.set_max_tokens(4);
+  (*req.mutable_sampling()->mutable_logit_bias())[300] = -100;
+  (*req.mutable_sampling()->mutable_logit_bias())[7] = 2.5;
+  req.mutable_sampling()->set_temperature(1);
+  status = generate(req);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(backend_->requests().back().sampling.logit_bias, biased.sampling.logit_bias);
+  (*req.mutable_sampling()->mutable_logit_bias())[1 << 30] = 1;
+  status = generate(req);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "logit_bias")) << status.error_message();
+
   // Bad input: the HTTP API's rules, as INVALID_ARGUMENT.
   const size_t before = backend_->requests().size();
   req.mutable_response_format()->set_json_schema("{not json");

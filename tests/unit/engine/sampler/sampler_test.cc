@@ -124,6 +124,26 @@ TEST(SamplerTest, RepetitionAppliesBeforeFrequency) {
   ExpectLogprobsOf({1.0, 0.0}, got);
 }
 
+// logit_bias adds to the logits after the penalties and before the temperature (the reported
+// distribution includes it); a -100 bias moves greedy off the argmax, and a biased request is
+// not a plain argmax (the device may not take it for the sampler).
+TEST(SamplerTest, LogitBiasAddsAfterPenaltiesBeforeTemperature) {
+  SamplingParams p;
+  p.frequency_penalty = 1.0;
+  p.temperature = 0.5;
+  p.logit_bias = {{0, 2.0f}, {2, -1.5f}};
+  // Token 0: (0 - 1 + 2) / 0.5 = 2; token 1: 0; token 2: (1 - 1.5) / 0.5 = -1.
+  std::vector<double> got = ReportedLogprobs(p, {0.0f, 0.0f, 1.0f}, {}, {0});
+  ExpectLogprobsOf({2.0, 0.0, -1.0}, got);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  EXPECT_TRUE(Sampler(greedy, 1).IsArgmax());
+  greedy.logit_bias = {{2, -100.0f}};
+  Sampler banned(greedy, 1);
+  EXPECT_FALSE(banned.IsArgmax());
+  EXPECT_EQ(banned.Sample(std::vector<float>{1.0f, 3.0f, 9.0f}, {}, {}).token, 1);
+}
+
 TEST(SamplerTest, LogprobsReportTemperatureScaledDistributionBeforeTruncation) {
   SamplingParams p;
   p.temperature = 0.5;
@@ -448,6 +468,11 @@ TEST(ValidateSamplingParamsTest, RejectsEachOutOfRangeField) {
   ExpectInvalid(with([](SamplingParams& p) { p.top_logprobs = 2; }), "requires logprobs");
   ExpectInvalid(with([](SamplingParams& p) { p.stop_token_ids = {3, 100}; }), "stop token id 100");
   ExpectInvalid(with([](SamplingParams& p) { p.stop_token_ids = {-1}; }), "stop token id -1");
+  ExpectInvalid(with([](SamplingParams& p) { p.logit_bias = {{100, 1.0f}}; }), "token id 100");
+  ExpectInvalid(with([](SamplingParams& p) { p.logit_bias = {{3, 100.5f}}; }), "[-100, 100]");
+  ExpectInvalid(with([](SamplingParams& p) { p.logit_bias = {{3, NAN}}; }), "[-100, 100]");
+  ExpectInvalid(with([](SamplingParams& p) { p.logit_bias = {{3, 1.0f}, {3, 2.0f}}; }),
+                "appears twice");
 }
 
 }  // namespace
