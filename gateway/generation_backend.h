@@ -25,6 +25,7 @@ struct GenerationRequest {
   engine::SamplingParams sampling;
   int32_t max_new_tokens = 0;
   bool ignore_eos = false;
+  int32_t min_tokens = 0;  // vLLM's: no EOS or stop token id before this many tokens
   int32_t thinking_budget = -1;  // -1: none; else close reasoning after that many tokens
   std::vector<int32_t> think_close_ids;
   int32_t sample_vocab = 0;  // > 0: sample only ids below this

@@ -345,6 +345,7 @@ absl::StatusOr<ApiRequest> FromInferenceRequest(const v1::InferenceRequest& r) {
   }
   if (!r.reasoning_effort().empty()) j["reasoning_effort"] = r.reasoning_effort();
   j["ignore_eos"] = r.ignore_eos();
+  if (r.min_tokens() != 0) j["min_tokens"] = r.min_tokens();
   if (r.priority() != 0) j["priority"] = r.priority();
   if (r.has_suffix()) {
     if (!IsValidUtf8(r.suffix())) return absl::InvalidArgumentError("suffix is not valid UTF-8");

@@ -48,7 +48,9 @@
 //    chunk (choices: []) before [DONE].
 //  - "reasoning_effort": low | medium | high. With a template that opens <think> it becomes the
 //    thinking budget (engine::ThinkingBudget); with other templates it is validated and ignored.
-//  - "ignore_eos": bool (an extension, as in vLLM).
+//  - "ignore_eos": bool (an extension, as in vLLM). vLLM's "min_tokens" (0..max_tokens: no EOS
+//    or stop token id before that many tokens) and "stop_token_ids" (at most kMaxStopTokenIds
+//    ids of the vocabulary: generation stops after one, which is not shown, as EOS is not).
 //
 // Preparing (PrepareRequest):
 //  - An unknown "model" is 404 model_not_found. The gateway serves exactly one model.
@@ -302,6 +304,21 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
 
   MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, GetBool(j, "ignore_eos"));
   r->ignore_eos = ignore_eos.value_or(false);
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> min_tokens, GetInt(j, "min_tokens"));
+  if (min_tokens && *min_tokens < 0) return Invalid("min_tokens", "'min_tokens' must be >= 0");
+  r->min_tokens = min_tokens.value_or(0);
+  if (const Json* ids = Field(j, "stop_token_ids")) {
+    if (!ids->is_array() || ids->size() > kMaxStopTokenIds) {
+      return Invalid("stop_token_ids", absl::StrCat("'stop_token_ids' must be a list of at most ",
+                                                    kMaxStopTokenIds, " token ids"));
+    }
+    for (const Json& id : *ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
+        return Invalid("stop_token_ids", "'stop_token_ids' entries must be token ids");
+      }
+      s.stop_token_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+    }
+  }
 
   if (const Json* user = Field(j, "user")) {
     if (!user->is_string()) return Invalid("user", "'user' must be a string");
@@ -951,6 +968,18 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
   }
   g.max_new_tokens = static_cast<int32_t>(max_tokens);
   g.ignore_eos = r.ignore_eos;
+  if (r.min_tokens > max_tokens) {
+    return Invalid("min_tokens", absl::StrCat("'min_tokens' (", r.min_tokens,
+                                              ") must not exceed max_tokens (", max_tokens, ")"));
+  }
+  g.min_tokens = static_cast<int32_t>(r.min_tokens);
+  for (int32_t id : g.sampling.stop_token_ids) {
+    if (id >= model.vocab_size) {
+      return Invalid("stop_token_ids", absl::StrCat("'stop_token_ids' holds ", id,
+                                                    ", outside the vocabulary [0, ",
+                                                    model.vocab_size, ")"));
+    }
+  }
   g.sample_vocab = model.vocab_size;
   if (r.reasoning_effort) {
     absl::StatusOr<int64_t> budget = model.thinking_budget.ForEffort(*r.reasoning_effort);
@@ -981,6 +1010,12 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
       }
       g.constraint_after_token = model.think_close_ids[0];
     }
+  }
+  if (g.min_tokens > 0 && (!g.response_schema.empty() || g.tool_calls)) {
+    // A finished JSON document or tool call allows only its end: masking EOS would leave it
+    // nothing to sample.
+    return Invalid("min_tokens",
+                   "'min_tokens' cannot be combined with response_format or forced tool calls");
   }
   for (const auto& [id, bias] : g.sampling.logit_bias) {
     if (id >= model.vocab_size) {

@@ -72,6 +72,7 @@ struct ApiRequest {
   std::vector<std::string> stop;
   std::optional<std::string> reasoning_effort;
   bool ignore_eos = false;
+  int64_t min_tokens = 0;  // vLLM's: no EOS or stop token id before this many tokens
   int n = 1;         // choices
   int32_t priority = 0;  // lower runs first (vLLM's convention), in [-kMaxPriority, kMaxPriority]
   std::string user;  // accepted and type-checked; not used for anything yet
@@ -100,6 +101,9 @@ struct PreparedRequest {
 
 // Bound of a request's "priority" (and of a key tier's).
 inline constexpr int32_t kMaxPriority = 1000;
+
+// Most ids one request's "stop_token_ids" may hold.
+inline constexpr size_t kMaxStopTokenIds = 64;
 
 // Most tokens one request's "logit_bias" may name.
 inline constexpr size_t kMaxLogitBias = 1024;

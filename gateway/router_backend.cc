@@ -116,6 +116,7 @@ v1::GenerationSpec ToGenerationSpec(const GenerationRequest& r) {
   for (const auto& [id, bias] : r.sampling.logit_bias) (*s->mutable_logit_bias())[id] = bias;
   spec.set_max_new_tokens(r.max_new_tokens);
   spec.set_ignore_eos(r.ignore_eos);
+  spec.set_min_tokens(r.min_tokens);
   spec.set_thinking_budget(r.thinking_budget);
   spec.mutable_think_close_ids()->Add(r.think_close_ids.begin(), r.think_close_ids.end());
   spec.set_sample_vocab(r.sample_vocab);

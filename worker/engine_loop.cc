@@ -1,6 +1,7 @@
 #include "worker/engine_loop.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -128,6 +129,11 @@ absl::Status EngineLoop::Submit(JobSpec spec, std::shared_ptr<JobControl> contro
   }
   if (spec.sample_vocab < 0 || spec.sample_vocab > c.vocab_size) {
     return absl::InvalidArgumentError("sample_vocab out of range");
+  }
+  if (spec.min_tokens < 0 || spec.min_tokens > spec.max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("min_tokens ", spec.min_tokens,
+                                                   " is outside [0, max_new_tokens = ",
+                                                   spec.max_new_tokens, "]"));
   }
   MOESERVE_RETURN_IF_ERROR(engine::ValidateSamplingParams(spec.sampling, c.vocab_size));
   if (spec.prompt_logprobs && (*spec.prompt_logprobs < 0 || *spec.prompt_logprobs > 20)) {
@@ -269,7 +275,8 @@ bool EngineLoop::TryAdmit(Job* job) {
     }
   }
   job->sampler.emplace(job->spec.sampling, DefaultSeed(job->spec.request_id));
-  if (job->sampler->IsArgmax() && !job->make_constraint) {
+  if (job->sampler->IsArgmax() && !job->make_constraint &&
+      static_cast<int64_t>(job->spec.generated.size()) >= job->spec.min_tokens) {
     // Greedy with nothing to mask or report: the argmax is taken where the step ran (on the
     // device for a GPU worker), and the logits stay there.
     const int64_t vocab = job->spec.sample_vocab > 0 ? job->spec.sample_vocab
@@ -365,6 +372,16 @@ void EngineLoop::HandleOutput(Job* job, engine::StepOutput& out) {
     absl::Span<const float> choices = SampleChoices(spec, logits);
     if (job->constraint) {
       job->constraint->MaskLogits(absl::MakeSpan(logits.data(), choices.size()));
+    }
+    if (static_cast<int64_t>(spec.generated.size()) < spec.min_tokens) {
+      // min_tokens: neither EOS nor a stop token id yet.
+      auto mask = [&](int64_t id) {
+        if (id >= 0 && id < static_cast<int64_t>(choices.size())) {
+          logits[id] = -std::numeric_limits<float>::infinity();
+        }
+      };
+      if (c.eos_token_id) mask(*c.eos_token_id);
+      for (int32_t id : spec.sampling.stop_token_ids) mask(id);
     }
     r = job->sampler->Sample(choices, spec.prompt, spec.generated);
   }

@@ -37,6 +37,8 @@ struct JobSpec {
   // Set: score the prompt with this many alternatives (0..20); every prompt position runs (no
   // cached prefix is imported) and the first event carries JobEvent::prompt_logprobs.
   std::optional<int32_t> prompt_logprobs;
+  // EOS and the sampler's stop ids are masked until `generated` holds this many tokens.
+  int64_t min_tokens = 0;
 };
 
 // What a job produced since the last event. The first event carries cached_tokens.

@@ -198,6 +198,7 @@ JobSpec SpecFromProto(const v1::GenerationSpec& p) {
   s.response_schema = p.response_schema();
   if (p.has_constraint_after_token()) s.constraint_after_token = p.constraint_after_token();
   if (p.has_prompt_logprobs()) s.prompt_logprobs = p.prompt_logprobs();
+  s.min_tokens = p.min_tokens();
   if (p.has_tool_calls()) {
     const v1::ToolCallGrammar& g = p.tool_calls();
     ToolCallSpec& t = s.tool_calls.emplace();

@@ -148,7 +148,25 @@ await section('logit_bias', async () => {
       model, prompt, max_tokens: 1, logit_bias: bias,
     }));
   }
+  // vLLM's stop_token_ids and min_tokens: the greedy first token as a stop id ends the
+  // generation at once; with min_tokens 3 it cannot be sampled for 3 tokens.
+  const stopped = await client.completions.create({
+    model, prompt, max_tokens: 8, temperature: 0, stop_token_ids: [ban],
+  });
+  const held = await client.completions.create({
+    model, prompt, max_tokens: 8, temperature: 0, logprobs: 0, stop_token_ids: [ban],
+    min_tokens: 3,
+  });
+  bad.min_tokens_over_max = await errorOf(client.completions.create({
+    model, prompt, max_tokens: 2, min_tokens: 3,
+  }));
+  bad.stop_token_outside_vocab = await errorOf(client.completions.create({
+    model, prompt, max_tokens: 2, stop_token_ids: [99999999],
+  }));
   return {
+    stopped: { text: stopped.choices[0].text, finish_reason: stopped.choices[0].finish_reason,
+               completion_tokens: stopped.usage.completion_tokens },
+    held: { tokens: held.choices[0].logprobs.tokens, completion_tokens: held.usage.completion_tokens },
     banned: banned.choices[0].logprobs.tokens,
     forced: forced.choices[0].logprobs.tokens,
     chat: chat.choices[0].logprobs.content.map((e) => e.token),

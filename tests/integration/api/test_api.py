@@ -83,9 +83,19 @@ def check_logit_bias(o, ban, runner_up, force):
     chat = o["chat_reasoning"] + o["chat"]
     check(len(chat) == 4 and all(t == token_string(force) for t in chat),
           f"chat takes logit_bias too: {chat}")
+    st = o["stopped"]
+    check(st["text"] == "" and st["finish_reason"] == "stop" and st["completion_tokens"] == 0,
+          f"stop_token_ids: the greedy first token {ban} as a stop id ends at once: {st}")
+    held = o["held"]
+    check(held["tokens"][:1] == [token_string(runner_up)] and held["completion_tokens"] >= 3 and
+          token_string(ban) not in held["tokens"][:3],
+          f"min_tokens 3 keeps the stop id out of the first 3 tokens (numpy's runner-up first): "
+          f"{held}")
+    want_param = {"min_tokens_over_max": "min_tokens", "stop_token_outside_vocab": "stop_token_ids"}
     for name, err in o["bad"].items():
-        check(err is not None and err["status"] == 400 and err["param"] == "logit_bias",
-              f"logit_bias {name}: 400 naming logit_bias ({err})")
+        param = want_param.get(name, "logit_bias")
+        check(err is not None and err["status"] == 400 and err["param"] == param,
+              f"{name}: 400 naming {param} ({err})")
 
 
 def sdk(port, strict_port, info, bias):
