@@ -58,11 +58,15 @@ struct SampleResult {
   // The top_logprobs most likely tokens of the reported distribution, most likely first (ties:
   // lower id first). Empty unless params.logprobs && params.top_logprobs > 0.
   std::vector<TokenLogprob> top_logprobs;
+  // ScoreToken only: 1 + the ids whose logit is larger than the token's (vLLM's rank); 0 when
+  // not computed.
+  int64_t rank = 0;
 };
 
 // Scores `token` under the model's own distribution, log_softmax(logits) with no penalty or
 // temperature (how vLLM reports prompt logprobs): the token's logprob (-inf for an id outside
-// the logits) and the top_n most likely tokens, most likely first (ties: lower id first).
+// the logits), its rank, and the top_n most likely tokens, most likely first (ties: lower id
+// first).
 SampleResult ScoreToken(absl::Span<const float> logits, int32_t token, int32_t top_n);
 
 // Picks the next token of one request from its logits.

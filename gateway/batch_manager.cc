@@ -532,6 +532,11 @@ void BatchManager::StartRequest(Active& batch, size_t index) {
     return fail(WithErrorParam(
         absl::InvalidArgumentError("stream is not supported in a batch request"), "stream"));
   }
+  if (api->show_prompt_logprobs) {
+    return fail(WithErrorParam(
+        absl::InvalidArgumentError("prompt_logprobs is not supported in a batch request"),
+        "prompt_logprobs"));
+  }
   absl::StatusOr<PreparedRequest> prepared = PrepareRequest(*api, *model_, request_id);
   if (!prepared.ok()) return fail(prepared.status());
   // Batches run behind interactive traffic: at the batch priority unless the body asks for a

@@ -394,6 +394,7 @@ void HttpSession::HandleGenerate(const Request& request, Endpoint endpoint,
     if (timeout) g.requests.back().deadline = absl::Now() + *timeout;
   }
   g.prompt_scores.resize(g.requests.size());
+  g.show_prompt_logprobs = api->show_prompt_logprobs;
   if (g.stream && context_.streams != nullptr && context_.streams->enabled()) {
     OpenResumableStream(principal ? absl::StrCat("key ", principal->index) : "");
   }
@@ -596,7 +597,22 @@ void HttpSession::FinishGeneration(absl::Status status) {
   if (!g.stream) {
     std::vector<ChoiceResult> results;
     for (Choice& c : g.choices) results.push_back({std::move(c.text), c.output->finish_reason()});
-    SendJson(http::status::ok, DumpJson(CompletionResponseJson(g.meta, results, usage)),
+    nlohmann::json response = CompletionResponseJson(g.meta, results, usage);
+    if (g.show_prompt_logprobs) {
+      // vLLM's places: on the chat response, on each completion choice (its prompt's).
+      auto scores = [&](size_t prompt) {
+        return PromptLogprobsJson(g.requests[prompt].prompt_ids, g.prompt_scores[prompt],
+                                  *context_.model->tokenizer);
+      };
+      if (g.meta.endpoint == Endpoint::kChat) {
+        response["prompt_logprobs"] = scores(0);
+      } else {
+        for (nlohmann::json& choice : response["choices"]) {
+          choice["prompt_logprobs"] = scores(choice["index"].get<size_t>() / g.n);
+        }
+      }
+    }
+    SendJson(http::status::ok, DumpJson(response),
              keep_alive_);
     return;
   }

@@ -60,6 +60,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // A scored prompt (echo with logprobs) is scored by its choice 0 alone: its first chunk's
     // prompt_logprobs, kept here by prompt, serve the prompt's other choices.
     std::vector<std::vector<engine::SampleResult>> prompt_scores;
+    bool show_prompt_logprobs = false;  // vLLM's prompt_logprobs in the (non-streamed) response
     size_t n = 1;  // choices per prompt
     std::vector<Choice> choices;
     bool stream = false;

@@ -86,6 +86,34 @@ std::string TokenString(const std::string& bytes) {
   return out;
 }
 
+Json PromptLogprobsJson(absl::Span<const int32_t> ids,
+                        absl::Span<const engine::SampleResult> scores,
+                        const engine::Tokenizer& tokenizer) {
+  auto entry = [&tokenizer](int32_t id, float logprob, int64_t rank) {
+    const std::optional<absl::string_view> bytes = tokenizer.TokenBytes(id);
+    return Json{{"logprob", logprob},
+                {"rank", rank},
+                {"decoded_token", TokenString(bytes ? std::string(*bytes) : std::string())}};
+  };
+  Json out = Json::array();
+  for (size_t p = 0; p < ids.size(); ++p) {
+    if (p == 0 || p - 1 >= scores.size()) {
+      out.push_back(nullptr);
+      continue;
+    }
+    const engine::SampleResult& r = scores[p - 1];
+    Json d = Json::object();
+    d[absl::StrCat(ids[p])] = entry(ids[p], r.logprob, r.rank);
+    for (size_t k = 0; k < r.top_logprobs.size(); ++k) {
+      const engine::TokenLogprob& t = r.top_logprobs[k];
+      const std::string key = absl::StrCat(t.token);
+      if (!d.contains(key)) d[key] = entry(t.token, t.logprob, static_cast<int64_t>(k) + 1);
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
 Json LogprobsJson(const ResponseMeta& meta, const TextDelta& delta) {
   if (!meta.logprobs) return nullptr;
   if (meta.endpoint != Endpoint::kChat) return CompletionLogprobs(delta.content_logprobs);

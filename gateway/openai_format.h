@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/types/span.h"
+#include "engine/tokenizer.h"
 #include "gateway/generation_backend.h"
 #include "gateway/output_assembler.h"
 #include "gateway/request_mapping.h"
@@ -75,6 +77,14 @@ nlohmann::json UsageChunkJson(const ResponseMeta& meta, const UsageInfo& usage);
 std::string SseEvent(const nlohmann::json& event);
 // "data: [DONE]\n\n".
 std::string SseDone();
+// vLLM's prompt_logprobs: null for the first prompt token, then for each later one an object
+// keyed by token id (as a string) holding {"logprob", "rank", "decoded_token"} for the token
+// itself and for each alternative (ranked 1, 2, ...). `scores[i]` scores ids[i + 1]; a missing
+// score is null.
+nlohmann::json PromptLogprobsJson(absl::Span<const int32_t> ids,
+                                  absl::Span<const engine::SampleResult> scores,
+                                  const engine::Tokenizer& tokenizer);
+
 // JSON text; invalid UTF-8 is replaced rather than thrown on.
 std::string DumpJson(const nlohmann::json& j);
 

@@ -48,6 +48,9 @@
 //    chunk (choices: []) before [DONE].
 //  - "reasoning_effort": low | medium | high. With a template that opens <think> it becomes the
 //    thinking budget (engine::ThinkingBudget); with other templates it is validated and ignored.
+//  - vLLM's "prompt_logprobs" (0..20, non-streaming only, not with echo + logprobs): the
+//    response carries each prompt token's logprob, rank and that many alternatives
+//    (PromptLogprobsJson); the prompt runs whole, without the prefix cache.
 //  - "ignore_eos": bool (an extension, as in vLLM). vLLM's "min_tokens" (0..max_tokens: no EOS
 //    or stop token id before that many tokens) and "stop_token_ids" (at most kMaxStopTokenIds
 //    ids of the vocabulary: generation stops after one, which is not shown, as EOS is not).
@@ -165,6 +168,18 @@ absl::Status ParseCommon(const Json& j, ApiRequest* r) {
 
   MOESERVE_ASSIGN_OR_RETURN(std::optional<bool> stream, GetBool(j, "stream"));
   r->stream = stream.value_or(false);
+  MOESERVE_ASSIGN_OR_RETURN(std::optional<int64_t> prompt_logprobs, GetInt(j, "prompt_logprobs"));
+  if (prompt_logprobs) {
+    if (*prompt_logprobs < 0 || *prompt_logprobs > 20) {
+      return Invalid("prompt_logprobs", "'prompt_logprobs' must be in [0, 20]");
+    }
+    if (r->stream) {
+      return Invalid("prompt_logprobs",
+                     "'prompt_logprobs' is returned in non-streaming responses only");
+    }
+    r->prompt_logprobs = static_cast<int32_t>(*prompt_logprobs);
+    r->show_prompt_logprobs = true;
+  }
   if (const Json* so = Field(j, "stream_options")) {
     if (!so->is_object()) return Invalid("stream_options", "'stream_options' must be an object");
     if (!r->stream) {
@@ -959,7 +974,13 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
   GenerationRequest& g = p.generation;
   g.request_id = request_id;
   g.sampling = r.sampling;
-  if (r.echo && r.sampling.logprobs) g.prompt_logprobs = r.sampling.top_logprobs;
+  if (r.echo && r.sampling.logprobs) {
+    if (r.show_prompt_logprobs) {
+      return Invalid("prompt_logprobs",
+                     "score the prompt one way: 'prompt_logprobs', or 'echo' with 'logprobs'");
+    }
+    g.prompt_logprobs = r.sampling.top_logprobs;
+  }
   if (r.prompt_logprobs) {
     if (*r.prompt_logprobs < 0 || *r.prompt_logprobs > 20) {
       return Invalid("prompt_logprobs", "'prompt_logprobs' must be in [0, 20]");

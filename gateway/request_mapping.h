@@ -64,7 +64,10 @@ struct ApiRequest {
   // its own generation (see PrepareBatch); prompt_text / prompt_ids are then unset.
   std::vector<ApiPrompt> prompt_batch;
   bool echo = false;                               // completion: the text starts with the prompt
-  std::optional<int32_t> prompt_logprobs;          // gRPC: score the prompt (0..20 alternatives)
+  // Score the prompt with 0..20 alternatives: gRPC's field, or vLLM's HTTP "prompt_logprobs",
+  // which also sets show_prompt_logprobs (the response carries them in vLLM's shape).
+  std::optional<int32_t> prompt_logprobs;
+  bool show_prompt_logprobs = false;
   bool stream = false;
   bool include_usage = false;
   std::optional<int64_t> max_tokens;

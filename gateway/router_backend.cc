@@ -147,6 +147,7 @@ std::vector<engine::SampleResult> FromProtoLogprobs(
     engine::SampleResult& r = out.emplace_back();
     r.token = lp.token_id();
     r.logprob = lp.logprob();
+    r.rank = lp.rank();
     const int n = std::min(lp.top_ids_size(), lp.top_logprobs_size());
     for (int i = 0; i < n; ++i) r.top_logprobs.push_back({lp.top_ids(i), lp.top_logprobs(i)});
   }

@@ -12,6 +12,7 @@ namespace moeserve {
 inline void ToProtoLogprob(const engine::SampleResult& r, v1::TokenLogprob* lp) {
   lp->set_token_id(r.token);
   lp->set_logprob(r.logprob);
+  lp->set_rank(r.rank);
   for (const engine::TokenLogprob& t : r.top_logprobs) {
     lp->add_top_ids(t.token);
     lp->add_top_logprobs(t.logprob);

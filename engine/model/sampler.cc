@@ -345,6 +345,8 @@ SampleResult ScoreToken(absl::Span<const float> logits, int32_t token, int32_t t
   const double log_z = std::isfinite(max) && total > 0.0 ? max + std::log(total) : 0.0;
   if (token >= 0 && token < vocab) {
     result.logprob = static_cast<float>(logits[token] - log_z);
+    result.rank = 1 + std::count_if(logits.begin(), logits.end(),
+                                    [&](float v) { return v > logits[token]; });
   } else {
     result.logprob = -std::numeric_limits<float>::infinity();
   }

@@ -363,6 +363,50 @@ def prompt_scoring(port, compute):
         check("".join(lp["tokens"][1:]) == text and lp["text_offset"][1] == 0,
               f"[{compute}] the prompt's tokens spell it, offsets from 0: {lp['tokens'][:4]}")
 
+    # vLLM's prompt_logprobs (completions per choice, chat on the response): each prompt token's
+    # logprob, its rank, and the alternatives ranked 1, 2, against generate --prompt-logprobs.
+    def check_vllm_scores(scores, prompt_ids, want, what):
+        ok = len(scores) == len(prompt_ids) and scores[0] is None
+        worst = 0.0
+        for p in range(1, len(prompt_ids) if ok else 0):
+            d, w = scores[p], want[p - 1]
+            mine = d.get(str(prompt_ids[p]))
+            tops = [d.get(str(t)) for t, _ in w["top"]]
+            ok &= mine is not None and all(e is not None for e in tops)
+            if not ok:
+                break
+            worst = max([worst, abs(mine["logprob"] - w["logprob"])] +
+                        [abs(e["logprob"] - lpw) for e, (_, lpw) in zip(tops, w["top"])])
+            listed = [t for t, _ in w["top"]]
+            ok &= [e["rank"] for e in tops] == list(range(1, len(tops) + 1))
+            ok &= mine["rank"] == (listed.index(prompt_ids[p]) + 1 if prompt_ids[p] in listed
+                                   else mine["rank"]) and mine["rank"] >= 1
+            ok &= prompt_ids[p] in listed or mine["rank"] > len(listed)
+        check(ok and worst <= tol, f"[{compute}] {what}: vLLM's prompt_logprobs equal generate's "
+              f"(max |d| {worst:.3g}), ranks consistent")
+
+    st, body = post(port, "/v1/completions", {"model": name, "prompt": text, "max_tokens": 1,
+                                              "prompt_logprobs": 2})
+    check(st == 200, f"[{compute}] completions with prompt_logprobs: {st} {body[:200]}")
+    if st == 200:
+        text_ids = json.loads(post(port, "/tokenize", {"prompt": text})[1])["tokens"]
+        check_vllm_scores(json.loads(body)["choices"][0]["prompt_logprobs"], text_ids, want_text,
+                          "completions")
+    messages = [{"role": "user", "content": text}]
+    st, body = post(port, "/v1/chat/completions", {"model": name, "messages": messages,
+                                                   "max_tokens": 1, "prompt_logprobs": 2})
+    check(st == 200, f"[{compute}] chat with prompt_logprobs: {st} {body[:200]}")
+    if st == 200:
+        st_t, tok = post(port, "/tokenize", {"messages": messages})
+        chat_ids = json.loads(tok)["tokens"] if st_t == 200 else []
+        # The chat's own rendering in `generate`, so that both normalise over the tokenizer's ids.
+        want_chat = reference(["--prompt", text, "--chat"], 2)
+        check_vllm_scores(json.loads(body)["prompt_logprobs"], chat_ids, want_chat, "chat")
+    st, body = post(port, "/v1/chat/completions", {"model": name, "messages": messages,
+                                                   "stream": True, "prompt_logprobs": 1})
+    check(st == 400 and "prompt_logprobs" in body,
+          f"[{compute}] prompt_logprobs with stream is a 400: {st} {body[:120]}")
+
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions",
                                  data=json.dumps({"model": name, "prompt": text, "echo": True,
                                                   "max_tokens": 3, "temperature": 0,

@@ -183,6 +183,11 @@ TEST(ScoreTokenTest, RawLogSoftmaxWithOrderedAlternatives) {
     SampleResult r = ScoreToken(logits, token, 5);
     EXPECT_EQ(r.token, token);
     EXPECT_NEAR(r.logprob, want[token], 1e-4) << "token " << token;
+    // vLLM's rank: the token's place in the stable order, ties sharing the better one.
+    const int64_t place = std::find(order.begin(), order.end(), token) - order.begin();
+    int64_t rank = place + 1;
+    while (rank > 1 && logits[order[rank - 2]] == logits[token]) --rank;
+    EXPECT_EQ(r.rank, rank) << "token " << token;
     ASSERT_EQ(r.top_logprobs.size(), 5u);
     for (size_t i = 0; i < 5; ++i) {
       EXPECT_EQ(r.top_logprobs[i].token, order[i]) << "rank " << i;
