@@ -212,14 +212,7 @@ void HttpSession::Handle(Request request) {
     if (method != http::verb::get)
       return SendError(absl::InvalidArgumentError("use GET"), 405, "GET");
     const std::string id = path.substr(std::string("/v1/models/").size());
-    if (id != context_.model->name) {
-      return SendError(WithErrorCode(
-          WithErrorParam(absl::NotFoundError(absl::StrCat("The model '", id,
-                                                          "' does not exist (this server has '",
-                                                          context_.model->name, "')")),
-                         "model"),
-          "model_not_found"));
-    }
+    if (id != context_.model->name) return SendError(ModelNotFound(id, *context_.model));
     return SendJson(http::status::ok,
                     DumpJson(ModelsJson(context_.model->name, 0,
                                         context_.model->context_length)["data"][0]),

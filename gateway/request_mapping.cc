@@ -761,16 +761,18 @@ GenerationRequest ChoiceRequest(const GenerationRequest& first, int index) {
   return r;
 }
 
+absl::Status ModelNotFound(absl::string_view requested, const ModelContext& model) {
+  return WithErrorCode(
+      WithErrorParam(absl::NotFoundError(absl::StrCat("The model '", requested,
+                                                      "' does not exist (this server has '",
+                                                      model.name, "')")),
+                     "model"),
+      "model_not_found");
+}
+
 absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelContext& model,
                                                const std::string& request_id) {
-  if (r.model != model.name) {
-    return WithErrorCode(
-        WithErrorParam(
-            absl::NotFoundError(absl::StrCat(
-                "The model '", r.model, "' does not exist (this server has '", model.name, "')")),
-            "model"),
-        "model_not_found");
-  }
+  if (r.model != model.name) return ModelNotFound(r.model, model);
   if (!r.prompt_batch.empty()) {
     return Invalid("prompt", "several prompts in one request are served by /v1/completions only");
   }

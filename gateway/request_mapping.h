@@ -120,6 +120,9 @@ inline constexpr int kMaxBatchPrompts = 128;
 // Largest request body the HTTP server reads.
 inline constexpr size_t kMaxBodyBytes = size_t{8} << 20;
 
+// 404 model_not_found (param "model") for a model this server does not serve.
+absl::Status ModelNotFound(absl::string_view requested, const ModelContext& model);
+
 absl::StatusOr<ApiRequest> ParseChatCompletionRequest(absl::string_view body);
 absl::StatusOr<ApiRequest> ParseCompletionRequest(absl::string_view body);
 

@@ -25,15 +25,7 @@ absl::StatusOr<Json> ParseBody(absl::string_view body, const ModelContext& model
   }
   if (j.contains("model")) {
     if (!j["model"].is_string()) return BadField("model", "'model' must be a string");
-    if (j["model"] != model.name) {
-      return WithErrorCode(
-          WithErrorParam(absl::NotFoundError(absl::StrCat("The model '",
-                                                          j["model"].get<std::string>(),
-                                                          "' does not exist (this server has '",
-                                                          model.name, "')")),
-                         "model"),
-          "model_not_found");
-    }
+    if (j["model"] != model.name) return ModelNotFound(j["model"].get<std::string>(), model);
   }
   return j;
 }

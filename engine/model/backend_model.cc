@@ -537,6 +537,7 @@ absl::Status BackendModel::Layers(int64_t n, int64_t max_blocks, ExpertExecutor*
   MOESERVE_ASSIGN_OR_RETURN(int32_t* d_pos, Scratch<int32_t>(kPositions, n));
   MOESERVE_ASSIGN_OR_RETURN(int32_t* d_rows, Scratch<int32_t>(kTableRows, items));
   MOESERVE_ASSIGN_OR_RETURN(int32_t* d_lens, Scratch<int32_t>(kLens, items));
+  // The block tables' slot as Forward sized and filled it.
   MOESERVE_ASSIGN_OR_RETURN(int32_t* d_tables, Scratch<int32_t>(kTables, 1));
   MOESERVE_ASSIGN_OR_RETURN(int64_t* d_cache_rows, Scratch<int64_t>(kCacheRows, n));
   const int64_t qr = c.q_lora_rank ? *c.q_lora_rank : 0;

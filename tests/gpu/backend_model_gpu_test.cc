@@ -38,6 +38,24 @@ const std::string& TinyDir() {
   return *dir;
 }
 
+// Every registered backend but the CPU's that opens here (none without a GPU).
+std::vector<BackendPtr> DeviceBackends() {
+  std::vector<BackendPtr> backends;
+  for (const std::string& name : RegisteredBackends()) {
+    if (name == "cpu") continue;
+    absl::StatusOr<BackendPtr> b = CreateBackend(name);
+    if (b.ok()) backends.push_back(std::move(*b));
+  }
+  return backends;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadTiny(ComputeDType compute) {
+  if (TinyDir().empty()) return absl::InternalError("the tiny checkpoint was not written");
+  ModelOptions mo;
+  mo.compute = compute;
+  return Model::Load(TinyDir(), mo);
+}
+
 int32_t Argmax(const std::vector<float>& v) {
   return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
@@ -64,17 +82,9 @@ double Nmse(const std::vector<float>& a, const std::vector<float>& b) {
 // the CPU backend, whose bf16 cache is checked against the numpy reference).
 void Compare(ComputeDType compute, float max_abs, double nmse, bool tokens_must_match,
              DType cache_dtype = DType::kF32) {
-  std::vector<BackendPtr> backends;
-  for (const std::string& name : RegisteredBackends()) {
-    if (name == "cpu") continue;
-    absl::StatusOr<BackendPtr> b = CreateBackend(name);
-    if (b.ok()) backends.push_back(std::move(*b));
-  }
+  std::vector<BackendPtr> backends = DeviceBackends();
   if (backends.empty()) GTEST_SKIP() << "no usable non-CPU backend";
-  ASSERT_FALSE(TinyDir().empty());
-  ModelOptions mo;
-  mo.compute = compute;
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(TinyDir(), mo);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadTiny(compute);
   ASSERT_TRUE(model.ok()) << model.status();
   const std::vector<int32_t> prompt = {0, 1250, 77, 4031, 12, 9999, 310, 15, 88000, 4};
   const int64_t total = static_cast<int64_t>(prompt.size()) + kDecodeSteps;
@@ -176,17 +186,9 @@ TEST(BackendModelGpuTest, TinyF32OverABf16CacheLogitsClose) {
 // 24 steps across block boundaries; logits within the f32 bound of the CPU comparison (a padded
 // product may take another cuBLAS algorithm), the same tokens, and the steps really replayed.
 TEST(BackendModelGpuTest, TinyF32DecodeGraphsEqualTheStepsOpByOp) {
-  std::vector<BackendPtr> backends;
-  for (const std::string& name : RegisteredBackends()) {
-    if (name == "cpu") continue;
-    absl::StatusOr<BackendPtr> b = CreateBackend(name);
-    if (b.ok()) backends.push_back(std::move(*b));
-  }
+  std::vector<BackendPtr> backends = DeviceBackends();
   if (backends.empty()) GTEST_SKIP() << "no usable non-CPU backend";
-  ASSERT_FALSE(TinyDir().empty());
-  ModelOptions mo;
-  mo.compute = ComputeDType::kF32;
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(TinyDir(), mo);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadTiny(ComputeDType::kF32);
   ASSERT_TRUE(model.ok()) << model.status();
   const std::vector<std::vector<int32_t>> prompts = {
       {0, 1250, 77, 4031, 12}, {9999, 310, 15, 88000, 4, 7, 19, 23, 2, 5, 8, 13, 21}, {42}};
