@@ -29,6 +29,11 @@ inline absl::Status WithErrorParam(absl::Status status, absl::string_view param)
   return status;
 }
 
+// InvalidArgument (HTTP 400) naming the request field `param`.
+inline absl::Status InvalidParam(absl::string_view param, absl::string_view message) {
+  return WithErrorParam(absl::InvalidArgumentError(message), param);
+}
+
 inline absl::Status WithErrorCode(absl::Status status, absl::string_view code) {
   status.SetPayload(kErrorCodePayload, absl::Cord(code));
   return status;

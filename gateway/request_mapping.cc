@@ -996,13 +996,6 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
                                               ") must not exceed max_tokens (", max_tokens, ")"));
   }
   g.min_tokens = static_cast<int32_t>(r.min_tokens);
-  for (int32_t id : g.sampling.stop_token_ids) {
-    if (id >= model.vocab_size) {
-      return Invalid("stop_token_ids", absl::StrCat("'stop_token_ids' holds ", id,
-                                                    ", outside the vocabulary [0, ",
-                                                    model.vocab_size, ")"));
-    }
-  }
   g.sample_vocab = model.vocab_size;
   if (r.reasoning_effort) {
     absl::StatusOr<int64_t> budget = model.thinking_budget.ForEffort(*r.reasoning_effort);
@@ -1040,15 +1033,10 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const ApiRequest& r, const ModelC
     return Invalid("min_tokens",
                    "'min_tokens' cannot be combined with response_format or forced tool calls");
   }
-  for (const auto& [id, bias] : g.sampling.logit_bias) {
-    if (id >= model.vocab_size) {
-      return Invalid("logit_bias", absl::StrCat("'logit_bias' names token ", id,
-                                                ", outside the vocabulary [0, ",
-                                                model.vocab_size, ")"));
-    }
-  }
+  // Ids against the vocabulary (logit_bias, stop_token_ids): the engine's checks, which name
+  // the field.
   if (absl::Status s = engine::ValidateSamplingParams(g.sampling, model.vocab_size); !s.ok()) {
-    return WithErrorParam(s, "sampling");
+    return s.GetPayload(kErrorParamPayload) ? s : WithErrorParam(s, "sampling");
   }
   return p;
 }

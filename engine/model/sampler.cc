@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/http_status.h"
 #include "engine/backend.h"
 
 namespace moeserve::engine {
@@ -27,7 +28,7 @@ uint64_t Mix(uint64_t z) {
 bool InRange(double v, double lo, double hi) { return v >= lo && v <= hi; }
 
 absl::Status RangeError(absl::string_view field, double value, absl::string_view range) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " ", value, " is outside ", range));
+  return InvalidParam(field, absl::StrCat(field, " ", value, " is outside ", range));
 }
 
 // Scratch reused across calls on one thread so a 129k-entry vocab costs no allocation per step.
@@ -176,7 +177,7 @@ void TruncateTopP(double top_p, const std::vector<float>& x, const std::vector<f
 absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size) {
   if (!InRange(p.temperature, 0.0, 2.0)) return RangeError("temperature", p.temperature, "[0, 2]");
   if (p.top_k < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("top_k ", p.top_k, " must be >= 0 (0 = off)"));
+    return InvalidParam("top_k", absl::StrCat("top_k ", p.top_k, " must be >= 0 (0 = off)"));
   }
   if (!(p.top_p > 0.0 && p.top_p <= 1.0)) return RangeError("top_p", p.top_p, "(0, 1]");
   if (!InRange(p.min_p, 0.0, 1.0)) return RangeError("min_p", p.min_p, "[0, 1]");
@@ -187,38 +188,39 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size)
     return RangeError("frequency_penalty", p.frequency_penalty, "[-2, 2]");
   }
   if (!(p.repetition_penalty > 0.0 && std::isfinite(p.repetition_penalty))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "repetition_penalty ", p.repetition_penalty, " must be finite and > 0 (1 = off)"));
+    return InvalidParam("repetition_penalty",
+                        absl::StrCat("repetition_penalty ", p.repetition_penalty,
+                                     " must be finite and > 0 (1 = off)"));
   }
   if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_logprobs ", p.top_logprobs, " is outside [0, ", kMaxTopLogprobs, "]"));
+    return InvalidParam("top_logprobs", absl::StrCat("top_logprobs ", p.top_logprobs,
+                                                     " is outside [0, ", kMaxTopLogprobs, "]"));
   }
   if (p.top_logprobs > 0 && !p.logprobs) {
-    return absl::InvalidArgumentError("top_logprobs requires logprobs to be true");
+    return InvalidParam("top_logprobs", "top_logprobs requires logprobs to be true");
   }
   std::vector<int32_t> biased;
   for (const auto& [id, bias] : p.logit_bias) {
     if (id < 0 || id >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("logit_bias: token id ", id,
+      return InvalidParam("logit_bias", absl::StrCat("logit_bias: token id ", id,
                                                      " is outside the vocabulary [0, ",
                                                      vocab_size, ")"));
     }
     if (!InRange(bias, -100.0, 100.0)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("logit_bias: the bias of token ", id, " (", bias,
-                       ") is outside [-100, 100]"));
+      return InvalidParam("logit_bias", absl::StrCat("logit_bias: the bias of token ", id, " (",
+                                                     bias, ") is outside [-100, 100]"));
     }
     biased.push_back(id);
   }
   std::sort(biased.begin(), biased.end());
   if (std::adjacent_find(biased.begin(), biased.end()) != biased.end()) {
-    return absl::InvalidArgumentError("logit_bias: a token id appears twice");
+    return InvalidParam("logit_bias", "logit_bias: a token id appears twice");
   }
   for (int32_t t : p.stop_token_ids) {
     if (t < 0 || t >= vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop token id ", t, " is outside the vocabulary [0, ", vocab_size, ")"));
+      return InvalidParam("stop_token_ids", absl::StrCat("stop token id ", t,
+                                                         " is outside the vocabulary [0, ",
+                                                         vocab_size, ")"));
     }
   }
   return absl::OkStatus();

@@ -8,8 +8,10 @@
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "common/http_status.h"
 #include "gtest/gtest.h"
 
 namespace moeserve::engine {
@@ -478,6 +480,15 @@ TEST(ValidateSamplingParamsTest, RejectsEachOutOfRangeField) {
   ExpectInvalid(with([](SamplingParams& p) { p.logit_bias = {{3, NAN}}; }), "[-100, 100]");
   ExpectInvalid(with([](SamplingParams& p) { p.logit_bias = {{3, 1.0f}, {3, 2.0f}}; }),
                 "appears twice");
+  // Each error names its field (the API's "param"), so the gateway need not check again.
+  for (const auto& [params, field] : std::vector<std::pair<SamplingParams, std::string>>{
+           {with([](SamplingParams& p) { p.logit_bias = {{100, 1.0f}}; }), "logit_bias"},
+           {with([](SamplingParams& p) { p.stop_token_ids = {100}; }), "stop_token_ids"},
+           {with([](SamplingParams& p) { p.top_k = -1; }), "top_k"}}) {
+    const auto param = ValidateSamplingParams(params, 100).GetPayload(kErrorParamPayload);
+    ASSERT_TRUE(param.has_value()) << field;
+    EXPECT_EQ(std::string(*param), field);
+  }
 }
 
 }  // namespace
